@@ -1,0 +1,1 @@
+"""The `sopflow` command line."""

@@ -1,0 +1,1 @@
+"""The command groups of `sopflow`, one module each."""

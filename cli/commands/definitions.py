@@ -1,0 +1,278 @@
+"""Commands for process owners and administrators: validate, simulate, diagram, deploy, defs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from cli.main import emit, settings
+from cli.render import dot, mermaid, table, text
+
+if TYPE_CHECKING:
+    from engine.definition.model import Definition, Org
+
+
+def _paths(paths: tuple[Path, ...]) -> list[Path]:
+    return list(paths) if paths else [Path("definitions")]
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check definitions and the org (files or folders; default: definitions/).
+
+    Every problem of every file is reported as FILE:LINE:COL: error[CODE]: message. Exit 0 when clean
+    (warnings allowed), 1 when a definition has errors, 2 when a path is missing or holds no definition.
+    """
+    from engine.definition.validate import validate_paths
+
+    report = validate_paths(_paths(paths))
+    errors = [p for p in report.problems if p.severity == "error"]
+    warnings = [p for p in report.problems if p.severity == "warning"]
+    if settings().json:
+        emit(
+            {
+                "ok": report.ok,
+                "definitions": [d.key for d in report.definitions],
+                "org": report.org.id if report.org else None,
+                "problems": [p.as_dict() for p in report.problems],
+            }
+        )
+    else:
+        for problem in report.problems:
+            click.echo(problem.render(), err=problem.severity == "error")
+        checked = len(report.definitions) + (1 if report.org else 0)
+        click.echo(
+            f"{checked} file(s) checked: {len(errors)} error(s), {len(warnings)} warning(s)",
+            err=bool(errors),
+        )
+    if errors:
+        raise click.exceptions.Exit(1)
+
+
+def resolve_definition_file(name: str) -> Path:
+    """A definition named by path, or by id: ./definitions/ID.yaml, then the definitions shipped with sopflow."""
+    from engine.errors import UsageError
+
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"no definition file `{name}`", hint="give a path to a .yaml file or a definition id")
+        return path
+    local = Path("definitions") / f"{name}.yaml"
+    if local.is_file():
+        return local
+    from importlib.resources import files
+
+    shipped = Path(str(files("definitions").joinpath(f"{name}.yaml")))
+    if shipped.is_file():
+        return shipped
+    raise UsageError(
+        f"no definition `{name}`: not a file, not definitions/{name}.yaml",
+        hint="`sopflow validate` lists the definitions it finds",
+    )
+
+
+def load_with_org(name: str, org_path: Path | None) -> tuple[Definition, Org]:
+    from engine.definition.validate import load_definition_file, load_org_file
+    from engine.errors import UsageError
+
+    file = resolve_definition_file(name)
+    org_file = org_path or file.parent / "org.yaml"
+    if not org_file.is_file():
+        raise UsageError(f"no org file at `{org_file}`", hint="pass --org PATH/TO/org.yaml")
+    org = load_org_file(org_file)
+    return load_definition_file(file, org), org
+
+
+def _parse_json(raw: str | None, what: str) -> dict[str, Any]:
+    from engine.errors import UsageError
+
+    if raw is None:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"{what} is not valid JSON: {exc.msg} at column {exc.colno}",
+            hint='quote it for the shell: --data \'{"field": "value"}\'',
+        ) from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+@click.command()
+@click.argument("definition")
+@click.argument("steps", nargs=-1)
+@click.option("--data", "data_json", help="The case's start data, as a JSON object.")
+@click.option("--org", "org_path", type=click.Path(path_type=Path), help="org.yaml (default: beside the file).")
+def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org_path: Path | None) -> None:
+    """Run a case through a definition in memory, no database: try a change before it goes live.
+
+    Each STEP is EVENT, EVENT@USER or EVENT@USER=JSON (the payload). Without @USER the step is fired as
+    the --as user. The case starts as the --as user (or the first step's user). Every step prints the new
+    state, who may act next, and why a refused step was refused; the run stops at the first refusal
+    (exit 1).
+
+    \b
+    sopflow --as li.na simulate content-review submit pass_screening@wang.fang \\
+        --data '{"title": "春季活动", "origin": "original"}'
+    """
+    from engine.compile import CompiledDefinition
+    from engine.errors import SopflowError, UsageError
+    from engine.simulate import Simulation
+
+    parsed = [_parse_step(s) for s in steps]
+    starter = settings().user or (parsed[0][1] if parsed else None)
+    if starter is None:
+        raise UsageError("who starts the case?", hint="pass --as USER or write the first step as EVENT@USER")
+    defn, org = load_with_org(definition, org_path)
+    sim = Simulation(CompiledDefinition(defn), org)
+    case = sim.start(starter, _parse_json(data_json, "--data"))
+    out: list[dict[str, Any]] = [{"step": "start", "as": starter, "state": case.state}]
+    as_json = settings().json
+    if not as_json:
+        click.echo(f"start as {starter} → {case.state} ({text(defn.states[case.state].title)})")
+        _next(defn, case.state, case.snapshot.assignee)
+    failed: SopflowError | None = None
+    for event, user, payload in parsed:
+        who = user or settings().user or starter
+        try:
+            step = sim.fire(case, who, event, payload)
+        except SopflowError as exc:
+            failed = exc
+            out.append({"step": event, "as": who, "refused": exc.as_dict()})
+            if not as_json:
+                click.echo(f"{event} as {who}: REFUSED ({exc.kind}): {exc}")
+            break
+        out.append({"step": event, "as": who, "state": case.state, "detail": step.detail})
+        if not as_json:
+            routed = "".join(f" → {r['to']} (choice: {r['when']})" for r in step.detail.get("routes", []))
+            stay = " (stays: waiting for more votes)" if not step.moved and event in ("approve", "reject") else ""
+            click.echo(f"{event} as {who}: {step.from_state} → {step.to_state}{routed}{stay}")
+            _next(defn, case.state, case.snapshot.assignee)
+    if as_json:
+        emit({"definition": defn.key, "steps": out, "state": case.state, "data": dict(case.data)})
+    if failed is not None:
+        raise click.exceptions.Exit(failed.exit_code)
+
+
+def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:
+    head, _, payload = raw.partition("=")
+    event, _, user = head.partition("@")
+    return event, user or None, _parse_json(payload, f"the payload of `{event}`") if payload else {}
+
+
+def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
+    state = defn.states[state_name]
+    if state.final:
+        click.echo("  the case is closed")
+        return
+    for event in state.events:
+        who = sorted({r for t in state.transitions if t.event == event for r in t.by})
+        if state.approval and event in ("approve", "reject"):
+            who = list(state.approval.roles)
+        click.echo(f"  next: {event} by {', '.join(who)}" + (f" (assignee: {assignee})" if assignee else ""))
+
+
+@click.command()
+@click.argument("target")
+@click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
+def diagram(target: str, fmt: str) -> None:
+    """Draw a definition (a file or id) or a case (a number) as a flow chart, with each step's owner and
+    output; for a case, the path it took and its current state are marked."""
+    draw = mermaid if fmt == "mermaid" else dot
+    if target.isdigit():
+        engine = settings().engine()
+        case = engine.case(int(target))
+        path = [r.to_state for r in engine.history(case.id) if r.outcome == "accepted" and r.to_state]
+        routes = [
+            r["choice"] for rec in engine.history(case.id) for r in rec.detail.get("routes", [])
+        ]
+        defn = engine.definition(case.definition_id, case.definition_version)
+        click.echo(draw(defn, [*path, *routes], case.state))
+        return
+    from engine.definition.validate import load_definition_file
+
+    click.echo(draw(load_definition_file(resolve_definition_file(target))))
+
+
+@click.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+def deploy(paths: tuple[Path, ...]) -> None:
+    """Check and store definitions and the org (default: definitions/). Nothing is stored unless every
+    file is clean. Identical content is a no-op; changed content needs a new `version:`."""
+    engine = settings().engine()
+    result = engine.deploy(_paths(paths), actor=settings().user)
+    if settings().json:
+        emit({"definitions": result.definitions, "org_changed": result.org_changed})
+        return
+    if result.org_changed:
+        click.echo("org: deployed")
+    for key, new in result.definitions.items():
+        click.echo(f"{key}: {'deployed' if new else 'unchanged'}")
+
+
+@click.group()
+def defs() -> None:
+    """Deployed definitions."""
+
+
+@defs.command("list")
+def defs_list() -> None:
+    """Every deployed definition version."""
+    items = settings().engine().definitions()
+    if settings().json:
+        emit([{"id": d.id, "version": d.version, "title": {"zh": d.title.zh, "en": d.title.en},
+               "content_hash": d.content_hash} for d in items])
+        return
+    click.echo(table(["id", "version", "title", "states"],
+                     [(d.id, d.version, text(d.title), len(d.states)) for d in items]))
+
+
+@defs.command("show")
+@click.argument("definition_id")
+@click.option("--version", type=int, help="A version (default: the newest).")
+def defs_show(definition_id: str, version: int | None) -> None:
+    """A deployed definition: its states, who owns them, their events, deadlines and data fields."""
+    d = settings().engine().definition(definition_id, version)
+    if settings().json:
+        from engine.definition.model import thawed_json
+
+        emit({
+            "id": d.id, "version": d.version, "title": {"zh": d.title.zh, "en": d.title.en},
+            "source": d.rulebook, "initial": d.initial, "content_hash": d.content_hash,
+            "data": thawed_json(d.data_schema),
+            "states": {n: {"title": text(s.title), "owner": s.owner, "final": s.final,
+                           "events": list(s.events), "targets": list(s.targets())}
+                       for n, s in d.states.items()},
+            "deadlines": [{"name": x.name, "from": x.start, "until": list(x.until),
+                           "within_seconds": x.within_seconds} for x in d.deadlines],
+            "assumptions": [text(a) for a in d.assumptions],
+        })
+        return
+    click.echo(f"{d.key}  {text(d.title)}" + (f"  [{d.rulebook}]" if d.rulebook else ""))
+    if d.description:
+        click.echo(text(d.description))
+    required = list(d.data_schema.get("required", ()))
+    fields = list(d.data_schema.get("properties", {}))
+    click.echo(f"data fields: {', '.join(f + ('*' if f in required else '') for f in fields) or 'any'}"
+               " (* required)")
+    click.echo("")
+    click.echo(table(["state", "title", "owner", "events → targets"],
+                     [(n, text(s.title), s.owner or "", "final" if s.final else
+                       ", ".join(s.targets()) if s.is_choice else
+                       "; ".join(f"{e}" for e in s.events))
+                      for n, s in d.states.items()]))
+    for x in d.deadlines:
+        click.echo(f"deadline {x.name}: {x.start} → {'/'.join(x.until)} within {x.within_seconds // 60} min"
+                   f" ({x.calendar} time)")
+    for a in d.assumptions:
+        click.echo(f"assumption: {text(a)}")
+
+
+COMMANDS = [validate, simulate, diagram, deploy, defs]

@@ -1,0 +1,140 @@
+"""The `sopflow` command: global options, the command groups, and turning errors into exit codes.
+
+Exit codes: 0 done; 1 refused (a definition with errors, not found, not permitted, guard refused,
+invalid data, conflict, a broken audit trail); 2 a usage or configuration problem; 3 an internal error
+(a bug: please report it; SOPFLOW_DEBUG=1 shows the traceback).
+
+Only click is imported at start-up; each command imports the engine parts it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    from engine.runtime import Engine
+
+EXIT_INTERNAL = 3
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Settings:
+    """What the global options say, and the engine opened on first use (one per command run)."""
+
+    db: str
+    user: str | None
+    json: bool
+    _engine: Engine | None = field(default=None, repr=False)
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from engine.runtime import Engine
+
+            self._engine = Engine(self.db)
+        return self._engine
+
+    def actor(self) -> str:
+        if not self.user:
+            from engine.errors import UsageError
+
+            raise UsageError(
+                "who is acting? no user was given",
+                hint="pass --as USER (before the command) or set SOPFLOW_USER",
+            )
+        return self.user
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+
+def settings() -> Settings:
+    obj = click.get_current_context().find_object(Settings)
+    assert obj is not None
+    return obj
+
+
+def emit(data: Any) -> None:
+    """Print machine-readable output (for --json)."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+
+
+class SopflowGroup(click.Group):
+    """A click group that turns sopflow's errors into their message and exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from engine.errors import SopflowError
+
+        try:
+            return super().invoke(ctx)
+        except SopflowError as exc:
+            _fail(exc, ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("SOPFLOW_DEBUG") == "1":
+                raise
+            click.echo(
+                f"internal error: {type(exc).__name__}: {exc}\n"
+                "  hint: this is a bug in sopflow; rerun with SOPFLOW_DEBUG=1 for the traceback and report it",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+def _fail(error: Any, ctx: click.Context) -> NoReturn:
+    obj = ctx.find_object(Settings)
+    if obj is not None and obj.json:
+        emit(error.as_dict())
+    click.echo(f"error: {error}", err=True)
+    ctx.exit(error.exit_code)
+
+
+@click.group(cls=SopflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--db",
+    envvar="SOPFLOW_DB",
+    default="sqlite:///sopflow.db",
+    show_default=True,
+    help="Database URL (env SOPFLOW_DB): sqlite:///FILE or postgresql+psycopg://USER@HOST/DB.",
+)
+@click.option("--as", "user", envvar="SOPFLOW_USER", help="The user acting (env SOPFLOW_USER).")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@click.version_option(package_name="sopflow")
+@click.pass_context
+def cli(ctx: click.Context, db: str, user: str | None, as_json: bool) -> None:
+    """sopflow runs standard operating procedures written as YAML state machines.
+
+    \b
+    Process owners:  validate, simulate, diagram
+    Operators:       start, fire, show, list, tasks, history
+    Administrators:  db upgrade, deploy, defs, audit verify
+    Try it:          sopflow demo
+    """
+    s = Settings(db=db, user=user, json=as_json)
+    ctx.obj = s
+    ctx.call_on_close(s.close)
+
+
+def _register() -> None:
+    from cli.commands import admin, cases, definitions
+
+    for module in (definitions, cases, admin):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """The console script."""
+    cli(prog_name="sopflow")

@@ -1,0 +1,140 @@
+"""Output for people: aligned tables (Chinese characters count double), durations, and flow charts in
+Mermaid or Graphviz dot with each step's owner and output (002 §三(一)2)."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.definition.model import Definition, State, Text
+
+
+def width(text: str) -> int:
+    """Display width in a terminal: wide (CJK) characters take two columns."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(width(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for n, row in enumerate(cells):
+        line = "  ".join(c + " " * (widths[i] - width(c)) for i, c in enumerate(row)).rstrip()
+        lines.append(line)
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def text(value: Text | None) -> str:
+    if value is None:
+        return ""
+    if value.zh and value.en:
+        return f"{value.zh} / {value.en}"
+    return value.zh or value.en or ""
+
+
+def ago(moment: datetime, now: datetime) -> str:
+    return duration(now - moment)
+
+
+def duration(span: timedelta) -> str:
+    seconds = int(abs(span.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m"
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+# -- flow charts --------------------------------------------------------------------------------------
+
+
+def _label(state: State) -> list[str]:
+    lines = [state.title.zh or "", state.title.en or ""]
+    if state.owner:
+        lines.append(f"owner: {state.owner}")
+    if state.output:
+        lines.append(f"output: {text(state.output)}")
+    if state.approval:
+        a = state.approval
+        rule = (
+            f"quorum {a.at_least} of {a.roles[0]}"
+            if a.rule == "quorum"
+            else f"{'all of' if a.rule == 'all_of' else 'any of'} {', '.join(a.roles)}"
+        )
+        lines.append(f"approval: {rule}")
+    return [line for line in lines if line]
+
+
+def _edges(definition: Definition) -> list[tuple[str, str, str]]:
+    edges: list[tuple[str, str, str]] = []
+    for state in definition.states.values():
+        for t in state.transitions:
+            label = t.event + (f" [{t.when.text}]" if t.when else "")
+            edges.append((state.name, t.target, label))
+        for b in state.choice:
+            edges.append((state.name, b.target, b.when.text if b.when else "else"))
+        if state.approval:
+            edges.append((state.name, state.approval.approved, "approved"))
+            edges.append((state.name, state.approval.rejected, "rejected"))
+    return edges
+
+
+def mermaid(definition: Definition, path: Sequence[str] = (), current: str | None = None) -> str:
+    """A Mermaid flowchart; `path` (states a case went through) and `current` are highlighted."""
+    out = ["flowchart TD", f"  %% {definition.key}: {text(definition.title)}"]
+    for name, state in definition.states.items():
+        label = "<br/>".join(_mermaid_escape(line) for line in _label(state))
+        if state.is_choice:
+            out.append(f'  {name}{{"{label}"}}')
+        elif state.final:
+            out.append(f'  {name}(["{label}"])')
+        else:
+            out.append(f'  {name}["{label}"]')
+    out.append(f"  start((start)) --> {definition.initial}")
+    for source, target, label in _edges(definition):
+        out.append(f'  {source} -->|"{_mermaid_escape(label)}"| {target}')
+    if path:
+        out.append("  classDef visited fill:#dbeafe,stroke:#1d4ed8")
+        out.append(f"  class {','.join(dict.fromkeys(path))} visited")
+    if current:
+        out.append("  classDef current fill:#fde68a,stroke:#b45309,stroke-width:3px")
+        out.append(f"  class {current} current")
+    return "\n".join(out)
+
+
+def _mermaid_escape(value: str) -> str:
+    return value.replace('"', "#quot;").replace("|", "#124;")
+
+
+def dot(definition: Definition, path: Sequence[str] = (), current: str | None = None) -> str:
+    """A Graphviz dot digraph; `path` and `current` are highlighted."""
+    visited = set(path)
+    out = [f"digraph {json.dumps(definition.id)} {{", "  rankdir=TB;", '  node [fontname="sans-serif"];']
+    out.append(f"  label={json.dumps(definition.key + ': ' + text(definition.title))};")
+    out.append('  "__start" [shape=point];')
+    for name, state in definition.states.items():
+        shape = "diamond" if state.is_choice else "doubleoctagon" if state.final else "box"
+        attrs = [f"shape={shape}", f"label={json.dumps(chr(10).join(_label(state)))}"]
+        if name == current:
+            attrs.append('style=filled fillcolor="#fde68a" penwidth=3')
+        elif name in visited:
+            attrs.append('style=filled fillcolor="#dbeafe"')
+        out.append(f"  {json.dumps(name)} [{' '.join(attrs)}];")
+    out.append(f'  "__start" -> {json.dumps(definition.initial)};')
+    for source, target, label in _edges(definition):
+        out.append(f"  {json.dumps(source)} -> {json.dumps(target)} [label={json.dumps(label)}];")
+    out.append("}")
+    return "\n".join(out)

@@ -1,0 +1,76 @@
+"""sopflow's engine: what an embedder imports.
+
+    from engine import Engine
+    with Engine("sqlite:///cases.db") as sop:
+        sop.deploy([Path("definitions")])
+        case = sop.start("content-review", {"title": "...", "origin": "original"}, actor="li.na").case
+
+Heavy modules load on first use, so that importing `engine` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import (
+    AuditBroken,
+    ConfigurationError,
+    Conflict,
+    DefinitionError,
+    GuardRefused,
+    InvalidData,
+    NotAvailable,
+    NotFound,
+    NotPermitted,
+    Problem,
+    SopflowError,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from engine.audit import AuditRecord
+    from engine.definition.model import Definition, Org
+    from engine.runtime import Case, Engine, Option, Result, VerifyReport
+
+__all__ = [
+    "AuditBroken",
+    "AuditRecord",
+    "Case",
+    "ConfigurationError",
+    "Conflict",
+    "Definition",
+    "DefinitionError",
+    "Engine",
+    "GuardRefused",
+    "InvalidData",
+    "NotAvailable",
+    "NotFound",
+    "NotPermitted",
+    "Option",
+    "Org",
+    "Problem",
+    "Result",
+    "SopflowError",
+    "UsageError",
+    "VerifyReport",
+]
+
+_LAZY = {
+    "Engine": "engine.runtime",
+    "Case": "engine.runtime",
+    "Option": "engine.runtime",
+    "Result": "engine.runtime",
+    "VerifyReport": "engine.runtime",
+    "AuditRecord": "engine.audit",
+    "Definition": "engine.definition.model",
+    "Org": "engine.definition.model",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    from importlib import import_module
+
+    return getattr(import_module(module), name)

@@ -1,0 +1,50 @@
+"""Working time: adding a length of working hours to a moment, by the org's calendar.
+
+A deadline that counts working time ("4 working hours") runs only during the calendar's working hours
+on working days, skipping holidays and counting swapped work days (调休).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from engine.definition.model import WorkingCalendar
+
+MAX_DAYS = 3660
+"""A calendar with no working time at all must not loop forever."""
+
+
+def is_working_day(day: date, calendar: WorkingCalendar) -> bool:
+    iso = day.isoformat()
+    if iso in calendar.holidays:
+        return False
+    return day.weekday() in calendar.working_days or iso in calendar.extra_working_days
+
+
+def add_working_time(start: datetime, seconds: int, calendar: WorkingCalendar) -> datetime:
+    """The moment at which `seconds` of working time have passed since `start` (an aware datetime)."""
+    zone = ZoneInfo(calendar.timezone)
+    local = start.astimezone(zone)
+    remaining = timedelta(seconds=seconds)
+    day = local.date()
+    for _ in range(MAX_DAYS):
+        if is_working_day(day, calendar):
+            for begin, end in calendar.working_hours:
+                span_start = datetime.combine(day, _clock(begin), zone)
+                span_end = datetime.combine(day, _clock(end), zone)
+                cursor = max(local, span_start)
+                if cursor >= span_end:
+                    continue
+                available = span_end - cursor
+                if remaining <= available:
+                    return (cursor + remaining).astimezone(UTC)
+                remaining -= available
+        day += timedelta(days=1)
+    raise ValueError("the calendar has no working time in the next ten years")
+
+
+def _clock(minutes: int) -> time:
+    if minutes >= 24 * 60:
+        return time(23, 59, 59, 999999)
+    return time(minutes // 60, minutes % 60)

@@ -1,0 +1,189 @@
+"""Compile a checked definition onto a `transitions` state machine: the only module that imports it.
+
+One `transitions.Machine` is built per definition version, with no model attached; each fire hands the
+machine a throwaway holder carrying the case's current state, so the number of cases never touches the
+machine (attaching 100,000 models to one Machine would take about a minute).
+
+The machine holds the graph: every event of every state, in the order written, each with its guard as a
+condition, so that for alternatives the first whose guard holds wins. Two internal events carry what
+the engine decides itself: `ROUTE` with one transition per choice branch (their guards as conditions,
+`else` last, unconditional) and `APPROVED`/`REJECTED` out of approval states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from transitions import EventData, Machine
+
+from engine.definition.expressions import Guard, compile_guard
+from engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
+from engine.errors import DefinitionError, Problem
+
+ROUTE = "__route__"
+APPROVED = "__approved__"
+REJECTED = "__rejected__"
+INTERNAL_EVENTS = frozenset({ROUTE, APPROVED, REJECTED})
+
+
+Taken = Transition | Branch | None
+
+
+@dataclass(slots=True)
+class _Holder:
+    """What `transitions` moves: the state of one fire and the transition or branch it took."""
+
+    state: str
+    taken: Taken = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardContext:
+    """What a guard sees (the case's data, the event's payload, the acting person) and which of the
+    state's transitions the actor may fire at all (by their `path`)."""
+
+    data: Mapping[str, Any]
+    payload: Mapping[str, Any]
+    actor: Mapping[str, Any]
+    permitted: frozenset[Path] = frozenset()
+
+
+def _guard_condition(guard: Guard) -> Callable[[EventData], bool]:
+    def check(event: EventData) -> bool:
+        ctx: GuardContext = event.kwargs["context"]
+        return guard.evaluate(data=ctx.data, payload=ctx.payload, actor=ctx.actor)
+
+    return check
+
+
+def _permitted_condition(path: Path) -> Callable[[EventData], bool]:
+    def check(event: EventData) -> bool:
+        ctx: GuardContext = event.kwargs["context"]
+        return path in ctx.permitted
+
+    return check
+
+
+def _record(taken: Transition | Branch) -> Callable[[EventData], None]:
+    def record(event: EventData) -> None:
+        holder: _Holder = event.model
+        holder.taken = taken
+
+    return record
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """The result of a fire on the machine: the new state and what was taken to reach it."""
+
+    state: str
+    taken: Taken
+
+
+FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+
+
+def _errors(validator: Draft202012Validator, value: Mapping[str, Any]) -> list[str]:
+    plain = value if isinstance(value, dict) else thawed_json(value)
+    found = sorted(validator.iter_errors(plain), key=lambda e: list(e.absolute_path))
+    out = []
+    for err in found:
+        where = ".".join(str(p) for p in err.absolute_path)
+        out.append(f"{where}: {err.message}" if where else err.message)
+    return out
+
+
+class CompiledDefinition:
+    """A definition ready to run: its machine and its compiled guards. Immutable after construction."""
+
+    def __init__(self, definition: Definition) -> None:
+        self.definition = definition
+        self._guards: dict[Path, Guard] = {}
+        self._validators: dict[Path | None, Draft202012Validator] = {}
+        self._machine = Machine(
+            model=None,
+            states=list(definition.states),
+            initial=definition.initial,
+            auto_transitions=False,
+            send_event=True,
+            ignore_invalid_triggers=False,
+        )
+        for state in definition.states.values():
+            for t in state.transitions:
+                conditions = [_permitted_condition(t.path), *self._guard(t.when, t.payload)]
+                self._machine.add_transition(
+                    t.event, state.name, t.target, conditions=conditions, after=[_record(t)]
+                )
+            for branch in state.choice:
+                self._machine.add_transition(
+                    ROUTE,
+                    state.name,
+                    branch.target,
+                    conditions=self._guard(branch.when, None),
+                    after=[_record(branch)],
+                )
+            if state.approval is not None:
+                self._machine.add_transition(APPROVED, state.name, state.approval.approved)
+                self._machine.add_transition(REJECTED, state.name, state.approval.rejected)
+
+    def _guard(
+        self, when: Expression | None, payload_schema: Mapping[str, Any] | None
+    ) -> list[Callable[[EventData], bool]]:
+        if when is None:
+            return []
+        guard = self._compile(when, payload_schema)
+        self._guards[when.path] = guard
+        return [_guard_condition(guard)]
+
+    def _compile(self, when: Expression, payload_schema: Mapping[str, Any] | None) -> Guard:
+        from engine.definition.expressions import ExpressionRejected
+
+        try:
+            return compile_guard(
+                when.text, data_schema=self.definition.data_schema, payload_schema=payload_schema
+            )
+        except ExpressionRejected as exc:
+            problems = [
+                Problem(self.definition.file, 1, 1, issue.code, issue.message, issue.hint)
+                for issue in exc.issues
+            ]
+            raise DefinitionError(problems) from exc
+
+    def data_errors(self, data: Mapping[str, Any]) -> list[str]:
+        """What is wrong with a case's data against the definition's `data` schema (empty: nothing)."""
+        return _errors(self._validator(None, self.definition.data_schema), data)
+
+    def payload_errors(self, transition: Transition, payload: Mapping[str, Any]) -> list[str]:
+        """What is wrong with an event's payload against the transition's `payload` schema."""
+        if transition.payload is None:
+            return []
+        return _errors(self._validator(transition.path, transition.payload), payload)
+
+    def _validator(self, key: Path | None, schema: Mapping[str, Any]) -> Draft202012Validator:
+        validator = self._validators.get(key)
+        if validator is None:
+            validator = Draft202012Validator(thawed_json(schema), format_checker=FORMAT_CHECKER)
+            self._validators[key] = validator
+        return validator
+
+    def guard(self, when: Expression) -> Guard:
+        """The compiled guard of an expression of this definition."""
+        return self._guards[when.path]
+
+    def fire(self, state: str, event: str, context: GuardContext) -> Fired | None:
+        """Run `event` from `state`: where the case goes and by which transition or branch, or None
+        when no permitted alternative's guard held.
+
+        The caller has checked that `state` has `event`; guard evaluation errors propagate as
+        `GuardRefused`.
+        """
+        holder = _Holder(state)
+        moved: bool = self._machine.events[event].trigger(holder, context=context)
+        return Fired(holder.state, holder.taken) if moved else None
+
+    def alternatives(self, state: str, event: str) -> tuple[Transition, ...]:
+        """The transitions written for `event` in `state`, in order."""
+        return tuple(t for t in self.definition.states[state].transitions if t.event == event)

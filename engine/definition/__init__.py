@@ -1,0 +1,1 @@
+"""Reading and checking definitions: YAML text to a checked model."""

@@ -1,0 +1,309 @@
+"""The definition model: small, frozen, typed values that every later stage reads.
+
+A `Definition` is what a process owner wrote, checked. It holds no compiled guards and no runtime state:
+`engine.definition.expressions` compiles guards, `engine.compile` builds the state machine, and the
+runtime keeps cases. Each element keeps `path`, its place in the YAML document, so a later stage can
+point a finding back at a line and column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+Path = tuple[str | int, ...]
+"""A place in a YAML document: keys and list indexes from the root, e.g. ("states", "draft", "on")."""
+
+ASSIGNEE = "$assignee"
+"""In a transition's `by`: the person the case is assigned to."""
+STARTER = "$starter"
+"""In a transition's `by`: the person who started the case."""
+SYSTEM = "$system"
+"""The actor of timers and automatic routing; never a user."""
+SPECIAL_ACTORS = frozenset({ASSIGNEE, STARTER})
+
+APPROVE = "approve"
+"""The vote event of an approval state that says yes."""
+REJECT = "reject"
+"""The vote event of an approval state that says no."""
+
+
+def frozen_json(value: Any) -> Any:
+    """A read-only deep copy of plain JSON data (dicts become mapping proxies, lists tuples)."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({str(k): frozen_json(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(frozen_json(v) for v in value)
+    return value
+
+
+def thawed_json(value: Any) -> Any:
+    """Plain mutable JSON data again (for jsonschema and for storing)."""
+    if isinstance(value, Mapping):
+        return {k: thawed_json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thawed_json(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Words shown to people, in Chinese and English; either may be missing, not both."""
+
+    zh: str | None = None
+    en: str | None = None
+
+    def __str__(self) -> str:
+        if self.zh and self.en:
+            return f"{self.en} ({self.zh})"
+        return self.en or self.zh or ""
+
+
+@dataclass(frozen=True, slots=True)
+class Expression:
+    """A guard in the expression language (CEL), as written; compiled by `expressions`."""
+
+    text: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """An event that moves a case from one state to another when the actor and the guard allow it."""
+
+    event: str
+    source: str
+    target: str
+    by: tuple[str, ...]
+    path: Path
+    when: Expression | None = None
+    explain: Text | None = None
+    payload: Mapping[str, Any] | None = None
+    set: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    copy: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    title: Text | None = None
+    rulebook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One way out of a choice state; `when` is None for the `else` branch."""
+
+    target: str
+    path: Path
+    when: Expression | None = None
+
+
+ApprovalRule = Literal["all_of", "any_of", "quorum"]
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """Who must agree before a case moves on, and where it goes when they do or do not.
+
+    - all_of: one approver for each role (a joint approval); one person fills one slot only.
+    - any_of: one approver holding any of the roles.
+    - quorum: `at_least` distinct members of the single role in `roles`.
+    """
+
+    rule: ApprovalRule
+    roles: tuple[str, ...]
+    approved: str
+    rejected: str
+    path: Path
+    at_least: int = 1
+    veto: bool = True
+    submitter_may_approve: bool = False
+
+
+AssignKind = Literal["from_data", "least_loaded", "claim"]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """How a state's work goes to one person: a user id in the data, the least loaded member of a
+    role, or claimed by a member of a role."""
+
+    kind: AssignKind
+    value: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    """An event the system fires when a case has stayed in a state for `after_seconds`."""
+
+    after_seconds: int
+    fire: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """A step of the process: who owns it, what it produces, and the ways out of it."""
+
+    name: str
+    title: Text
+    path: Path
+    owner: str | None = None
+    output: Text | None = None
+    instructions: Text | None = None
+    final: bool = False
+    transitions: tuple[Transition, ...] = ()
+    choice: tuple[Branch, ...] = ()
+    approval: Approval | None = None
+    assign: Assignment | None = None
+    timeout: Timeout | None = None
+    rulebook: str | None = None
+
+    @property
+    def is_choice(self) -> bool:
+        return bool(self.choice)
+
+    @property
+    def events(self) -> tuple[str, ...]:
+        """Every event a person (or a timer) can fire here, in the order written, without repeats."""
+        names = [t.event for t in self.transitions]
+        if self.approval is not None:
+            names += [APPROVE, REJECT]
+        return tuple(dict.fromkeys(names))
+
+    def targets(self) -> tuple[str, ...]:
+        """Every state a case can move to from here, in the order written."""
+        out = [t.target for t in self.transitions] + [b.target for b in self.choice]
+        if self.approval is not None:
+            out += [self.approval.approved, self.approval.rejected]
+        return tuple(dict.fromkeys(out))
+
+
+EscalationAction = Literal["notify", "reassign", "fire"]
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """One rung of an escalation ladder: `after_seconds` past the deadline, do `action` to `target`
+    (notify a role or user, reassign the case to a role, or fire an event)."""
+
+    after_seconds: int
+    action: EscalationAction
+    target: str
+    path: Path
+
+
+Calendar = Literal["wall", "working"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """A promise on a span of the process: from entering `start` until entering one of `until`,
+    within `within_seconds` (wall time, or working time of the org's calendar)."""
+
+    name: str
+    start: str
+    until: tuple[str, ...]
+    within_seconds: int
+    path: Path
+    title: Text | None = None
+    calendar: Calendar = "wall"
+    escalate: tuple[Escalation, ...] = ()
+    rulebook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Definition:
+    """One version of one process, as checked. `content_hash` identifies the version's meaning:
+    the SHA-256 of its data in canonical JSON, so comments and layout do not change it."""
+
+    id: str
+    version: int
+    title: Text
+    initial: str
+    states: Mapping[str, State]
+    content_hash: str
+    file: str
+    description: Text | None = None
+    rulebook: str | None = None
+    data_schema: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
+    deadlines: tuple[Deadline, ...] = ()
+    assumptions: tuple[Text, ...] = ()
+
+    @property
+    def key(self) -> str:
+        """`id@version`, how a definition version is named in messages and the CLI."""
+        return f"{self.id}@{self.version}"
+
+    @property
+    def final_states(self) -> tuple[str, ...]:
+        return tuple(name for name, s in self.states.items() if s.final)
+
+    def roles(self) -> frozenset[str]:
+        """Every role the definition names (owners, `by`, approvals, assignment, escalation)."""
+        found: set[str] = set()
+        for s in self.states.values():
+            if s.owner:
+                found.add(s.owner)
+            for t in s.transitions:
+                found.update(r for r in t.by if r not in SPECIAL_ACTORS)
+            if s.approval:
+                found.update(s.approval.roles)
+            if s.assign and s.assign.kind != "from_data":
+                found.add(s.assign.value)
+        for d in self.deadlines:
+            found.update(e.target for e in d.escalate if e.action in ("notify", "reassign"))
+        return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    title: Text
+    path: Path
+    department: str | None = None
+    manager: str | None = None
+    administrator: bool = False
+    rulebook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    name: str
+    roles: tuple[str, ...]
+    path: Path
+    department: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingCalendar:
+    """Working time for deadlines that count it: weekdays, daily hours, holidays, swapped work days."""
+
+    timezone: str = "UTC"
+    working_days: tuple[int, ...] = (0, 1, 2, 3, 4)
+    """Weekday numbers, Monday 0."""
+    working_hours: tuple[tuple[int, int], ...] = ((9 * 60, 18 * 60),)
+    """Minutes after midnight, [start, end) spans."""
+    holidays: tuple[str, ...] = ()
+    """ISO dates with no work."""
+    extra_working_days: tuple[str, ...] = ()
+    """ISO dates worked although their weekday is not (调休)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    """The people: roles, departments and users, and the working calendar."""
+
+    id: str
+    title: Text
+    roles: Mapping[str, Role]
+    users: Mapping[str, User]
+    content_hash: str
+    file: str
+    departments: Mapping[str, Text] = field(default_factory=lambda: MappingProxyType({}))
+    calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+
+    def members(self, role: str) -> tuple[str, ...]:
+        """User ids holding `role`, in the order the org lists them."""
+        return tuple(u.id for u in self.users.values() if role in u.roles)

@@ -1,0 +1,194 @@
+"""Check definition and org files end to end: read, schema, build, meaning; one report for them all.
+
+This is what `sopflow validate` and every command that loads a definition call. A broken file never
+stops the others from being checked: each file's problems are collected, so one run shows everything.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from engine.definition.build import build_definition, build_org
+from engine.definition.loader import Document, read_yaml
+from engine.definition.model import Definition, Org
+from engine.definition.schema import check_definition_schema, check_org_schema
+from engine.definition.semantic import check_definition, check_org, sort_problems
+from engine.errors import DefinitionError, Problem, UsageError
+
+ORG_FILE = "org.yaml"
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Report:
+    """What validation found: the definitions without errors, the org (if any), and every problem."""
+
+    definitions: tuple[Definition, ...]
+    org: Org | None
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when no problem is an error (warnings are allowed)."""
+        return not any(p.severity == "error" for p in self.problems)
+
+    @property
+    def errors(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return tuple(p for p in self.problems if p.severity == "warning")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One file as read: its document, or the problems that kept it from being read."""
+
+    path: pathlib.Path
+    doc: Document | None
+    problems: tuple[Problem, ...]
+
+
+def _has_errors(problems: Iterable[Problem]) -> bool:
+    return any(p.severity == "error" for p in problems)
+
+
+def expand_paths(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
+    """The files to check: each file given, and every *.yaml/*.yml of each folder given, in name order."""
+    if not paths:
+        raise UsageError("no file or folder given", hint="give definition files or a folder of them")
+    files: list[pathlib.Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+            if not found:
+                raise UsageError(
+                    f"{path}: the folder holds no .yaml or .yml file", hint="give a definition file"
+                )
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UsageError(f"{path}: no such file or folder", hint="check the path")
+    return list(dict.fromkeys(files))
+
+
+def _read(path: pathlib.Path) -> _Read:
+    try:
+        return _Read(path, read_yaml(path), ())
+    except DefinitionError as err:
+        return _Read(path, None, err.problems)
+    except OSError as err:
+        raise UsageError(f"{path}: cannot read the file: {err.strerror or err}") from err
+
+
+def _is_org(read: _Read) -> bool:
+    if read.path.name == ORG_FILE:
+        return True
+    data = read.doc.data if read.doc is not None else None
+    return isinstance(data, dict) and "users" in data
+
+
+def _org_problems(doc: Document) -> tuple[Org | None, list[Problem]]:
+    problems = check_org_schema(doc)
+    if _has_errors(problems):
+        return None, problems
+    org = build_org(doc)
+    return org, problems + check_org(org, doc)
+
+
+def _definition_problems(doc: Document, org: Org | None) -> tuple[Definition | None, list[Problem]]:
+    problems = check_definition_schema(doc)
+    if _has_errors(problems):
+        return None, problems
+    defn = build_definition(doc)
+    return defn, problems + check_definition(defn, doc, org)
+
+
+def _find_org_beside(reads: Iterable[_Read]) -> _Read | None:
+    for folder in dict.fromkeys(r.path.parent for r in reads):
+        candidate = folder / ORG_FILE
+        if candidate.is_file():
+            return _read(candidate)
+    return None
+
+
+def _duplicate_versions(defs: Iterable[tuple[Definition, Document]]) -> Iterator[Problem]:
+    first: dict[tuple[str, int], Definition] = {}
+    for defn, doc in defs:
+        seen = first.setdefault((defn.id, defn.version), defn)
+        if seen is not defn:
+            line, col = doc.where(("version",))
+            yield Problem(
+                doc.file, line, col, "duplicate-definition",
+                f"{defn.key} is also defined in {seen.file}",
+                "bump `version` in one of them (each change to a process is a new version)",
+            )
+
+
+def _duplicate_org(extra: _Read, chosen: _Read) -> Problem:
+    return Problem(
+        str(extra.path), 1, 1, "duplicate-org", f"a second org file; {chosen.path} is the one used",
+        "validate one org at a time",
+    )
+
+
+def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
+    """Check files and folders together: every problem of every file, sorted by file, line and column."""
+    reads = [_read(p) for p in expand_paths(paths)]
+    problems: list[Problem] = [p for r in reads for p in r.problems]
+    org_reads = [r for r in reads if _is_org(r)]
+    def_reads = [r for r in reads if not _is_org(r)]
+    problems += [_duplicate_org(extra, org_reads[0]) for extra in org_reads[1:]]
+    org_read = org_reads[0] if org_reads else _find_org_beside(def_reads)
+    org: Org | None = None
+    if org_read is not None:
+        if not org_reads:
+            problems += org_read.problems  # found beside the definitions, not yet counted
+        if org_read.doc is not None:
+            org, found = _org_problems(org_read.doc)
+            problems += found
+    checked: list[tuple[Definition, Document, bool]] = []
+    for r in def_reads:
+        if r.doc is None:
+            continue
+        defn, found = _definition_problems(r.doc, org)
+        problems += found
+        if defn is not None:
+            checked.append((defn, r.doc, _has_errors(found)))
+    problems += _duplicate_versions((d, doc) for d, doc, _ in checked)
+    return Report(
+        definitions=tuple(d for d, _, failed in checked if not failed),
+        org=org,
+        problems=tuple(sort_problems(problems)),
+    )
+
+
+def load_org_file(path: pathlib.Path) -> Org:
+    """The org in `path`; DefinitionError if the file has errors (warnings are allowed)."""
+    doc = _read_or_raise(path)
+    org, problems = _org_problems(doc)
+    if org is None or _has_errors(problems):
+        raise DefinitionError(sort_problems(problems))
+    return org
+
+
+def load_definition_file(path: pathlib.Path, org: Org | None = None) -> Definition:
+    """The definition in `path`, checked against `org` when given; DefinitionError if it has errors."""
+    doc = _read_or_raise(path)
+    defn, problems = _definition_problems(doc, org)
+    if defn is None or _has_errors(problems):
+        raise DefinitionError(sort_problems(problems))
+    return defn
+
+
+def _read_or_raise(path: pathlib.Path) -> Document:
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file", hint="check the path")
+    read = _read(path)
+    if read.doc is None:
+        raise DefinitionError(read.problems)
+    return read.doc

@@ -1,0 +1,150 @@
+"""One error hierarchy for sopflow, each error with the exit code the CLI returns for it.
+
+Exit codes: 0 done; 1 refused (a definition with errors, not found, not permitted, guard refused,
+invalid data, conflict, a broken audit chain); 2 a usage or configuration problem (bad arguments,
+an unreadable path, a database that cannot be opened).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a definition, with the place in the file it concerns."""
+
+    file: str
+    line: int
+    col: int
+    code: str
+    message: str
+    hint: str | None = None
+    severity: Severity = "error"
+
+    def render(self) -> str:
+        text = f"{self.file}:{self.line}:{self.col}: {self.severity}[{self.code}]: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "col": self.col,
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class SopflowError(Exception):
+    """Root of every error sopflow raises on purpose. `str(err)` is the message for the user."""
+
+    exit_code: int = EXIT_REFUSED
+    kind: str = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"error": self.kind, "message": self.message, "hint": self.hint}
+
+
+class UsageError(SopflowError):
+    """The command was called wrongly: a missing argument, an unreadable path, bad JSON on the command line."""
+
+    exit_code = EXIT_USAGE
+    kind = "usage"
+
+
+class ConfigurationError(SopflowError):
+    """The environment is wrong: a database that cannot be opened or is not upgraded, a missing org."""
+
+    exit_code = EXIT_USAGE
+    kind = "configuration"
+
+
+class DefinitionError(SopflowError):
+    """One or more definitions are invalid; `problems` lists every finding, errors and warnings."""
+
+    kind = "definition"
+
+    def __init__(self, problems: Iterable[Problem], message: str | None = None) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        errors = [p for p in self.problems if p.severity == "error"]
+        if message is None:
+            first = errors[0].render() if errors else "no errors"
+            message = first if len(errors) == 1 else f"{len(errors)} errors, the first: {first}"
+        super().__init__(message, hint="run `sopflow validate` on the file to see every problem")
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        out["problems"] = [p.as_dict() for p in self.problems]
+        return out
+
+
+class NotFound(SopflowError):
+    """A case, definition, user or event that does not exist."""
+
+    kind = "not-found"
+
+
+class NotPermitted(SopflowError):
+    """The acting user holds none of the roles the step allows (the denial is audited)."""
+
+    kind = "not-permitted"
+
+
+class GuardRefused(SopflowError):
+    """The step's guard expression is false for this case (the refusal is audited)."""
+
+    kind = "guard-refused"
+
+
+class InvalidData(SopflowError):
+    """Start data or an event's payload does not match the definition's schema."""
+
+    kind = "invalid-data"
+
+    def __init__(self, message: str, *, hint: str | None = None, errors: Iterable[str] = ()) -> None:
+        super().__init__(message, hint=hint)
+        self.errors = tuple(errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        out["errors"] = list(self.errors)
+        return out
+
+
+class Conflict(SopflowError):
+    """Someone else changed the case first (a stale version), or a definition version clashes."""
+
+    kind = "conflict"
+
+
+class AuditBroken(SopflowError):
+    """`audit verify` found a record whose hash, order or replayed state is wrong."""
+
+    kind = "audit-broken"
+
+
+class NotAvailable(SopflowError):
+    """The event does not exist in the case's current state, or the case is closed (nothing is written)."""
+
+    kind = "not-available"

@@ -1,0 +1,688 @@
+"""The engine: deploy definitions, start cases, fire events, read cases and their history, verify the trail.
+
+`Engine` orchestrates: it loads definition versions from the store (compiled once per version and kept
+per engine, never per case), decides each step with `engine.step`, and hands the store one `Write` per
+transaction. Everything an embedder needs is a method here; the CLI is one such embedder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.audit import AuditRecord, ChainBreak, canonical_json, seal, verify_chain
+from engine.compile import CompiledDefinition
+from engine.definition.model import APPROVE, REJECT, Definition, Org, Text
+from engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
+from engine.simulate import iso, utc_now
+from engine.step import (
+    Actor,
+    People,
+    Refused,
+    Snapshot,
+    Step,
+    Vote,
+    actor_from_org,
+    start_step,
+    take_step,
+)
+from engine.store import (
+    CaseChange,
+    CaseQuery,
+    CaseRow,
+    DefinitionRow,
+    OrgRow,
+    Reads,
+    Store,
+    Write,
+)
+from engine.timers import on_entry
+
+DEFAULT_DATABASE = "sqlite:///sopflow.db"
+MAX_DATA_BYTES = 256 * 1024
+"""Case data above this size is refused: it bounds what a guard can iterate over."""
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    """A case as its readers see it."""
+
+    id: int
+    definition_id: str
+    definition_version: int
+    state: str
+    state_title: Text
+    open: bool
+    data: Mapping[str, Any]
+    version: int
+    starter: str
+    assignee: str | None
+    submitter: str | None
+    created_at: datetime
+    updated_at: datetime
+    entered_at: datetime
+
+    @property
+    def definition_key(self) -> str:
+        return f"{self.definition_id}@{self.definition_version}"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a start or a fire did: the case after it and its audit record. `replayed` is True when an
+    idempotency key matched an earlier call, which wrote nothing this time."""
+
+    case: Case
+    record: AuditRecord
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """An event of the case's current state, seen by one person: may they fire it now, and if not, why."""
+
+    event: str
+    title: Text | None
+    allowed: bool
+    reason: str | None
+    targets: tuple[str, ...]
+    by: tuple[str, ...]
+    payload_fields: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """What `deploy` did: per definition key whether it was new, and whether the org changed."""
+
+    definitions: Mapping[str, bool]
+    org_changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineStatus:
+    """A running deadline of a case: when it is due, and how much time is left (negative: overdue)."""
+
+    name: str
+    title: Text | None
+    due_at: datetime
+    rung: int
+
+    def left(self, now: datetime) -> float:
+        return (self.due_at - now).total_seconds()
+
+    def describe(self, now: datetime) -> str:
+        left = self.left(now)
+        minutes = int(abs(left) // 60)
+        span = f"{minutes // 60}h{minutes % 60:02d}m"
+        state = f"{span} left" if left >= 0 else f"OVERDUE by {span}"
+        title = f" ({self.title})" if self.title else ""
+        return f"{self.name}{title}: due {self.due_at:%Y-%m-%d %H:%M} UTC, {state}"
+
+    def as_dict(self, now: datetime) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "due_at": self.due_at.isoformat(),
+            "seconds_left": round(self.left(now)),
+            "overdue": self.left(now) < 0,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyFinding:
+    case_id: int
+    seq: int
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    cases: int
+    records: int
+    findings: tuple[VerifyFinding, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+class Engine:
+    """sopflow's whole embedding surface. One per process (or per thread pool); cheap to keep open."""
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        durable: bool = True,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.database_url = database_url or os.environ.get("SOPFLOW_DB") or DEFAULT_DATABASE
+        self.clock = clock
+        self.store = Store(self.database_url, durable=durable)
+        self._compiled: dict[tuple[str, int], CompiledDefinition] = {}
+        self._orgs: dict[str, Org] = {}
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- deploying ---------------------------------------------------------------------------------
+
+    def deploy(self, paths: Sequence[Path], *, actor: str | None = None) -> Deployed:
+        """Check and store definitions and the org from files or folders. Nothing is stored unless
+        every file is free of errors. Identical content is a no-op; changed content under an unchanged
+        `version:` is a Conflict."""
+        from engine.definition.validate import validate_paths
+
+        report = validate_paths(paths)
+        if not report.ok:
+            raise DefinitionError(report.problems)
+        now = self.clock()
+        org_changed = False
+        if report.org is not None:
+            org_changed = self.store.deploy_org(
+                OrgRow(
+                    org_id=report.org.id,
+                    content_hash=report.org.content_hash,
+                    source_text=Path(report.org.file).read_text(encoding="utf-8"),
+                    file=report.org.file,
+                    deployed_at=now,
+                )
+            )
+        elif self.store.org() is None:
+            raise UsageError(
+                "no org is deployed and none was given",
+                hint="deploy org.yaml with the definitions: sopflow deploy definitions/",
+            )
+        done: dict[str, bool] = {}
+        for d in report.definitions:
+            done[d.key] = self.store.deploy_definition(
+                DefinitionRow(
+                    definition_id=d.id,
+                    version=d.version,
+                    content_hash=d.content_hash,
+                    source_text=Path(d.file).read_text(encoding="utf-8"),
+                    file=d.file,
+                    deployed_at=now,
+                    deployed_by=actor,
+                )
+            )
+        return Deployed(done, org_changed)
+
+    def definitions(self) -> list[Definition]:
+        """Every deployed definition version, oldest version first per id."""
+        return [self._compile(r).definition for r in self.store.definitions()]
+
+    def definition(self, definition_id: str, version: int | None = None) -> Definition:
+        return self.compiled(definition_id, version).definition
+
+    def compiled(self, definition_id: str, version: int | None = None) -> CompiledDefinition:
+        if version is not None and (definition_id, version) in self._compiled:
+            return self._compiled[(definition_id, version)]
+        row = self.store.definition(definition_id, version)
+        if row is None:
+            known = sorted({r.definition_id for r in self.store.definitions()})
+            from difflib import get_close_matches
+
+            close = get_close_matches(definition_id, known, n=1)
+            what = definition_id if version is None else f"{definition_id}@{version}"
+            raise NotFound(
+                f"definition `{what}` is not deployed",
+                hint=f"did you mean `{close[0]}`?" if close else "deploy it first: sopflow deploy definitions/",
+            )
+        return self._compile(row)
+
+    def _compile(self, row: DefinitionRow) -> CompiledDefinition:
+        key = (row.definition_id, row.version)
+        found = self._compiled.get(key)
+        if found is None:
+            from engine.definition.build import build_definition
+            from engine.definition.loader import parse_yaml
+
+            definition = build_definition(parse_yaml(row.source_text, row.file))
+            found = CompiledDefinition(definition)
+            self._compiled[key] = found
+        return found
+
+    def org(self) -> Org:
+        row = self.store.org()
+        if row is None:
+            raise UsageError(
+                "no org is deployed", hint="deploy org.yaml with the definitions: sopflow deploy definitions/"
+            )
+        found = self._orgs.get(row.content_hash)
+        if found is None:
+            from engine.definition.build import build_org
+            from engine.definition.loader import parse_yaml
+
+            found = build_org(parse_yaml(row.source_text, row.file))
+            self._orgs[row.content_hash] = found
+        return found
+
+    def actor(self, user_id: str) -> Actor:
+        """The person acting, as the deployed org knows them; NotFound for an unknown user id."""
+        return actor_from_org(self.org(), user_id)
+
+    # -- cases -------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        definition_id: str,
+        data: Mapping[str, Any],
+        *,
+        actor: str,
+        key: str | None = None,
+        version: int | None = None,
+    ) -> Result:
+        """Start a case of the newest (or the given) version of a definition, as `actor`."""
+        compiled = self.compiled(definition_id, version)
+        definition = compiled.definition
+        org = self.org()
+        person = actor_from_org(org, actor)
+        _check_size(data)
+        now = self.clock()
+
+        def least_loaded(role: str) -> str | None:
+            return org.members(role)[0] if org.members(role) else None
+
+        step = start_step(compiled, person, dict(data), People(org, least_loaded))
+        timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
+        change = CaseChange(
+            state=step.to_state,
+            open=not definition.states[step.to_state].final,
+            data=step.data,
+            assignee=step.assignee,
+            submitter=person.id,
+            entered=True,
+        )
+
+        def make_write(case_id: int) -> Write:
+            record = seal(
+                AuditRecord(
+                    case_id=case_id,
+                    seq=1,
+                    at=iso(now),
+                    actor=person.id,
+                    role=step.role,
+                    event="start",
+                    from_state=None,
+                    to_state=step.to_state,
+                    outcome="accepted",
+                    definition_hash=definition.content_hash,
+                    prev_hash="0" * 64,
+                    data_change=step.data_change,
+                    detail=step.detail,
+                )
+            )
+            return Write(record, change, start_timers=timers.start)
+
+        fired = self.store.start(
+            definition.id, definition.version, person.id, now, change, make_write, key=key
+        )
+        return Result(self._case(fired.case), fired.record, fired.replayed)
+
+    def fire(
+        self,
+        case_id: int,
+        event: str,
+        *,
+        actor: str,
+        payload: Mapping[str, Any] | None = None,
+        comment: str | None = None,
+        expect_version: int | None = None,
+        key: str | None = None,
+    ) -> Result:
+        """Fire `event` on a case as `actor`. Not permitted and guard refusals are recorded in the
+        audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
+        payload = dict(payload or {})
+        _check_size(payload)
+        org = self.org()
+        person = actor_from_org(org, actor)
+        refusal: list[SopflowError] = []
+        now = self.clock()
+
+        def decide(row: CaseRow, reads: Reads) -> Write:
+            refusal.clear()
+            if expect_version is not None and row.version != expect_version:
+                raise Conflict(
+                    f"case {row.id} is at version {row.version}, not {expect_version}: "
+                    "someone changed it since you looked",
+                    hint=f"run `sopflow show {row.id}` and decide again",
+                )
+            compiled = self.compiled(row.definition_id, row.definition_version)
+            snapshot = self._snapshot(compiled, row, reads)
+            people = People(org, lambda role: reads.least_loaded(org.members(role)))
+            try:
+                step = take_step(compiled, snapshot, person, event, payload, people)
+            except Refused as refused:
+                refusal.append(refused.error)
+                return Write(self._record(row, compiled, now, person.id, refused.role, None, event,
+                                          None, "refused", payload, {}, comment,
+                                          f"{refused.error.kind}: {refused.error.message}", refused.detail))
+            _check_size(step.data)
+            return self._write(compiled, row, org, person, step, payload, comment, now)
+
+        fired = self.store.fire(case_id, decide, now=now, key=key)
+        if refusal:
+            raise refusal[0]
+        if fired.replayed and fired.record.event != event:
+            raise Conflict(
+                f"idempotency key `{key}` was used for `{fired.record.event}` on case {case_id}, not `{event}`",
+                hint="use a new key for a new step",
+            )
+        return Result(self._case(fired.case), fired.record, fired.replayed)
+
+    def _snapshot(self, compiled: CompiledDefinition, row: CaseRow, reads: Reads) -> Snapshot:
+        votes: tuple[Vote, ...] = ()
+        state = compiled.definition.states[row.state]
+        if state.approval is not None:
+            votes = tuple(
+                Vote(v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
+                for v in reads.votes(row.id, row.entered_seq)
+                if v.event in (APPROVE, REJECT)
+            )
+        return Snapshot(
+            state=row.state,
+            data=row.data,
+            starter=row.starter,
+            assignee=row.assignee,
+            submitter=row.submitter,
+            votes=votes,
+        )
+
+    def _write(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        org: Org,
+        person: Actor,
+        step: Step,
+        payload: Mapping[str, Any],
+        comment: str | None,
+        now: datetime,
+    ) -> Write:
+        definition = compiled.definition
+        record = self._record(row, compiled, now, person.id, step.role, step.on_behalf_of, step.event,
+                              step.to_state, "accepted", payload, step.data_change, comment, None,
+                              step.detail)
+        change = CaseChange(
+            state=step.to_state,
+            open=not definition.states[step.to_state].final,
+            data=step.data,
+            assignee=step.assignee,
+            submitter=person.id if step.moved else row.submitter,
+            entered=step.moved,
+        )
+        timers = on_entry(definition, step.entered, now, org.calendar, moved=step.moved)
+        return Write(
+            record,
+            change,
+            start_timers=timers.start,
+            cancel_timers=timers.cancel,
+            cancel_state_timers=timers.leave_state,
+        )
+
+    @staticmethod
+    def _record(
+        row: CaseRow,
+        compiled: CompiledDefinition,
+        now: datetime,
+        actor: str,
+        role: str | None,
+        on_behalf_of: str | None,
+        event: str,
+        to_state: str | None,
+        outcome: str,
+        payload: Mapping[str, Any],
+        data_change: Mapping[str, Any],
+        comment: str | None,
+        reason: str | None,
+        detail: Mapping[str, Any],
+    ) -> AuditRecord:
+        return seal(
+            AuditRecord(
+                case_id=row.id,
+                seq=row.audit_seq + 1,
+                at=iso(now),
+                actor=actor,
+                role=role,
+                on_behalf_of=on_behalf_of,
+                event=event,
+                from_state=row.state,
+                to_state=to_state,
+                outcome="accepted" if outcome == "accepted" else "refused",
+                payload=dict(payload),
+                data_change=dict(data_change),
+                comment=comment,
+                reason=reason,
+                detail=dict(detail),
+                definition_hash=compiled.definition.content_hash,
+                prev_hash=row.last_hash,
+            )
+        )
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def case(self, case_id: int) -> Case:
+        return self._case(self.store.case(case_id))
+
+    def cases(
+        self,
+        *,
+        definition: str | None = None,
+        state: str | None = None,
+        assignee: str | None = None,
+        open: bool | None = None,  # noqa: A002 - the name operators know
+        data: Mapping[str, Any] | None = None,
+        created_before: datetime | None = None,
+        limit: int = 50,
+        after_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[Case]:
+        """Cases matching every filter given, oldest first, one page of at most `limit`."""
+        if limit < 1 or limit > 10_000:
+            raise UsageError(f"limit {limit} is out of range", hint="use 1 to 10000 and page with after_id")
+        rows = self.store.cases(
+            CaseQuery(
+                definition_id=definition,
+                state=state,
+                assignee=assignee,
+                open=open,
+                data_equals=dict(data or {}),
+                created_before=created_before,
+                after_id=after_id,
+                limit=limit,
+                newest_first=newest_first,
+            )
+        )
+        return [self._case(r) for r in rows]
+
+    def history(self, case_id: int) -> list[AuditRecord]:
+        self.store.case(case_id)
+        return self.store.history(case_id)
+
+    def options(self, case_id: int, actor: str) -> list[Option]:
+        """Every event of the case's current state, and whether `actor` may fire it now (and why not).
+        Nothing is written."""
+        row = self.store.case(case_id)
+        compiled = self.compiled(row.definition_id, row.definition_version)
+        return self._options(compiled, row, actor)
+
+    def _options(self, compiled: CompiledDefinition, row: CaseRow, actor: str) -> list[Option]:
+        from engine.step import CLAIM
+
+        org = self.org()
+        person = actor_from_org(org, actor)
+        state = compiled.definition.states[row.state]
+        events = list(state.events)
+        if state.assign is not None and state.assign.kind == "claim":
+            events.append(CLAIM)
+        out: list[Option] = []
+        for event in events:
+            alternatives = compiled.alternatives(state.name, event)
+            by = tuple(dict.fromkeys(r for t in alternatives for r in t.by))
+            if state.approval is not None and event in (APPROVE, REJECT):
+                by = state.approval.roles
+            fields = tuple(
+                f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ())
+            )
+            targets = tuple(dict.fromkeys(t.target for t in alternatives))
+            title = alternatives[0].title if alternatives else None
+            allowed, reason = self._try(compiled, row, person, event, org, fields)
+            out.append(Option(event, title, allowed, reason, targets, by, fields))
+        return out
+
+    def _try(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        person: Actor,
+        event: str,
+        org: Org,
+        fields: tuple[str, ...],
+    ) -> tuple[bool, str | None]:
+        snapshot = self._snapshot_read(compiled, row)
+        people = People(org, lambda role: org.members(role)[0] if org.members(role) else None)
+        try:
+            take_step(compiled, snapshot, person, event, {}, people)
+        except Refused as refused:
+            return False, refused.error.message
+        except InvalidData as exc:
+            if fields:
+                return True, f"needs {', '.join(fields)}"
+            return False, exc.message
+        except SopflowError as exc:
+            return False, exc.message
+        return True, None
+
+    def deadlines(self, case_id: int) -> list[DeadlineStatus]:
+        """The case's running deadlines, soonest first."""
+        row = self.store.case(case_id)
+        definition = self.definition(row.definition_id, row.definition_version)
+        titles = {d.name: d.title for d in definition.deadlines}
+        return [
+            DeadlineStatus(t.name, titles.get(t.name), t.due_at, t.rung)
+            for t in self.store.pending_timers(case_id)
+            if t.kind == "deadline"
+        ]
+
+    def approval_progress(self, case_id: int) -> str | None:
+        """For a case waiting in an approval state: the rule, who has voted, what is missing."""
+        row = self.store.case(case_id)
+        compiled = self.compiled(row.definition_id, row.definition_version)
+        approval = compiled.definition.states[row.state].approval
+        if approval is None:
+            return None
+        votes = self._snapshot_read(compiled, row).votes
+        done = ", ".join(f"{v.voter} ({v.role}) {v.decision}d" for v in votes) or "no votes yet"
+        approvers = {v.role for v in votes if v.decision == "approve"}
+        if approval.rule == "all_of":
+            missing = [r for r in approval.roles if r not in approvers]
+            need = f"waiting for {', '.join(missing)}" if missing else "complete"
+            rule = f"all of {', '.join(approval.roles)}"
+        elif approval.rule == "any_of":
+            need = f"waiting for one of {', '.join(approval.roles)}"
+            rule = f"any of {', '.join(approval.roles)}"
+        else:
+            count = sum(1 for v in votes if v.decision == "approve")
+            need = f"{max(approval.at_least - count, 0)} more of {approval.roles[0]}"
+            rule = f"quorum of {approval.at_least} {approval.roles[0]}"
+        veto = "one rejection rejects" if approval.veto else "rejections do not veto"
+        return f"{rule} ({veto}); {done}; {need}"
+
+    def _snapshot_read(self, compiled: CompiledDefinition, row: CaseRow) -> Snapshot:
+        votes: tuple[Vote, ...] = ()
+        if compiled.definition.states[row.state].approval is not None:
+            votes = tuple(
+                Vote(r.actor, r.role or "", "approve" if r.event == APPROVE else "reject")
+                for r in self.store.history(row.id)[row.entered_seq:]
+                if r.outcome == "accepted" and r.event in (APPROVE, REJECT)
+            )
+        return Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, votes)
+
+    def _case(self, row: CaseRow) -> Case:
+        compiled = self.compiled(row.definition_id, row.definition_version)
+        return Case(
+            id=row.id,
+            definition_id=row.definition_id,
+            definition_version=row.definition_version,
+            state=row.state,
+            state_title=compiled.definition.states[row.state].title,
+            open=row.open,
+            data=row.data,
+            version=row.version,
+            starter=row.starter,
+            assignee=row.assignee,
+            submitter=row.submitter,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            entered_at=row.entered_at,
+        )
+
+    # -- verifying ---------------------------------------------------------------------------------
+
+    def verify(
+        self, case_id: int | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> VerifyReport:
+        """Recompute every hash chain (or one case's), replay the accepted steps through the definition
+        and compare with the stored case; report the first broken record of each case."""
+        ids: Iterator[int] = iter([case_id]) if case_id is not None else self.store.iter_case_ids()
+        findings: list[VerifyFinding] = []
+        cases = records = 0
+        for cid in ids:
+            row = self.store.case(cid)
+            history = self.store.history(cid)
+            cases += 1
+            records += len(history)
+            broken = verify_chain(cid, history, row.last_hash) or self._replay(row, history)
+            if broken is not None:
+                findings.append(VerifyFinding(broken.case_id, broken.seq, broken.problem))
+            if progress is not None:
+                progress(cases)
+        return VerifyReport(cases, records, tuple(findings))
+
+    def _replay(self, row: CaseRow, history: Sequence[AuditRecord]) -> ChainBreak | None:
+        """Fold the accepted records: each must be a move the definition allows, and together they must
+        give the stored state and data."""
+        compiled = self.compiled(row.definition_id, row.definition_version)
+        definition = compiled.definition
+        state: str | None = None
+        data: dict[str, Any] = {}
+        for rec in history:
+            if rec.outcome != "accepted":
+                continue
+            if rec.from_state != state:
+                return ChainBreak(row.id, rec.seq, f"it starts from `{rec.from_state}`, the case was in `{state}`")
+            if rec.to_state is None or rec.to_state not in definition.states:
+                return ChainBreak(row.id, rec.seq, f"it moves to unknown state `{rec.to_state}`")
+            if state is not None and rec.to_state != state:
+                routes = [r["to"] for r in rec.detail.get("routes", [])]
+                first = routes[0] if routes else rec.to_state
+                source = definition.states[state]
+                if first not in source.targets():
+                    return ChainBreak(row.id, rec.seq, f"`{state}` has no way to `{first}`")
+            for name, change in rec.data_change.items():
+                data[name] = change[1]
+            state = rec.to_state
+        if state != row.state:
+            return ChainBreak(row.id, len(history), f"replay ends in `{state}`, the case is in `{row.state}`")
+        if canonical_json(data) != canonical_json(row.data):
+            return ChainBreak(row.id, len(history), "replayed data differs from the stored data")
+        return None
+
+
+def _check_size(value: Mapping[str, Any]) -> None:
+    size = len(canonical_json(value).encode("utf-8"))
+    if size > MAX_DATA_BYTES:
+        raise InvalidData(
+            f"the data is {size} bytes, more than the {MAX_DATA_BYTES} a case may hold",
+            hint="keep documents elsewhere and put their links in the data",
+        )

@@ -1,0 +1,512 @@
+"""One step of a case, decided without I/O: who may act, which transition is taken, what the data becomes,
+how choices route and how approval votes count.
+
+The in-memory simulator and the durable runtime both call `take_step` with a `Snapshot` of the case; the
+runtime then stores the returned `Step` and its audit record in one transaction. Refusals that must be
+audited (not permitted, guard refused) are raised as `Refused`, carrying the error for the caller and
+the facts for the audit record; errors that change nothing and need no record (an unknown event, invalid
+data) are raised as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from engine.compile import APPROVED, REJECTED, ROUTE, CompiledDefinition, GuardContext
+from engine.definition.model import (
+    APPROVE,
+    ASSIGNEE,
+    REJECT,
+    STARTER,
+    Approval,
+    Branch,
+    Org,
+    State,
+    Transition,
+)
+from engine.errors import GuardRefused, InvalidData, NotAvailable, NotFound, NotPermitted, SopflowError
+
+CLAIM = "claim"
+"""The built-in event with which a member of a role takes a case of a state with `assign: {claim: role}`."""
+
+_DATA_FIELD = re.compile(r"\bdata\.([A-Za-z_][A-Za-z0-9_]*)")
+
+Decision = Literal["approve", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """A person acting on a case: their roles, and for roles held by delegation, whom they act for."""
+
+    id: str
+    roles: frozenset[str]
+    department: str | None = None
+    delegated: Mapping[str, str] = field(default_factory=dict)
+    """Role → the user who delegated it to this actor."""
+
+    def guard_view(self) -> dict[str, Any]:
+        return {"id": self.id, "roles": sorted(self.roles), "department": self.department or ""}
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    voter: str
+    role: str
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a step needs to know of a case."""
+
+    state: str
+    data: Mapping[str, Any]
+    starter: str
+    assignee: str | None = None
+    submitter: str | None = None
+    """Who moved the case into its current state."""
+    votes: tuple[Vote, ...] = ()
+    """The votes cast since the case entered its current (approval) state."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """An accepted step: everything the store writes and the audit record says."""
+
+    event: str
+    from_state: str
+    to_state: str
+    role: str | None
+    on_behalf_of: str | None
+    data: dict[str, Any]
+    data_change: dict[str, list[Any]]
+    entered: tuple[str, ...]
+    """Every state the case entered, in order (a choice state and the state it routed to)."""
+    assignee: str | None
+    detail: dict[str, Any]
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.entered)
+
+
+class Refused(Exception):
+    """An attempt the rules refuse; the caller records it in the audit trail, then raises `error`."""
+
+    def __init__(self, error: SopflowError, role: str | None, detail: Mapping[str, Any]) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.role = role
+        self.detail = dict(detail)
+
+
+@dataclass(frozen=True, slots=True)
+class People:
+    """What a step needs of the organisation: its members, and how to pick the least loaded one."""
+
+    org: Org
+    least_loaded: Callable[[str], str | None]
+
+    def members(self, role: str) -> tuple[str, ...]:
+        return self.org.members(role)
+
+
+def acting_role(actor: Actor, by: Sequence[str], snapshot: Snapshot) -> str | None:
+    """The role in which `actor` may fire a transition allowed to `by`, or None. The actor's own roles
+    come before delegated ones, then $assignee, then $starter."""
+    own = [r for r in by if r in actor.roles and r not in actor.delegated]
+    if own:
+        return own[0]
+    delegated = [r for r in by if r in actor.delegated]
+    if delegated:
+        return delegated[0]
+    if ASSIGNEE in by and snapshot.assignee == actor.id:
+        return ASSIGNEE
+    if STARTER in by and snapshot.starter == actor.id:
+        return STARTER
+    return None
+
+
+def take_step(
+    compiled: CompiledDefinition,
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    payload: Mapping[str, Any],
+    people: People,
+) -> Step:
+    """Decide one event on a case. Raises `Refused` (to be audited), `NotAvailable` or `InvalidData`."""
+    definition = compiled.definition
+    state = definition.states[snapshot.state]
+    if state.final:
+        raise NotAvailable(
+            f"the case is closed: it ended in `{state.name}` ({state.title})",
+            hint="a closed case takes no more events; start a new case",
+        )
+    if state.approval is not None and event in (APPROVE, REJECT):
+        return _vote(compiled, state, state.approval, snapshot, actor, event, people)
+    if event == CLAIM and state.assign is not None and state.assign.kind == "claim":
+        return _claim(state, state.assign.value, snapshot, actor)
+    alternatives = compiled.alternatives(state.name, event)
+    if not alternatives:
+        raise NotAvailable(
+            f"`{event}` is not an event of state `{state.name}` ({state.title})",
+            hint=f"events here: {', '.join(state.events) or 'none'}",
+        )
+    return _transition(compiled, state, alternatives, snapshot, actor, event, payload, people)
+
+
+def _transition(
+    compiled: CompiledDefinition,
+    state: State,
+    alternatives: Sequence[Transition],
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    payload: Mapping[str, Any],
+    people: People,
+) -> Step:
+    roles = {t.path: acting_role(actor, t.by, snapshot) for t in alternatives}
+    permitted = [t for t in alternatives if roles[t.path] is not None]
+    if not permitted:
+        needed = sorted({r for t in alternatives for r in t.by})
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} may not fire `{event}` in state `{state.name}`: it needs {_roles_text(needed)}",
+                hint=f"{actor.id} holds {_roles_text(sorted(actor.roles)) if actor.roles else 'no role'}",
+            ),
+            None,
+            {"needed": needed},
+        )
+    first = permitted[0]
+    errors = compiled.payload_errors(first, payload)
+    if errors:
+        raise InvalidData(
+            f"the payload of `{event}` is not valid: {errors[0]}",
+            hint="supply the fields the step asks for, e.g. --data '{\"comment\": \"...\"}'",
+            errors=errors,
+        )
+    context = GuardContext(
+        data=snapshot.data,
+        payload=payload,
+        actor=actor.guard_view(),
+        permitted=frozenset(t.path for t in permitted),
+    )
+    fired = compiled.fire(state.name, event, context)
+    if fired is None or not isinstance(fired.taken, Transition):
+        guarded = next((t for t in permitted if t.when is not None), first)
+        explain = str(guarded.explain) if guarded.explain else None
+        text = guarded.when.text if guarded.when else ""
+        raise Refused(
+            GuardRefused(
+                f"`{event}` is refused in state `{state.name}`: "
+                + (explain or f"the condition `{text}` does not hold"),
+                hint=f"the condition is `{text}`" if explain else "change the case's data or the payload",
+            ),
+            roles[first.path],
+            {"guard": text, "values": _values(text, snapshot.data)},
+        )
+    taken = fired.taken
+    data = dict(snapshot.data)
+    for key, value in taken.set.items():
+        data[key] = _plain(value)
+    for key, source in taken.copy.items():
+        if source in payload:
+            data[key] = payload[source]
+    role = roles[taken.path]
+    return _enter(
+        compiled,
+        snapshot,
+        actor,
+        event,
+        fired.state,
+        data,
+        role,
+        people,
+        {"payload": dict(payload)} if payload else {},
+    )
+
+
+def _enter(
+    compiled: CompiledDefinition,
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    target: str,
+    data: dict[str, Any],
+    role: str | None,
+    people: People,
+    detail: dict[str, Any],
+) -> Step:
+    """Move into `target`, resolving choice states on the way, and compute the new assignee."""
+    definition = compiled.definition
+    if data != snapshot.data:
+        errors = compiled.data_errors(data)
+        if errors:
+            raise InvalidData(
+                f"the step would leave the case's data invalid: {errors[0]}",
+                hint="the definition's `set`/`copy` and its `data` schema disagree; fix the definition",
+                errors=errors,
+            )
+    entered = [target]
+    routes: list[dict[str, Any]] = []
+    guard_actor = actor.guard_view()
+    while definition.states[entered[-1]].is_choice:
+        if len(entered) > len(definition.states):
+            raise InvalidData(f"choice states route in a loop: {' → '.join(entered)}")
+        here = entered[-1]
+        fired = compiled.fire(here, ROUTE, GuardContext(data=data, payload={}, actor=guard_actor))
+        if fired is None or not isinstance(fired.taken, Branch):
+            raise InvalidData(f"choice state `{here}` has no branch for this data (no `else`)")
+        branch = fired.taken
+        routes.append(
+            {
+                "choice": here,
+                "to": fired.state,
+                "when": branch.when.text if branch.when else "else",
+                "values": _values(branch.when.text, data) if branch.when else {},
+            }
+        )
+        entered.append(fired.state)
+    if routes:
+        detail["routes"] = routes
+    final = definition.states[entered[-1]]
+    assignee = _assignee(final, data, people)
+    change = {
+        k: [snapshot.data.get(k), data[k]]
+        for k in sorted(data)
+        if k not in snapshot.data or snapshot.data[k] != data[k]
+    }
+    return Step(
+        event=event,
+        from_state=snapshot.state,
+        to_state=final.name,
+        role=role,
+        on_behalf_of=actor.delegated.get(role) if role else None,
+        data=data,
+        data_change=change,
+        entered=tuple(entered),
+        assignee=assignee,
+        detail=detail,
+    )
+
+
+def _assignee(state: State, data: Mapping[str, Any], people: People) -> str | None:
+    if state.assign is None:
+        return None
+    if state.assign.kind == "from_data":
+        value = data.get(state.assign.value)
+        if value is not None and not isinstance(value, str):
+            raise InvalidData(f"data field `{state.assign.value}` must hold a user id, not {value!r}")
+        if value is not None and value not in people.org.users:
+            raise InvalidData(
+                f"data field `{state.assign.value}` names `{value}`, who is not in the org",
+                hint="use a user id from org.yaml",
+            )
+        return value
+    if state.assign.kind == "least_loaded":
+        return people.least_loaded(state.assign.value)
+    return None
+
+
+def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor) -> Step:
+    if role not in actor.roles:
+        raise Refused(
+            NotPermitted(f"{actor.id} may not claim a case in `{state.name}`: it needs the role {role}"),
+            None,
+            {"needed": [role]},
+        )
+    if snapshot.assignee is not None:
+        raise Refused(
+            NotPermitted(
+                f"the case is already claimed by {snapshot.assignee}",
+                hint="ask the role's manager to reassign it",
+            ),
+            role,
+            {"assignee": snapshot.assignee},
+        )
+    return Step(
+        event=CLAIM,
+        from_state=state.name,
+        to_state=state.name,
+        role=role,
+        on_behalf_of=actor.delegated.get(role),
+        data=dict(snapshot.data),
+        data_change={},
+        entered=(),
+        assignee=actor.id,
+        detail={"claimed_by": actor.id},
+    )
+
+
+def _vote(
+    compiled: CompiledDefinition,
+    state: State,
+    approval: Approval,
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    people: People,
+) -> Step:
+    decision: Decision = "approve" if event == APPROVE else "reject"
+    eligible = [r for r in approval.roles if r in actor.roles]
+    if not eligible:
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} may not vote in `{state.name}`: the approval needs {_roles_text(approval.roles)}"
+            ),
+            None,
+            {"needed": list(approval.roles)},
+        )
+    if not approval.submitter_may_approve and actor.id == snapshot.submitter:
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} submitted this case into `{state.name}` and may not vote on it "
+                "(separation of duties)",
+                hint="another holder of the approving role must vote",
+            ),
+            eligible[0],
+            {"rule": "separation-of-duties"},
+        )
+    if any(v.voter == actor.id for v in snapshot.votes):
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} has already voted in `{state.name}`; one person counts once",
+                hint="another approver must vote",
+            ),
+            eligible[0],
+            {"rule": "one-person-one-vote"},
+        )
+    filled = {v.role for v in snapshot.votes if v.decision == "approve"}
+    role = next((r for r in eligible if r not in filled), eligible[0])
+    votes = (*snapshot.votes, Vote(actor.id, role, decision))
+    outcome = _tally(approval, votes, snapshot.submitter, people)
+    detail: dict[str, Any] = {
+        "votes": [{"voter": v.voter, "role": v.role, "decision": v.decision} for v in votes],
+        "rule": approval.rule,
+        "outcome": outcome,
+    }
+    step = Step(
+        event=event,
+        from_state=state.name,
+        to_state=state.name,
+        role=role,
+        on_behalf_of=actor.delegated.get(role),
+        data=dict(snapshot.data),
+        data_change={},
+        entered=(),
+        assignee=snapshot.assignee,
+        detail=detail,
+    )
+    if outcome == "pending":
+        return step
+    internal = APPROVED if outcome == "approved" else REJECTED
+    fired = compiled.fire(state.name, internal, GuardContext(data=snapshot.data, payload={}, actor={}))
+    assert fired is not None, "approval exits are unconditional"
+    return _enter(compiled, snapshot, actor, event, fired.state, dict(snapshot.data), role, people, detail)
+
+
+def _tally(
+    approval: Approval, votes: Sequence[Vote], submitter: str | None, people: People
+) -> Literal["approved", "rejected", "pending"]:
+    approvers = {v.voter for v in votes if v.decision == "approve"}
+    rejecters = {v.voter for v in votes if v.decision == "reject"}
+    if rejecters and approval.veto:
+        return "rejected"
+    if rule_met(approval, approvers, people):
+        return "approved"
+    candidates = set(approvers)
+    for role in approval.roles:
+        candidates.update(people.members(role))
+    candidates -= rejecters
+    if not approval.submitter_may_approve and submitter is not None:
+        candidates.discard(submitter)
+    if not rule_met(approval, candidates, people):
+        return "rejected"
+    return "pending"
+
+
+def rule_met(approval: Approval, approvers: set[str], people: People) -> bool:
+    """Whether these people, approving, satisfy the rule. For all_of each role needs a distinct person:
+    a person holding two of the roles fills one slot only."""
+    holders = {r: {u for u in approvers if u in people.members(r)} for r in approval.roles}
+    if approval.rule == "any_of":
+        return any(holders.values())
+    if approval.rule == "quorum":
+        return len(holders[approval.roles[0]]) >= approval.at_least
+    return _matching_covers(list(approval.roles), holders)
+
+
+def _matching_covers(roles: list[str], holders: Mapping[str, set[str]]) -> bool:
+    """Whether every role can be given a different person who holds it (bipartite matching)."""
+    taken_by: dict[str, str] = {}
+
+    def place(role: str, seen: set[str]) -> bool:
+        for person in sorted(holders[role]):
+            if person in seen:
+                continue
+            seen.add(person)
+            if person not in taken_by or place(taken_by[person], seen):
+                taken_by[person] = role
+                return True
+        return False
+
+    return all(place(role, set()) for role in roles)
+
+
+def _values(expression: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: data.get(name) for name in dict.fromkeys(_DATA_FIELD.findall(expression))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _roles_text(roles: Sequence[str]) -> str:
+    shown = [r.removeprefix("$") + (" (the case's)" if r.startswith("$") else "") for r in roles]
+    return " or ".join(shown) if shown else "no role"
+
+
+def start_step(
+    compiled: CompiledDefinition, actor: Actor, data: Mapping[str, Any], people: People
+) -> Step:
+    """Decide the start of a case: check its data, then enter the initial state (routing any choice)."""
+    if not isinstance(data, dict):
+        raise InvalidData("a case's data must be a JSON object", hint='e.g. --data \'{"title": "..."}\'')
+    errors = compiled.data_errors(data)
+    if errors:
+        raise InvalidData(
+            f"the data does not fit {compiled.definition.key}: {errors[0]}",
+            hint="`sopflow defs show ID` lists the fields a case needs",
+            errors=errors,
+        )
+    empty = Snapshot(state="", data={}, starter=actor.id)
+    role = next(iter(sorted(actor.roles)), None)
+    return _enter(compiled, empty, actor, "start", compiled.definition.initial, dict(data), role, people, {})
+
+
+def actor_from_org(org: Org, user_id: str, delegated: Mapping[str, str] | None = None) -> Actor:
+    """The acting person as the org knows them, with any roles delegated to them (role → delegator)."""
+    user = org.users.get(user_id)
+    if user is None:
+        from difflib import get_close_matches
+
+        close = get_close_matches(user_id, list(org.users), n=1)
+        raise NotFound(
+            f"user `{user_id}` is not in the org `{org.id}`",
+            hint=f"did you mean `{close[0]}`?" if close else "pass a user id from org.yaml with --as",
+        )
+    extra = dict(delegated or {})
+    return Actor(
+        id=user.id,
+        roles=frozenset(user.roles) | frozenset(extra),
+        department=user.department,
+        delegated={r: who for r, who in extra.items() if r not in user.roles},
+    )

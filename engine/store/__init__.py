@@ -1,0 +1,30 @@
+"""sopflow's database: the only package that imports SQLAlchemy and Alembic."""
+
+from engine.store.records import (
+    CaseChange,
+    CaseQuery,
+    CaseRow,
+    DefinitionRow,
+    Fired,
+    OrgRow,
+    StoredVote,
+    TimerRow,
+    TimerSpec,
+    Write,
+)
+from engine.store.store import Reads, Store
+
+__all__ = [
+    "CaseChange",
+    "CaseQuery",
+    "CaseRow",
+    "DefinitionRow",
+    "Fired",
+    "OrgRow",
+    "Reads",
+    "Store",
+    "StoredVote",
+    "TimerRow",
+    "TimerSpec",
+    "Write",
+]

@@ -1,0 +1,132 @@
+"""Plain values that cross the store's boundary: rows read, changes to write, queries to run.
+
+The runtime speaks these; only `engine.store` turns them into SQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from engine.audit import AuditRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DefinitionRow:
+    definition_id: str
+    version: int
+    content_hash: str
+    source_text: str
+    file: str
+    deployed_at: datetime
+    deployed_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OrgRow:
+    org_id: str
+    content_hash: str
+    source_text: str
+    file: str
+    deployed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CaseRow:
+    """A case as stored: where it is, its data, and what its next audit record chains onto."""
+
+    id: int
+    definition_id: str
+    definition_version: int
+    state: str
+    open: bool
+    data: dict[str, Any]
+    version: int
+    starter: str
+    assignee: str | None
+    submitter: str | None
+    entered_seq: int
+    entered_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    audit_seq: int
+    last_hash: str
+    start_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseChange:
+    """What an accepted step does to the case row. `entered` starts a new visit of a state."""
+
+    state: str
+    open: bool
+    data: dict[str, Any]
+    assignee: str | None
+    submitter: str | None
+    entered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TimerSpec:
+    kind: Literal["deadline", "timeout", "escalation"]
+    name: str
+    rung: int
+    due_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TimerRow:
+    id: int
+    case_id: int
+    kind: str
+    name: str
+    rung: int
+    due_at: datetime
+    entered_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One transaction's worth: the audit record (sealed onto the case's chain) and, for an accepted
+    step, the case change and the timers it starts and cancels. A refusal has `change=None`."""
+
+    record: AuditRecord
+    change: CaseChange | None = None
+    start_timers: tuple[TimerSpec, ...] = ()
+    cancel_timers: tuple[str, ...] = ()
+    """Names of pending timers of this case to cancel (a deadline's span ended, a state was left)."""
+    cancel_state_timers: bool = False
+    """Cancel every pending `timeout` timer of the case (its state was left)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """What `Store.fire` did: the case after it, the record written (or found, for a repeated key)."""
+
+    case: CaseRow
+    record: AuditRecord
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CaseQuery:
+    """Which cases to list, oldest first, at most `limit`, after case `after_id` for paging."""
+
+    definition_id: str | None = None
+    state: str | None = None
+    assignee: str | None = None
+    open: bool | None = None
+    data_equals: Mapping[str, Any] = field(default_factory=dict)
+    created_before: datetime | None = None
+    after_id: int | None = None
+    limit: int = 50
+    newest_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVote:
+    voter: str
+    role: str | None
+    event: str

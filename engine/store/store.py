@@ -1,0 +1,452 @@
+"""The store: every read and write of sopflow's database, each write one transaction.
+
+A step is written by `Store.fire`: read the case, let the caller decide (`decide(row, reads)` returns a
+`Write`), then update the case only if its version and audit sequence are still the ones read, append the
+audit record, start and cancel timers, remember the idempotency key, commit. If another writer got there
+first, the whole transaction is retried from the read (the caller's `decide` sees the new case and may
+refuse, e.g. with a `Conflict` when it was told to expect the old version).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, and_, cast, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
+
+from engine.audit import GENESIS, AuditRecord, canonical_json
+from engine.errors import Conflict, NotFound
+from engine.store import database
+from engine.store.records import (
+    CaseChange,
+    CaseQuery,
+    CaseRow,
+    DefinitionRow,
+    Fired,
+    OrgRow,
+    StoredVote,
+    TimerRow,
+    Write,
+)
+from engine.store.tables import audit, cases, definitions, fire_keys, orgs, timers
+
+MAX_ATTEMPTS = 20
+
+
+class Reads:
+    """Reads a `decide` callback may make inside the write transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def votes(self, case_id: int, since_seq: int) -> list[StoredVote]:
+        """Accepted approve/reject records after `since_seq` (the current visit of an approval state)."""
+        rows = self._conn.execute(
+            select(audit.c.actor, audit.c.role, audit.c.event)
+            .where(
+                audit.c.case_id == case_id,
+                audit.c.seq > since_seq,
+                audit.c.outcome == "accepted",
+                audit.c.event.in_(("approve", "reject")),
+            )
+            .order_by(audit.c.seq)
+        )
+        return [StoredVote(r.actor, r.role, r.event) for r in rows]
+
+    def least_loaded(self, members: Sequence[str]) -> str | None:
+        """The member with the fewest open cases assigned, ties broken by the order given."""
+        if not members:
+            return None
+        counts = dict(
+            self._conn.execute(
+                select(cases.c.assignee, func.count())
+                .where(cases.c.open.is_(True), cases.c.assignee.in_(members))
+                .group_by(cases.c.assignee)
+            ).all()
+        )
+        return min(members, key=lambda m: int(counts.get(m, 0)))
+
+
+class Store:
+    """sopflow's database. Open one per process; it is safe to share between threads."""
+
+    def __init__(self, url: str, *, durable: bool = True, create: bool = True) -> None:
+        self.url = url
+        self.engine: Engine = database.create(url, durable=durable)
+        if create:
+            database.ensure_schema(self.engine)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def upgrade(self) -> str:
+        return database.upgrade(self.engine)
+
+    # -- definitions and the org -------------------------------------------------------------------
+
+    def deploy_definition(self, row: DefinitionRow) -> bool:
+        """Store a definition version; False when the same content is already there. A different
+        content under the same id and version is a `Conflict`."""
+        with self._write() as conn, conn.begin():
+            existing = conn.execute(
+                select(definitions.c.content_hash).where(
+                    definitions.c.definition_id == row.definition_id, definitions.c.version == row.version
+                )
+            ).scalar()
+            if existing == row.content_hash:
+                return False
+            if existing is not None:
+                raise Conflict(
+                    f"{row.definition_id}@{row.version} is already deployed with different content",
+                    hint="bump `version:` in the YAML file; cases keep the version they started on",
+                )
+            conn.execute(insert(definitions).values(**_fields(row)))
+            return True
+
+    def definition(self, definition_id: str, version: int | None = None) -> DefinitionRow | None:
+        """One deployed version, or the newest when `version` is None."""
+        query = select(definitions).where(definitions.c.definition_id == definition_id)
+        if version is not None:
+            query = query.where(definitions.c.version == version)
+        with self._read() as conn:
+            row = conn.execute(query.order_by(definitions.c.version.desc()).limit(1)).first()
+        return None if row is None else DefinitionRow(**row._mapping)
+
+    def definitions(self) -> list[DefinitionRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(definitions).order_by(definitions.c.definition_id, definitions.c.version)
+            )
+            return [DefinitionRow(**r._mapping) for r in rows]
+
+    def deploy_org(self, row: OrgRow) -> bool:
+        with self._write() as conn, conn.begin():
+            current = conn.execute(
+                select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)
+            ).scalar()
+            if current == row.content_hash:
+                return False
+            conn.execute(insert(orgs).values(**_fields(row)))
+            return True
+
+    def org(self) -> OrgRow | None:
+        with self._read() as conn:
+            row = conn.execute(
+                select(orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at)
+                .order_by(orgs.c.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else OrgRow(**row._mapping)
+
+    # -- cases -------------------------------------------------------------------------------------
+
+    def start(
+        self,
+        definition_id: str,
+        definition_version: int,
+        starter: str,
+        now: datetime,
+        change: CaseChange,
+        make_write: Callable[[int], Write],
+        key: str | None = None,
+    ) -> Fired:
+        """Create a case and its first audit record. With `key`, a repeated start returns the case
+        the first one created."""
+        try:
+            with self._write() as conn, conn.begin():
+                if key is not None:
+                    found = self._started(conn, definition_id, key)
+                    if found is not None:
+                        return found
+                case_id = conn.execute(
+                    insert(cases)
+                    .values(
+                        definition_id=definition_id,
+                        definition_version=definition_version,
+                        state=change.state,
+                        open=change.open,
+                        data=canonical_json(change.data),
+                        version=1,
+                        starter=starter,
+                        assignee=change.assignee,
+                        submitter=change.submitter,
+                        entered_seq=1,
+                        entered_at=now,
+                        created_at=now,
+                        updated_at=now,
+                        audit_seq=0,
+                        last_hash=GENESIS,
+                        start_key=key,
+                    )
+                    .returning(cases.c.id)
+                ).scalar_one()
+                write = make_write(int(case_id))
+                conn.execute(
+                    update(cases)
+                    .where(cases.c.id == case_id)
+                    .values(audit_seq=write.record.seq, last_hash=write.record.hash)
+                )
+                self._append(conn, write, now)
+                row = self._case(conn, int(case_id))
+                return Fired(row, write.record)
+        except IntegrityError:
+            if key is None:
+                raise
+            with self._read() as conn:
+                found = self._started(conn, definition_id, key)
+            if found is None:
+                raise
+            return found
+
+    def _started(self, conn: Connection, definition_id: str, key: str) -> Fired | None:
+        case_id = conn.execute(
+            select(cases.c.id).where(cases.c.definition_id == definition_id, cases.c.start_key == key)
+        ).scalar()
+        if case_id is None:
+            return None
+        return Fired(self._case(conn, case_id), self._record(conn, case_id, 1), replayed=True)
+
+    def fire(
+        self,
+        case_id: int,
+        decide: Callable[[CaseRow, Reads], Write],
+        *,
+        now: datetime,
+        key: str | None = None,
+    ) -> Fired:
+        """Read the case, decide, and write the step (or the refusal) in one transaction."""
+        for _attempt in range(MAX_ATTEMPTS):
+            with self._write() as conn:
+                tx = conn.begin()
+                try:
+                    row = self._case(conn, case_id)
+                    if key is not None:
+                        seq = conn.execute(
+                            select(fire_keys.c.seq).where(
+                                fire_keys.c.case_id == case_id, fire_keys.c.key == key
+                            )
+                        ).scalar()
+                        if seq is not None:
+                            tx.rollback()
+                            return Fired(row, self._record(conn, case_id, seq), replayed=True)
+                    write = decide(row, Reads(conn))
+                    if not self._update(conn, row, write, now):
+                        tx.rollback()
+                        continue
+                    self._append(conn, write, now)
+                    if key is not None and write.change is not None:
+                        conn.execute(insert(fire_keys).values(case_id=case_id, key=key, seq=write.record.seq))
+                    after = self._case(conn, case_id)
+                    tx.commit()
+                    return Fired(after, write.record)
+                except IntegrityError:
+                    tx.rollback()
+                    continue
+                except BaseException:
+                    if tx.is_active:
+                        tx.rollback()
+                    raise
+        raise Conflict(
+            f"case {case_id} kept changing while the step was being written",
+            hint="try again; if it persists, check for a runaway script",
+        )
+
+    def _update(self, conn: Connection, row: CaseRow, write: Write, now: datetime) -> bool:
+        values: dict[str, Any] = {"audit_seq": write.record.seq, "last_hash": write.record.hash}
+        change = write.change
+        if change is not None:
+            values.update(
+                state=change.state,
+                open=change.open,
+                data=canonical_json(change.data),
+                assignee=change.assignee,
+                submitter=change.submitter,
+                version=cases.c.version + 1,
+                updated_at=now,
+            )
+            if change.entered:
+                values.update(entered_seq=write.record.seq, entered_at=now)
+        result = conn.execute(
+            update(cases)
+            .where(
+                cases.c.id == row.id,
+                cases.c.version == row.version,
+                cases.c.audit_seq == row.audit_seq,
+            )
+            .values(**values)
+        )
+        return result.rowcount == 1
+
+    def _append(self, conn: Connection, write: Write, now: datetime) -> None:
+        rec = write.record
+        conn.execute(insert(audit).values(**_record_values(rec)))
+        if write.cancel_state_timers or write.cancel_timers:
+            conditions = []
+            if write.cancel_state_timers:
+                conditions.append(timers.c.kind == "timeout")
+            if write.cancel_timers:
+                conditions.append(timers.c.name.in_(write.cancel_timers))
+            conn.execute(
+                update(timers)
+                .where(timers.c.case_id == rec.case_id, timers.c.pending.is_(True), or_(*conditions))
+                .values(pending=False, done_at=now, outcome="cancelled")
+            )
+        starting = list(write.start_timers)
+        if any(t.kind == "deadline" for t in starting):
+            running = set(
+                conn.execute(
+                    select(timers.c.name).where(
+                        timers.c.case_id == rec.case_id, timers.c.pending.is_(True), timers.c.kind == "deadline"
+                    )
+                ).scalars()
+            )
+            # Re-entering a span's first state while it runs does not restart its clock.
+            starting = [t for t in starting if t.kind != "deadline" or t.name not in running]
+        if starting:
+            conn.execute(
+                insert(timers),
+                [
+                    {
+                        "case_id": rec.case_id,
+                        "kind": t.kind,
+                        "name": t.name,
+                        "rung": t.rung,
+                        "due_at": t.due_at,
+                        "pending": True,
+                        "entered_seq": rec.seq,
+                    }
+                    for t in starting
+                ],
+            )
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def case(self, case_id: int) -> CaseRow:
+        with self._read() as conn:
+            return self._case(conn, case_id)
+
+    def _case(self, conn: Connection, case_id: int) -> CaseRow:
+        row = conn.execute(select(cases).where(cases.c.id == case_id)).first()
+        if row is None:
+            raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
+        return _case_row(row)
+
+    def cases(self, query: CaseQuery) -> list[CaseRow]:
+        """Cases matching `query`, oldest first (or newest first), one page of at most `limit`."""
+        conditions = []
+        if query.definition_id is not None:
+            conditions.append(cases.c.definition_id == query.definition_id)
+        if query.state is not None:
+            conditions.append(cases.c.state == query.state)
+        if query.assignee is not None:
+            conditions.append(cases.c.assignee == query.assignee)
+        if query.open is not None:
+            conditions.append(cases.c.open.is_(query.open))
+        if query.created_before is not None:
+            conditions.append(cases.c.created_at < query.created_before)
+        if query.after_id is not None:
+            conditions.append(
+                cases.c.id < query.after_id if query.newest_first else cases.c.id > query.after_id
+            )
+        for name, value in query.data_equals.items():
+            conditions.append(self._data_equals(name, value))
+        order = (
+            (cases.c.created_at.desc(), cases.c.id.desc())
+            if query.newest_first
+            else (cases.c.created_at, cases.c.id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(select(cases).where(and_(*conditions)).order_by(*order).limit(query.limit))
+            return [_case_row(r) for r in rows]
+
+    def _data_equals(self, name: str, value: Any) -> Any:
+        """A condition: the case's data field `name` equals `value` (JSON equality)."""
+        encoded = json.dumps(value, ensure_ascii=False)
+        if self.dialect == "sqlite":
+            path = f"$.{json.dumps(name)}"
+            return func.json_extract(cases.c.data, path) == func.json_extract(
+                json.dumps({"v": value}, ensure_ascii=False), "$.v"
+            )
+        return cast(cases.c.data, JSONB)[name] == cast(encoded, JSONB)
+
+    def iter_case_ids(self, batch: int = 1000) -> Iterator[int]:
+        """Every case id, in batches, never holding them all in memory."""
+        last = 0
+        while True:
+            with self._read() as conn:
+                ids = list(
+                    conn.execute(
+                        select(cases.c.id).where(cases.c.id > last).order_by(cases.c.id).limit(batch)
+                    ).scalars()
+                )
+            if not ids:
+                return
+            yield from ids
+            last = ids[-1]
+
+    def count_cases(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(cases)).scalar_one())
+
+    def history(self, case_id: int) -> list[AuditRecord]:
+        with self._read() as conn:
+            rows = conn.execute(select(audit).where(audit.c.case_id == case_id).order_by(audit.c.seq))
+            return [_audit_record(r) for r in rows]
+
+    def pending_timers(self, case_id: int) -> list[TimerRow]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(timers.c.id, timers.c.case_id, timers.c.kind, timers.c.name, timers.c.rung,
+                       timers.c.due_at, timers.c.entered_seq)
+                .where(timers.c.case_id == case_id, timers.c.pending.is_(True))
+                .order_by(timers.c.due_at)
+            )
+            return [TimerRow(**r._mapping) for r in rows]
+
+    def _record(self, conn: Connection, case_id: int, seq: int) -> AuditRecord:
+        row = conn.execute(select(audit).where(audit.c.case_id == case_id, audit.c.seq == seq)).one()
+        return _audit_record(row)
+
+    # -- transactions ------------------------------------------------------------------------------
+
+    def _write(self) -> database.connect_or_explain:
+        return database.connect_or_explain(self.engine, write=True)
+
+    def _read(self) -> database.connect_or_explain:
+        return database.connect_or_explain(self.engine)
+
+
+def _fields(row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in row.__slots__}
+
+
+def _case_row(row: Row[Any]) -> CaseRow:
+    m = dict(row._mapping)
+    m["data"] = json.loads(m["data"])
+    m["id"] = int(m["id"])
+    return CaseRow(**m)
+
+
+def _record_values(rec: AuditRecord) -> dict[str, Any]:
+    body = rec.body()
+    for name in ("payload", "data_change", "detail"):
+        body[name] = canonical_json(body[name])
+    body["hash"] = rec.hash
+    return body
+
+
+def _audit_record(row: Row[Any]) -> AuditRecord:
+    m = dict(row._mapping)
+    for name in ("payload", "data_change", "detail"):
+        m[name] = json.loads(m[name])
+    m["case_id"] = int(m["case_id"])
+    return AuditRecord(**m)
+

@@ -1,0 +1,151 @@
+"""The database tables, as SQLAlchemy Core metadata. The Alembic migrations create exactly these.
+
+JSON values (case data, payloads, audit details) are stored as canonical JSON text: the same on SQLite
+and PostgreSQL, and exactly what the audit hashes cover.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as naive UTC and read back as an aware UTC datetime, on every database."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("sopflow stores aware datetimes only")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+metadata = MetaData()
+
+CaseId = BigInteger().with_variant(Integer, "sqlite")
+
+definitions = Table(
+    "definitions",
+    metadata,
+    Column("definition_id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("source_text", Text, nullable=False),
+    Column("file", String(500), nullable=False),
+    Column("deployed_at", UTCDateTime, nullable=False),
+    Column("deployed_by", String(64)),
+    PrimaryKeyConstraint("definition_id", "version", name="pk_definitions"),
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(64), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("source_text", Text, nullable=False),
+    Column("file", String(500), nullable=False),
+    Column("deployed_at", UTCDateTime, nullable=False),
+)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("definition_id", String(64), nullable=False),
+    Column("definition_version", Integer, nullable=False),
+    Column("state", String(64), nullable=False),
+    Column("open", Boolean, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("starter", String(64), nullable=False),
+    Column("assignee", String(64)),
+    Column("submitter", String(64)),
+    Column("entered_seq", Integer, nullable=False),
+    Column("entered_at", UTCDateTime, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("audit_seq", Integer, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("start_key", String(200)),
+    UniqueConstraint("definition_id", "start_key", name="uq_cases_start_key"),
+    Index("ix_cases_definition_state", "definition_id", "state", "created_at", "id"),
+    Index("ix_cases_state", "state", "created_at", "id"),
+    Index("ix_cases_assignee", "assignee", "open", "entered_at"),
+    Index("ix_cases_open", "open", "created_at", "id"),
+)
+
+audit = Table(
+    "audit",
+    metadata,
+    Column("case_id", CaseId, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("role", String(64)),
+    Column("on_behalf_of", String(64)),
+    Column("event", String(64), nullable=False),
+    Column("from_state", String(64)),
+    Column("to_state", String(64)),
+    Column("outcome", String(16), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("data_change", Text, nullable=False),
+    Column("comment", Text),
+    Column("reason", Text),
+    Column("detail", Text, nullable=False),
+    Column("definition_hash", String(64), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    PrimaryKeyConstraint("case_id", "seq", name="pk_audit"),
+)
+
+fire_keys = Table(
+    "fire_keys",
+    metadata,
+    Column("case_id", CaseId, nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("seq", Integer, nullable=False),
+    PrimaryKeyConstraint("case_id", "key", name="pk_fire_keys"),
+)
+
+timers = Table(
+    "timers",
+    metadata,
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("case_id", CaseId, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(64), nullable=False),
+    Column("rung", Integer, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("pending", Boolean, nullable=False),
+    Column("entered_seq", Integer, nullable=False),
+    Column("lease_owner", String(100)),
+    Column("lease_until", UTCDateTime),
+    Column("done_at", UTCDateTime),
+    Column("outcome", String(16)),
+    Index("ix_timers_due", "pending", "due_at"),
+    Index("ix_timers_case", "case_id", "pending"),
+)
