@@ -18,7 +18,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from jsonschema import Draft202012Validator  # type: ignore[import-untyped]
+from jsonschema import Draft202012Validator
 
 from engine.definition.loader import Document
 from engine.definition.model import Path
@@ -130,7 +130,8 @@ def _problems(error: Any, doc: Document) -> list[Problem]:
     if error.validator in ("oneOf", "anyOf") and _only_required(error):
         return [_exactly_one(error, path, doc)]
     message, hint = _explain(error, path)
-    line, col = doc.where(_value_path(error, path))
+    # An empty value has no text of its own to point at: its key is where the reader looks.
+    line, col = doc.where(_value_path(error, path), key=error.instance is None)
     return [Problem(doc.file, line, col, "schema", message, hint)]
 
 
