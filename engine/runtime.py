@@ -36,6 +36,7 @@ from engine.store import (
     CaseRow,
     DefinitionRow,
     OrgRow,
+    OverdueRow,
     Reads,
     Store,
     Write,
@@ -364,11 +365,11 @@ class Engine:
                 step = take_step(compiled, snapshot, person, event, payload, people)
             except Refused as refused:
                 refusal.append(refused.error)
-                return Write(self._record(row, compiled, now, person.id, refused.role, None, event,
+                return Write(self.audit_record(row, compiled, now, person.id, refused.role, None, event,
                                           None, "refused", payload, {}, comment,
                                           f"{refused.error.kind}: {refused.error.message}", refused.detail))
             _check_size(step.data)
-            return self._write(compiled, row, org, person, step, payload, comment, now)
+            return self.step_write(compiled, row, org, person, step, payload, comment, now)
 
         fired = self.store.fire(case_id, decide, now=now, key=key)
         if refusal:
@@ -398,7 +399,7 @@ class Engine:
             votes=votes,
         )
 
-    def _write(
+    def step_write(
         self,
         compiled: CompiledDefinition,
         row: CaseRow,
@@ -410,7 +411,7 @@ class Engine:
         now: datetime,
     ) -> Write:
         definition = compiled.definition
-        record = self._record(row, compiled, now, person.id, step.role, step.on_behalf_of, step.event,
+        record = self.audit_record(row, compiled, now, person.id, step.role, step.on_behalf_of, step.event,
                               step.to_state, "accepted", payload, step.data_change, comment, None,
                               step.detail)
         change = CaseChange(
@@ -431,7 +432,7 @@ class Engine:
         )
 
     @staticmethod
-    def _record(
+    def audit_record(
         row: CaseRow,
         compiled: CompiledDefinition,
         now: datetime,
@@ -573,6 +574,10 @@ class Engine:
             for t in self.store.pending_timers(case_id)
             if t.kind == "deadline"
         ]
+
+    def overdue(self, limit: int = 50) -> list[OverdueRow]:
+        """Cases with a breached deadline whose span has not ended, oldest breach first."""
+        return self.store.overdue(limit)
 
     def approval_progress(self, case_id: int) -> str | None:
         """For a case waiting in an approval state: the rule, who has voted, what is missing."""

@@ -21,6 +21,7 @@ from engine.definition.model import (
     ASSIGNEE,
     REJECT,
     STARTER,
+    SYSTEM,
     Approval,
     Branch,
     Org,
@@ -116,7 +117,9 @@ class People:
 
 def acting_role(actor: Actor, by: Sequence[str], snapshot: Snapshot) -> str | None:
     """The role in which `actor` may fire a transition allowed to `by`, or None. The actor's own roles
-    come before delegated ones, then $assignee, then $starter."""
+    come before delegated ones, then $assignee, then $starter. The system (timers) may fire anything."""
+    if actor.id == SYSTEM:
+        return SYSTEM
     own = [r for r in by if r in actor.roles and r not in actor.delegated]
     if own:
         return own[0]
@@ -490,6 +493,10 @@ def start_step(
     empty = Snapshot(state="", data={}, starter=actor.id)
     role = next(iter(sorted(actor.roles)), None)
     return _enter(compiled, empty, actor, "start", compiled.definition.initial, dict(data), role, people, {})
+
+
+SYSTEM_ACTOR = Actor(id=SYSTEM, roles=frozenset())
+"""Who fires timeouts and escalations."""
 
 
 def actor_from_org(org: Org, user_id: str, delegated: Mapping[str, str] | None = None) -> Actor:

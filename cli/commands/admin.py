@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import click
 
@@ -71,6 +73,80 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
+def _parse_time(raw: str | None) -> datetime | None:
+    from engine.errors import UsageError
+
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"`{raw}` is not a time", hint="use ISO 8601, e.g. 2026-11-24T14:00:00+08:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
+    from engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
+
+    channels: list[Channel] = [ConsoleChannel(write=lambda line: click.echo(line))]
+    if webhook:
+        channels.append(WebhookChannel(webhook))
+    return Worker(settings().engine(), name=name, lease=timedelta(seconds=lease), channels=channels)
+
+
+_webhook = click.option("--webhook", envvar="SOPFLOW_WEBHOOK", help="Also POST notifications to this URL "
+                        "(env SOPFLOW_WEBHOOK).")
+_lease = click.option("--lease", default=60, show_default=True,
+                      help="Seconds a claimed timer stays this worker's before another may take it.")
+
+
+@click.command()
+@click.option("--now", "now_text", help="Fire what is due at this time instead of now (ISO 8601).")
+@_webhook
+@_lease
+def tick(now_text: str | None, webhook: str | None, lease: int) -> None:
+    """Fire every timer due now (deadline breaches, escalations, timeouts) once, deliver the notification
+    outbox, and exit. For cron; safe to run while workers run."""
+    worker = _worker(webhook, lease, None)
+    report = worker.tick(_parse_time(now_text))
+    if settings().json:
+        emit({"fired": report.fired, "stale": report.stale, "delivered": report.delivered,
+              "failed_deliveries": report.failed_deliveries})
+        return
+    fired = ", ".join(f"{n} {kind}" for kind, n in sorted(report.fired.items())) or "nothing due"
+    click.echo(f"fired: {fired}; notifications delivered {report.delivered}, failed {report.failed_deliveries}")
+
+
+@click.command()
+@_webhook
+@_lease
+@click.option("--idle", default=1.0, show_default=True, help="Longest wait between ticks, in seconds.")
+@click.option("--name", help="This worker's name in leases (default: host:pid:random).")
+def worker(webhook: str | None, lease: int, idle: float, name: str | None) -> None:
+    """Fire timers as they fall due until SIGTERM or SIGINT; stops cleanly between timers. Run as many
+    as you like on one database."""
+    import signal
+    import threading
+
+    w = _worker(webhook, lease, name)
+    stop = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        click.echo(f"stopping ({signal.Signals(signum).name})…", err=True)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo(f"worker {w.name} running on {settings().db}", err=True)
+
+    def report(r: Any) -> None:
+        fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
+        click.echo(f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True)
+
+    w.run(stop, idle=idle, on_tick=report)
+    click.echo("worker stopped", err=True)
+
+
 @click.command()
 @click.pass_context
 def demo(ctx: click.Context) -> None:
@@ -84,4 +160,4 @@ def demo(ctx: click.Context) -> None:
     run_demo(settings().db if explicit else None)
 
 
-COMMANDS = [db, audit, demo]
+COMMANDS = [db, audit, tick, worker, demo]

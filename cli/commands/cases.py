@@ -165,11 +165,24 @@ def show(case: str) -> None:
 @click.option("--where", "where", multiple=True, help="FIELD=JSON: a data field equals a value (repeatable).")
 @click.option("--limit", default=50, show_default=True, help="At most this many (oldest first).")
 @click.option("--after", type=int, help="Only cases after this case number (to page).")
+@click.option("--overdue", is_flag=True, help="Cases with a breached deadline, oldest breach first.")
 def list_cases(definition: str | None, state: str | None, mine: bool, include_closed: bool,
-               where: tuple[str, ...], limit: int, after: int | None) -> None:
-    """Cases, oldest first: by definition, state, assignee or data field."""
+               where: tuple[str, ...], limit: int, after: int | None, overdue: bool) -> None:
+    """Cases, oldest first: by definition, state, assignee or data field; or the overdue ones."""
     s = settings()
     engine = s.engine()
+    if overdue:
+        rows = engine.overdue(limit=limit)
+        now = engine.clock()
+        if s.json:
+            emit([{"case": r.case_id, "deadline": r.name, "due_at": r.due_at.isoformat(),
+                   "overdue_seconds": round((now - r.due_at).total_seconds()), "definition": r.definition_id,
+                   "state": r.state, "assignee": r.assignee} for r in rows])
+            return
+        click.echo(table(["case", "definition", "state", "assignee", "deadline", "overdue by"],
+                         [(r.case_id, r.definition_id, r.state, r.assignee or "", r.name, ago(r.due_at, now))
+                          for r in rows]))
+        return
     data: dict[str, Any] = {}
     for item in where:
         name, _, raw = item.partition("=")

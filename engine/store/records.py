@@ -88,6 +88,39 @@ class TimerRow:
 
 
 @dataclass(frozen=True, slots=True)
+class NotificationSpec:
+    """A message for the outbox: written with the step, delivered later by a channel."""
+
+    channel: str
+    recipient: str
+    subject: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationRow:
+    id: int
+    case_id: int
+    channel: str
+    recipient: str
+    subject: str
+    body: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OverdueRow:
+    """A breached deadline whose span has not ended yet."""
+
+    case_id: int
+    name: str
+    due_at: datetime
+    definition_id: str
+    state: str
+    assignee: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Write:
     """One transaction's worth: the audit record (sealed onto the case's chain) and, for an accepted
     step, the case change and the timers it starts and cancels. A refusal has `change=None`."""
@@ -99,6 +132,7 @@ class Write:
     """Names of pending timers of this case to cancel (a deadline's span ended, a state was left)."""
     cancel_state_timers: bool = False
     """Cancel every pending `timeout` timer of the case (its state was left)."""
+    notify: tuple[NotificationSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, cast, func, insert, or_, select, update
@@ -28,13 +28,33 @@ from engine.store.records import (
     DefinitionRow,
     Fired,
     OrgRow,
+    NotificationRow,
+    OverdueRow,
     StoredVote,
     TimerRow,
     Write,
 )
-from engine.store.tables import audit, cases, definitions, fire_keys, orgs, timers
+from engine.store.tables import (
+    audit,
+    cases,
+    definitions,
+    deliveries,
+    fire_keys,
+    notifications,
+    orgs,
+    timers,
+)
 
 MAX_ATTEMPTS = 20
+_TIMER_COLUMNS = (
+    timers.c.id,
+    timers.c.case_id,
+    timers.c.kind,
+    timers.c.name,
+    timers.c.rung,
+    timers.c.due_at,
+    timers.c.entered_seq,
+)
 
 
 class Reads:
@@ -299,12 +319,43 @@ class Store:
                 .where(timers.c.case_id == rec.case_id, timers.c.pending.is_(True), or_(*conditions))
                 .values(pending=False, done_at=now, outcome="cancelled")
             )
+        if write.cancel_timers:
+            # A breached deadline stays overdue until its span ends; then it is closed, late.
+            conn.execute(
+                update(timers)
+                .where(
+                    timers.c.case_id == rec.case_id,
+                    timers.c.kind == "deadline",
+                    timers.c.outcome == "breached",
+                    timers.c.name.in_(write.cancel_timers),
+                )
+                .values(outcome="late")
+            )
+        if write.notify:
+            conn.execute(
+                insert(notifications),
+                [
+                    {
+                        "case_id": rec.case_id,
+                        "channel": n.channel,
+                        "recipient": n.recipient,
+                        "subject": n.subject,
+                        "body": canonical_json(dict(n.body)),
+                        "created_at": now,
+                        "attempts": 0,
+                        "next_attempt_at": now,
+                    }
+                    for n in write.notify
+                ],
+            )
         starting = list(write.start_timers)
         if any(t.kind == "deadline" for t in starting):
             running = set(
                 conn.execute(
                     select(timers.c.name).where(
-                        timers.c.case_id == rec.case_id, timers.c.pending.is_(True), timers.c.kind == "deadline"
+                        timers.c.case_id == rec.case_id,
+                        timers.c.kind == "deadline",
+                        or_(timers.c.pending.is_(True), timers.c.outcome == "breached"),
                     )
                 ).scalars()
             )
@@ -326,6 +377,179 @@ class Store:
                     for t in starting
                 ],
             )
+
+    # -- timers and the outbox ---------------------------------------------------------------------
+
+    def claim_timers(self, now: datetime, owner: str, lease: timedelta, limit: int) -> list[TimerRow]:
+        """Lease up to `limit` due timers to `owner`. Rows another worker holds are skipped (PostgreSQL:
+        FOR UPDATE SKIP LOCKED; SQLite: the write lock); a lease that expires frees the timer again."""
+        with self._write() as conn, conn.begin():
+            query = (
+                select(timers.c.id)
+                .where(
+                    timers.c.pending.is_(True),
+                    timers.c.due_at <= now,
+                    or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
+                )
+                .order_by(timers.c.due_at, timers.c.id)
+                .limit(limit)
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            ids = list(conn.execute(query).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                update(timers).where(timers.c.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease)
+            )
+            rows = conn.execute(
+                select(*_TIMER_COLUMNS).where(timers.c.id.in_(ids)).order_by(timers.c.due_at, timers.c.id)
+            )
+            return [TimerRow(**r._mapping) for r in rows]
+
+    def fire_timer(
+        self,
+        timer: TimerRow,
+        owner: str,
+        decide: Callable[[CaseRow, Reads], Write | None],
+        *,
+        now: datetime,
+        outcome: str,
+    ) -> Fired | None:
+        """Apply a leased timer exactly once: its effect and marking it done commit together. None when
+        the timer was no longer this worker's (done, cancelled, or re-leased) or `decide` found it stale."""
+        for _attempt in range(MAX_ATTEMPTS):
+            with self._write() as conn:
+                tx = conn.begin()
+                try:
+                    query = select(timers.c.id).where(
+                        timers.c.id == timer.id, timers.c.pending.is_(True), timers.c.lease_owner == owner
+                    )
+                    if self.dialect == "postgresql":
+                        query = query.with_for_update()
+                    if conn.execute(query).scalar() is None:
+                        tx.rollback()
+                        return None
+                    row = self._case(conn, timer.case_id)
+                    write = decide(row, Reads(conn))
+                    if write is None:
+                        self._finish_timer(conn, timer.id, now, "stale")
+                        tx.commit()
+                        return None
+                    if not self._update(conn, row, write, now):
+                        tx.rollback()
+                        continue
+                    self._append(conn, write, now)
+                    self._finish_timer(conn, timer.id, now, outcome)
+                    after = self._case(conn, timer.case_id)
+                    tx.commit()
+                    return Fired(after, write.record)
+                except BaseException:
+                    if tx.is_active:
+                        tx.rollback()
+                    raise
+        raise Conflict(f"case {timer.case_id} kept changing while timer {timer.id} fired")
+
+    @staticmethod
+    def _finish_timer(conn: Connection, timer_id: int, now: datetime, outcome: str) -> None:
+        conn.execute(
+            update(timers)
+            .where(timers.c.id == timer_id)
+            .values(pending=False, done_at=now, outcome=outcome, lease_owner=None, lease_until=None)
+        )
+
+    def next_due(self) -> datetime | None:
+        with self._read() as conn:
+            return conn.execute(
+                select(func.min(timers.c.due_at)).where(timers.c.pending.is_(True))
+            ).scalar()
+
+    def overdue(self, limit: int = 50) -> list[OverdueRow]:
+        """Breached deadlines whose span has not ended, oldest breach first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(timers.c.case_id, timers.c.name, timers.c.due_at, cases.c.definition_id,
+                       cases.c.state, cases.c.assignee)
+                .join(cases, cases.c.id == timers.c.case_id)
+                .where(timers.c.kind == "deadline", timers.c.outcome == "breached")
+                .order_by(timers.c.due_at, timers.c.case_id)
+                .limit(limit)
+            )
+            return [OverdueRow(**r._mapping) for r in rows]
+
+    def timer_outcomes(self, case_id: int) -> list[tuple[str, str, int, str | None]]:
+        """(kind, name, rung, outcome) of every timer of a case, for tests and `show`."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(timers.c.kind, timers.c.name, timers.c.rung, timers.c.outcome)
+                .where(timers.c.case_id == case_id)
+                .order_by(timers.c.id)
+            )
+            return [(r.kind, r.name, r.rung, r.outcome) for r in rows]
+
+    def claim_notifications(self, now: datetime, lease: timedelta, limit: int) -> list[NotificationRow]:
+        """Lease undelivered notifications that are due (their next attempt pushed past the lease)."""
+        with self._write() as conn, conn.begin():
+            query = (
+                select(notifications)
+                .where(notifications.c.delivered_at.is_(None), notifications.c.next_attempt_at <= now)
+                .order_by(notifications.c.next_attempt_at, notifications.c.id)
+                .limit(limit)
+            )
+            if self.dialect == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = list(conn.execute(query))
+            if rows:
+                conn.execute(
+                    update(notifications)
+                    .where(notifications.c.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + lease)
+                )
+            return [
+                NotificationRow(int(r.id), int(r.case_id), r.channel, r.recipient, r.subject,
+                                json.loads(r.body), r.attempts)
+                for r in rows
+            ]
+
+    def record_delivery(
+        self, notification: NotificationRow, now: datetime, ok: bool, detail: str, retry_at: datetime | None
+    ) -> None:
+        """Log one delivery attempt; a failure schedules the next attempt, nothing is ever dropped."""
+        attempt = notification.attempts + 1
+        with self._write() as conn, conn.begin():
+            conn.execute(
+                insert(deliveries).values(
+                    notification_id=notification.id, attempt=attempt, at=now, ok=ok, detail=detail
+                )
+            )
+            values: dict[str, Any] = {"attempts": attempt}
+            if ok:
+                values["delivered_at"] = now
+                values["last_error"] = None
+            else:
+                values["last_error"] = detail
+                values["next_attempt_at"] = retry_at or now
+            conn.execute(update(notifications).where(notifications.c.id == notification.id).values(**values))
+
+    def notification_log(self, case_id: int) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(notifications.c.id, notifications.c.channel, notifications.c.recipient,
+                       notifications.c.subject, notifications.c.attempts, notifications.c.delivered_at,
+                       notifications.c.last_error)
+                .where(notifications.c.case_id == case_id)
+                .order_by(notifications.c.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def deliveries(self, notification_id: int) -> list[tuple[int, bool, str]]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(deliveries.c.attempt, deliveries.c.ok, deliveries.c.detail)
+                .where(deliveries.c.notification_id == notification_id)
+                .order_by(deliveries.c.attempt)
+            )
+            return [(r.attempt, r.ok, r.detail) for r in rows]
 
     # -- reads -------------------------------------------------------------------------------------
 
@@ -404,9 +628,14 @@ class Store:
     def pending_timers(self, case_id: int) -> list[TimerRow]:
         with self._read() as conn:
             rows = conn.execute(
-                select(timers.c.id, timers.c.case_id, timers.c.kind, timers.c.name, timers.c.rung,
-                       timers.c.due_at, timers.c.entered_seq)
-                .where(timers.c.case_id == case_id, timers.c.pending.is_(True))
+                select(*_TIMER_COLUMNS)
+                .where(
+                    timers.c.case_id == case_id,
+                    or_(
+                        timers.c.pending.is_(True),
+                        and_(timers.c.kind == "deadline", timers.c.outcome == "breached"),
+                    ),
+                )
                 .order_by(timers.c.due_at)
             )
             return [TimerRow(**r._mapping) for r in rows]

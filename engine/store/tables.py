@@ -148,4 +148,33 @@ timers = Table(
     Column("outcome", String(16)),
     Index("ix_timers_due", "pending", "due_at"),
     Index("ix_timers_case", "case_id", "pending"),
+    Index("ix_timers_outcome", "kind", "outcome", "due_at"),
+)
+
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("case_id", CaseId, nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime),
+    Column("last_error", Text),
+    Index("ix_notifications_due", "delivered_at", "next_attempt_at"),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("notification_id", CaseId, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    PrimaryKeyConstraint("notification_id", "attempt", name="pk_deliveries"),
 )

@@ -1,4 +1,5 @@
-"""The first schema: definitions, orgs, cases, the append-only audit trail, idempotency keys, timers.
+"""The first schema: definitions, orgs, cases, the append-only audit trail, idempotency keys, timers,
+and the notification outbox with its delivery log.
 
 Revision ID: 0001
 Revises:
@@ -111,6 +112,31 @@ def upgrade() -> None:
     )
     op.create_index("ix_timers_due", "timers", ["pending", "due_at"])
     op.create_index("ix_timers_case", "timers", ["case_id", "pending"])
+    op.create_index("ix_timers_outcome", "timers", ["kind", "outcome", "due_at"])
+    op.create_table(
+        "notifications",
+        sa.Column("id", CaseId, primary_key=True, autoincrement=True),
+        sa.Column("case_id", CaseId, nullable=False),
+        sa.Column("channel", sa.String(16), nullable=False),
+        sa.Column("recipient", sa.String(64), nullable=False),
+        sa.Column("subject", sa.Text, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+        sa.Column("delivered_at", UTCDateTime),
+        sa.Column("last_error", sa.Text),
+    )
+    op.create_index("ix_notifications_due", "notifications", ["delivered_at", "next_attempt_at"])
+    op.create_table(
+        "deliveries",
+        sa.Column("notification_id", CaseId, nullable=False),
+        sa.Column("attempt", sa.Integer, nullable=False),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("ok", sa.Boolean, nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("notification_id", "attempt", name="pk_deliveries"),
+    )
     _append_only()
 
 
@@ -147,5 +173,5 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION IF EXISTS sopflow_append_only()")
-    for name in ("timers", "fire_keys", "audit", "cases", "orgs", "definitions"):
+    for name in ("deliveries", "notifications", "timers", "fire_keys", "audit", "cases", "orgs", "definitions"):
         op.drop_table(name)

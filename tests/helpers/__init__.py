@@ -1,0 +1,1 @@
+"""Helpers for the tests: walk files and worker processes."""

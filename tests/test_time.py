@@ -1,0 +1,212 @@
+"""Deadlines, escalation ladders, timeouts and the outbox, with a fake clock, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from engine.runtime import Engine
+from engine.worker import ConsoleChannel, WebhookChannel, Worker
+from tests.test_runtime import MINI, Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
+    sop = Engine(database_url, clock=clock)
+    sop.deploy([MINI])
+    yield sop
+    sop.close()
+
+
+def submitted(engine: Engine) -> int:
+    case_id = engine.start("expense", {"amount": 100, "purpose": "taxi"}, actor="alice").case.id
+    engine.fire(case_id, "submit", actor="alice")
+    return case_id
+
+
+def worker(engine: Engine, lines: list[str] | None = None) -> Worker:
+    sink = lines if lines is not None else []
+    return Worker(engine, channels=[ConsoleChannel(write=sink.append)])
+
+
+def events(engine: Engine, case_id: int) -> list[str]:
+    return [r.event for r in engine.history(case_id)]
+
+
+def test_deadline_is_breached_at_its_time_and_not_a_minute_before(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    lines: list[str] = []
+    w = worker(engine, lines)
+    clock.advance(days=2, minutes=-1)
+    assert w.tick().total == 0
+    assert engine.overdue() == []
+    clock.advance(minutes=1)
+    report = w.tick()
+    assert report.fired == {"deadline": 1, "escalation": 1}
+    assert events(engine, case_id)[-2:] == ["deadline_breached", "escalate"]
+    (overdue,) = engine.overdue()
+    assert (overdue.case_id, overdue.name) == (case_id, "pay-within-2d")
+    assert report.delivered == 1
+    assert lines and "overdue" in lines[0] and f"case {case_id}" in lines[0]
+    assert engine.deadlines(case_id)[0].left(clock.now) <= 0
+    assert engine.verify(case_id).ok
+
+
+def test_escalation_ladder_notifies_then_reassigns_then_fires(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    w = worker(engine)
+    clock.advance(days=2)
+    w.tick()
+    before = engine.case(case_id).assignee
+    clock.advance(hours=1)
+    assert w.tick().fired == {"escalation": 1}
+    last = engine.history(case_id)[-1]
+    assert last.event == "reassign" and last.actor == "$system"
+    assert last.detail["from"] == before
+    clock.advance(hours=2)
+    assert w.tick().fired == {"escalation": 1}
+    case = engine.case(case_id)
+    assert case.state == "draft"
+    assert engine.history(case_id)[-1].event == "send_back"
+    assert engine.verify(case_id).ok
+
+
+def test_reaching_the_end_in_time_cancels_the_deadline(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    clock.advance(days=1)
+    assignee = engine.case(case_id).assignee
+    assert assignee is not None
+    engine.fire(case_id, "approve_claim", actor=assignee, payload={"note": "ok"})
+    clock.advance(days=10)
+    assert worker(engine).tick().total == 0
+    outcomes = dict(((k, n), o) for k, n, _, o in engine.store.timer_outcomes(case_id))
+    assert outcomes[("deadline", "pay-within-2d")] == "cancelled"
+    assert outcomes[("timeout", "timeout:manager_review")] == "cancelled"
+
+
+def test_a_state_timeout_fires_its_event_once(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    engine.fire(case_id, "send_back", actor="mia")
+    engine.fire(case_id, "submit", actor="alice")
+    w = worker(engine)
+    clock.advance(days=5)
+    report = w.tick()
+    assert report.fired.get("timeout") == 1
+    assert engine.case(case_id).state == "draft"
+    timeouts = [r for r in engine.history(case_id) if r.actor == "$system" and r.event == "send_back"]
+    assert len(timeouts) == 1
+    assert w.tick().total == 0
+
+
+def test_a_late_case_leaves_the_overdue_list_when_its_span_ends(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    clock.advance(days=2, minutes=30)
+    worker(engine).tick()
+    assert [o.case_id for o in engine.overdue()] == [case_id]
+    assignee = engine.case(case_id).assignee
+    assert assignee is not None
+    engine.fire(case_id, "approve_claim", actor=assignee, payload={"note": "late"})
+    assert engine.overdue() == []
+
+
+def test_two_workers_never_fire_a_timer_twice(engine: Engine, clock: Clock) -> None:
+    ids = [submitted(engine) for _ in range(20)]
+    clock.advance(days=2)
+    a, b = worker(engine), worker(engine)
+    threads = [threading.Thread(target=w.tick, kwargs={"deliver": False}) for w in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for case_id in ids:
+        assert events(engine, case_id).count("deadline_breached") == 1
+        assert events(engine, case_id).count("escalate") == 1
+
+
+def test_an_expired_lease_lets_another_worker_fire_the_timer(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    clock.advance(days=2)
+    dead = worker(engine)
+    claimed = engine.store.claim_timers(clock.now, dead.name, dead.lease, 10)
+    assert len(claimed) == 1
+    other = worker(engine)
+    assert other.tick().total == 0
+    clock.advance(seconds=61)
+    assert other.tick().fired.get("deadline") == 1
+    assert events(engine, case_id).count("deadline_breached") == 1
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    failures_left = 2
+    received: list[bytes] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if _Flaky.failures_left > 0:
+            _Flaky.failures_left -= 1
+            self.send_response(503)
+        else:
+            _Flaky.received.append(body)
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_is_retried_with_backoff_until_delivered(engine: Engine, clock: Clock) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Flaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        w = Worker(engine, channels=[WebhookChannel(url, timeout=5)])
+        case_id = submitted(engine)
+        clock.advance(days=2)
+        assert w.tick().failed_deliveries == 1
+        assert w.tick().failed_deliveries == 0
+        clock.advance(seconds=5)
+        assert w.tick().failed_deliveries == 1
+        clock.advance(seconds=10)
+        assert w.tick().delivered == 1
+        (note,) = engine.store.notification_log(case_id)
+        assert note["attempts"] == 3 and note["delivered_at"] is not None
+        attempts = engine.store.deliveries(note["id"])
+        assert [ok for _, ok, _ in attempts] == [False, False, True]
+        assert len(_Flaky.received) == 1 and b"overdue" in _Flaky.received[0]
+    finally:
+        server.shutdown()
+
+
+def test_working_time_deadline_skips_nights_weekends_and_holidays() -> None:
+    from datetime import UTC, datetime
+
+    from engine.calendar import add_working_time
+    from engine.definition.model import WorkingCalendar
+
+    cal = WorkingCalendar(timezone="Asia/Shanghai", working_hours=((540, 720), (780, 1080)),
+                          holidays=("2026-10-01",), extra_working_days=("2026-10-10",))
+    friday_5pm = datetime(2026, 3, 6, 17, 0, tzinfo=UTC) - timedelta(hours=8)
+    due = add_working_time(friday_5pm, 4 * 3600, cal)
+    assert due.astimezone(cal_zone(cal)) == datetime(2026, 3, 9, 12, 0, tzinfo=cal_zone(cal))
+    before_holiday = datetime(2026, 9, 30, 17, 0, tzinfo=cal_zone(cal))
+    assert add_working_time(before_holiday, 2 * 3600, cal).astimezone(cal_zone(cal)) == datetime(
+        2026, 10, 2, 10, 0, tzinfo=cal_zone(cal))
+    saturday_swap = datetime(2026, 10, 10, 8, 0, tzinfo=cal_zone(cal))
+    assert add_working_time(saturday_swap, 3600, cal).astimezone(cal_zone(cal)).day == 10
+
+
+def cal_zone(cal: object) -> object:
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(cal.timezone)  # type: ignore[attr-defined]
+
