@@ -669,8 +669,8 @@ class Engine:
             if rec.to_state is None or rec.to_state not in definition.states:
                 return ChainBreak(row.id, rec.seq, f"it moves to unknown state `{rec.to_state}`")
             if state is not None and rec.to_state != state:
-                routes = [r["to"] for r in rec.detail.get("routes", [])]
-                first = routes[0] if routes else rec.to_state
+                routes = rec.detail.get("routes", [])
+                first = routes[0]["choice"] if routes else rec.to_state
                 source = definition.states[state]
                 if first not in source.targets():
                     return ChainBreak(row.id, rec.seq, f"`{state}` has no way to `{first}`")

@@ -265,12 +265,14 @@ def _enter(
         if fired is None or not isinstance(fired.taken, Branch):
             raise InvalidData(f"choice state `{here}` has no branch for this data (no `else`)")
         branch = fired.taken
+        tried = definition.states[here].choice
+        decided = tried[: tried.index(branch) + 1]
         routes.append(
             {
                 "choice": here,
                 "to": fired.state,
                 "when": branch.when.text if branch.when else "else",
-                "values": _values(branch.when.text, data) if branch.when else {},
+                "values": _values(" ".join(b.when.text for b in decided if b.when), data),
             }
         )
         entered.append(fired.state)

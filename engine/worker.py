@@ -91,6 +91,7 @@ class WebhookChannel:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
                 return f"HTTP {response.status}"
         except urllib.error.HTTPError as exc:
+            exc.close()
             raise DeliveryFailed(f"HTTP {exc.code}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise DeliveryFailed(f"no answer: {exc}") from None

@@ -164,6 +164,8 @@ class _Flaky(BaseHTTPRequestHandler):
 
 
 def test_webhook_is_retried_with_backoff_until_delivered(engine: Engine, clock: Clock) -> None:
+    _Flaky.failures_left = 2
+    _Flaky.received = []
     server = HTTPServer(("127.0.0.1", 0), _Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -185,6 +187,7 @@ def test_webhook_is_retried_with_backoff_until_delivered(engine: Engine, clock: 
         assert len(_Flaky.received) == 1 and b"overdue" in _Flaky.received[0]
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_working_time_deadline_skips_nights_weekends_and_holidays() -> None:

@@ -10,13 +10,18 @@ fields) and `actor` (id, roles, department). `compile_guard` checks a guard befo
 4. fields (`unknown-field`): `data.x` / `payload.x` / `actor.x` chains against the JSON Schemas.
 
 Evaluation cost. CEL has no loops, recursion or user-defined functions, so it is not Turing-complete; its
-only iteration is the comprehension macros over a list or map. With the limits below, the work of one
-evaluation is bounded by (guard length) x (data size): at most 4 comprehensions, none nested in another; no
-`map`/`filter` (this CEL implementation builds their result in quadratic time); inside a comprehension no
-reference to `data`/`payload` unless the schema declares it a number, boolean or short string (so the body
-cannot re-scan the data for each item); at most 8 `+` (joining lists or strings copies them); `matches()`
-only with a literal pattern (compiling a pattern taken from the data could take minutes). The runtime caps
-case data and payloads at `MAX_DATA_BYTES` of JSON; `bench/guards.py` measures the worst guards we found.
+only iteration is the comprehension macros over a list or map. The limits below keep the work of one
+evaluation linear in the size of the data, with a small constant:
+- at most 4 comprehensions, none nested in another, their bodies at most 64 tokens together (a body runs
+  once per item);
+- no `map`/`filter`: this CEL implementation builds their result in time quadratic in the list length;
+- inside a comprehension, no read of `data`/`payload` unless the schema declares the field a number,
+  integer, boolean or short string (else the body could re-scan the data for every item);
+- at most 32 reads of data, payload, actor or an item (each read copies the value it selects) and at most
+  8 `+` (joining lists or strings copies them);
+- `matches()` only with a literal pattern (compiling a pattern taken from the data can take minutes).
+The runtime caps case data and payloads at `MAX_DATA_BYTES` of JSON; `bench/guards.py` measures the worst
+allowed guards we found over data of that size.
 
 The CEL extension module is loaded lazily from its .so: `import cel` would also import the package's
 command-line tool (typer, rich), which costs about 200 ms against about 8 ms for the extension alone.
@@ -42,6 +47,8 @@ MAX_LENGTH = 1000
 MAX_NESTING = 32
 MAX_COMPREHENSIONS = 4
 MAX_CONCATENATIONS = 8
+MAX_READS = 32  # each read of data, payload, actor or an item copies the value it selects
+MAX_BODY_TOKENS = 64  # a comprehension body runs once per item: its length multiplies the data size
 MAX_DATA_BYTES = 256 * 1024  # enforced by the runtime on case data and payloads; the cost bound assumes it
 MAX_SHORT_STRING = 1024  # a string field no longer than this may be read inside a comprehension
 
@@ -339,6 +346,8 @@ class _Shape:
 
     macros: tuple[_Macro, ...]
     concatenations: int
+    reads: int  # references to data, payload, actor and comprehension variables
+    body_tokens: int  # tokens inside comprehension bodies, all together
     unknown_names: tuple[_Token, ...]
     calls: tuple[_Token, ...]  # names of called functions and methods
     chains: tuple[_Chain, ...]
@@ -348,12 +357,13 @@ class _Shape:
 def _analyse(tokens: Sequence[_Token]) -> _Shape:
     frames: list[_Macro | None] = []  # one per open bracket: the comprehension it belongs to, if any
     macros: list[_Macro] = []
-    unknown: list[_Token] = []
-    calls: list[_Token] = []
+    names: dict[str, list[_Token]] = {"call": [], "unknown": [], "root": [], "variable": []}
     chains: list[_Chain] = []
     patterns: list[int] = []
-    plus = 0
+    plus = body = 0
     for i, token in enumerate(tokens):
+        scopes = [m for m in frames if m is not None and m.body <= i]
+        body += bool(scopes)
         if token.kind == "op" and token.text in "([{":
             macro = _macro_opened(tokens, i, frames)
             frames.append(macro)
@@ -362,21 +372,27 @@ def _analyse(tokens: Sequence[_Token]) -> _Shape:
         elif token.kind == "op" and token.text in ")]}":
             if frames:
                 frames.pop()
-        elif token.text == "+" and token.kind == "op":
+        elif token.kind == "op" and token.text == "+":
             plus += 1
         elif token.kind == "name":
-            scopes = [m for m in frames if m is not None and m.body <= i]
             kind = _classify(tokens, i, scopes)
-            if kind == "call":
-                calls.append(token)
-            elif kind == "root":
+            if kind in names:
+                names[kind].append(token)
+            if kind == "root":
                 inside = scopes[-1].name if scopes else None
                 chains.append(_Chain(token.text, _chain_fields(tokens, i), token.start, inside))
-            elif kind == "unknown":
-                unknown.append(token)
             if token.text == "matches" and _is(tokens, i - 1, ".") and not _literal_argument(tokens, i + 1):
                 patterns.append(token.start)
-    return _Shape(tuple(macros), plus, tuple(unknown), tuple(calls), tuple(chains), tuple(patterns))
+    return _Shape(
+        macros=tuple(macros),
+        concatenations=plus,
+        reads=len(names["root"]) + len(names["variable"]),
+        body_tokens=body,
+        unknown_names=tuple(names["unknown"]),
+        calls=tuple(names["call"]),
+        chains=tuple(chains),
+        dynamic_patterns=tuple(patterns),
+    )
 
 
 def _macro_opened(tokens: Sequence[_Token], paren: int, frames: Sequence[_Macro | None]) -> _Macro | None:
@@ -392,14 +408,17 @@ def _macro_opened(tokens: Sequence[_Token], paren: int, frames: Sequence[_Macro 
 
 
 def _classify(tokens: Sequence[_Token], i: int, scopes: Sequence[_Macro]) -> str:
-    """The role of the name at i: "call", "root" (data, payload, actor), "unknown", or "other"."""
+    """The role of the name at i: "call", "root" (data, payload, actor), "variable" (a comprehension's),
+    "unknown", or "other"."""
     name = tokens[i].text
     if _is(tokens, i + 1, "("):
         return "call"
     if _is(tokens, i - 1, ".") or name in KEYWORDS or name in TYPE_NAMES:
         return "other"  # a field, a keyword, or a type such as int in type(x) == int
-    if any(scope.variable == name for scope in scopes) or _declares_variable(tokens, i):
+    if _declares_variable(tokens, i):
         return "other"
+    if any(scope.variable == name for scope in scopes):
+        return "variable"
     return "root" if name in ROOTS else "unknown"
 
 
@@ -479,7 +498,28 @@ def _cost_issues(shape: _Shape, schemas: Mapping[str, Mapping[str, Any] | None])
         )
         for offset in shape.dynamic_patterns
     ]
-    return issues + _body_issues(shape, schemas)
+    return issues + _size_issues(shape) + _body_issues(shape, schemas)
+
+
+def _size_issues(shape: _Shape) -> list[ExpressionIssue]:
+    issues = []
+    if shape.reads > MAX_READS:
+        issues.append(
+            _too_complex(
+                f"the guard reads data, payload, actor or a comprehension variable {shape.reads} times; "
+                f"at most {MAX_READS} reads are allowed",
+                "each read copies the value it selects; simplify the condition or split it across steps",
+            )
+        )
+    if shape.body_tokens > MAX_BODY_TOKENS:
+        issues.append(
+            _too_complex(
+                f"the comprehension bodies are {shape.body_tokens} tokens long together; "
+                f"at most {MAX_BODY_TOKENS} are allowed",
+                "a body runs once per item; keep the per-item test short, e.g. i.amount <= 1000",
+            )
+        )
+    return issues
 
 
 _QUADRATIC_HINT = (

@@ -593,13 +593,13 @@ class Store:
 
     def _data_equals(self, name: str, value: Any) -> Any:
         """A condition: the case's data field `name` equals `value` (JSON equality)."""
-        encoded = json.dumps(value, ensure_ascii=False)
         if self.dialect == "sqlite":
             path = f"$.{json.dumps(name)}"
             return func.json_extract(cases.c.data, path) == func.json_extract(
                 json.dumps({"v": value}, ensure_ascii=False), "$.v"
             )
-        return cast(cases.c.data, JSONB)[name] == cast(encoded, JSONB)
+        # The JSONB bind type serialises `value` itself.
+        return cast(cases.c.data, JSONB)[name] == cast(value, JSONB)
 
     def iter_case_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every case id, in batches, never holding them all in memory."""
