@@ -69,7 +69,8 @@ def test_sigkill_at_random_moments_loses_and_corrupts_nothing(database_url: str)
         assert line == "ready", worker.stderr.read() if worker.stderr else line
         time.sleep(rng.uniform(0.0, 0.15))
         worker.send_signal(signal.SIGKILL)
-        worker.wait(timeout=30)
+        worker.communicate(timeout=30)
+        assert worker.returncode == -signal.SIGKILL
     engine = Engine(database_url)
     if database_url.startswith("sqlite"):
         from sqlalchemy import text

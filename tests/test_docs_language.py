@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from engine.definition.loader import read_yaml
+from engine.definition.semantic import ORG_CODES, SEMANTIC_CODES
 from engine.definition.validate import validate_paths
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,15 @@ def test_fragments_are_pieces_of_examples() -> None:
     for fragment in fragments:
         assert fragment.strip(), "an empty fragment"
         assert any(fragment in text for text in texts), f"this fragment is in no example file:\n{fragment}"
+
+
+def test_links_within_the_reference_lead_to_headings() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    headings = re.findall(r"^#{2,4} (.+)$", text, re.M)
+    # GitHub's anchors: lower case, punctuation dropped, spaces become hyphens
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    broken = sorted(set(re.findall(r"\]\(#([^)]+)\)", text)) - anchors)
+    assert not broken, f"links to headings that do not exist: {broken}"
 
 
 # --- (c) every construct appears in an example ------------------------------------------------------
@@ -374,8 +384,6 @@ def test_documented_code_is_emitted_by_the_checker(code: str) -> None:
 
 
 def test_every_code_the_checker_emits_is_documented() -> None:
-    from engine.definition.semantic import ORG_CODES, SEMANTIC_CODES
-
     emitted = emitted_codes() | set(SEMANTIC_CODES) | set(ORG_CODES)
     assert {"yaml-syntax", "unknown-key", "unknown-state", "bad-guard", "duplicate-definition"} <= emitted
     missing = emitted - set(documented_codes())

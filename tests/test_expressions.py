@@ -286,6 +286,12 @@ def test_missing_field_is_refused_with_a_has_hint() -> None:
     assert caught.value.hint == "use has(data.amount) to test for a field that may be missing"
 
 
+def test_missing_field_of_an_item_suggests_has_on_the_item() -> None:
+    with pytest.raises(GuardRefused) as caught:
+        run("data.items.all(i, i.amount > 0)", {"items": [{"amount": 1}, {"title": "no amount"}]})
+    assert caught.value.hint == "use has(i.amount) to test for a field that may be missing"
+
+
 def test_non_bool_result_is_refused() -> None:
     with pytest.raises(GuardRefused) as caught:
         run("data.count + 1", {"count": 1})

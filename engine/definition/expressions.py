@@ -112,7 +112,7 @@ class Guard:
 
     text: str
     program: _Program = field(compare=False, repr=False)
-    # field chains the guard reads, kept to suggest the has(...) test when a field is missing
+    # field paths the guard reads (data.a.b, i.amount), kept to suggest the has(...) test for a missing field
     chains: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
 
     def evaluate(
@@ -167,7 +167,8 @@ def compile_guard(
     issues = _name_issues(shape, program) + _field_issues(shape, schemas)
     if issues:
         raise ExpressionRejected(issues)
-    return Guard(text, program, tuple((chain.root, *chain.fields) for chain in shape.chains))
+    paths = tuple((chain.root, *chain.fields) for chain in shape.chains) + shape.item_paths
+    return Guard(text, program, paths)
 
 
 # --- loading CEL ------------------------------------------------------------------------------------------
@@ -297,7 +298,8 @@ def _limit_issues(text: str) -> list[ExpressionIssue]:
                 "split the condition across steps, or move the rule into a choice state",
             )
         )
-    deep = _too_deep_at(text)
+    # a text over the length limit is rejected anyway; a bounded prefix keeps the scan cheap for any input
+    deep = _too_deep_at(text[: 4 * MAX_LENGTH])
     if deep is not None:
         issues.append(
             ExpressionIssue(
@@ -351,6 +353,7 @@ class _Shape:
     unknown_names: tuple[_Token, ...]
     calls: tuple[_Token, ...]  # names of called functions and methods
     chains: tuple[_Chain, ...]
+    item_paths: tuple[tuple[str, ...], ...]  # `i.amount` inside `.all(i, ...)`: the variable, then fields
     dynamic_patterns: tuple[int, ...]  # offsets of matches( calls whose pattern is not a literal
 
 
@@ -359,6 +362,7 @@ def _analyse(tokens: Sequence[_Token]) -> _Shape:
     macros: list[_Macro] = []
     names: dict[str, list[_Token]] = {"call": [], "unknown": [], "root": [], "variable": []}
     chains: list[_Chain] = []
+    items: list[tuple[str, ...]] = []
     patterns: list[int] = []
     plus = body = 0
     for i, token in enumerate(tokens):
@@ -381,6 +385,8 @@ def _analyse(tokens: Sequence[_Token]) -> _Shape:
             if kind == "root":
                 inside = scopes[-1].name if scopes else None
                 chains.append(_Chain(token.text, _chain_fields(tokens, i), token.start, inside))
+            elif kind == "variable":
+                items.append((token.text, *_chain_fields(tokens, i)))
             if token.text == "matches" and _is(tokens, i - 1, ".") and not _literal_argument(tokens, i + 1):
                 patterns.append(token.start)
     return _Shape(
@@ -391,6 +397,7 @@ def _analyse(tokens: Sequence[_Token]) -> _Shape:
         unknown_names=tuple(names["unknown"]),
         calls=tuple(names["call"]),
         chains=tuple(chains),
+        item_paths=tuple(items),
         dynamic_patterns=tuple(patterns),
     )
 
