@@ -19,17 +19,39 @@ from engine.runtime import Engine, Result
 
 DEMO_DB = Path("sopflow-demo.db")
 
-CONTENT = {"title": "春季活动预告 / Spring campaign preview", "origin": "user_submission", "contributor": "用户小王"}
+CONTENT = {
+    "title": "春季活动预告 / Spring campaign preview",
+    "origin": "user_submission",
+    "contributor": "用户小王",
+}
 CONTENT_STEPS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ("li.na", "submit", {"material_url": "https://cms.example.com/m/1001", "channel": "公众号"}, None),
     ("wang.fang", "claim", {}, None),
-    ("wang.fang", "pass_screening", {"topic_compliant": True, "typo_free": True, "note": "无错别字"}, "初筛通过"),
-    ("li.na", "publish", {"layout_confirmed": True, "links_valid": True,
-                          "published_url": "https://mp.example.com/a/1001"}, None),
-    ("chen.jing", "pass_review", {"copyright_status": "user_authorised", "comment": "质量良好，已授权"}, None),
+    (
+        "wang.fang",
+        "pass_screening",
+        {"topic_compliant": True, "typo_free": True, "note": "无错别字"},
+        "初筛通过",
+    ),
+    (
+        "li.na",
+        "publish",
+        {"layout_confirmed": True, "links_valid": True, "published_url": "https://mp.example.com/a/1001"},
+        None,
+    ),
+    (
+        "chen.jing",
+        "pass_review",
+        {"copyright_status": "user_authorised", "comment": "质量良好，已授权"},
+        None,
+    ),
     ("li.na", "tag", {"category": "entertainment"}, None),
-    ("chen.jing", "publish", {"layout_confirmed": True, "links_valid": True,
-                              "published_url": "https://mp.example.com/a/1001"}, "发布"),
+    (
+        "chen.jing",
+        "publish",
+        {"layout_confirmed": True, "links_valid": True, "published_url": "https://mp.example.com/a/1001"},
+        "发布",
+    ),
 ]
 
 REFORM = {
@@ -64,16 +86,30 @@ def run_demo(database_url: str | None) -> None:
         reform = _walk(engine, "tiered-approval", "zhou.qiang", REFORM, REFORM_STEPS)
         for case_id in (content, reform):
             click.secho(f"\n== history of case {case_id}", bold=True)
-            click.echo(table(
-                ["#", "actor", "role", "event", "step", "comment"],
-                [(r.seq, r.actor, r.role or "", r.event,
-                  f"{r.from_state or '·'} → {r.to_state}" if r.outcome == "accepted" else f"REFUSED: {r.reason}",
-                  r.comment or "") for r in engine.history(case_id)],
-            ))
+            click.echo(
+                table(
+                    ["#", "actor", "role", "event", "step", "comment"],
+                    [
+                        (
+                            r.seq,
+                            r.actor,
+                            r.role or "",
+                            r.event,
+                            f"{r.from_state or '·'} → {r.to_state}"
+                            if r.outcome == "accepted"
+                            else f"REFUSED: {r.reason}",
+                            r.comment or "",
+                        )
+                        for r in engine.history(case_id)
+                    ],
+                )
+            )
         click.secho("\n== audit verify --all", bold=True)
         report = engine.verify()
-        click.echo(f"audit trail {'intact' if report.ok else 'BROKEN'}: {report.cases} case(s), "
-                   f"{report.records} record(s) checked")
+        click.echo(
+            f"audit trail {'intact' if report.ok else 'BROKEN'}: {report.cases} case(s), "
+            f"{report.records} record(s) checked"
+        )
         click.secho(f"\n== diagram of case {content} (Mermaid; paste into any Mermaid viewer)", bold=True)
         case = engine.case(content)
         path = [r.to_state for r in engine.history(content) if r.outcome == "accepted" and r.to_state]
@@ -83,8 +119,13 @@ def run_demo(database_url: str | None) -> None:
             raise click.exceptions.Exit(1)
 
 
-def _walk(engine: Engine, definition_id: str, starter: str, data: dict[str, Any],
-          steps: list[tuple[str, str, dict[str, Any], str | None]]) -> int:
+def _walk(
+    engine: Engine,
+    definition_id: str,
+    starter: str,
+    data: dict[str, Any],
+    steps: list[tuple[str, str, dict[str, Any], str | None]],
+) -> int:
     definition = engine.definition(definition_id)
     click.secho(f"\n== {definition.key}: {text(definition.title)}", bold=True)
     result = engine.start(definition_id, data, actor=starter)

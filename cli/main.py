@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -84,7 +83,7 @@ class SopflowGroup(click.Group):
                 raise
             click.echo(
                 f"internal error: {type(exc).__name__}: {exc}\n"
-                "  hint: this is a bug in sopflow; rerun with SOPFLOW_DEBUG=1 for the traceback and report it",
+                "  hint: a bug in sopflow; rerun with SOPFLOW_DEBUG=1 for the traceback, and report it",
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
@@ -98,7 +97,9 @@ def _fail(error: Any, ctx: click.Context) -> NoReturn:
     ctx.exit(error.exit_code)
 
 
-@click.group(cls=SopflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=SopflowGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.option(
     "--db",
     envvar="SOPFLOW_DB",

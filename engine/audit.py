@@ -101,7 +101,9 @@ def verify_chain(case_id: int, records: Iterable[AuditRecord], last_hash: str | 
     expected_seq = 1
     for rec in records:
         if rec.seq != expected_seq:
-            return ChainBreak(case_id, expected_seq, f"record {expected_seq} is missing (found {rec.seq} next)")
+            return ChainBreak(
+                case_id, expected_seq, f"record {expected_seq} is missing (found {rec.seq} next)"
+            )
         if rec.prev_hash != expected_prev:
             return ChainBreak(case_id, rec.seq, "its prev_hash does not match the record before it")
         if rec.compute_hash() != rec.hash:

@@ -30,6 +30,8 @@ INTERNAL_EVENTS = frozenset({ROUTE, APPROVED, REJECTED})
 
 
 Taken = Transition | Branch | None
+Conditions = list[str | Callable[..., bool | None]]
+"""What `transitions` takes as a transition's conditions."""
 
 
 @dataclass(slots=True)
@@ -69,7 +71,8 @@ def _permitted_condition(path: Path) -> Callable[[EventData], bool]:
 
 def _record(taken: Transition | Branch) -> Callable[[EventData], None]:
     def record(event: EventData) -> None:
-        holder: _Holder = event.model
+        holder = event.model
+        assert isinstance(holder, _Holder)
         holder.taken = taken
 
     return record
@@ -113,7 +116,7 @@ class CompiledDefinition:
         )
         for state in definition.states.values():
             for t in state.transitions:
-                conditions = [_permitted_condition(t.path), *self._guard(t.when, t.payload)]
+                conditions: Conditions = [_permitted_condition(t.path), *self._guard(t.when, t.payload)]
                 self._machine.add_transition(
                     t.event, state.name, t.target, conditions=conditions, after=[_record(t)]
                 )
@@ -131,7 +134,7 @@ class CompiledDefinition:
 
     def _guard(
         self, when: Expression | None, payload_schema: Mapping[str, Any] | None
-    ) -> list[Callable[[EventData], bool]]:
+    ) -> Conditions:
         if when is None:
             return []
         guard = self._compile(when, payload_schema)

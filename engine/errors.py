@@ -67,7 +67,7 @@ class SopflowError(Exception):
 
 
 class UsageError(SopflowError):
-    """The command was called wrongly: a missing argument, an unreadable path, bad JSON on the command line."""
+    """The command was called wrongly: a missing argument, an unreadable path, bad JSON input."""
 
     exit_code = EXIT_USAGE
     kind = "usage"

@@ -237,7 +237,9 @@ class Engine:
             what = definition_id if version is None else f"{definition_id}@{version}"
             raise NotFound(
                 f"definition `{what}` is not deployed",
-                hint=f"did you mean `{close[0]}`?" if close else "deploy it first: sopflow deploy definitions/",
+                hint=f"did you mean `{close[0]}`?"
+                if close
+                else "deploy it first: sopflow deploy definitions/",
             )
         return self._compile(row)
 
@@ -365,9 +367,21 @@ class Engine:
                 step = take_step(compiled, snapshot, person, event, payload, people)
             except Refused as refused:
                 refusal.append(refused.error)
-                return Write(self.audit_record(row, compiled, now, person.id, refused.role, None, event,
-                                          None, "refused", payload, {}, comment,
-                                          f"{refused.error.kind}: {refused.error.message}", refused.detail))
+                record = self.audit_record(
+                    row,
+                    compiled,
+                    now,
+                    actor=person.id,
+                    role=refused.role,
+                    event=event,
+                    to_state=None,
+                    accepted=False,
+                    payload=payload,
+                    comment=comment,
+                    reason=f"{refused.error.kind}: {refused.error.message}",
+                    detail=refused.detail,
+                )
+                return Write(record)
             _check_size(step.data)
             return self.step_write(compiled, row, org, person, step, payload, comment, now)
 
@@ -376,7 +390,8 @@ class Engine:
             raise refusal[0]
         if fired.replayed and fired.record.event != event:
             raise Conflict(
-                f"idempotency key `{key}` was used for `{fired.record.event}` on case {case_id}, not `{event}`",
+                f"idempotency key `{key}` was used for `{fired.record.event}` on case {case_id}, "
+                f"not `{event}`",
                 hint="use a new key for a new step",
             )
         return Result(self._case(fired.case), fired.record, fired.replayed)
@@ -411,9 +426,21 @@ class Engine:
         now: datetime,
     ) -> Write:
         definition = compiled.definition
-        record = self.audit_record(row, compiled, now, person.id, step.role, step.on_behalf_of, step.event,
-                              step.to_state, "accepted", payload, step.data_change, comment, None,
-                              step.detail)
+        record = self.audit_record(
+            row,
+            compiled,
+            now,
+            actor=person.id,
+            role=step.role,
+            on_behalf_of=step.on_behalf_of,
+            event=step.event,
+            to_state=step.to_state,
+            accepted=True,
+            payload=payload,
+            data_change=step.data_change,
+            comment=comment,
+            detail=step.detail,
+        )
         change = CaseChange(
             state=step.to_state,
             open=not definition.states[step.to_state].final,
@@ -436,18 +463,20 @@ class Engine:
         row: CaseRow,
         compiled: CompiledDefinition,
         now: datetime,
+        *,
         actor: str,
-        role: str | None,
-        on_behalf_of: str | None,
         event: str,
         to_state: str | None,
-        outcome: str,
-        payload: Mapping[str, Any],
-        data_change: Mapping[str, Any],
-        comment: str | None,
-        reason: str | None,
-        detail: Mapping[str, Any],
+        accepted: bool,
+        role: str | None = None,
+        on_behalf_of: str | None = None,
+        payload: Mapping[str, Any] | None = None,
+        data_change: Mapping[str, Any] | None = None,
+        comment: str | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> AuditRecord:
+        """The sealed audit record of one step or refusal on `row`, chained onto its last record."""
         return seal(
             AuditRecord(
                 case_id=row.id,
@@ -459,12 +488,12 @@ class Engine:
                 event=event,
                 from_state=row.state,
                 to_state=to_state,
-                outcome="accepted" if outcome == "accepted" else "refused",
-                payload=dict(payload),
-                data_change=dict(data_change),
+                outcome="accepted" if accepted else "refused",
+                payload=dict(payload or {}),
+                data_change=dict(data_change or {}),
                 comment=comment,
                 reason=reason,
-                detail=dict(detail),
+                detail=dict(detail or {}),
                 definition_hash=compiled.definition.content_hash,
                 prev_hash=row.last_hash,
             )
@@ -481,7 +510,7 @@ class Engine:
         definition: str | None = None,
         state: str | None = None,
         assignee: str | None = None,
-        open: bool | None = None,  # noqa: A002 - the name operators know
+        open: bool | None = None,
         data: Mapping[str, Any] | None = None,
         created_before: datetime | None = None,
         limit: int = 50,
@@ -532,9 +561,7 @@ class Engine:
             by = tuple(dict.fromkeys(r for t in alternatives for r in t.by))
             if state.approval is not None and event in (APPROVE, REJECT):
                 by = state.approval.roles
-            fields = tuple(
-                f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ())
-            )
+            fields = tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))
             targets = tuple(dict.fromkeys(t.target for t in alternatives))
             title = alternatives[0].title if alternatives else None
             allowed, reason = self._try(compiled, row, person, event, org, fields)
@@ -608,7 +635,7 @@ class Engine:
         if compiled.definition.states[row.state].approval is not None:
             votes = tuple(
                 Vote(r.actor, r.role or "", "approve" if r.event == APPROVE else "reject")
-                for r in self.store.history(row.id)[row.entered_seq:]
+                for r in self.store.history(row.id)[row.entered_seq :]
                 if r.outcome == "accepted" and r.event in (APPROVE, REJECT)
             )
         return Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, votes)
@@ -665,7 +692,9 @@ class Engine:
             if rec.outcome != "accepted":
                 continue
             if rec.from_state != state:
-                return ChainBreak(row.id, rec.seq, f"it starts from `{rec.from_state}`, the case was in `{state}`")
+                return ChainBreak(
+                    row.id, rec.seq, f"it starts from `{rec.from_state}`, the case was in `{state}`"
+                )
             if rec.to_state is None or rec.to_state not in definition.states:
                 return ChainBreak(row.id, rec.seq, f"it moves to unknown state `{rec.to_state}`")
             if state is not None and rec.to_state != state:

@@ -189,7 +189,7 @@ def _transition(
     if errors:
         raise InvalidData(
             f"the payload of `{event}` is not valid: {errors[0]}",
-            hint="supply the fields the step asks for, e.g. --data '{\"comment\": \"...\"}'",
+            hint='supply the fields the step asks for, e.g. --data \'{"comment": "..."}\'',
             errors=errors,
         )
     context = GuardContext(
@@ -479,9 +479,7 @@ def _roles_text(roles: Sequence[str]) -> str:
     return " or ".join(shown) if shown else "no role"
 
 
-def start_step(
-    compiled: CompiledDefinition, actor: Actor, data: Mapping[str, Any], people: People
-) -> Step:
+def start_step(compiled: CompiledDefinition, actor: Actor, data: Mapping[str, Any], people: People) -> Step:
     """Decide the start of a case: check its data, then enter the initial state (routing any choice)."""
     if not isinstance(data, dict):
         raise InvalidData("a case's data must be a JSON object", hint='e.g. --data \'{"title": "..."}\'')

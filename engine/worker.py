@@ -27,7 +27,16 @@ from engine.compile import CompiledDefinition
 from engine.definition.model import Definition, Escalation
 from engine.runtime import Engine
 from engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
-from engine.store import CaseChange, CaseRow, NotificationRow, NotificationSpec, Reads, TimerRow, TimerSpec, Write
+from engine.store import (
+    CaseChange,
+    CaseRow,
+    NotificationRow,
+    NotificationSpec,
+    Reads,
+    TimerRow,
+    TimerSpec,
+    Write,
+)
 from engine.timers import TIMEOUT_PREFIX
 
 log = logging.getLogger("sopflow.worker")
@@ -57,9 +66,7 @@ class ConsoleChannel:
     name: str = "console"
 
     def deliver(self, notification: NotificationRow) -> str:
-        self.write(
-            f"[notify {notification.recipient}] case {notification.case_id}: {notification.subject}"
-        )
+        self.write(f"[notify {notification.recipient}] case {notification.case_id}: {notification.subject}")
         return "written"
 
 
@@ -84,7 +91,9 @@ class WebhookChannel:
             ensure_ascii=False,
         ).encode("utf-8")
         request = urllib.request.Request(  # noqa: S310 - the URL is the operator's configuration
-            self.url, data=body, method="POST",
+            self.url,
+            data=body,
+            method="POST",
             headers={"Content-Type": "application/json", "Idempotency-Key": f"sopflow-{notification.id}"},
         )
         try:
@@ -148,7 +157,11 @@ class Worker:
     def _fire(self, timer: TimerRow, now: datetime, report: TickReport) -> None:
         outcome = "breached" if timer.kind == "deadline" else "fired"
         fired = self.engine.store.fire_timer(
-            timer, self.name, lambda row, reads: self._decide(timer, row, reads, now), now=now, outcome=outcome
+            timer,
+            self.name,
+            lambda row, reads: self._decide(timer, row, reads, now),
+            now=now,
+            outcome=outcome,
         )
         if fired is None:
             report.stale += 1
@@ -163,59 +176,113 @@ class Worker:
             if row.entered_seq != timer.entered_seq or timer.name != TIMEOUT_PREFIX + row.state:
                 return None
             assert state.timeout is not None
-            return self._system_event(compiled, row, reads, state.timeout.fire, now,
-                                      {"timer": "timeout", "after_seconds": state.timeout.after_seconds})
+            return self._system_event(
+                compiled,
+                row,
+                reads,
+                state.timeout.fire,
+                now,
+                {"timer": "timeout", "after_seconds": state.timeout.after_seconds},
+            )
         deadline = next((d for d in definition.deadlines if d.name == timer.name), None)
         if deadline is None:
             return None
         if timer.kind == "deadline":
             rungs = tuple(
-                TimerSpec("escalation", deadline.name, i, timer.due_at + timedelta(seconds=rung.after_seconds))
+                TimerSpec(
+                    "escalation", deadline.name, i, timer.due_at + timedelta(seconds=rung.after_seconds)
+                )
                 for i, rung in enumerate(deadline.escalate, 1)
             )
-            record = self._record(compiled, row, now, "deadline_breached", row.state,
-                                  {"deadline": deadline.name, "due_at": timer.due_at.isoformat()})
+            record = self._record(
+                compiled,
+                row,
+                now,
+                "deadline_breached",
+                row.state,
+                {"deadline": deadline.name, "due_at": timer.due_at.isoformat()},
+            )
             return Write(record, None, start_timers=rungs)
         return self._escalate(compiled, row, reads, deadline.escalate[timer.rung - 1], timer, now)
 
-    def _escalate(self, compiled: CompiledDefinition, row: CaseRow, reads: Reads, rung: Escalation,
-                  timer: TimerRow, now: datetime) -> Write | None:
+    def _escalate(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        reads: Reads,
+        rung: Escalation,
+        timer: TimerRow,
+        now: datetime,
+    ) -> Write | None:
         definition = compiled.definition
         detail = {"deadline": timer.name, "rung": timer.rung, "action": rung.action, "target": rung.target}
         if rung.action == "fire":
             if rung.target not in definition.states[row.state].events:
-                return self._noted(compiled, row, now, {**detail, "skipped": f"`{rung.target}` is not an event "
-                                                        f"of `{row.state}`"})
+                return self._noted(
+                    compiled,
+                    row,
+                    now,
+                    {**detail, "skipped": f"`{rung.target}` is not an event of `{row.state}`"},
+                )
             return self._system_event(compiled, row, reads, rung.target, now, detail)
         if rung.action == "reassign":
             org = self.engine.org()
             chosen = reads.least_loaded(org.members(rung.target))
-            record = self._record(compiled, row, now, "reassign", row.state,
-                                  {**detail, "from": row.assignee, "to": chosen})
-            change = CaseChange(state=row.state, open=row.open, data=row.data, assignee=chosen,
-                                submitter=row.submitter, entered=False)
-            return Write(record, change, notify=self._notices(row, definition, chosen or rung.target,
-                                                              f"case {row.id} was reassigned to you", detail))
+            record = self._record(
+                compiled, row, now, "reassign", row.state, {**detail, "from": row.assignee, "to": chosen}
+            )
+            change = CaseChange(
+                state=row.state,
+                open=row.open,
+                data=row.data,
+                assignee=chosen,
+                submitter=row.submitter,
+                entered=False,
+            )
+            return Write(
+                record,
+                change,
+                notify=self._notices(
+                    row, definition, chosen or rung.target, f"case {row.id} was reassigned to you", detail
+                ),
+            )
         record = self._record(compiled, row, now, "escalate", row.state, detail)
-        subject = (f"{definition.key} case {row.id} is overdue on `{timer.name}` "
-                   f"(in `{row.state}`, {definition.states[row.state].title})")
+        subject = (
+            f"{definition.key} case {row.id} is overdue on `{timer.name}` "
+            f"(in `{row.state}`, {definition.states[row.state].title})"
+        )
         return Write(record, None, notify=self._notices(row, definition, rung.target, subject, detail))
 
-    def _notices(self, row: CaseRow, definition: Definition, recipient: str, subject: str,
-                 detail: Mapping[str, Any]) -> tuple[NotificationSpec, ...]:
+    def _notices(
+        self, row: CaseRow, definition: Definition, recipient: str, subject: str, detail: Mapping[str, Any]
+    ) -> tuple[NotificationSpec, ...]:
         org = self.engine.org()
         members = list(org.members(recipient)) or ([recipient] if recipient in org.users else [])
         emails = {m: org.users[m].email for m in members if org.users[m].email}
-        body = {"definition": definition.key, "state": row.state, "assignee": row.assignee,
-                "members": members, "emails": emails, **detail}
+        body = {
+            "definition": definition.key,
+            "state": row.state,
+            "assignee": row.assignee,
+            "members": members,
+            "emails": emails,
+            **detail,
+        }
         return tuple(NotificationSpec(name, recipient, subject, body) for name in self.channels)
 
-    def _noted(self, compiled: CompiledDefinition, row: CaseRow, now: datetime,
-               detail: Mapping[str, Any]) -> Write:
+    def _noted(
+        self, compiled: CompiledDefinition, row: CaseRow, now: datetime, detail: Mapping[str, Any]
+    ) -> Write:
         return Write(self._record(compiled, row, now, "escalate", row.state, detail), None)
 
-    def _system_event(self, compiled: CompiledDefinition, row: CaseRow, reads: Reads, event: str,
-                      now: datetime, detail: Mapping[str, Any]) -> Write:
+    def _system_event(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        reads: Reads,
+        event: str,
+        now: datetime,
+        detail: Mapping[str, Any],
+    ) -> Write:
         org = self.engine.org()
         snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
         people = People(org, lambda role: reads.least_loaded(org.members(role)))
@@ -223,16 +290,39 @@ class Worker:
             step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, {}, people)
         except Refused as refused:
             record = self.engine.audit_record(
-                row, compiled, now, SYSTEM_ACTOR.id, None, None, event, None, "refused", {}, {}, None,
-                f"{refused.error.kind}: {refused.error.message}", {**detail, **refused.detail})
+                row,
+                compiled,
+                now,
+                actor=SYSTEM_ACTOR.id,
+                event=event,
+                to_state=None,
+                accepted=False,
+                reason=f"{refused.error.kind}: {refused.error.message}",
+                detail={**detail, **refused.detail},
+            )
             return Write(record, None)
         step.detail.update(detail)
         return self.engine.step_write(compiled, row, org, SYSTEM_ACTOR, step, {}, None, now)
 
-    def _record(self, compiled: CompiledDefinition, row: CaseRow, now: datetime, event: str,
-                state: str, detail: Mapping[str, Any]) -> AuditRecord:
-        return self.engine.audit_record(row, compiled, now, SYSTEM_ACTOR.id, None, None, event, state,
-                                        "accepted", {}, {}, None, None, detail)
+    def _record(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        now: datetime,
+        event: str,
+        state: str,
+        detail: Mapping[str, Any],
+    ) -> AuditRecord:
+        return self.engine.audit_record(
+            row,
+            compiled,
+            now,
+            actor=SYSTEM_ACTOR.id,
+            event=event,
+            to_state=state,
+            accepted=True,
+            detail=detail,
+        )
 
     # -- notifications -----------------------------------------------------------------------------
 
@@ -261,8 +351,9 @@ class Worker:
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event, *, idle: float = 1.0,
-            on_tick: Callable[[TickReport], None] | None = None) -> None:
+    def run(
+        self, stop: threading.Event, *, idle: float = 1.0, on_tick: Callable[[TickReport], None] | None = None
+    ) -> None:
         """Tick until `stop` is set; between ticks wait at most `idle` seconds (less if a timer is due
         sooner). Stopping happens between timers, never in the middle of one."""
         while not stop.is_set():

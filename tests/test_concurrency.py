@@ -26,8 +26,14 @@ MINI = Path(__file__).parent / "fixtures" / "mini"
 
 def _spawn(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.mark.slow
@@ -39,8 +45,15 @@ def test_eight_writers_one_winner(database_url: str, tmp_path: Path, expect_vers
     before = len(engine.history(case_id))
     go = tmp_path / "go"
     workers = [
-        _spawn("tests.helpers.race_worker", database_url, str(case_id), "submit", "alice",
-               "1" if expect_version else "-", str(go))
+        _spawn(
+            "tests.helpers.race_worker",
+            database_url,
+            str(case_id),
+            "submit",
+            "alice",
+            "1" if expect_version else "-",
+            str(go),
+        )
         for _ in range(8)
     ]
     for w in workers:

@@ -390,9 +390,7 @@ def test_every_code_the_checker_emits_is_documented() -> None:
     assert not missing, f"codes the checker emits that the table of checks leaves out: {sorted(missing)}"
 
 
-@pytest.mark.parametrize(
-    "code", [c for c in documented_codes() if (BAD_EXAMPLES / f"{c}-1.yaml").is_file()]
-)
+@pytest.mark.parametrize("code", [c for c in documented_codes() if (BAD_EXAMPLES / f"{c}-1.yaml").is_file()])
 def test_documented_severity_is_the_checkers(code: str) -> None:
     """The checker's own bad examples (tests/bad/CODE-1.yaml) report the code with the documented severity."""
     bad = BAD_EXAMPLES / f"{code}-1.yaml"

@@ -118,11 +118,32 @@ def test_positions_are_read_only() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("null", None), ("Null", None), ("NULL", None), ("~", None), ("", None),
-        ("true", True), ("True", True), ("TRUE", True), ("false", False), ("False", False), ("FALSE", False),
-        ("0", 0), ("12", 12), ("-3", -3), ("+7", 7), ("012", 12), ("0o17", 15), ("0x1F", 31),
-        ("1.5", 1.5), ("-2.", -2.0), (".5", 0.5), ("1e3", 1000.0), ("6.02E+2", 602.0),
-        (".inf", math.inf), ("-.Inf", -math.inf), ("+.INF", math.inf),
+        ("null", None),
+        ("Null", None),
+        ("NULL", None),
+        ("~", None),
+        ("", None),
+        ("true", True),
+        ("True", True),
+        ("TRUE", True),
+        ("false", False),
+        ("False", False),
+        ("FALSE", False),
+        ("0", 0),
+        ("12", 12),
+        ("-3", -3),
+        ("+7", 7),
+        ("012", 12),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("1.5", 1.5),
+        ("-2.", -2.0),
+        (".5", 0.5),
+        ("1e3", 1000.0),
+        ("6.02E+2", 602.0),
+        (".inf", math.inf),
+        ("-.Inf", -math.inf),
+        ("+.INF", math.inf),
     ],
 )
 def test_plain_scalars_resolve_by_the_core_schema(text: str, expected: Any) -> None:
@@ -138,9 +159,33 @@ def test_nan(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["on", "off", "On", "OFF", "yes", "no", "Yes", "NO", "y", "n", "Y", "N",  # YAML 1.1 booleans
-     "2026-10-01", "2026-10-01T09:00:00Z",  # YAML 1.1 timestamps
-     "1_000", "0b101", "12:30", "0o", "0x", "1e", ".", "nan", "inf", "tRUE", "nULL"],
+    [
+        "on",
+        "off",
+        "On",
+        "OFF",
+        "yes",
+        "no",
+        "Yes",
+        "NO",
+        "y",
+        "n",
+        "Y",
+        "N",  # YAML 1.1 booleans
+        "2026-10-01",
+        "2026-10-01T09:00:00Z",  # YAML 1.1 timestamps
+        "1_000",
+        "0b101",
+        "12:30",
+        "0o",
+        "0x",
+        "1e",
+        ".",
+        "nan",
+        "inf",
+        "tRUE",
+        "nULL",
+    ],
 )
 def test_other_plain_scalars_stay_strings(text: str) -> None:
     assert parse_yaml(f"v: {text}\n", "t.yaml").data["v"] == text

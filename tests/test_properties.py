@@ -41,7 +41,7 @@ def _relevant_users(definition_id: str) -> list[str]:
     definition = load_definition_file(DEFINITIONS / f"{definition_id}.yaml", ORG)
     roles = definition.roles()
     users = [u.id for u in ORG.users.values() if roles & set(u.roles)]
-    return users[:12] + [next(iter(ORG.users))]
+    return [*users[:12], next(iter(ORG.users))]
 
 
 @pytest.mark.parametrize("definition_id", SEEDS)
@@ -56,8 +56,12 @@ def test_runtime_equals_in_memory_replay(definition_id: str, database_url: str) 
     known_payloads = payloads(definition_id)
     examples = 25 if database_url.startswith("sqlite") else 10
 
-    @settings(max_examples=examples, deadline=None, derandomize=True,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(
         start=st.sampled_from(starts),
         moves=st.lists(st.tuples(st.sampled_from(events), st.sampled_from(users)), max_size=25),
@@ -69,8 +73,8 @@ def test_runtime_equals_in_memory_replay(definition_id: str, database_url: str) 
         assert stored.state == mem.state
         for event, user in moves:
             payload = known_payloads.get(event, {})
-            expected = _outcome(lambda: sim.fire(mem, user, event, payload))
-            actual = _outcome(lambda: engine.fire(stored.id, event, actor=user, payload=payload))
+            expected = _outcome(sim.fire, mem, user, event, payload)
+            actual = _outcome(engine.fire, stored.id, event, actor=user, payload=payload)
             assert actual == expected, f"{event} by {user}"
             case = engine.case(stored.id)
             assert (case.state, dict(case.data)) == (mem.state, dict(mem.data))
@@ -88,9 +92,9 @@ def test_runtime_equals_in_memory_replay(definition_id: str, database_url: str) 
         engine.close()
 
 
-def _outcome(call: Any) -> str:
+def _outcome(call: Any, *args: Any, **kwargs: Any) -> str:
     try:
-        call()
+        call(*args, **kwargs)
     except SopflowError as exc:
         return exc.kind
     return "accepted"
@@ -104,8 +108,9 @@ PEOPLE = People(ORG, lambda role: None)
 
 @settings(max_examples=200, deadline=None)
 @given(
-    votes=st.lists(st.tuples(st.sampled_from(sorted(ORG.users)), st.sampled_from([APPROVE, REJECT])),
-                   max_size=12),
+    votes=st.lists(
+        st.tuples(st.sampled_from(sorted(ORG.users)), st.sampled_from([APPROVE, REJECT])), max_size=12
+    ),
     rule=st.sampled_from(["all_of", "any_of", "quorum"]),
     veto=st.booleans(),
 )
@@ -113,18 +118,35 @@ def test_approval_completes_iff_the_rule_is_met(votes: list[tuple[str, str]], ru
     from engine.definition.model import Definition, State, Text
 
     roles: tuple[str, ...] = (
-        ("operations_director", "technology_director") if rule == "all_of"
-        else ("operations_lead",) if rule == "any_of" else ("decision_committee",)
+        ("operations_director", "technology_director")
+        if rule == "all_of"
+        else ("operations_lead",)
+        if rule == "any_of"
+        else ("decision_committee",)
     )
-    approval = Approval(rule=rule, roles=roles, approved="yes", rejected="no", path=("states", "vote"),  # type: ignore[arg-type]
-                        at_least=3, veto=veto)
+    approval = Approval(
+        rule=rule,
+        roles=roles,
+        approved="yes",
+        rejected="no",
+        path=("states", "vote"),  # type: ignore[arg-type]
+        at_least=3,
+        veto=veto,
+    )
     states = {
         "vote": State(name="vote", title=Text("投票", "Vote"), path=("states", "vote"), approval=approval),
         "yes": State(name="yes", title=Text("通过", "Yes"), path=("states", "yes"), final=True),
         "no": State(name="no", title=Text("否决", "No"), path=("states", "no"), final=True),
     }
-    definition = Definition(id="vote", version=1, title=Text("投票", "Vote"), initial="vote", states=states,
-                            content_hash="0" * 64, file="vote.yaml")
+    definition = Definition(
+        id="vote",
+        version=1,
+        title=Text("投票", "Vote"),
+        initial="vote",
+        states=states,
+        content_hash="0" * 64,
+        file="vote.yaml",
+    )
     sim = Simulation(CompiledDefinition(definition), ORG)
     case = sim.start("han.bing", {})
     approvers: set[str] = set()

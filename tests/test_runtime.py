@@ -145,9 +145,7 @@ def test_idempotency_keys_return_the_first_result(engine: Engine) -> None:
         engine.fire(first.case.id, "send_back", actor="mia", key="f-1")
 
 
-def test_redeploy_is_a_noop_and_changed_content_needs_a_new_version(
-    engine: Engine, tmp_path: Path
-) -> None:
+def test_redeploy_is_a_noop_and_changed_content_needs_a_new_version(engine: Engine, tmp_path: Path) -> None:
     folder = tmp_path / "defs"
     shutil.copytree(MINI, folder)
     assert engine.deploy([folder]).definitions == {"expense@1": False}

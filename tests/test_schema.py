@@ -335,7 +335,10 @@ def test_every_error_is_reported_sorted_by_position() -> None:
     )
     problems = definition_problems(text)
     assert [(p.code, p.line) for p in problems] == [
-        ("schema", 3), ("unknown-key", 17), ("schema", 41), ("schema", 47),
+        ("schema", 3),
+        ("unknown-key", 17),
+        ("schema", 41),
+        ("schema", 47),
     ]
     assert problems == sorted(problems, key=lambda p: (p.line, p.col))
 

@@ -203,8 +203,16 @@ def test_system_fired_events_need_no_actor() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("4h", 14400), ("30m", 1800), ("1h30m", 5400), ("2d", 172800), ("1w", 604800), ("45s", 45),
-     ("1w2d3h4m5s", 788645), ("0s", 0)],
+    [
+        ("4h", 14400),
+        ("30m", 1800),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("1w", 604800),
+        ("45s", 45),
+        ("1w2d3h4m5s", 788645),
+        ("0s", 0),
+    ],
 )
 def test_parse_duration(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
@@ -336,7 +344,9 @@ def test_org_calendar_weekdays_and_defaults() -> None:
     )
     calendar = build_org(parse_yaml(bare, "o.yaml")).calendar
     assert (calendar.timezone, calendar.working_days, calendar.working_hours) == (
-        "UTC", (0, 1, 2, 3, 4), ((540, 1080),)
+        "UTC",
+        (0, 1, 2, 3, 4),
+        ((540, 1080),),
     )
 
 

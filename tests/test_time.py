@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -147,9 +148,9 @@ def test_an_expired_lease_lets_another_worker_fire_the_timer(engine: Engine, clo
 
 class _Flaky(BaseHTTPRequestHandler):
     failures_left = 2
-    received: list[bytes] = []
+    received: ClassVar[list[bytes]] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         if _Flaky.failures_left > 0:
             _Flaky.failures_left -= 1
@@ -196,14 +197,19 @@ def test_working_time_deadline_skips_nights_weekends_and_holidays() -> None:
     from engine.calendar import add_working_time
     from engine.definition.model import WorkingCalendar
 
-    cal = WorkingCalendar(timezone="Asia/Shanghai", working_hours=((540, 720), (780, 1080)),
-                          holidays=("2026-10-01",), extra_working_days=("2026-10-10",))
+    cal = WorkingCalendar(
+        timezone="Asia/Shanghai",
+        working_hours=((540, 720), (780, 1080)),
+        holidays=("2026-10-01",),
+        extra_working_days=("2026-10-10",),
+    )
     friday_5pm = datetime(2026, 3, 6, 17, 0, tzinfo=UTC) - timedelta(hours=8)
     due = add_working_time(friday_5pm, 4 * 3600, cal)
     assert due.astimezone(cal_zone(cal)) == datetime(2026, 3, 9, 12, 0, tzinfo=cal_zone(cal))
     before_holiday = datetime(2026, 9, 30, 17, 0, tzinfo=cal_zone(cal))
     assert add_working_time(before_holiday, 2 * 3600, cal).astimezone(cal_zone(cal)) == datetime(
-        2026, 10, 2, 10, 0, tzinfo=cal_zone(cal))
+        2026, 10, 2, 10, 0, tzinfo=cal_zone(cal)
+    )
     saturday_swap = datetime(2026, 10, 10, 8, 0, tzinfo=cal_zone(cal))
     assert add_working_time(saturday_swap, 3600, cal).astimezone(cal_zone(cal)).day == 10
 
@@ -212,4 +218,3 @@ def cal_zone(cal: object) -> object:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(cal.timezone)  # type: ignore[attr-defined]
-

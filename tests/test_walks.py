@@ -28,8 +28,9 @@ def test_every_definition_has_a_walk() -> None:
     assert defined == walked
 
 
-@pytest.mark.parametrize(("definition_id", "name", "case"), list(walk_cases()),
-                         ids=[f"{d}: {n}" for d, n, _ in walk_cases()])
+@pytest.mark.parametrize(
+    ("definition_id", "name", "case"), list(walk_cases()), ids=[f"{d}: {n}" for d, n, _ in walk_cases()]
+)
 def test_walk(definition_id: str, name: str, case: dict[str, Any], org: Any) -> None:
     definition = load_definition_file(DEFINITIONS / f"{definition_id}.yaml", org)
     sim = Simulation(CompiledDefinition(definition), org)

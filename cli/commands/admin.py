@@ -62,8 +62,16 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
     if show_progress:
         click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
     if settings().json:
-        emit({"ok": report.ok, "cases": report.cases, "records": report.records,
-              "findings": [{"case": f.case_id, "seq": f.seq, "problem": f.problem} for f in report.findings]})
+        emit(
+            {
+                "ok": report.ok,
+                "cases": report.cases,
+                "records": report.records,
+                "findings": [
+                    {"case": f.case_id, "seq": f.seq, "problem": f.problem} for f in report.findings
+                ],
+            }
+        )
     else:
         for f in report.findings:
             click.echo(f"case {f.case_id}, record {f.seq}: {f.problem}", err=True)
@@ -81,23 +89,30 @@ def _parse_time(raw: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"`{raw}` is not a time", hint="use ISO 8601, e.g. 2026-11-24T14:00:00+08:00") from None
+        raise UsageError(
+            f"`{raw}` is not a time", hint="use ISO 8601, e.g. 2026-11-24T14:00:00+08:00"
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
     from engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
 
-    channels: list[Channel] = [ConsoleChannel(write=lambda line: click.echo(line))]
+    channels: list[Channel] = [ConsoleChannel(write=click.echo)]
     if webhook:
         channels.append(WebhookChannel(webhook))
     return Worker(settings().engine(), name=name, lease=timedelta(seconds=lease), channels=channels)
 
 
-_webhook = click.option("--webhook", envvar="SOPFLOW_WEBHOOK", help="Also POST notifications to this URL "
-                        "(env SOPFLOW_WEBHOOK).")
-_lease = click.option("--lease", default=60, show_default=True,
-                      help="Seconds a claimed timer stays this worker's before another may take it.")
+_webhook = click.option(
+    "--webhook", envvar="SOPFLOW_WEBHOOK", help="Also POST notifications to this URL (env SOPFLOW_WEBHOOK)."
+)
+_lease = click.option(
+    "--lease",
+    default=60,
+    show_default=True,
+    help="Seconds a claimed timer stays this worker's before another may take it.",
+)
 
 
 @click.command()
@@ -110,11 +125,19 @@ def tick(now_text: str | None, webhook: str | None, lease: int) -> None:
     worker = _worker(webhook, lease, None)
     report = worker.tick(_parse_time(now_text))
     if settings().json:
-        emit({"fired": report.fired, "stale": report.stale, "delivered": report.delivered,
-              "failed_deliveries": report.failed_deliveries})
+        emit(
+            {
+                "fired": report.fired,
+                "stale": report.stale,
+                "delivered": report.delivered,
+                "failed_deliveries": report.failed_deliveries,
+            }
+        )
         return
     fired = ", ".join(f"{n} {kind}" for kind, n in sorted(report.fired.items())) or "nothing due"
-    click.echo(f"fired: {fired}; notifications delivered {report.delivered}, failed {report.failed_deliveries}")
+    click.echo(
+        f"fired: {fired}; notifications delivered {report.delivered}, failed {report.failed_deliveries}"
+    )
 
 
 @click.command()
@@ -141,7 +164,9 @@ def worker(webhook: str | None, lease: int, idle: float, name: str | None) -> No
 
     def report(r: Any) -> None:
         fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
-        click.echo(f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True)
+        click.echo(
+            f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True
+        )
 
     w.run(stop, idle=idle, on_tick=report)
     click.echo("worker stopped", err=True)

@@ -65,11 +65,19 @@ def _case_id(raw: str) -> int:
 
 def _result(result: Result) -> None:
     if settings().json:
-        emit({"case": case_dict(result.case), "record": record_dict(result.record), "replayed": result.replayed})
+        emit(
+            {
+                "case": case_dict(result.case),
+                "record": record_dict(result.record),
+                "replayed": result.replayed,
+            }
+        )
         return
     case = result.case
     again = " (already done: this key was used before, nothing new was written)" if result.replayed else ""
-    click.echo(f"case {case.id} ({case.definition_key}) is now in {case.state}: {text(case.state_title)}{again}")
+    click.echo(
+        f"case {case.id} ({case.definition_key}) is now in {case.state}: {text(case.state_title)}{again}"
+    )
     for route in result.record.detail.get("routes", []):
         click.echo(f"  routed by {route['choice']}: {route['when']} {dumps(route['values'])} → {route['to']}")
     outcome = result.record.detail.get("outcome")
@@ -83,12 +91,14 @@ def _result(result: Result) -> None:
 @click.option("--data-file", type=click.Path(path_type=Path), help="A JSON file with the case's data.")
 @click.option("--key", help="An idempotency key: starting again with the same key returns the same case.")
 @click.option("--version", type=int, help="A definition version (default: the newest deployed).")
-def start(definition: str, data_json: str | None, data_file: Path | None, key: str | None,
-          version: int | None) -> None:
+def start(
+    definition: str, data_json: str | None, data_file: Path | None, key: str | None, version: int | None
+) -> None:
     """Start a case of a deployed definition, as the --as user."""
     s = settings()
-    result = s.engine().start(definition, _data(data_json, data_file), actor=s.actor(), key=key,
-                              version=version)
+    result = s.engine().start(
+        definition, _data(data_json, data_file), actor=s.actor(), key=key, version=version
+    )
     _result(result)
 
 
@@ -99,12 +109,25 @@ def start(definition: str, data_json: str | None, data_file: Path | None, key: s
 @click.option("--comment", help="A comment, kept in the audit trail.")
 @click.option("--expect-version", type=int, help="Refuse (conflict) if the case changed since this version.")
 @click.option("--key", help="An idempotency key: firing again with the same key writes nothing.")
-def fire(case: str, event: str, data_json: str | None, comment: str | None, expect_version: int | None,
-         key: str | None) -> None:
+def fire(
+    case: str,
+    event: str,
+    data_json: str | None,
+    comment: str | None,
+    expect_version: int | None,
+    key: str | None,
+) -> None:
     """Fire EVENT on CASE as the --as user (exit 1 if refused; the refusal is audited)."""
     s = settings()
-    result = s.engine().fire(_case_id(case), event, actor=s.actor(), payload=_data(data_json, None),
-                             comment=comment, expect_version=expect_version, key=key)
+    result = s.engine().fire(
+        _case_id(case),
+        event,
+        actor=s.actor(),
+        payload=_data(data_json, None),
+        comment=comment,
+        expect_version=expect_version,
+        key=key,
+    )
     _result(result)
 
 
@@ -121,12 +144,23 @@ def show(case: str) -> None:
     deadlines = engine.deadlines(c.id)
     now = engine.clock()
     if s.json:
-        emit({
-            "case": case_dict(c),
-            "options": [{"event": o.event, "allowed": o.allowed, "reason": o.reason, "by": list(o.by),
-                         "targets": list(o.targets), "payload_fields": list(o.payload_fields)} for o in options],
-            "deadlines": [d.as_dict(now) for d in deadlines],
-        })
+        emit(
+            {
+                "case": case_dict(c),
+                "options": [
+                    {
+                        "event": o.event,
+                        "allowed": o.allowed,
+                        "reason": o.reason,
+                        "by": list(o.by),
+                        "targets": list(o.targets),
+                        "payload_fields": list(o.payload_fields),
+                    }
+                    for o in options
+                ],
+                "deadlines": [d.as_dict(now) for d in deadlines],
+            }
+        )
         return
     state = definition.states[c.state]
     click.echo(f"case {c.id}  {c.definition_key}  {text(definition.title)}")
@@ -137,9 +171,13 @@ def show(case: str) -> None:
         click.echo(f"output   {text(state.output)}")
     if state.instructions:
         click.echo(f"do       {text(state.instructions)}")
-    click.echo(f"started  by {c.starter}, {ago(c.created_at, now)} ago; in this state for {ago(c.entered_at, now)}"
-               f"; version {c.version}")
-    click.echo("data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         "))
+    click.echo(
+        f"started  by {c.starter}, {ago(c.created_at, now)} ago; in this state for {ago(c.entered_at, now)}"
+        f"; version {c.version}"
+    )
+    click.echo(
+        "data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         ")
+    )
     approval = engine.approval_progress(c.id)
     if approval is not None:
         click.echo(f"approval {approval}")
@@ -166,8 +204,16 @@ def show(case: str) -> None:
 @click.option("--limit", default=50, show_default=True, help="At most this many (oldest first).")
 @click.option("--after", type=int, help="Only cases after this case number (to page).")
 @click.option("--overdue", is_flag=True, help="Cases with a breached deadline, oldest breach first.")
-def list_cases(definition: str | None, state: str | None, mine: bool, include_closed: bool,
-               where: tuple[str, ...], limit: int, after: int | None, overdue: bool) -> None:
+def list_cases(
+    definition: str | None,
+    state: str | None,
+    mine: bool,
+    include_closed: bool,
+    where: tuple[str, ...],
+    limit: int,
+    after: int | None,
+    overdue: bool,
+) -> None:
     """Cases, oldest first: by definition, state, assignee or data field; or the overdue ones."""
     s = settings()
     engine = s.engine()
@@ -175,13 +221,30 @@ def list_cases(definition: str | None, state: str | None, mine: bool, include_cl
         rows = engine.overdue(limit=limit)
         now = engine.clock()
         if s.json:
-            emit([{"case": r.case_id, "deadline": r.name, "due_at": r.due_at.isoformat(),
-                   "overdue_seconds": round((now - r.due_at).total_seconds()), "definition": r.definition_id,
-                   "state": r.state, "assignee": r.assignee} for r in rows])
+            emit(
+                [
+                    {
+                        "case": r.case_id,
+                        "deadline": r.name,
+                        "due_at": r.due_at.isoformat(),
+                        "overdue_seconds": round((now - r.due_at).total_seconds()),
+                        "definition": r.definition_id,
+                        "state": r.state,
+                        "assignee": r.assignee,
+                    }
+                    for r in rows
+                ]
+            )
             return
-        click.echo(table(["case", "definition", "state", "assignee", "deadline", "overdue by"],
-                         [(r.case_id, r.definition_id, r.state, r.assignee or "", r.name, ago(r.due_at, now))
-                          for r in rows]))
+        click.echo(
+            table(
+                ["case", "definition", "state", "assignee", "deadline", "overdue by"],
+                [
+                    (r.case_id, r.definition_id, r.state, r.assignee or "", r.name, ago(r.due_at, now))
+                    for r in rows
+                ],
+            )
+        )
         return
     data: dict[str, Any] = {}
     for item in where:
@@ -190,15 +253,35 @@ def list_cases(definition: str | None, state: str | None, mine: bool, include_cl
             data[name] = json.loads(raw)
         except json.JSONDecodeError:
             data[name] = raw
-    cases = engine.cases(definition=definition, state=state, assignee=s.actor() if mine else None,
-                         open=None if include_closed else True, data=data, limit=limit, after_id=after)
+    cases = engine.cases(
+        definition=definition,
+        state=state,
+        assignee=s.actor() if mine else None,
+        open=None if include_closed else True,
+        data=data,
+        limit=limit,
+        after_id=after,
+    )
     if s.json:
         emit([case_dict(c) for c in cases])
         return
     now = engine.clock()
-    click.echo(table(["case", "definition", "state", "assignee", "age", "in state"],
-                     [(c.id, c.definition_key, c.state, c.assignee or "", ago(c.created_at, now),
-                       ago(c.entered_at, now)) for c in cases]))
+    click.echo(
+        table(
+            ["case", "definition", "state", "assignee", "age", "in state"],
+            [
+                (
+                    c.id,
+                    c.definition_key,
+                    c.state,
+                    c.assignee or "",
+                    ago(c.created_at, now),
+                    ago(c.entered_at, now),
+                )
+                for c in cases
+            ],
+        )
+    )
 
 
 @click.command()
@@ -220,10 +303,22 @@ def history(case: str) -> None:
 
 
 def print_case_summary(engine: Engine, case_id: int) -> None:
-    click.echo(table(["#", "actor", "event", "step"],
-                     [(r.seq, r.actor, r.event, f"{r.from_state or '·'} → {r.to_state}"
-                       if r.outcome == "accepted" else f"REFUSED ({r.reason})")
-                      for r in engine.history(case_id)]))
+    click.echo(
+        table(
+            ["#", "actor", "event", "step"],
+            [
+                (
+                    r.seq,
+                    r.actor,
+                    r.event,
+                    f"{r.from_state or '·'} → {r.to_state}"
+                    if r.outcome == "accepted"
+                    else f"REFUSED ({r.reason})",
+                )
+                for r in engine.history(case_id)
+            ],
+        )
+    )
 
 
 COMMANDS = [start, fire, show, list_cases, history]

@@ -54,13 +54,15 @@ def validate(paths: tuple[Path, ...]) -> None:
 
 
 def resolve_definition_file(name: str) -> Path:
-    """A definition named by path, or by id: ./definitions/ID.yaml, then the definitions shipped with sopflow."""
+    """A definition named by path, or by id: ./definitions/ID.yaml, else the one shipped with sopflow."""
     from engine.errors import UsageError
 
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise UsageError(f"no definition file `{name}`", hint="give a path to a .yaml file or a definition id")
+            raise UsageError(
+                f"no definition file `{name}`", hint="give a path to a .yaml file or a definition id"
+            )
         return path
     local = Path("definitions") / f"{name}.yaml"
     if local.is_file():
@@ -109,7 +111,9 @@ def _parse_json(raw: str | None, what: str) -> dict[str, Any]:
 @click.argument("definition")
 @click.argument("steps", nargs=-1)
 @click.option("--data", "data_json", help="The case's start data, as a JSON object.")
-@click.option("--org", "org_path", type=click.Path(path_type=Path), help="org.yaml (default: beside the file).")
+@click.option(
+    "--org", "org_path", type=click.Path(path_type=Path), help="org.yaml (default: beside the file)."
+)
 def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org_path: Path | None) -> None:
     """Run a case through a definition in memory, no database: try a change before it goes live.
 
@@ -152,7 +156,11 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
         out.append({"step": event, "as": who, "state": case.state, "detail": step.detail})
         if not as_json:
             routed = "".join(f" → {r['to']} (choice: {r['when']})" for r in step.detail.get("routes", []))
-            stay = " (stays: waiting for more votes)" if not step.moved and event in ("approve", "reject") else ""
+            stay = (
+                " (stays: waiting for more votes)"
+                if not step.moved and event in ("approve", "reject")
+                else ""
+            )
             click.echo(f"{event} as {who}: {step.from_state} → {step.to_state}{routed}{stay}")
             _next(defn, case.state, case.snapshot.assignee)
     if as_json:
@@ -190,9 +198,7 @@ def diagram(target: str, fmt: str) -> None:
         engine = settings().engine()
         case = engine.case(int(target))
         path = [r.to_state for r in engine.history(case.id) if r.outcome == "accepted" and r.to_state]
-        routes = [
-            r["choice"] for rec in engine.history(case.id) for r in rec.detail.get("routes", [])
-        ]
+        routes = [r["choice"] for rec in engine.history(case.id) for r in rec.detail.get("routes", [])]
         defn = engine.definition(case.definition_id, case.definition_version)
         click.echo(draw(defn, [*path, *routes], case.state))
         return
@@ -227,11 +233,24 @@ def defs_list() -> None:
     """Every deployed definition version."""
     items = settings().engine().definitions()
     if settings().json:
-        emit([{"id": d.id, "version": d.version, "title": {"zh": d.title.zh, "en": d.title.en},
-               "content_hash": d.content_hash} for d in items])
+        emit(
+            [
+                {
+                    "id": d.id,
+                    "version": d.version,
+                    "title": {"zh": d.title.zh, "en": d.title.en},
+                    "content_hash": d.content_hash,
+                }
+                for d in items
+            ]
+        )
         return
-    click.echo(table(["id", "version", "title", "states"],
-                     [(d.id, d.version, text(d.title), len(d.states)) for d in items]))
+    click.echo(
+        table(
+            ["id", "version", "title", "states"],
+            [(d.id, d.version, text(d.title), len(d.states)) for d in items],
+        )
+    )
 
 
 @defs.command("show")
@@ -243,34 +262,70 @@ def defs_show(definition_id: str, version: int | None) -> None:
     if settings().json:
         from engine.definition.model import thawed_json
 
-        emit({
-            "id": d.id, "version": d.version, "title": {"zh": d.title.zh, "en": d.title.en},
-            "source": d.rulebook, "initial": d.initial, "content_hash": d.content_hash,
-            "data": thawed_json(d.data_schema),
-            "states": {n: {"title": text(s.title), "owner": s.owner, "final": s.final,
-                           "events": list(s.events), "targets": list(s.targets())}
-                       for n, s in d.states.items()},
-            "deadlines": [{"name": x.name, "from": x.start, "until": list(x.until),
-                           "within_seconds": x.within_seconds} for x in d.deadlines],
-            "assumptions": [text(a) for a in d.assumptions],
-        })
+        emit(
+            {
+                "id": d.id,
+                "version": d.version,
+                "title": {"zh": d.title.zh, "en": d.title.en},
+                "source": d.rulebook,
+                "initial": d.initial,
+                "content_hash": d.content_hash,
+                "data": thawed_json(d.data_schema),
+                "states": {
+                    n: {
+                        "title": text(s.title),
+                        "owner": s.owner,
+                        "final": s.final,
+                        "events": list(s.events),
+                        "targets": list(s.targets()),
+                    }
+                    for n, s in d.states.items()
+                },
+                "deadlines": [
+                    {
+                        "name": x.name,
+                        "from": x.start,
+                        "until": list(x.until),
+                        "within_seconds": x.within_seconds,
+                    }
+                    for x in d.deadlines
+                ],
+                "assumptions": [text(a) for a in d.assumptions],
+            }
+        )
         return
     click.echo(f"{d.key}  {text(d.title)}" + (f"  [{d.rulebook}]" if d.rulebook else ""))
     if d.description:
         click.echo(text(d.description))
     required = list(d.data_schema.get("required", ()))
     fields = list(d.data_schema.get("properties", {}))
-    click.echo(f"data fields: {', '.join(f + ('*' if f in required else '') for f in fields) or 'any'}"
-               " (* required)")
+    click.echo(
+        f"data fields: {', '.join(f + ('*' if f in required else '') for f in fields) or 'any'} (* required)"
+    )
     click.echo("")
-    click.echo(table(["state", "title", "owner", "events → targets"],
-                     [(n, text(s.title), s.owner or "", "final" if s.final else
-                       ", ".join(s.targets()) if s.is_choice else
-                       "; ".join(f"{e}" for e in s.events))
-                      for n, s in d.states.items()]))
+    click.echo(
+        table(
+            ["state", "title", "owner", "events → targets"],
+            [
+                (
+                    n,
+                    text(s.title),
+                    s.owner or "",
+                    "final"
+                    if s.final
+                    else ", ".join(s.targets())
+                    if s.is_choice
+                    else "; ".join(f"{e}" for e in s.events),
+                )
+                for n, s in d.states.items()
+            ],
+        )
+    )
     for x in d.deadlines:
-        click.echo(f"deadline {x.name}: {x.start} → {'/'.join(x.until)} within {x.within_seconds // 60} min"
-                   f" ({x.calendar} time)")
+        click.echo(
+            f"deadline {x.name}: {x.start} → {'/'.join(x.until)} within {x.within_seconds // 60} min"
+            f" ({x.calendar} time)"
+        )
     for a in d.assumptions:
         click.echo(f"assumption: {text(a)}")
 

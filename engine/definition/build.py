@@ -91,9 +91,7 @@ def _seconds(value: Any) -> int:
 def build_definition(doc: Document) -> Definition:
     """The `Definition` a schema-valid document describes."""
     data: Mapping[str, Any] = doc.data
-    states = {
-        name: _build_state(name, raw, ("states", name)) for name, raw in data.get("states", {}).items()
-    }
+    states = {name: _build_state(name, raw, ("states", name)) for name, raw in data.get("states", {}).items()}
     deadlines = tuple(
         _build_deadline(raw, ("deadlines", i)) for i, raw in enumerate(data.get("deadlines", []))
     )
@@ -268,7 +266,7 @@ def _build_user(uid: str, raw: Mapping[str, Any], path: Path) -> User:
 
 
 def parse_span(text: str) -> tuple[int, int]:
-    """"09:00-12:00" → (540, 720), minutes after midnight. The schema fixed the shape; the range
+    """ "09:00-12:00" → (540, 720), minutes after midnight. The schema fixed the shape; the range
     (e.g. 25:00, or an end before the start) is for semantic to judge."""
     start, end = text.split("-")
     return _minutes(start), _minutes(end)

@@ -182,8 +182,13 @@ def _source_text(text: str | bytes, file: str, limits: Limits) -> str:
 
 def _decode(raw: bytes, file: str) -> str:
     if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise _error(file, (1, 1), "yaml-encoding", "the file is UTF-16; YAML files must be UTF-8",
-                     "save the file as UTF-8")
+        raise _error(
+            file,
+            (1, 1),
+            "yaml-encoding",
+            "the file is UTF-16; YAML files must be UTF-8",
+            "save the file as UTF-8",
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
@@ -296,8 +301,9 @@ class _Frame:
 
     __slots__ = ("anchor", "container", "height", "key", "nodes_before", "path")
 
-    def __init__(self, container: dict[str, Any] | list[Any], path: Path, anchor: str | None,
-                 nodes_before: int) -> None:
+    def __init__(
+        self, container: dict[str, Any] | list[Any], path: Path, anchor: str | None, nodes_before: int
+    ) -> None:
         self.container = container
         self.path = path
         self.anchor = anchor
@@ -342,31 +348,45 @@ class _Builder:
 
     def document(self, text: str) -> Document:
         if self.documents == 0 or self.root_empty:
-            raise self.fail((1, 1), "yaml-empty", "the file holds no YAML data",
-                            "a definition is a YAML mapping, starting with `id:`")
-        return Document(self.file, text, self.root, MappingProxyType(self.positions),
-                        MappingProxyType(self.key_positions))
+            raise self.fail(
+                (1, 1),
+                "yaml-empty",
+                "the file holds no YAML data",
+                "a definition is a YAML mapping, starting with `id:`",
+            )
+        return Document(
+            self.file, text, self.root, MappingProxyType(self.positions), MappingProxyType(self.key_positions)
+        )
 
     def document_start(self, event: yaml.DocumentStartEvent) -> None:
         self.documents += 1
         if self.documents > 1:
-            raise self.fail(_mark(event.start_mark), "yaml-multiple-documents",
-                            "the file holds more than one YAML document",
-                            "put each definition in its own file and remove the `---` line")
+            raise self.fail(
+                _mark(event.start_mark),
+                "yaml-multiple-documents",
+                "the file holds more than one YAML document",
+                "put each definition in its own file and remove the `---` line",
+            )
 
     def count(self, nodes: int, where: Position) -> None:
         self.nodes += nodes
         if self.nodes > self.limits.max_nodes:
-            raise self.fail(where, "yaml-too-many-nodes",
-                            f"the file holds more than {self.limits.max_nodes:,} values "
-                            "(counting each alias as the values it repeats)",
-                            "split the definition, or repeat fewer aliases")
+            raise self.fail(
+                where,
+                "yaml-too-many-nodes",
+                f"the file holds more than {self.limits.max_nodes:,} values "
+                "(counting each alias as the values it repeats)",
+                "split the definition, or repeat fewer aliases",
+            )
 
     def check_depth(self, depth: int, where: Position) -> None:
         if depth > self.limits.max_depth:
-            raise self.fail(where, "yaml-too-deep",
-                            f"the YAML is nested more than {self.limits.max_depth} levels deep",
-                            "flatten the structure")
+            raise self.fail(
+                where,
+                "yaml-too-deep",
+                f"the YAML is nested more than {self.limits.max_depth} levels deep",
+                "flatten the structure",
+            )
 
     def scalar(self, event: yaml.ScalarEvent) -> None:
         where = _mark(event.start_mark)
@@ -393,29 +413,46 @@ class _Builder:
         try:
             value = _core_value(event.value)
         except ValueError:
-            raise self.fail(where, "yaml-number", "the number has too many digits",
-                            "quote it if it is text") from None
+            raise self.fail(
+                where, "yaml-number", "the number has too many digits", "quote it if it is text"
+            ) from None
         if kind != "plain" and not _fits_tag(value, kind):
-            raise self.fail(where, "yaml-tag", f"`{event.value}` is not a valid !!{kind}",
-                            "remove the tag, or write a value of that type")
+            raise self.fail(
+                where,
+                "yaml-tag",
+                f"`{event.value}` is not a valid !!{kind}",
+                "remove the tag, or write a value of that type",
+            )
         return float(value) if kind == "float" else value
 
     def check_tag(self, tag: str, allowed: frozenset[str], where: Position) -> None:
         if tag.startswith(_CORE) and tag.removeprefix(_CORE) in allowed:
             return
-        raise self.fail(where, "yaml-tag", f"the tag `{_short_tag(tag)}` is not allowed here",
-                        f"sopflow reads plain data only: remove the tag (allowed: {_ALLOWED_TAGS})")
+        raise self.fail(
+            where,
+            "yaml-tag",
+            f"the tag `{_short_tag(tag)}` is not allowed here",
+            f"sopflow reads plain data only: remove the tag (allowed: {_ALLOWED_TAGS})",
+        )
 
     def alias(self, event: yaml.AliasEvent) -> None:
         where = _mark(event.start_mark)
         name = event.anchor or ""
         if any(frame.anchor == name for frame in self.stack):
-            raise self.fail(where, "yaml-alias", f"the alias `*{name}` refers to a value that contains it",
-                            "a value cannot include itself; repeat the part you need")
+            raise self.fail(
+                where,
+                "yaml-alias",
+                f"the alias `*{name}` refers to a value that contains it",
+                "a value cannot include itself; repeat the part you need",
+            )
         anchored = self.anchors.get(name)
         if anchored is None:
-            raise self.fail(where, "yaml-alias", f"the alias `*{name}` has no anchor `&{name}` above it",
-                            "define the anchor before the alias, or write the value out")
+            raise self.fail(
+                where,
+                "yaml-alias",
+                f"the alias `*{name}` has no anchor `&{name}` above it",
+                "define the anchor before the alias, or write the value out",
+            )
         self.count(anchored.nodes, where)
         self.check_depth(len(self.stack) + anchored.height, where)
         self.place(anchored.value, where, anchored.key)
@@ -424,8 +461,9 @@ class _Builder:
         else:
             self.root_empty = False
 
-    def start(self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent,
-              container: dict[str, Any] | list[Any]) -> None:
+    def start(
+        self, event: yaml.MappingStartEvent | yaml.SequenceStartEvent, container: dict[str, Any] | list[Any]
+    ) -> None:
         where = _mark(event.start_mark)
         if event.tag is not None:
             self.check_tag(event.tag, frozenset({"map" if isinstance(container, dict) else "seq"}), where)
@@ -442,8 +480,9 @@ class _Builder:
         if self.stack:
             self.stack[-1].height = max(self.stack[-1].height, height)
         if frame.anchor is not None:
-            self.anchors[frame.anchor] = _Anchored(frame.container, self.nodes - frame.nodes_before, height,
-                                                   None)
+            self.anchors[frame.anchor] = _Anchored(
+                frame.container, self.nodes - frame.nodes_before, height, None
+            )
 
     def place(self, value: Any, where: Position, key: str | None, *, merge: bool = False) -> Path:
         """Put a node into the open collection (or make it the root) and record where it was."""
@@ -467,15 +506,27 @@ class _Builder:
 
     def take_key(self, frame: _Frame, key: str | None, where: Position, *, merge: bool) -> None:
         if key is None:
-            raise self.fail(where, "yaml-key", "a mapping key must be a plain value, not a list or mapping",
-                            "write the key as a string")
+            raise self.fail(
+                where,
+                "yaml-key",
+                "a mapping key must be a plain value, not a list or mapping",
+                "write the key as a string",
+            )
         if merge:
-            raise self.fail(where, "yaml-merge-key", "merge keys (`<<`) are not supported",
-                            "merge keys are not part of YAML 1.2: repeat the keys you need")
+            raise self.fail(
+                where,
+                "yaml-merge-key",
+                "merge keys (`<<`) are not supported",
+                "merge keys are not part of YAML 1.2: repeat the keys you need",
+            )
         path = (*frame.path, key)
         if key in frame.container:
             first = self.key_positions.get(path, (0, 0))[0]
-            raise self.fail(where, "yaml-duplicate-key", f"the key `{key}` appears twice in this mapping",
-                            f"the first `{key}` is on line {first}; keep one of them")
+            raise self.fail(
+                where,
+                "yaml-duplicate-key",
+                f"the key `{key}` appears twice in this mapping",
+                f"the first `{key}` is on line {first}; keep one of them",
+            )
         self.key_positions[path] = where
         frame.key = key

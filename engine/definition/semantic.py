@@ -135,9 +135,7 @@ def sort_problems(problems: Iterable[Problem]) -> list[Problem]:
 
 
 def _edges(defn: Definition) -> dict[str, tuple[str, ...]]:
-    return {
-        name: tuple(t for t in s.targets() if t in defn.states) for name, s in defn.states.items()
-    }
+    return {name: tuple(t for t in s.targets() if t in defn.states) for name, s in defn.states.items()}
 
 
 def _reachable(
@@ -224,8 +222,11 @@ def check_finishing(ctx: _Context) -> Iterator[Problem]:
     finals = defn.final_states
     if not finals:
         yield ctx.problem(
-            ("states",), "no-final-state", "no state is final, so no case can ever close",
-            "mark the end states with `final: true`", key=True,
+            ("states",),
+            "no-final-state",
+            "no state is final, so no case can ever close",
+            "mark the end states with `final: true`",
+            key=True,
         )
         return
     if not _graph_complete(defn):
@@ -257,9 +258,11 @@ def check_final_exits(ctx: _Context) -> Iterator[Problem]:
         for key in ("on", "timeout", "assign"):
             if key in raw:
                 yield ctx.problem(
-                    (*s.path, key), "final-state-exits",
+                    (*s.path, key),
+                    "final-state-exits",
                     f"final state `{s.name}` has `{key}`, but a closed case has no way out and no work",
-                    f"remove `{key}`, or drop `final: true`", key=True,
+                    f"remove `{key}`, or drop `final: true`",
+                    key=True,
                 )
 
 
@@ -268,10 +271,12 @@ def check_state_kinds(ctx: _Context) -> Iterator[Problem]:
         kinds = _kinds(ctx, s)
         for extra in kinds[1:]:
             yield ctx.problem(
-                (*s.path, extra), "state-kind-conflict",
+                (*s.path, extra),
+                "state-kind-conflict",
                 f"state `{s.name}` is both `{kinds[0]}` and `{extra}`; a state is at most one of final, "
                 "choice or approval",
-                "split it into two states", key=True,
+                "split it into two states",
+                key=True,
             )
 
 
@@ -283,9 +288,11 @@ def check_choice_mixed(ctx: _Context) -> Iterator[Problem]:
         for key in ("on", "assign", "timeout"):
             if key in raw:
                 yield ctx.problem(
-                    (*s.path, key), "choice-mixed",
+                    (*s.path, key),
+                    "choice-mixed",
                     f"choice state `{s.name}` also has `{key}`; a choice state only routes, at once",
-                    "move the work into a state before or after the choice", key=True,
+                    "move the work into a state before or after the choice",
+                    key=True,
                 )
 
 
@@ -298,18 +305,23 @@ def check_choice_branches(ctx: _Context) -> Iterator[Problem]:
             raw = ctx.raw(b.path) or {}
             if b.when is None and "when" in raw:
                 yield ctx.problem(
-                    (*b.path, "when"), "else-with-when",
+                    (*b.path, "when"),
+                    "else-with-when",
                     "an `else` branch has no guard; this `when` is ignored",
-                    "make it `- when: ...` with `to: ...`, or drop the `when`", key=True,
+                    "make it `- when: ...` with `to: ...`, or drop the `when`",
+                    key=True,
                 )
             if b.when is None and i < last:
                 yield ctx.problem(
-                    b.path, "else-not-last", f"the `else` branch of `{s.name}` is not the last one",
+                    b.path,
+                    "else-not-last",
+                    f"the `else` branch of `{s.name}` is not the last one",
                     "the branches after it can never be taken; move `else` to the end",
                 )
         if s.choice[last].when is not None:
             yield ctx.problem(
-                s.choice[last].path, "choice-without-else",
+                s.choice[last].path,
+                "choice-without-else",
                 f"the choice in `{s.name}` has no `else` as its last branch, so a case may match no branch",
                 "end the list with `- else: STATE`",
             )
@@ -354,7 +366,9 @@ def check_roles(ctx: _Context) -> Iterator[Problem]:
         what = "role or user" if user_ok else "role"
         candidates = [*org.roles, *org.users] if user_ok else list(org.roles)
         yield ctx.problem(
-            path, "unknown-role", f"the org has no {what} `{name}`",
+            path,
+            "unknown-role",
+            f"the org has no {what} `{name}`",
             did_you_mean(name, candidates) or f"roles are defined in {org.file}",
         )
 
@@ -386,21 +400,28 @@ def check_quorum(ctx: _Context) -> Iterator[Problem]:
             continue  # an unknown role is reported as unknown-role
         if a.rule == "quorum" and a.at_least > len(org.members(a.roles[0])):
             yield ctx.problem(
-                (*a.path, "quorum", "at_least"), "bad-quorum",
+                (*a.path, "quorum", "at_least"),
+                "bad-quorum",
                 f"the quorum needs {a.at_least} members of `{a.roles[0]}`, but the org has "
                 f"{len(org.members(a.roles[0]))}",
                 "lower at_least, or add members to the role in the org",
             )
         elif a.rule == "all_of" and _distinct_people(org, a.roles) < len(a.roles):
             yield ctx.problem(
-                (*a.path, "all_of"), "bad-quorum",
+                (*a.path, "all_of"),
+                "bad-quorum",
                 f"all_of needs {len(a.roles)} different people, one per role, but the org's members of "
-                "those roles cannot fill them all", "add members to the roles in the org", key=True,
+                "those roles cannot fill them all",
+                "add members to the roles in the org",
+                key=True,
             )
         elif a.rule == "any_of" and not any(org.members(r) for r in a.roles):
             yield ctx.problem(
-                (*a.path, "any_of"), "bad-quorum", "nobody in the org holds any of these roles",
-                "add members to the roles in the org", key=True,
+                (*a.path, "any_of"),
+                "bad-quorum",
+                "nobody in the org holds any of these roles",
+                "add members to the roles in the org",
+                key=True,
             )
 
 
@@ -418,8 +439,10 @@ def check_actors(ctx: _Context) -> Iterator[Problem]:
         for t in s.transitions:
             if not t.by and (s.name, t.event) not in system:
                 yield ctx.problem(
-                    t.path, "no-actor", f"nobody may fire `{t.event}` in `{s.name}`: it has no `by` and the "
-                    "state has no owner", "add `by: [ROLE]` to the transition or an `owner` to the state",
+                    t.path,
+                    "no-actor",
+                    f"nobody may fire `{t.event}` in `{s.name}`: it has no `by` and the state has no owner",
+                    "add `by: [ROLE]` to the transition or an `owner` to the state",
                     key=True,
                 )
 
@@ -428,8 +451,12 @@ def check_owners(ctx: _Context) -> Iterator[Problem]:
     for s in ctx.defn.states.values():
         if not (s.final or s.is_choice or s.owner):
             yield ctx.problem(
-                s.path, "no-owner", f"working state `{s.name}` has no owner",
-                "name the responsible role with `owner: ROLE`", key=True, severity="warning",
+                s.path,
+                "no-owner",
+                f"working state `{s.name}` has no owner",
+                "name the responsible role with `owner: ROLE`",
+                key=True,
+                severity="warning",
             )
 
 
@@ -438,8 +465,11 @@ def check_owners(ctx: _Context) -> Iterator[Problem]:
 
 def _event_clash(ctx: _Context, s: State, event: str, why: str) -> Problem:
     return ctx.problem(
-        (*s.path, "on", event), "duplicate-event", f"`{event}` in `{s.name}` clashes with {why}",
-        "rename the event", key=True,
+        (*s.path, "on", event),
+        "duplicate-event",
+        f"`{event}` in `{s.name}` clashes with {why}",
+        "rename the event",
+        key=True,
     )
 
 
@@ -449,7 +479,8 @@ def check_duplicate_events(ctx: _Context) -> Iterator[Problem]:
         for t in s.transitions:
             if t.event in open_events:
                 yield ctx.problem(
-                    t.path, "duplicate-event",
+                    t.path,
+                    "duplicate-event",
                     f"this alternative for `{t.event}` can never be taken: an earlier one has no `when`",
                     "give the earlier alternative a guard, or move this one before it",
                 )
@@ -474,7 +505,8 @@ def check_events(ctx: _Context) -> Iterator[Problem]:
     for s in defn.states.values():
         if s.timeout is not None and s.timeout.fire not in {t.event for t in s.transitions}:
             yield ctx.problem(
-                (*s.timeout.path, "fire"), "unknown-event",
+                (*s.timeout.path, "fire"),
+                "unknown-event",
                 f"the timeout fires `{s.timeout.fire}`, which `{s.name}` does not define in `on`",
                 did_you_mean(s.timeout.fire, s.events) or f"add `{s.timeout.fire}` to the state's `on`",
             )
@@ -487,7 +519,8 @@ def check_events(ctx: _Context) -> Iterator[Problem]:
         for e in d.escalate:
             if e.action == "fire" and e.target and e.target not in events:
                 yield ctx.problem(
-                    (*e.path, "fire"), "unknown-event",
+                    (*e.path, "fire"),
+                    "unknown-event",
                     f"no state between `{d.start}` and the deadline's end defines `{e.target}`",
                     did_you_mean(e.target, events) or "fire an event those states define in `on`",
                 )
@@ -536,7 +569,8 @@ def check_deadline_ends(ctx: _Context) -> Iterator[Problem]:
         for i, name in enumerate(d.until):
             if name in defn.states and name not in after_start:
                 yield ctx.problem(
-                    (*d.path, "until") if single else (*d.path, "until", i), "deadline-never-ends",
+                    (*d.path, "until") if single else (*d.path, "until", i),
+                    "deadline-never-ends",
                     f"`{name}` cannot be reached from `{d.start}`, "
                     f"so the deadline `{d.name}` never ends there",
                     severity="warning",
@@ -550,7 +584,8 @@ def check_escalations(ctx: _Context) -> Iterator[Problem]:
             actions = [a for a in ("notify", "reassign", "fire") if a in raw]
             if len(actions) != 1:
                 yield ctx.problem(
-                    e.path, "bad-escalation",
+                    e.path,
+                    "bad-escalation",
                     "an escalation rung does exactly one of notify, reassign or fire"
                     + (f", this one names {', '.join(actions)}" if actions else ", this one names none"),
                     "split it into one rung per action",
@@ -578,8 +613,12 @@ def check_data_fields(ctx: _Context) -> Iterator[Problem]:
 
 def _unknown_data(ctx: _Context, name: str, path: Path, fields: Collection[str], *, key: bool) -> Problem:
     return ctx.problem(
-        path, "unknown-data-field", f"the data schema declares no field `{name}`",
-        did_you_mean(name, fields) or "declare it under `data: properties:`", key=key, severity="warning",
+        path,
+        "unknown-data-field",
+        f"the data schema declares no field `{name}`",
+        did_you_mean(name, fields) or "declare it under `data: properties:`",
+        key=key,
+        severity="warning",
     )
 
 
@@ -595,7 +634,8 @@ def _transition_fields(ctx: _Context, t: Transition, fields: Collection[str] | N
     for target, source in t.copy.items():
         if source not in payload_fields:
             yield ctx.problem(
-                (*t.path, "copy", target), "unknown-payload-field",
+                (*t.path, "copy", target),
+                "unknown-payload-field",
                 f"`{t.event}`'s payload declares no field `{source}`",
                 did_you_mean(source, payload_fields)
                 or "declare it under the transition's `payload: properties:`",
@@ -665,14 +705,18 @@ def _org_unknown_roles(org: Org, doc: Document) -> Iterator[Problem]:
         for i, held in enumerate(user.roles):
             if held not in org.roles:
                 yield _problem(
-                    doc, (*user.path, "roles", i), "unknown-role",
+                    doc,
+                    (*user.path, "roles", i),
+                    "unknown-role",
                     f"user `{user.id}` holds unknown role `{held}`",
                     did_you_mean(held, org.roles) or "define the role under `roles:`",
                 )
     for role in org.roles.values():
         if role.manager is not None and role.manager not in org.roles:
             yield _problem(
-                doc, (*role.path, "manager"), "unknown-role",
+                doc,
+                (*role.path, "manager"),
+                "unknown-role",
                 f"role `{role.name}` is managed by unknown role `{role.manager}`",
                 did_you_mean(role.manager, org.roles) or "define the role under `roles:`",
             )
@@ -687,7 +731,10 @@ def _org_unknown_departments(org: Org, doc: Document) -> Iterator[Problem]:
     for name, path in owners:
         if name is not None and name not in org.departments:
             yield _problem(
-                doc, (*path, "department"), "unknown-department", f"there is no department `{name}`",
+                doc,
+                (*path, "department"),
+                "unknown-department",
+                f"there is no department `{name}`",
                 did_you_mean(name, org.departments) or "define it under `departments:`",
             )
 
@@ -695,9 +742,13 @@ def _org_unknown_departments(org: Org, doc: Document) -> Iterator[Problem]:
 def _org_administrator(org: Org, doc: Document) -> Iterator[Problem]:
     if not any(r.administrator for r in org.roles.values()):
         yield _problem(
-            doc, ("roles",), "no-administrator",
+            doc,
+            ("roles",),
+            "no-administrator",
             "no role is an administrator, so nobody can reassign stuck cases",
-            "mark one role with `administrator: true`", key=True, severity="warning",
+            "mark one role with `administrator: true`",
+            key=True,
+            severity="warning",
         )
 
 

@@ -123,7 +123,10 @@ def _duplicate_versions(defs: Iterable[tuple[Definition, Document]]) -> Iterator
         if seen is not defn:
             line, col = doc.where(("version",))
             yield Problem(
-                doc.file, line, col, "duplicate-definition",
+                doc.file,
+                line,
+                col,
+                "duplicate-definition",
                 f"{defn.key} is also defined in {seen.file}",
                 "bump `version` in one of them (each change to a process is a new version)",
             )
@@ -131,7 +134,11 @@ def _duplicate_versions(defs: Iterable[tuple[Definition, Document]]) -> Iterator
 
 def _duplicate_org(extra: _Read, chosen: _Read) -> Problem:
     return Problem(
-        str(extra.path), 1, 1, "duplicate-org", f"a second org file; {chosen.path} is the one used",
+        str(extra.path),
+        1,
+        1,
+        "duplicate-org",
+        f"a second org file; {chosen.path} is the one used",
         "validate one org at a time",
     )
 

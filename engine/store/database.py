@@ -36,9 +36,7 @@ def parse_url(url: str) -> URL:
     except ArgumentError:
         raise ConfigurationError(f"`{url}` is not a database URL", hint=URL_HINT) from None
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
-        raise ConfigurationError(
-            f"database `{parsed.get_backend_name()}` is not supported", hint=URL_HINT
-        )
+        raise ConfigurationError(f"database `{parsed.get_backend_name()}` is not supported", hint=URL_HINT)
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() != "psycopg":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
@@ -97,7 +95,8 @@ def current_revision(engine: Engine) -> str | None:
     with connect_or_explain(engine) as conn:
         if not inspect(conn).has_table("alembic_version"):
             return None
-        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        return None if revision is None else str(revision)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
@@ -134,7 +133,7 @@ def ensure_schema(engine: Engine) -> None:
     )
 
 
-class connect_or_explain:  # noqa: N801 - used like a function in `with`
+class connect_or_explain:
     """Connect, turning 'cannot connect' into a ConfigurationError that says what to check."""
 
     def __init__(self, engine: Engine, *, write: bool = False) -> None:

@@ -27,8 +27,8 @@ from engine.store.records import (
     CaseRow,
     DefinitionRow,
     Fired,
-    OrgRow,
     NotificationRow,
+    OrgRow,
     OverdueRow,
     StoredVote,
     TimerRow,
@@ -81,7 +81,7 @@ class Reads:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
             return None
-        counts = dict(
+        counts: dict[str, int] = dict(
             self._conn.execute(
                 select(cases.c.assignee, func.count())
                 .where(cases.c.open.is_(True), cases.c.assignee.in_(members))
@@ -149,9 +149,7 @@ class Store:
 
     def deploy_org(self, row: OrgRow) -> bool:
         with self._write() as conn, conn.begin():
-            current = conn.execute(
-                select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)
-            ).scalar()
+            current = conn.execute(select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)).scalar()
             if current == row.content_hash:
                 return False
             conn.execute(insert(orgs).values(**_fields(row)))
@@ -160,7 +158,9 @@ class Store:
     def org(self) -> OrgRow | None:
         with self._read() as conn:
             row = conn.execute(
-                select(orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at)
+                select(
+                    orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at
+                )
                 .order_by(orgs.c.id.desc())
                 .limit(1)
             ).first()
@@ -459,17 +459,23 @@ class Store:
         )
 
     def next_due(self) -> datetime | None:
+        """When the next pending timer falls due (None when nothing is pending)."""
         with self._read() as conn:
-            return conn.execute(
-                select(func.min(timers.c.due_at)).where(timers.c.pending.is_(True))
-            ).scalar()
+            due = conn.execute(select(func.min(timers.c.due_at)).where(timers.c.pending.is_(True))).scalar()
+        return due if isinstance(due, datetime) else None
 
     def overdue(self, limit: int = 50) -> list[OverdueRow]:
         """Breached deadlines whose span has not ended, oldest breach first."""
         with self._read() as conn:
             rows = conn.execute(
-                select(timers.c.case_id, timers.c.name, timers.c.due_at, cases.c.definition_id,
-                       cases.c.state, cases.c.assignee)
+                select(
+                    timers.c.case_id,
+                    timers.c.name,
+                    timers.c.due_at,
+                    cases.c.definition_id,
+                    cases.c.state,
+                    cases.c.assignee,
+                )
                 .join(cases, cases.c.id == timers.c.case_id)
                 .where(timers.c.kind == "deadline", timers.c.outcome == "breached")
                 .order_by(timers.c.due_at, timers.c.case_id)
@@ -506,8 +512,15 @@ class Store:
                     .values(next_attempt_at=now + lease)
                 )
             return [
-                NotificationRow(int(r.id), int(r.case_id), r.channel, r.recipient, r.subject,
-                                json.loads(r.body), r.attempts)
+                NotificationRow(
+                    int(r.id),
+                    int(r.case_id),
+                    r.channel,
+                    r.recipient,
+                    r.subject,
+                    json.loads(r.body),
+                    r.attempts,
+                )
                 for r in rows
             ]
 
@@ -534,9 +547,15 @@ class Store:
     def notification_log(self, case_id: int) -> list[dict[str, Any]]:
         with self._read() as conn:
             rows = conn.execute(
-                select(notifications.c.id, notifications.c.channel, notifications.c.recipient,
-                       notifications.c.subject, notifications.c.attempts, notifications.c.delivered_at,
-                       notifications.c.last_error)
+                select(
+                    notifications.c.id,
+                    notifications.c.channel,
+                    notifications.c.recipient,
+                    notifications.c.subject,
+                    notifications.c.attempts,
+                    notifications.c.delivered_at,
+                    notifications.c.last_error,
+                )
                 .where(notifications.c.case_id == case_id)
                 .order_by(notifications.c.id)
             )
@@ -678,4 +697,3 @@ def _audit_record(row: Row[Any]) -> AuditRecord:
         m[name] = json.loads(m[name])
     m["case_id"] = int(m["case_id"])
     return AuditRecord(**m)
-

@@ -173,5 +173,14 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION IF EXISTS sopflow_append_only()")
-    for name in ("deliveries", "notifications", "timers", "fire_keys", "audit", "cases", "orgs", "definitions"):
+    for name in (
+        "deliveries",
+        "notifications",
+        "timers",
+        "fire_keys",
+        "audit",
+        "cases",
+        "orgs",
+        "definitions",
+    ):
         op.drop_table(name)
