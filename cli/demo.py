@@ -7,13 +7,12 @@ the rules require, then prints their history, verifies the audit trail and draws
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import click
 
-from cli.render import mermaid, table, text
+from cli.render import mermaid, shipped_definitions, table, text
 from engine.errors import SopflowError
 from engine.runtime import Engine, Result
 
@@ -77,7 +76,7 @@ def run_demo(database_url: str | None) -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{DEMO_DB}{suffix}").unlink(missing_ok=True)
         database_url = f"sqlite:///{DEMO_DB}"
-    definitions = Path(str(files("definitions")))
+    definitions = shipped_definitions()
     click.secho(f"== sopflow demo on {database_url}", bold=True)
     with Engine(database_url) as engine:
         deployed = engine.deploy([definitions], actor="demo")

@@ -7,10 +7,21 @@ import json
 import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from engine.definition.model import Definition, State, Text
+
+
+def shipped_definitions() -> Path:
+    """The folder of seed definitions installed with sopflow (the `definitions` data package)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("definitions")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the seed definitions are not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def width(text: str) -> int:

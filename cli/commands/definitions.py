@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from cli.main import emit, settings
-from cli.render import dot, mermaid, table, text
+from cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
     from engine.definition.model import Definition, Org
@@ -67,9 +67,7 @@ def resolve_definition_file(name: str) -> Path:
     local = Path("definitions") / f"{name}.yaml"
     if local.is_file():
         return local
-    from importlib.resources import files
-
-    shipped = Path(str(files("definitions").joinpath(f"{name}.yaml")))
+    shipped = shipped_definitions() / f"{name}.yaml"
     if shipped.is_file():
         return shipped
     raise UsageError(
