@@ -116,8 +116,8 @@ def cli(ctx: click.Context, db: str, user: str | None, as_json: bool) -> None:
 
     \b
     Process owners:  validate, simulate, diagram
-    Operators:       start, fire, show, list, tasks, history
-    Administrators:  db upgrade, deploy, defs, audit verify
+    Operators:       tasks, start, fire, show, list, history, reassign, delegate
+    Administrators:  db upgrade, deploy, defs, audit verify, tick, worker
     Try it:          sopflow demo
     """
     s = Settings(db=db, user=user, json=as_json)
@@ -126,9 +126,9 @@ def cli(ctx: click.Context, db: str, user: str | None, as_json: bool) -> None:
 
 
 def _register() -> None:
-    from cli.commands import admin, cases, definitions
+    from cli.commands import admin, cases, definitions, people
 
-    for module in (definitions, cases, admin):
+    for module in (definitions, cases, people, admin):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -133,19 +133,25 @@ def _mermaid_escape(value: str) -> str:
 def dot(definition: Definition, path: Sequence[str] = (), current: str | None = None) -> str:
     """A Graphviz dot digraph; `path` and `current` are highlighted."""
     visited = set(path)
-    out = [f"digraph {json.dumps(definition.id)} {{", "  rankdir=TB;", '  node [fontname="sans-serif"];']
-    out.append(f"  label={json.dumps(definition.key + ': ' + text(definition.title))};")
+    out = [f"digraph {_dot_id(definition.id)} {{", "  rankdir=TB;", '  node [fontname="sans-serif"];']
+    out.append(f"  label={_dot_id(definition.key + ': ' + text(definition.title))};")
     out.append('  "__start" [shape=point];')
     for name, state in definition.states.items():
         shape = "diamond" if state.is_choice else "doubleoctagon" if state.final else "box"
-        attrs = [f"shape={shape}", f"label={json.dumps(chr(10).join(_label(state)))}"]
+        attrs = [f"shape={shape}", f"label={_dot_id(chr(10).join(_label(state)))}"]
         if name == current:
             attrs.append('style=filled fillcolor="#fde68a" penwidth=3')
         elif name in visited:
             attrs.append('style=filled fillcolor="#dbeafe"')
-        out.append(f"  {json.dumps(name)} [{' '.join(attrs)}];")
-    out.append(f'  "__start" -> {json.dumps(definition.initial)};')
+        out.append(f"  {_dot_id(name)} [{' '.join(attrs)}];")
+    out.append(f'  "__start" -> {_dot_id(definition.initial)};')
     for source, target, label in _edges(definition):
-        out.append(f"  {json.dumps(source)} -> {json.dumps(target)} [label={json.dumps(label)}];")
+        out.append(f"  {_dot_id(source)} -> {_dot_id(target)} [label={_dot_id(label)}];")
     out.append("}")
     return "\n".join(out)
+
+
+def _dot_id(value: str) -> str:
+    """A quoted dot string: JSON's quoting (its escaped quote and newline mean the same in dot), with
+    Chinese kept as UTF-8 text, because dot has no unicode escapes and would print them literally."""
+    return json.dumps(value, ensure_ascii=False)

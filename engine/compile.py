@@ -132,9 +132,7 @@ class CompiledDefinition:
                 self._machine.add_transition(APPROVED, state.name, state.approval.approved)
                 self._machine.add_transition(REJECTED, state.name, state.approval.rejected)
 
-    def _guard(
-        self, when: Expression | None, payload_schema: Mapping[str, Any] | None
-    ) -> Conditions:
+    def _guard(self, when: Expression | None, payload_schema: Mapping[str, Any] | None) -> Conditions:
         if when is None:
             return []
         guard = self._compile(when, payload_schema)

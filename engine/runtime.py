@@ -14,10 +14,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine import people
 from engine.audit import AuditRecord, ChainBreak, canonical_json, seal, verify_chain
 from engine.compile import CompiledDefinition
 from engine.definition.model import APPROVE, REJECT, Definition, Org, Text
 from engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
+from engine.people import Task
 from engine.simulate import iso, utc_now
 from engine.step import (
     Actor,
@@ -35,6 +37,7 @@ from engine.store import (
     CaseQuery,
     CaseRow,
     DefinitionRow,
+    DelegationRow,
     OrgRow,
     OverdueRow,
     Reads,
@@ -271,8 +274,20 @@ class Engine:
         return found
 
     def actor(self, user_id: str) -> Actor:
-        """The person acting, as the deployed org knows them; NotFound for an unknown user id."""
-        return actor_from_org(self.org(), user_id)
+        """The person acting, as the deployed org knows them, with the roles delegated to them now;
+        NotFound for an unknown user id."""
+        return self._actor(self.org(), user_id)
+
+    def _actor(self, org: Org, user_id: str) -> Actor:
+        actor_from_org(org, user_id)
+        now = self.clock()
+        delegated: dict[str, str] = {}
+        for grant in self.store.delegations(delegate=user_id):
+            if grant.starts_at <= now < grant.ends_at and grant.delegator in org.users:
+                for role in grant.roles or org.users[grant.delegator].roles:
+                    if role in org.users[grant.delegator].roles:
+                        delegated.setdefault(role, grant.delegator)
+        return actor_from_org(org, user_id, delegated)
 
     # -- cases -------------------------------------------------------------------------------------
 
@@ -289,12 +304,12 @@ class Engine:
         compiled = self.compiled(definition_id, version)
         definition = compiled.definition
         org = self.org()
-        person = actor_from_org(org, actor)
+        person = self._actor(org, actor)
         _check_size(data)
         now = self.clock()
 
         def least_loaded(role: str) -> str | None:
-            return org.members(role)[0] if org.members(role) else None
+            return self.store.least_loaded(org.members(role))
 
         step = start_step(compiled, person, dict(data), People(org, least_loaded))
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
@@ -348,7 +363,7 @@ class Engine:
         payload = dict(payload or {})
         _check_size(payload)
         org = self.org()
-        person = actor_from_org(org, actor)
+        person = self._actor(org, actor)
         refusal: list[SopflowError] = []
         now = self.clock()
 
@@ -401,7 +416,7 @@ class Engine:
         state = compiled.definition.states[row.state]
         if state.approval is not None:
             votes = tuple(
-                Vote(v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
+                Vote(v.on_behalf_of or v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
                 for v in reads.votes(row.id, row.entered_seq)
                 if v.event in (APPROVE, REJECT)
             )
@@ -550,7 +565,7 @@ class Engine:
         from engine.step import CLAIM
 
         org = self.org()
-        person = actor_from_org(org, actor)
+        person = self._actor(org, actor)
         state = compiled.definition.states[row.state]
         events = list(state.events)
         if state.assign is not None and state.assign.kind == "claim":
@@ -634,7 +649,7 @@ class Engine:
         votes: tuple[Vote, ...] = ()
         if compiled.definition.states[row.state].approval is not None:
             votes = tuple(
-                Vote(r.actor, r.role or "", "approve" if r.event == APPROVE else "reject")
+                Vote(r.on_behalf_of or r.actor, r.role or "", "approve" if r.event == APPROVE else "reject")
                 for r in self.store.history(row.id)[row.entered_seq :]
                 if r.outcome == "accepted" and r.event in (APPROVE, REJECT)
             )
@@ -658,6 +673,50 @@ class Engine:
             updated_at=row.updated_at,
             entered_at=row.entered_at,
         )
+
+    # -- people ------------------------------------------------------------------------------------
+
+    def tasks(self, user_id: str, *, limit: int = 50) -> list[Task]:
+        """Every open case where `user_id` can act now (assigned, a role they hold or hold for someone,
+        an approval awaiting their vote, a case to claim), most urgent first."""
+        return people.tasks(self, user_id, limit=limit)
+
+    def reassign(self, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
+        """Give the case's current step to `to_user` (audited); for the owning role's manager role or an
+        administrator."""
+        return people.reassign(self, case_id, to_user, actor=actor, comment=comment)
+
+    def delegate(
+        self,
+        delegator: str,
+        delegate_to: str,
+        *,
+        actor: str,
+        ends_at: datetime,
+        starts_at: datetime | None = None,
+        roles: Sequence[str] = (),
+        reason: str | None = None,
+    ) -> DelegationRow:
+        """Hand roles to someone for a period (absence, holiday); it ends by itself at `ends_at`."""
+        return people.delegate(
+            self,
+            delegator,
+            delegate_to,
+            actor=actor,
+            ends_at=ends_at,
+            starts_at=starts_at,
+            roles=roles,
+            reason=reason,
+        )
+
+    def revoke_delegation(
+        self, delegation_id: int, *, actor: str, reason: str | None = None
+    ) -> DelegationRow:
+        return people.revoke(self, delegation_id, actor=actor, reason=reason)
+
+    def delegations(self, user_id: str | None = None) -> list[DelegationRow]:
+        """Delegations not revoked (running, future and ended), newest first."""
+        return self.store.delegations(user=user_id)
 
     # -- verifying ---------------------------------------------------------------------------------
 

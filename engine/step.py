@@ -366,28 +366,34 @@ def _vote(
             None,
             {"needed": list(approval.roles)},
         )
-    if not approval.submitter_may_approve and actor.id == snapshot.submitter:
+    filled = {v.role for v in snapshot.votes if v.decision == "approve"}
+    own_first = sorted(eligible, key=lambda r: r in actor.delegated)
+    role = next((r for r in own_first if r not in filled), own_first[0])
+    principal = actor.delegated.get(role, actor.id)
+    if not approval.submitter_may_approve and snapshot.submitter in (actor.id, principal):
         raise Refused(
             NotPermitted(
                 f"{actor.id} submitted this case into `{state.name}` and may not vote on it "
+                "(separation of duties)"
+                if snapshot.submitter == actor.id
+                else f"{actor.id} acts for {principal}, who submitted this case, and may not vote on it "
                 "(separation of duties)",
                 hint="another holder of the approving role must vote",
             ),
-            eligible[0],
+            role,
             {"rule": "separation-of-duties"},
         )
-    if any(v.voter == actor.id for v in snapshot.votes):
+    if any(v.voter in (actor.id, principal) for v in snapshot.votes):
         raise Refused(
             NotPermitted(
-                f"{actor.id} has already voted in `{state.name}`; one person counts once",
+                f"{principal if principal != actor.id else actor.id} has already voted in `{state.name}`; "
+                "one person counts once",
                 hint="another approver must vote",
             ),
-            eligible[0],
+            role,
             {"rule": "one-person-one-vote"},
         )
-    filled = {v.role for v in snapshot.votes if v.decision == "approve"}
-    role = next((r for r in eligible if r not in filled), eligible[0])
-    votes = (*snapshot.votes, Vote(actor.id, role, decision))
+    votes = (*snapshot.votes, Vote(principal, role, decision))
     outcome = _tally(approval, votes, snapshot.submitter, people)
     detail: dict[str, Any] = {
         "votes": [{"voter": v.voter, "role": v.role, "decision": v.decision} for v in votes],

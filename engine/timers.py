@@ -50,6 +50,10 @@ def on_entry(
                 start = [t for t in start if t.name != d.name]
             if d.start == state:
                 start.append(TimerSpec("deadline", d.name, 0, due(d, now, calendar)))
+    if entered and definition.states[entered[-1]].final:
+        # A closed case keeps no promises: every span ends with it.
+        cancel.extend(d.name for d in definition.deadlines)
+        start = [t for t in start if t.kind != "deadline"]
     if entered:
         last = definition.states[entered[-1]]
         if last.timeout is not None:

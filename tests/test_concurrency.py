@@ -99,3 +99,31 @@ def test_sigkill_at_random_moments_loses_and_corrupts_nothing(database_url: str)
         assert case.state == last.to_state
         assert case.version == sum(1 for r in engine.history(case_id) if r.outcome == "accepted")
     engine.close()
+
+
+@pytest.mark.slow
+def test_five_committee_members_vote_at_once_and_the_case_moves_once(database_url: str, tmp_path: Path) -> None:
+    engine = Engine(database_url)
+    engine.deploy([MINI])
+    case_id = engine.start("board-vote", {"motion": "adopt the new SOP"}, actor="alice").case.id
+    members = list(engine.org().members("board"))
+    assert len(members) == 5
+    go = tmp_path / "go"
+    workers = [
+        _spawn("tests.helpers.race_worker", database_url, str(case_id), "approve", member, "-", str(go))
+        for member in members
+    ]
+    for w in workers:
+        assert w.stdout is not None
+        assert w.stdout.readline().strip() == "ready", w.stderr.read() if w.stderr else ""
+    go.touch()
+    results = [w.communicate(timeout=120)[0].strip() for w in workers]
+    assert results == ["ok"] * 5
+    history = engine.history(case_id)
+    votes = [r for r in history if r.event == "approve" and r.outcome == "accepted"]
+    assert sorted(r.actor for r in votes) == sorted(members)
+    moves = [r for r in history if r.from_state == "voting" and r.to_state == "carried"]
+    assert len(moves) == 1
+    assert engine.case(case_id).state == "carried"
+    assert engine.verify().ok
+    engine.close()

@@ -64,7 +64,7 @@ states:
         - to: done
           by: [$assignee]
           when: data.amount > 0
-          payload:
+          payload: &comment
             type: object
             properties:
               comment: {type: string}
@@ -72,6 +72,7 @@ states:
           set: {published: true}
         - to: draft
           by: [$assignee]
+          payload: *comment
       expire: {to: draft}
   committee_vote:
     title: {zh: 委员会表决, en: Committee vote}

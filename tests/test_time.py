@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
@@ -218,3 +219,23 @@ def cal_zone(cal: object) -> object:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(cal.timezone)  # type: ignore[attr-defined]
+
+
+def test_closing_a_case_ends_every_deadline_even_if_until_does_not_name_it(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    import shutil
+
+    folder = tmp_path / "defs"
+    shutil.copytree(MINI, folder)
+    path = folder / "expense.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("until: [paid, cancelled]", "until: [paid]"),
+                    encoding="utf-8")
+    with Engine(database_url, clock=clock) as sop:
+        sop.deploy([folder])
+        case_id = submitted(sop)
+        sop.fire(case_id, "send_back", actor="mia")
+        sop.fire(case_id, "cancel", actor="alice")
+        clock.advance(days=3)
+        assert worker(sop).tick().total == 0
+        assert sop.overdue() == []

@@ -77,6 +77,12 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
             click.echo(f"case {f.case_id}, record {f.seq}: {f.problem}", err=True)
         verdict = "intact" if report.ok else f"BROKEN in {len(report.findings)} case(s)"
         click.echo(f"audit trail {verdict}: {report.cases} case(s), {report.records} record(s) checked")
+        if not report.ok:
+            click.echo(
+                "  hint: records were changed or removed outside sopflow: keep this database as evidence "
+                "and compare it with a backup",
+                err=True,
+            )
     if not report.ok:
         raise click.exceptions.Exit(1)
 
@@ -98,7 +104,9 @@ def _parse_time(raw: str | None) -> datetime | None:
 def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
     from engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
 
-    channels: list[Channel] = [ConsoleChannel(write=click.echo)]
+    # With --json, stdout carries only the JSON answer: the notifications go to stderr.
+    as_json = settings().json
+    channels: list[Channel] = [ConsoleChannel(write=lambda line: click.echo(line, err=as_json))]
     if webhook:
         channels.append(WebhookChannel(webhook))
     return Worker(settings().engine(), name=name, lease=timedelta(seconds=lease), channels=channels)

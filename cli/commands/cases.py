@@ -44,12 +44,14 @@ def _data(data_json: str | None, data_file: Path | None) -> dict[str, Any]:
     from engine.errors import UsageError
 
     if data_json is not None and data_file is not None:
-        raise UsageError("give --data or --data-file, not both")
+        raise UsageError("give --data or --data-file, not both", hint="drop one of them")
     if data_file is not None:
         try:
             raw = data_file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"cannot read `{data_file}`: {exc}") from None
+            raise UsageError(
+                f"cannot read `{data_file}`: {exc}", hint="check the path given to --data-file"
+            ) from None
         return _parse_json(raw, f"`{data_file}`")
     return _parse_json(data_json, "--data")
 
@@ -192,7 +194,9 @@ def show(case: str) -> None:
     for o in options:
         mark = "yes" if o.allowed else "no "
         why = f"  ({o.reason})" if o.reason else ""
-        click.echo(f"  {mark} {o.event} → {', '.join(o.targets) or '(stays)'}{why}")
+        vote = state.approval is not None and o.event in ("approve", "reject")
+        where = ", ".join(o.targets) or ("(a vote on the approval)" if vote else "(stays)")
+        click.echo(f"  {mark} {o.event} → {where}{why}")
 
 
 @click.command("list")

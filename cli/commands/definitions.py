@@ -12,7 +12,7 @@ from cli.main import emit, settings
 from cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
-    from engine.definition.model import Definition, Org
+    from engine.definition.model import Definition, Org, State
 
 
 def _paths(paths: tuple[Path, ...]) -> list[Path]:
@@ -101,7 +101,10 @@ def _parse_json(raw: str | None, what: str) -> dict[str, Any]:
             hint='quote it for the shell: --data \'{"field": "value"}\'',
         ) from None
     if not isinstance(value, dict):
-        raise UsageError(f"{what} must be a JSON object, not {type(value).__name__}")
+        raise UsageError(
+            f"{what} must be a JSON object, not {type(value).__name__}",
+            hint='give the fields by name: --data \'{"field": "value"}\'',
+        )
     return value
 
 
@@ -178,6 +181,8 @@ def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
     if state.final:
         click.echo("  the case is closed")
         return
+    if state.assign is not None and state.assign.kind == "claim" and not assignee:
+        click.echo(f"  next: claim by {state.assign.value} (nobody has taken it yet)")
     for event in state.events:
         who = sorted({r for t in state.transitions if t.event == event for r in t.by})
         if state.approval and event in ("approve", "reject"):
@@ -251,6 +256,19 @@ def defs_list() -> None:
     )
 
 
+def _ways(state: State) -> list[str]:
+    """Each event of a state with where it leads, e.g. `submit → screening`."""
+    out = []
+    for event in state.events:
+        if state.approval is not None and event in ("approve", "reject"):
+            decided = state.approval.approved if event == "approve" else state.approval.rejected
+            out.append(f"{event} (a vote) → {decided}")
+            continue
+        targets = dict.fromkeys(t.target for t in state.transitions if t.event == event)
+        out.append(f"{event} → {'/'.join(targets)}")
+    return out
+
+
 @defs.command("show")
 @click.argument("definition_id")
 @click.option("--version", type=int, help="A version (default: the newest).")
@@ -313,7 +331,7 @@ def defs_show(definition_id: str, version: int | None) -> None:
                     if s.final
                     else ", ".join(s.targets())
                     if s.is_choice
-                    else "; ".join(f"{e}" for e in s.events),
+                    else "; ".join(_ways(s)),
                 )
                 for n, s in d.states.items()
             ],

@@ -16,6 +16,9 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
 from engine.definition.build import parse_duration
 from engine.definition.expressions import ExpressionRejected, compile_guard
 from engine.definition.loader import Document
@@ -62,6 +65,13 @@ SEMANTIC_CODES = (
     "unknown-data-field",
     "unknown-payload-field",
     "no-owner",
+    "bad-data-schema",
+    "unknown-schema-keyword",
+    "payload-in-choice",
+    "deadline-outlives-case",
+    "alternatives-differ",
+    "timed-event-guard",
+    "quorum-needs-submitter",
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -373,13 +383,14 @@ def check_roles(ctx: _Context) -> Iterator[Problem]:
         )
 
 
-def _distinct_people(org: Org, roles: tuple[str, ...]) -> int:
-    """How many roles can be filled by different people at once (a bipartite matching)."""
+def _distinct_people(org: Org, roles: tuple[str, ...], excluded: str | None = None) -> int:
+    """How many roles can be filled by different people at once (a bipartite matching), without
+    `excluded`."""
     holder: dict[str, str] = {}
 
     def assign(role: str, tried: set[str]) -> bool:
         for person in org.members(role):
-            if person in tried:
+            if person in tried or person == excluded:
                 continue
             tried.add(person)
             if person not in holder or assign(holder[person], tried):
@@ -390,6 +401,28 @@ def _distinct_people(org: Org, roles: tuple[str, ...]) -> int:
     return sum(1 for role in roles if assign(role, set()))
 
 
+def _approval_shortfall(org: Org, a: Approval, excluded: str | None = None) -> str | None:
+    """Why the org's members (without `excluded`) cannot make the approval's decision; None if they can."""
+    if a.rule == "quorum":
+        members = [m for m in org.members(a.roles[0]) if m != excluded]
+        if a.at_least > len(members):
+            role = a.roles[0]
+            return f"the quorum needs {a.at_least} members of `{role}`, but there are only {len(members)}"
+    elif a.rule == "all_of":
+        if _distinct_people(org, a.roles, excluded) < len(a.roles):
+            return f"all_of needs {len(a.roles)} different people, one per role; the members cannot fill them"
+    elif not any(m != excluded for r in a.roles for m in org.members(r)):
+        return "nobody holds any of these roles"
+    return None
+
+
+def _approval_place(a: Approval) -> tuple[Path, bool]:
+    """Where to point at an approval's voters: at_least for a quorum, else the rule's key."""
+    if a.rule == "quorum":
+        return (*a.path, "quorum", "at_least"), False
+    return (*a.path, a.rule), True
+
+
 def check_quorum(ctx: _Context) -> Iterator[Problem]:
     org = ctx.org
     if org is None:
@@ -398,31 +431,60 @@ def check_quorum(ctx: _Context) -> Iterator[Problem]:
         a = s.approval
         if a is None or any(r not in org.roles for r in a.roles):
             continue  # an unknown role is reported as unknown-role
-        if a.rule == "quorum" and a.at_least > len(org.members(a.roles[0])):
+        path, key = _approval_place(a)
+        short = _approval_shortfall(org, a)
+        if short is not None:
+            hint = "lower at_least, or add members" if a.rule == "quorum" else "add members"
             yield ctx.problem(
-                (*a.path, "quorum", "at_least"),
-                "bad-quorum",
-                f"the quorum needs {a.at_least} members of `{a.roles[0]}`, but the org has "
-                f"{len(org.members(a.roles[0]))}",
-                "lower at_least, or add members to the role in the org",
+                path, "bad-quorum", f"in the org, {short}", f"{hint} to the roles in the org", key=key
             )
-        elif a.rule == "all_of" and _distinct_people(org, a.roles) < len(a.roles):
+        elif not a.submitter_may_approve:
+            yield from _submitter_shortfall(ctx, org, s, a, path, key)
+
+
+def _submitter_shortfall(
+    ctx: _Context, org: Org, s: State, a: Approval, path: Path, key: bool
+) -> Iterator[Problem]:
+    """Separation of duties: the person who moved the case here may not vote; can the others decide?"""
+    voters = {m for r in a.roles for m in org.members(r)}
+    for person in sorted(_submitters(ctx.defn, org, s.name) & voters):
+        short = _approval_shortfall(org, a, person)
+        if short is not None:
             yield ctx.problem(
-                (*a.path, "all_of"),
-                "bad-quorum",
-                f"all_of needs {len(a.roles)} different people, one per role, but the org's members of "
-                "those roles cannot fill them all",
-                "add members to the roles in the org",
-                key=True,
+                path,
+                "quorum-needs-submitter",
+                f"if `{person}` moves a case into `{s.name}`, they may not vote (`submitter_may_approve` is "
+                f"false), and without them {short}",
+                "add members to the role, lower at_least, or set `submitter_may_approve: true`",
+                key=key,
+                severity="warning",
             )
-        elif a.rule == "any_of" and not any(org.members(r) for r in a.roles):
-            yield ctx.problem(
-                (*a.path, "any_of"),
-                "bad-quorum",
-                "nobody in the org holds any of these roles",
-                "add members to the roles in the org",
-                key=True,
-            )
+            return
+
+
+def _submitters(defn: Definition, org: Org, target: str) -> set[str]:
+    """Who may have moved a case into `target` (the runtime's submitter): whoever may fire an event
+    that leads there, directly or through choice states, or cast the last vote of an approval that does."""
+    everyone = set(org.users)
+    people: set[str] = set()
+    seen: set[str] = set()
+    todo = [target]
+    while todo:
+        here = todo.pop()
+        if here in seen:
+            continue
+        seen.add(here)
+        if here == defn.initial:
+            people |= everyone  # whoever starts the case
+        for s in defn.states.values():
+            for t in s.transitions:
+                if t.target == here:
+                    special = any(r in SPECIAL_ACTORS for r in t.by)
+                    people |= everyone if special else {m for r in t.by for m in org.members(r)}
+            todo += [s.name for b in s.choice if b.target == here]
+            if s.approval is not None and here in (s.approval.approved, s.approval.rejected):
+                people |= {m for r in s.approval.roles for m in org.members(r)}
+    return people
 
 
 def _system_events(defn: Definition) -> set[tuple[str, str]]:
@@ -493,6 +555,71 @@ def check_duplicate_events(ctx: _Context) -> Iterator[Problem]:
                     yield _event_clash(ctx, s, vote, "the approval's vote event of the same name")
         if s.assign is not None and s.assign.kind == "claim" and CLAIM in names:
             yield _event_clash(ctx, s, CLAIM, "the built-in `claim` event of `assign: {claim: ...}`")
+
+
+def _may_share_actor(ctx: _Context, one: Transition, other: Transition) -> bool:
+    """Whether one person may be allowed to fire both transitions."""
+    if set(one.by) & set(other.by) or any(r in SPECIAL_ACTORS for r in (*one.by, *other.by)):
+        return True
+    org = ctx.org
+    return org is not None and any(
+        set(u.roles) & set(one.by) and set(u.roles) & set(other.by) for u in org.users.values()
+    )
+
+
+def check_alternative_payloads(ctx: _Context) -> Iterator[Problem]:
+    for s in ctx.defn.states.values():
+        earlier: dict[str, list[Transition]] = {}
+        for t in s.transitions:
+            before = earlier.setdefault(t.event, [])
+            payload = thawed_json(t.payload)
+            if any(thawed_json(e.payload) != payload and _may_share_actor(ctx, e, t) for e in before):
+                yield ctx.problem(
+                    (*t.path, "payload") if t.payload is not None else t.path,
+                    "alternatives-differ",
+                    f"this alternative of `{t.event}` in `{s.name}` declares another `payload` than an "
+                    "earlier one: the payload is checked against the first alternative the actor may fire, "
+                    "whichever alternative's guard then holds",
+                    "give the alternatives of one event the same `payload` (an anchor `&name` and alias "
+                    "`*name` repeat it)",
+                    key=t.payload is not None,
+                    severity="warning",
+                )
+            before.append(t)
+
+
+def _timed_events(defn: Definition) -> dict[tuple[str, str], str]:
+    """(state, event) pairs the system fires, with words naming what fires them."""
+    fired = {(s.name, s.timeout.fire): "the timeout" for s in defn.states.values() if s.timeout is not None}
+    edges = _edges(defn)
+    for d in defn.deadlines:
+        if d.start not in defn.states:
+            continue
+        span = _reachable(edges, [d.start], stop=d.until) - set(d.until)
+        for e in d.escalate:
+            for name in span:
+                if e.action == "fire" and e.target in defn.states[name].events:
+                    fired.setdefault((name, e.target), f"the escalation of deadline `{d.name}`")
+    return fired
+
+
+def check_timed_guards(ctx: _Context) -> Iterator[Problem]:
+    for (state, event), by_what in sorted(_timed_events(ctx.defn).items()):
+        alternatives = [t for t in ctx.defn.states[state].transitions if t.event == event]
+        last = alternatives[-1] if alternatives else None
+        if last is None or last.when is None or not all(t.when is not None for t in alternatives):
+            continue  # an alternative without a guard always takes the system's event
+        yield ctx.problem(
+            last.when.path,
+            "timed-event-guard",
+            f"`{event}` in `{state}` is fired by {by_what}, but "
+            + ("every alternative has" if len(alternatives) > 1 else "it has")
+            + f" a `when`: if the guard refuses, the system's attempt is recorded and the case stays "
+            f"in `{state}`",
+            "add a last alternative without `when`, or drop the guard",
+            key=True,
+            severity="warning",
+        )
 
 
 def _events_between(defn: Definition, start: str, until: tuple[str, ...]) -> set[str]:
@@ -577,6 +704,32 @@ def check_deadline_ends(ctx: _Context) -> Iterator[Problem]:
                 )
 
 
+def _names(names: Iterable[str]) -> str:
+    return " or ".join(f"`{n}`" for n in names)
+
+
+def check_deadline_closes(ctx: _Context) -> Iterator[Problem]:
+    defn = ctx.defn
+    if not _graph_complete(defn):
+        return
+    edges = _edges(defn)
+    for d in defn.deadlines:
+        if d.start not in defn.states:
+            continue
+        span = _reachable(edges, [d.start], stop=d.until)
+        missed = [name for name in defn.final_states if name in span and name not in d.until]
+        if missed:
+            yield ctx.problem(
+                (*d.path, "until"),
+                "deadline-outlives-case",
+                f"a case can close in {_names(missed)} after `{d.start}` without passing `until`: "
+                f"the deadline `{d.name}` also ends when the case closes in {_names(missed)}",
+                f"add {_names(missed)} to `until` to say so",
+                key=True,
+                severity="warning",
+            )
+
+
 def check_escalations(ctx: _Context) -> Iterator[Problem]:
     for d in ctx.defn.deadlines:
         for e in d.escalate:
@@ -642,24 +795,159 @@ def _transition_fields(ctx: _Context, t: Transition, fields: Collection[str] | N
             )
 
 
+# --- embedded JSON Schemas ------------------------------------------------------------------------
+
+SCHEMA_KEYWORDS = frozenset(
+    {
+        # core
+        "$schema", "$id", "$ref", "$anchor", "$dynamicRef", "$dynamicAnchor", "$vocabulary", "$comment",
+        "$defs",
+        # applicators
+        "prefixItems", "items", "contains", "additionalProperties", "properties", "patternProperties",
+        "dependentSchemas", "propertyNames", "if", "then", "else", "allOf", "anyOf", "oneOf", "not",
+        "unevaluatedItems", "unevaluatedProperties",
+        # validation
+        "type", "const", "enum", "multipleOf", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum",
+        "maxLength", "minLength", "pattern", "maxItems", "minItems", "uniqueItems", "maxContains",
+        "minContains", "maxProperties", "minProperties", "required", "dependentRequired",
+        # annotations, format and content
+        "title", "description", "default", "deprecated", "readOnly", "writeOnly", "examples", "format",
+        "contentEncoding", "contentMediaType", "contentSchema",
+    }
+)  # fmt: skip
+"""The keywords of JSON Schema Draft 2020-12. A validator ignores any other key, so in a `data` or
+`payload` schema one is most likely a typo (`requried`) or a text split by a comma."""
+SUBSCHEMA_KEYWORDS = frozenset(
+    {
+        "items", "contains", "additionalProperties", "propertyNames", "if", "then", "else", "not",
+        "unevaluatedItems", "unevaluatedProperties", "contentSchema",
+    }
+)  # fmt: skip
+"""Keywords whose value is one schema."""
+SUBSCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
+"""Keywords whose value is a list of schemas."""
+SUBSCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
+"""Keywords whose value maps names to schemas."""
+RENAMED_KEYWORDS = {"definitions": "$defs", "dependencies": "dependentRequired` or `dependentSchemas"}
+"""Keywords of older drafts, and what Draft 2020-12 calls them."""
+JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+SCHEMA_HINT = "see the keyword in JSON Schema Draft 2020-12 (json-schema.org/understanding-json-schema)"
+
+
+def _embedded_schemas(ctx: _Context) -> Iterator[tuple[Any, Path, str]]:
+    """The JSON Schemas the definition carries, as plain data: `data` and each payload, with the path
+    and the words naming it in a message."""
+    if ctx.raw(("data",)) is not None:
+        yield thawed_json(ctx.defn.data_schema), ("data",), "the `data` schema"
+    for s in ctx.defn.states.values():
+        for t in s.transitions:
+            if t.payload is not None:
+                yield thawed_json(t.payload), (*t.path, "payload"), f"the payload schema of `{t.event}`"
+
+
+def check_schema_validity(ctx: _Context) -> Iterator[Problem]:
+    meta = Draft202012Validator(
+        Draft202012Validator.META_SCHEMA, format_checker=Draft202012Validator.FORMAT_CHECKER
+    )
+    for schema, root, what in _embedded_schemas(ctx):
+        seen: set[Path] = set()
+        for error in meta.iter_errors(schema):
+            leaf = _deepest(error)
+            path, key = _schema_error_place(leaf, root)
+            if path in seen:
+                continue  # $dynamicRef makes the meta-schema report some errors several times
+            seen.add(path)
+            message, hint = _schema_error_text(leaf)
+            yield ctx.problem(path, "bad-data-schema", f"{what} is not valid: {message}", hint, key=key)
+
+
+def _deepest(error: ValidationError) -> ValidationError:
+    """Of an error and those of its alternatives (anyOf), the one deepest in the document: it names the
+    part to change. On a tie an alternative wins, as it says more than "not valid under any"."""
+    best = error
+    for sub in error.context or ():
+        candidate = _deepest(sub)
+        deeper = len(candidate.absolute_path) > len(best.absolute_path)
+        first_tie = best is error and len(candidate.absolute_path) == len(error.absolute_path)
+        if deeper or first_tie:
+            best = candidate
+    return best
+
+
+def _schema_error_place(error: ValidationError, root: Path) -> tuple[Path, bool]:
+    path: Path = (*root, *error.absolute_path)
+    if "propertyNames" in error.absolute_schema_path and isinstance(error.instance, str):
+        return (*path, error.instance), True  # a bad name (a patternProperties regex): point at the key
+    return path, False
+
+
+def _schema_error_text(error: ValidationError) -> tuple[str, str | None]:
+    value = error.instance
+    if error.validator == "enum" and error.validator_value == list(JSON_TYPES):
+        hint = did_you_mean(str(value), JSON_TYPES) or f"the types are {', '.join(JSON_TYPES)}"
+        return f"`{value}` is not a JSON Schema type", hint
+    if error.validator == "format" and error.validator_value == "regex":
+        return f"`{value}` is not a regular expression", "check the brackets and escape special characters"
+    return error.message, SCHEMA_HINT
+
+
+def check_schema_keywords(ctx: _Context) -> Iterator[Problem]:
+    for schema, root, what in _embedded_schemas(ctx):
+        for path, value in _unknown_keywords(schema, root):
+            word = str(path[-1])
+            if value is None:
+                hint = "its value is empty: an unquoted `, ` inside `{ }` splits a text; quote the text"
+            elif word in RENAMED_KEYWORDS:
+                hint = f"Draft 2020-12 calls it `{RENAMED_KEYWORDS[word]}`"
+            else:
+                hint = did_you_mean(word, SCHEMA_KEYWORDS) or "remove it, or keep the note in `description`"
+            yield ctx.problem(
+                path,
+                "unknown-schema-keyword",
+                f"`{word}` is not a JSON Schema keyword, so {what} ignores it",
+                hint,
+                key=True,
+                severity="warning",
+            )
+
+
+def _unknown_keywords(schema: Any, path: Path) -> Iterator[tuple[Path, Any]]:
+    """(path, value) of every key of the schema and its subschemas that is not a keyword."""
+    if not isinstance(schema, Mapping):
+        return  # true/false schemas have no keys; a wrong kind of value is bad-data-schema
+    for key, value in schema.items():
+        here: Path = (*path, key)
+        if key not in SCHEMA_KEYWORDS:
+            yield here, value
+        elif key in SUBSCHEMA_KEYWORDS:
+            yield from _unknown_keywords(value, here)
+        elif key in SUBSCHEMA_LIST_KEYWORDS and isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _unknown_keywords(item, (*here, i))
+        elif key in SUBSCHEMA_MAP_KEYWORDS and isinstance(value, Mapping):
+            for name, item in value.items():
+                yield from _unknown_keywords(item, (*here, name))
+
+
 # --- guards ---------------------------------------------------------------------------------------
 
 
-def _guards(defn: Definition) -> Iterator[tuple[Expression, Mapping[str, Any] | None]]:
+def _guards(defn: Definition) -> Iterator[tuple[Expression, Mapping[str, Any] | None, bool]]:
+    """Every guard, with the payload schema it may read and whether it routes a choice."""
     for s in defn.states.values():
         for t in s.transitions:
             if t.when is not None:
-                yield t.when, t.payload
+                yield t.when, t.payload, False
         for b in s.choice:
             if b.when is not None:
-                yield b.when, None
+                yield b.when, None, True
 
 
 def check_guards(ctx: _Context) -> Iterator[Problem]:
     data_schema = thawed_json(ctx.defn.data_schema)
-    for expr, payload in _guards(ctx.defn):
+    for expr, payload, in_choice in _guards(ctx.defn):
         try:
-            compile_guard(
+            guard = compile_guard(
                 expr.text,
                 data_schema=data_schema,
                 payload_schema=thawed_json(payload) if payload is not None else None,
@@ -667,6 +955,15 @@ def check_guards(ctx: _Context) -> Iterator[Problem]:
         except ExpressionRejected as rejected:
             for issue in rejected.issues:
                 yield ctx.problem(expr.path, issue.code, issue.message, issue.hint)
+            continue
+        if in_choice and any(chain[:1] == ("payload",) for chain in guard.chains):
+            yield ctx.problem(
+                expr.path,
+                "payload-in-choice",
+                "a choice branch reads `payload`, but a choice is resolved on entry, with no event "
+                "and so no payload",
+                "copy the field into the data with `copy:` on the event that leads here, then read `data.`",
+            )
 
 
 DEFINITION_CHECKS: tuple[Check, ...] = (
@@ -685,8 +982,13 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_events,
     check_durations,
     check_deadline_ends,
+    check_deadline_closes,
     check_escalations,
+    check_alternative_payloads,
+    check_timed_guards,
     check_data_fields,
+    check_schema_validity,
+    check_schema_keywords,
     check_guards,
 )
 

@@ -164,3 +164,21 @@ class StoredVote:
     voter: str
     role: str | None
     event: str
+    on_behalf_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DelegationRow:
+    """A grant of roles from one user to another for a period, or the revocation of one (`revokes`)."""
+
+    id: int
+    kind: str
+    delegator: str
+    delegate: str
+    roles: tuple[str, ...]
+    starts_at: datetime
+    ends_at: datetime
+    revokes: int | None
+    created_by: str
+    created_at: datetime
+    reason: str | None

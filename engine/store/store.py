@@ -26,6 +26,7 @@ from engine.store.records import (
     CaseQuery,
     CaseRow,
     DefinitionRow,
+    DelegationRow,
     Fired,
     NotificationRow,
     OrgRow,
@@ -38,6 +39,7 @@ from engine.store.tables import (
     audit,
     cases,
     definitions,
+    delegations,
     deliveries,
     fire_keys,
     notifications,
@@ -66,7 +68,7 @@ class Reads:
     def votes(self, case_id: int, since_seq: int) -> list[StoredVote]:
         """Accepted approve/reject records after `since_seq` (the current visit of an approval state)."""
         rows = self._conn.execute(
-            select(audit.c.actor, audit.c.role, audit.c.event)
+            select(audit.c.actor, audit.c.role, audit.c.event, audit.c.on_behalf_of)
             .where(
                 audit.c.case_id == case_id,
                 audit.c.seq > since_seq,
@@ -75,7 +77,7 @@ class Reads:
             )
             .order_by(audit.c.seq)
         )
-        return [StoredVote(r.actor, r.role, r.event) for r in rows]
+        return [StoredVote(r.actor, r.role, r.event, r.on_behalf_of) for r in rows]
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned, ties broken by the order given."""
@@ -570,6 +572,44 @@ class Store:
             )
             return [(r.attempt, r.ok, r.detail) for r in rows]
 
+    # -- delegations -------------------------------------------------------------------------------
+
+    def add_delegation(self, row: DelegationRow) -> DelegationRow:
+        """Append a grant or a revocation; the table is append-only, so this is its audit trail."""
+        values = _fields(row)
+        values.pop("id")
+        values["roles"] = json.dumps(list(row.roles))
+        with self._write() as conn, conn.begin():
+            new_id = conn.execute(
+                insert(delegations).values(**values).returning(delegations.c.id)
+            ).scalar_one()
+            return self._delegation(conn, int(new_id))
+
+    def delegation(self, delegation_id: int) -> DelegationRow:
+        with self._read() as conn:
+            return self._delegation(conn, delegation_id)
+
+    def _delegation(self, conn: Connection, delegation_id: int) -> DelegationRow:
+        row = conn.execute(select(delegations).where(delegations.c.id == delegation_id)).first()
+        if row is None:
+            raise NotFound(
+                f"delegation {delegation_id} does not exist", hint="`sopflow delegations` lists them"
+            )
+        return _delegation_row(row)
+
+    def delegations(self, *, delegate: str | None = None, user: str | None = None) -> list[DelegationRow]:
+        """Grants (not revocations) not revoked, newest first; for one delegate, or touching one user."""
+        revoked = select(delegations.c.revokes).where(
+            delegations.c.kind == "revoke", delegations.c.revokes.is_not(None)
+        )
+        query = select(delegations).where(delegations.c.kind == "grant", delegations.c.id.not_in(revoked))
+        if delegate is not None:
+            query = query.where(delegations.c.delegate == delegate)
+        if user is not None:
+            query = query.where(or_(delegations.c.delegate == user, delegations.c.delegator == user))
+        with self._read() as conn:
+            return [_delegation_row(r) for r in conn.execute(query.order_by(delegations.c.id.desc()))]
+
     # -- reads -------------------------------------------------------------------------------------
 
     def case(self, case_id: int) -> CaseRow:
@@ -644,6 +684,11 @@ class Store:
             rows = conn.execute(select(audit).where(audit.c.case_id == case_id).order_by(audit.c.seq))
             return [_audit_record(r) for r in rows]
 
+    def least_loaded(self, members: Sequence[str]) -> str | None:
+        """The member with the fewest open cases assigned (outside any write transaction)."""
+        with self._read() as conn:
+            return Reads(conn).least_loaded(members)
+
     def pending_timers(self, case_id: int) -> list[TimerRow]:
         with self._read() as conn:
             rows = conn.execute(
@@ -674,6 +719,14 @@ class Store:
 
 def _fields(row: Any) -> dict[str, Any]:
     return {name: getattr(row, name) for name in row.__slots__}
+
+
+def _delegation_row(row: Row[Any]) -> DelegationRow:
+    m = dict(row._mapping)
+    m["roles"] = tuple(json.loads(m["roles"]))
+    m["id"] = int(m["id"])
+    m["revokes"] = None if m["revokes"] is None else int(m["revokes"])
+    return DelegationRow(**m)
 
 
 def _case_row(row: Row[Any]) -> CaseRow:

@@ -178,3 +178,20 @@ deliveries = Table(
     Column("detail", Text, nullable=False),
     PrimaryKeyConstraint("notification_id", "attempt", name="pk_deliveries"),
 )
+
+delegations = Table(
+    "delegations",
+    metadata,
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("kind", String(8), nullable=False),
+    Column("delegator", String(64), nullable=False),
+    Column("delegate", String(64), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("starts_at", UTCDateTime, nullable=False),
+    Column("ends_at", UTCDateTime, nullable=False),
+    Column("revokes", CaseId),
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("reason", Text),
+    Index("ix_delegations_delegate", "delegate", "ends_at"),
+)

@@ -17,7 +17,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-APPEND_ONLY = ("audit", "definitions")
+APPEND_ONLY = ("audit", "definitions", "delegations")
 
 
 def upgrade() -> None:
@@ -137,6 +137,21 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=False),
         sa.PrimaryKeyConstraint("notification_id", "attempt", name="pk_deliveries"),
     )
+    op.create_table(
+        "delegations",
+        sa.Column("id", CaseId, primary_key=True, autoincrement=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("delegator", sa.String(64), nullable=False),
+        sa.Column("delegate", sa.String(64), nullable=False),
+        sa.Column("roles", sa.Text, nullable=False),
+        sa.Column("starts_at", UTCDateTime, nullable=False),
+        sa.Column("ends_at", UTCDateTime, nullable=False),
+        sa.Column("revokes", CaseId),
+        sa.Column("created_by", sa.String(64), nullable=False),
+        sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("reason", sa.Text),
+    )
+    op.create_index("ix_delegations_delegate", "delegations", ["delegate", "ends_at"])
     _append_only()
 
 
@@ -174,6 +189,7 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}")
         op.execute("DROP FUNCTION IF EXISTS sopflow_append_only()")
     for name in (
+        "delegations",
         "deliveries",
         "notifications",
         "timers",

@@ -1,0 +1,283 @@
+"""People in the loop: delegations (a role handed to someone for a period), reassigning a case, and each
+person's task list.
+
+Delegations are rows of an append-only table: a grant, and later perhaps its revocation; a grant ends by
+itself at `ends_at`. While it runs, the delegate acts in the delegated roles and every record says
+"B on behalf of A". Reassigning is a step of the case (audited in its chain) that only the owning role's
+manager role or an administrator may take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Org, State
+from engine.errors import InvalidData, NotPermitted, UsageError
+from engine.step import CLAIM, acting_role
+from engine.store import CaseChange, CaseRow, DelegationRow, Reads, Write
+
+if TYPE_CHECKING:
+    from engine.runtime import Case, Engine, Result
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A case where one person can act now, and how urgent it is."""
+
+    case: Case
+    events: tuple[str, ...]
+    reason: str
+    """Why it is theirs: assigned, a role they hold (or hold for someone), an approval awaiting their vote."""
+    waiting_since: datetime
+    due_at: datetime | None
+    deadline: str | None
+
+
+def is_administrator(org: Org, user_id: str) -> bool:
+    user = org.users[user_id]
+    return any(org.roles[r].administrator for r in user.roles if r in org.roles)
+
+
+def delegate(
+    engine: Engine,
+    delegator: str,
+    delegate_to: str,
+    *,
+    actor: str,
+    ends_at: datetime,
+    starts_at: datetime | None = None,
+    roles: Sequence[str] = (),
+    reason: str | None = None,
+) -> DelegationRow:
+    """Hand `roles` (default: all of the delegator's roles) to `delegate_to` from `starts_at` (default now)
+    until `ends_at`. Only the delegator or an administrator may do it."""
+    org = engine.org()
+    for user in (delegator, delegate_to, actor):
+        engine.actor(user)
+    if actor != delegator and not is_administrator(org, actor):
+        raise NotPermitted(
+            f"{actor} may not delegate {delegator}'s roles",
+            hint="only the person themselves or an administrator may delegate",
+        )
+    if delegator == delegate_to:
+        raise UsageError("a person cannot delegate to themselves")
+    held = org.users[delegator].roles
+    unknown = [r for r in roles if r not in held]
+    if unknown:
+        raise InvalidData(
+            f"{delegator} does not hold {', '.join(unknown)}",
+            hint=f"{delegator} holds {', '.join(held) or 'no role'}",
+        )
+    now = engine.clock()
+    begin = starts_at or now
+    if ends_at <= begin:
+        raise UsageError("a delegation must end after it starts", hint="give --until a later time")
+    return engine.store.add_delegation(
+        DelegationRow(
+            0, "grant", delegator, delegate_to, tuple(roles), begin, ends_at, None, actor, now, reason
+        )
+    )
+
+
+def revoke(engine: Engine, delegation_id: int, *, actor: str, reason: str | None = None) -> DelegationRow:
+    grant = engine.store.delegation(delegation_id)
+    org = engine.org()
+    engine.actor(actor)
+    if actor not in (grant.delegator, grant.delegate) and not is_administrator(org, actor):
+        raise NotPermitted(
+            f"{actor} may not revoke delegation {delegation_id}",
+            hint="the delegator, the delegate or an administrator may revoke it",
+        )
+    now = engine.clock()
+    return engine.store.add_delegation(
+        DelegationRow(
+            0, "revoke", grant.delegator, grant.delegate, grant.roles, now, now, grant.id, actor, now, reason
+        )
+    )
+
+
+def reassign(engine: Engine, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
+    """Give the case's current step to `to_user`, who must hold the state's owning role. Allowed to the
+    manager role of that role and to administrators; refusals are audited like any other."""
+    from engine.runtime import Result
+    from engine.step import Refused
+
+    org = engine.org()
+    engine.actor(actor)
+    engine.actor(to_user)
+    refusal: list[NotPermitted] = []
+    now = engine.clock()
+
+    def decide(row: CaseRow, reads: Reads) -> Write:
+        refusal.clear()
+        compiled = engine.compiled(row.definition_id, row.definition_version)
+        state = compiled.definition.states[row.state]
+        role = _owning_role(state)
+        try:
+            _check_reassign(org, state, role, actor, to_user)
+        except Refused as refused:
+            assert isinstance(refused.error, NotPermitted)
+            refusal.append(refused.error)
+            record = engine.audit_record(
+                row,
+                compiled,
+                now,
+                actor=actor,
+                event="reassign",
+                to_state=None,
+                accepted=False,
+                comment=comment,
+                detail=refused.detail,
+                reason=f"{refused.error.kind}: {refused.error.message}",
+            )
+            return Write(record)
+        record = engine.audit_record(
+            row,
+            compiled,
+            now,
+            actor=actor,
+            role=_acting_as(org, actor, role),
+            event="reassign",
+            to_state=row.state,
+            accepted=True,
+            comment=comment,
+            detail={"from": row.assignee, "to": to_user},
+        )
+        change = CaseChange(
+            state=row.state,
+            open=row.open,
+            data=row.data,
+            assignee=to_user,
+            submitter=row.submitter,
+            entered=False,
+        )
+        return Write(record, change)
+
+    fired = engine.store.fire(case_id, decide, now=now)
+    if refusal:
+        raise refusal[0]
+    return Result(engine.case(fired.case.id), fired.record)
+
+
+def _owning_role(state: State) -> str | None:
+    if state.assign is not None and state.assign.kind != "from_data":
+        return state.assign.value
+    return state.owner
+
+
+def _acting_as(org: Org, actor: str, role: str | None) -> str | None:
+    manager = org.roles[role].manager if role and role in org.roles else None
+    if manager and manager in org.users[actor].roles:
+        return manager
+    return next((r for r in org.users[actor].roles if org.roles.get(r) and org.roles[r].administrator), None)
+
+
+def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_user: str) -> None:
+    from engine.step import Refused
+
+    if state.final or state.is_choice:
+        raise Refused(NotPermitted(f"a case in `{state.name}` has no step to reassign"), None, {})
+    if _acting_as(org, actor, role) is None:
+        manager = org.roles[role].manager if role and role in org.roles else None
+        raise Refused(
+            NotPermitted(
+                f"{actor} may not reassign a case in `{state.name}`",
+                hint=f"the {manager} role or an administrator may" if manager else "an administrator may",
+            ),
+            None,
+            {"needed": [manager] if manager else ["administrator"]},
+        )
+    if role and role not in org.users[to_user].roles:
+        raise Refused(
+            NotPermitted(
+                f"{to_user} does not hold {role}, the role that owns `{state.name}`",
+                hint=f"members of {role}: {', '.join(org.members(role))}",
+            ),
+            None,
+            {"to": to_user, "role": role},
+        )
+
+
+def tasks(engine: Engine, user_id: str, *, limit: int = 50) -> list[Task]:
+    """Every open case where `user_id` can act now, most urgent first (nearest deadline, then the longest
+    waiting). Candidates come from two indexed queries (assigned to them; in a state their roles act in),
+    never from a scan of all cases."""
+    org = engine.org()
+    person = engine.actor(user_id)
+    found: dict[int, Task] = {}
+    assigned = engine.cases(assignee=user_id, open=True, limit=limit * 4)
+    candidates = list(assigned)
+    places = {
+        (d.id, s.name)
+        for d in engine.definitions()
+        for s in d.states.values()
+        if _role_may_act(s, person.roles)
+    }
+    for definition_id, state_name in sorted(places):
+        candidates += engine.cases(definition=definition_id, state=state_name, open=True, limit=limit * 4)
+    for case in candidates:
+        if case.id in found:
+            continue
+        compiled = engine.compiled(case.definition_id, case.definition_version)
+        state = compiled.definition.states[case.state]
+        events, reason = _what_they_may_do(engine, case, state, person, org)
+        if events:
+            found[case.id] = Task(case, events, reason, case.entered_at, None, None)
+    for case_id, task in list(found.items()):
+        running = engine.deadlines(case_id)
+        if running:
+            soonest = min(running, key=lambda d: d.due_at)
+            found[case_id] = Task(
+                task.case, task.events, task.reason, task.waiting_since, soonest.due_at, soonest.name
+            )
+    far = datetime.max.replace(tzinfo=engine.clock().tzinfo)
+    ordered = sorted(found.values(), key=lambda t: (t.due_at or far, t.waiting_since, t.case.id))
+    return ordered[:limit]
+
+
+def _role_may_act(state: State, roles: frozenset[str]) -> bool:
+    if state.final or state.is_choice:
+        return False
+    needed: set[str] = set()
+    for t in state.transitions:
+        needed.update(r for r in t.by if r not in SPECIAL_ACTORS)
+    if state.approval is not None:
+        needed.update(state.approval.roles)
+    if state.assign is not None and state.assign.kind == "claim":
+        needed.add(state.assign.value)
+    return bool(needed & roles)
+
+
+def _what_they_may_do(
+    engine: Engine, case: Case, state: State, person: Any, org: Org
+) -> tuple[tuple[str, ...], str]:
+    from engine.step import Snapshot
+
+    snapshot = Snapshot(case.state, case.data, case.starter, case.assignee, case.submitter)
+    events: list[str] = []
+    reasons: list[str] = []
+    for t in state.transitions:
+        role = acting_role(person, t.by, snapshot)
+        if role is not None and t.event not in events:
+            events.append(t.event)
+            who = person.delegated.get(role)
+            reasons.append(
+                "assigned to you" if role == "$assignee" else f"as {role}" + (f" for {who}" if who else "")
+            )
+    if state.approval is not None and any(r in person.roles for r in state.approval.roles):
+        options = {o.event: o for o in engine.options(case.id, person.id)}
+        if options.get(APPROVE) and options[APPROVE].allowed:
+            events += [APPROVE, REJECT]
+            reasons.append("your vote is awaited")
+    if (
+        state.assign is not None
+        and state.assign.kind == "claim"
+        and case.assignee is None
+        and state.assign.value in person.roles
+    ):
+        events.append(CLAIM)
+        reasons.append(f"unclaimed, for {state.assign.value}")
+    return tuple(dict.fromkeys(events)), "; ".join(dict.fromkeys(reasons))
