@@ -179,7 +179,8 @@ def postgres_baseline(url: str, case_id: int, count: int) -> float:
         "version = version + 1, updated_at = %s, entered_seq = %s, entered_at = %s, audit_seq = %s, "
         "last_hash = %s WHERE id = %s AND version = %s"
     )
-    insert = f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(AUDIT_COLUMNS))})"
+    marks = ", ".join(["%s"] * len(AUDIT_COLUMNS))
+    insert = f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({marks})"
 
     def step() -> None:
         with conn.transaction():
@@ -287,7 +288,9 @@ def scaling(server: str, seconds: float) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="fewer steps, shorter runs")
     parser.add_argument("--steps", type=int, help="steps per single-writer measurement")
     parser.add_argument("--seconds", type=float, help="length of each multi-writer run")

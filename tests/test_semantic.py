@@ -199,6 +199,137 @@ def test_system_fired_events_need_no_actor() -> None:
     assert codes == ["no-owner"]
 
 
+def _problems(text: str) -> list[tuple[str, int, int]]:
+    doc = parse_yaml(text, "t.yaml")
+    return [(p.code, p.line, p.col) for p in check_definition(build_definition(doc), doc, _org())]
+
+
+def _codes(text: str) -> list[str]:
+    return [code for code, _, _ in _problems(text)]
+
+
+# --- embedded JSON Schemas -------------------------------------------------------------------------
+
+
+def test_property_names_are_not_mistaken_for_schema_keywords() -> None:
+    text = GOOD.replace(
+        "    reason: {type: string}\n", "    reason: {type: string}\n    requried: {type: string}\n"
+    )
+    assert _codes(text) == []
+
+
+def test_unknown_schema_keywords_are_found_in_every_kind_of_subschema() -> None:
+    text = GOOD.replace(
+        "    reason: {type: string}\n",
+        "    reason: {type: string}\n"
+        "    tags: {type: array, items: {type: string, maxLenght: 9}}\n"
+        "    kind: {anyOf: [{const: a}, {cnst: b}]}\n"
+        "    extra: {type: object, additionalProperties: {tpye: string}}\n"
+        "    ref: {$ref: '#/$defs/code'}\n"
+        "  $defs:\n"
+        "    code: {type: string, patern: '^[A-Z]+$'}\n"
+        "  definitions: {}\n",
+    )
+    doc = parse_yaml(text, "t.yaml")
+    found = [
+        p for p in check_definition(build_definition(doc), doc, _org()) if p.code == "unknown-schema-keyword"
+    ]
+    assert [p.message.split("`")[1] for p in found] == ["maxLenght", "cnst", "tpye", "patern", "definitions"]
+    assert all(p.severity == "warning" for p in found)
+    assert found[0].hint == "did you mean `maxLength`?"
+    assert found[-1].hint is not None and "`$defs`" in found[-1].hint
+
+
+def test_a_bad_type_in_a_list_points_at_the_item() -> None:
+    text = GOOD.replace("amount: {type: integer}", "amount: {type: [integer, nul]}")
+    doc = parse_yaml(text, "t.yaml")
+    (problem,) = check_definition(build_definition(doc), doc, _org())
+    assert (problem.code, problem.line, problem.col) == ("bad-data-schema", 12, 30)
+    assert problem.hint == "did you mean `null`?"
+
+
+def test_a_list_for_items_suggests_prefix_items() -> None:
+    text = GOOD.replace("amount: {type: integer}", "amount: {type: array, items: [{type: integer}]}")
+    doc = parse_yaml(text, "t.yaml")
+    (problem,) = check_definition(build_definition(doc), doc, _org())
+    assert problem.code == "bad-data-schema"
+    assert problem.message.endswith("`items` must be a mapping (a schema) or true or false, not a list")
+    assert problem.hint is not None and "prefixItems" in problem.hint
+
+
+# --- choices, alternatives, timers, deadlines, approvals --------------------------------------------
+
+
+def test_a_choice_may_read_a_data_field_called_payload() -> None:
+    text = GOOD.replace(
+        "    reason: {type: string}\n", "    reason: {type: string}\n    payload: {type: integer}\n"
+    )
+    assert _codes(text.replace("when: data.amount > 100", "when: data.payload > 100")) == []
+    assert _codes(text.replace("when: data.amount > 100", "when: has(payload.amount)")) == [
+        "payload-in-choice"
+    ]
+
+
+ALTERNATIVES = GOOD.replace(
+    "        - to: draft\n          by: [$assignee]\n          payload: *comment\n",
+    "        - to: draft\n          by: [OTHER]\n",
+).replace(
+    "by: [$assignee]\n          when: data.amount > 0", "by: [committee]\n          when: data.amount > 0"
+)
+
+
+def test_alternatives_for_different_people_may_declare_different_payloads() -> None:
+    assert _codes(ALTERNATIVES.replace("OTHER", "editor")) == []  # no committee member is an editor
+    assert _codes(ALTERNATIVES.replace("OTHER", "admin")) == ["alternatives-differ"]  # cat is both
+    assert _codes(ALTERNATIVES.replace("OTHER", "$starter")) == ["alternatives-differ"]
+
+
+def test_a_timed_event_with_an_unguarded_alternative_is_not_warned() -> None:
+    guarded = GOOD.replace("expire: {to: draft}", "expire: {to: draft, when: data.amount > 0}")
+    assert _problems(guarded) == [("timed-event-guard", 47, 27)]  # at `when`
+    fallback = GOOD.replace(
+        "expire: {to: draft}", "expire:\n        - {to: draft, when: data.amount > 0}\n        - {to: draft}"
+    )
+    assert _codes(fallback) == []
+
+
+def test_a_deadline_ending_in_every_final_state_is_quiet() -> None:
+    text = (BAD / "deadline-outlives-case-1.yaml").read_text(encoding="utf-8")
+    assert _codes(text) == ["deadline-outlives-case"]
+    assert _codes(text.replace("until: done", "until: [done, refused]")) == []
+
+
+def test_a_submitter_allowed_to_vote_needs_no_extra_member() -> None:
+    text = (BAD / "quorum-needs-submitter-1.yaml").read_text(encoding="utf-8")
+    assert _codes(text) == ["quorum-needs-submitter"]
+    assert (
+        _codes(
+            text.replace(
+                "      rejected: draft\n", "      rejected: draft\n      submitter_may_approve: true\n"
+            )
+        )
+        == []
+    )
+    assert _codes(text.replace("owner: committee\n    on:", "owner: editor\n    on:")) == []  # ann submits
+
+
+def test_the_last_voter_of_an_earlier_approval_is_the_submitter() -> None:
+    # Either committee member may cast the deciding vote of the first check and so become the submitter of
+    # the joint approval; without bob, cat alone cannot fill both slots, without cat nobody is admin.
+    text = GOOD.replace(
+        "      quorum: {role: committee, at_least: 2}\n      approved: done",
+        "      any_of: [committee]\n      approved: joint",
+    ).replace(
+        "  done:\n",
+        "  joint:\n    title: {zh: 联合, en: Joint}\n    owner: admin\n"
+        "    approval: {all_of: [committee, admin], approved: done, rejected: draft}\n  done:\n",
+    )
+    doc = parse_yaml(text, "t.yaml")
+    (problem,) = check_definition(build_definition(doc), doc, _org())
+    assert problem.code == "quorum-needs-submitter"
+    assert problem.message.startswith("if `bob` moves a case into `joint`")
+
+
 # --- build -----------------------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ with Engine(f"sqlite:///{database}", clock=clock) as sop:
         {"incident_type": "system_outage", "summary": "支付系统崩溃：下单接口全部超时"},
         actor="deng.chao",
     ).case
+    sop.fire(case.id, "raise", actor="deng.chao")  # routed to the first responder; 15 minutes to pick up
     worker = Worker(sop, channels=[ConsoleChannel(write=print)])
     print(worker.tick().total, "timers due at once")
     clock.now += timedelta(hours=2)

@@ -14,6 +14,7 @@ import zoneinfo
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -409,8 +410,10 @@ def _approval_shortfall(org: Org, a: Approval, excluded: str | None = None) -> s
             role = a.roles[0]
             return f"the quorum needs {a.at_least} members of `{role}`, but there are only {len(members)}"
     elif a.rule == "all_of":
-        if _distinct_people(org, a.roles, excluded) < len(a.roles):
-            return f"all_of needs {len(a.roles)} different people, one per role; the members cannot fill them"
+        filled = _distinct_people(org, a.roles, excluded)
+        if filled < len(a.roles):
+            needed = len(a.roles)
+            return f"all_of needs {needed} different people, one per role, but the members can fill {filled}"
     elif not any(m != excluded for r in a.roles for m in org.members(r)):
         return "nobody holds any of these roles"
     return None
@@ -455,7 +458,12 @@ def _submitter_shortfall(
                 "quorum-needs-submitter",
                 f"if `{person}` moves a case into `{s.name}`, they may not vote (`submitter_may_approve` is "
                 f"false), and without them {short}",
-                "add members to the role, lower at_least, or set `submitter_may_approve: true`",
+                (
+                    "add members to the role, lower at_least,"
+                    if a.rule == "quorum"
+                    else "add members to the roles,"
+                )
+                + " or set `submitter_may_approve: true`",
                 key=key,
                 severity="warning",
             )
@@ -828,9 +836,23 @@ SUBSCHEMA_LIST_KEYWORDS = frozenset({"allOf", "anyOf", "oneOf", "prefixItems"})
 """Keywords whose value is a list of schemas."""
 SUBSCHEMA_MAP_KEYWORDS = frozenset({"properties", "patternProperties", "$defs", "dependentSchemas"})
 """Keywords whose value maps names to schemas."""
-RENAMED_KEYWORDS = {"definitions": "$defs", "dependencies": "dependentRequired` or `dependentSchemas"}
+RENAMED_KEYWORDS: Mapping[str, str] = MappingProxyType(
+    {"definitions": "$defs", "dependencies": "dependentRequired` or `dependentSchemas"}
+)
 """Keywords of older drafts, and what Draft 2020-12 calls them."""
 JSON_TYPES = ("array", "boolean", "integer", "null", "number", "object", "string")
+JSON_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "array": "a list",
+        "object": "a mapping (a schema)",
+        "boolean": "true or false",
+        "string": "a text",
+        "integer": "a whole number",
+        "number": "a number",
+        "null": "empty",
+    }
+)
+"""The meta-schema's types in a process owner's words."""
 SCHEMA_HINT = "see the keyword in JSON Schema Draft 2020-12 (json-schema.org/understanding-json-schema)"
 
 
@@ -888,7 +910,27 @@ def _schema_error_text(error: ValidationError) -> tuple[str, str | None]:
         return f"`{value}` is not a JSON Schema type", hint
     if error.validator == "format" and error.validator_value == "regex":
         return f"`{value}` is not a regular expression", "check the brackets and escape special characters"
-    return error.message, SCHEMA_HINT
+    name = next((str(p) for p in reversed(error.absolute_path) if isinstance(p, str)), None)
+    if error.validator != "type" or name is None:
+        return (f"`{name}`: " if name else "") + error.message, SCHEMA_HINT
+    expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+    kinds = " or ".join(JSON_KINDS.get(str(k), str(k)) for k in expected)
+    hint = SCHEMA_HINT
+    if name == "items" and isinstance(value, list):
+        hint = "Draft 2020-12 writes a list of schemas, one per position, as `prefixItems`"
+    return f"`{name}` must be {kinds}, not {_json_kind(value)}", hint
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "empty"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the text `{value}`"
+    return "a list" if isinstance(value, list) else "a mapping"
 
 
 def check_schema_keywords(ctx: _Context) -> Iterator[Problem]:
