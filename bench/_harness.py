@@ -146,15 +146,29 @@ class PgCluster:
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(self.folder / "log"),
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-w",
+            "-l",
+            str(self.folder / "log"),
             "start",
         )
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         subprocess.run(
-            [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.folder / "data"), "-m", "immediate",
-             "stop"],
+            [
+                *self.as_user,
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.folder / "data"),
+                "-m",
+                "immediate",
+                "stop",
+            ],
             check=False,
             capture_output=True,
             cwd="/tmp",

@@ -102,7 +102,9 @@ def test_sigkill_at_random_moments_loses_and_corrupts_nothing(database_url: str)
 
 
 @pytest.mark.slow
-def test_five_committee_members_vote_at_once_and_the_case_moves_once(database_url: str, tmp_path: Path) -> None:
+def test_five_committee_members_vote_at_once_and_the_case_moves_once(
+    database_url: str, tmp_path: Path
+) -> None:
     engine = Engine(database_url)
     engine.deploy([MINI])
     case_id = engine.start("board-vote", {"motion": "adopt the new SOP"}, actor="alice").case.id

@@ -30,15 +30,24 @@ def test_every_example_file_is_shown_verbatim() -> None:
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
-        ("docs/embedding/quickstart.py", ["major_reform_approval", "refused:", "approved False",
-                                          "audit records verified"]),
+        (
+            "docs/embedding/quickstart.py",
+            ["major_reform_approval", "refused:", "approved False", "audit records verified"],
+        ),
         ("docs/embedding/worker.py", ["0 timers due at once", "OVERDUE"]),
     ],
 )
 def test_example_runs(name: str, expected: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(ROOT / name), str(ROOT / "definitions")], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / name), str(ROOT / "definitions")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     for text in expected:
         assert text in done.stdout, done.stdout

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -229,8 +229,10 @@ def test_closing_a_case_ends_every_deadline_even_if_until_does_not_name_it(
     folder = tmp_path / "defs"
     shutil.copytree(MINI, folder)
     path = folder / "expense.yaml"
-    path.write_text(path.read_text(encoding="utf-8").replace("until: [paid, cancelled]", "until: [paid]"),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace("until: [paid, cancelled]", "until: [paid]"),
+        encoding="utf-8",
+    )
     with Engine(database_url, clock=clock) as sop:
         sop.deploy([folder])
         case_id = submitted(sop)
@@ -239,3 +241,65 @@ def test_closing_a_case_ends_every_deadline_even_if_until_does_not_name_it(
         clock.advance(days=3)
         assert worker(sop).tick().total == 0
         assert sop.overdue() == []
+
+
+SEEDS = Path(__file__).resolve().parent.parent / "definitions"
+PIECE = {"title": "春季活动预告", "origin": "original"}
+SUBMIT = {"material_url": "https://cms.example.com/m/1", "channel": "官网"}
+
+
+@pytest.fixture
+def seeded(database_url: str, clock: Clock) -> Iterator[Engine]:
+    sop = Engine(database_url, clock=clock)
+    sop.deploy([SEEDS])
+    yield sop
+    sop.close()
+
+
+def submitted_piece(engine: Engine) -> int:
+    case_id = engine.start("content-review", PIECE, actor="li.na").case.id
+    engine.fire(case_id, "submit", actor="li.na", payload=SUBMIT)
+    return case_id
+
+
+def test_content_review_4h_limit_breaches_at_4h_not_at_3h59m(seeded: Engine, clock: Clock) -> None:
+    case_id = submitted_piece(seeded)
+    lines: list[str] = []
+    w = worker(seeded, lines)
+    clock.advance(hours=3, minutes=59)
+    assert w.tick().total == 0
+    assert lines == []
+    clock.advance(minutes=1)
+    report = w.tick()
+    assert report.fired == {"deadline": 1, "escalation": 1}
+    escalation = seeded.history(case_id)[-1]
+    assert (escalation.event, escalation.detail["action"], escalation.detail["target"]) == (
+        "escalate",
+        "notify",
+        "operations_manager",
+    )
+    assert lines and "[notify operations_manager]" in lines[0]
+    assert [o.case_id for o in seeded.overdue()] == [case_id]
+
+
+def test_content_published_in_time_cancels_the_4h_limit(seeded: Engine, clock: Clock) -> None:
+    case_id = submitted_piece(seeded)
+    steps = [
+        ("wang.fang", "claim", {}),
+        ("wang.fang", "pass_screening", {"topic_compliant": True, "typo_free": True}),
+        ("chen.jing", "pass_review", {"copyright_status": "original", "comment": "原创"}),
+        ("li.na", "tag", {"category": "education"}),
+        (
+            "chen.jing",
+            "publish",
+            {"layout_confirmed": True, "links_valid": True, "published_url": "https://x/1"},
+        ),
+    ]
+    for user, event, payload in steps:
+        clock.advance(minutes=30)
+        seeded.fire(case_id, event, actor=user, payload=payload)
+    assert seeded.case(case_id).state == "published"
+    clock.advance(hours=10)
+    assert worker(seeded).tick().total == 0
+    assert seeded.overdue() == []
+    assert ("deadline", "publish-within-4h", 0, "cancelled") in seeded.store.timer_outcomes(case_id)

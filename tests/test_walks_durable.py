@@ -40,13 +40,21 @@ def test_walk_durably(durable: Engine, definition_id: str, name: str, case: dict
         before = durable.case(case_id)
         records = len(durable.history(case_id))
         try:
-            durable.fire(case_id, step["event"], actor=step["as"], payload=step.get("payload"),
-                         comment=step.get("comment"))
+            durable.fire(
+                case_id,
+                step["event"],
+                actor=step["as"],
+                payload=step.get("payload"),
+                comment=step.get("comment"),
+            )
         except SopflowError as exc:
             assert step.get("expect_refused") == exc.kind, f"{where}: {exc}"
             after = durable.case(case_id)
-            assert (after.state, after.version, dict(after.data)) == (before.state, before.version,
-                                                                      dict(before.data)), where
+            assert (after.state, after.version, dict(after.data)) == (
+                before.state,
+                before.version,
+                dict(before.data),
+            ), where
             audited = exc.kind in ("not-permitted", "guard-refused")
             assert len(durable.history(case_id)) == records + (1 if audited else 0), where
             continue

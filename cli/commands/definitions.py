@@ -327,11 +327,7 @@ def defs_show(definition_id: str, version: int | None) -> None:
                     n,
                     text(s.title),
                     s.owner or "",
-                    "final"
-                    if s.final
-                    else ", ".join(s.targets())
-                    if s.is_choice
-                    else "; ".join(_ways(s)),
+                    "final" if s.final else ", ".join(s.targets()) if s.is_choice else "; ".join(_ways(s)),
                 )
                 for n, s in d.states.items()
             ],

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, cast, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, bindparam, cast, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
@@ -58,6 +58,52 @@ _TIMER_COLUMNS = (
     timers.c.entered_seq,
 )
 
+# The statements of a step, built once. Building a statement (coercing each value into a bound parameter,
+# computing its cache key) cost more than running it; these take their values at execution, under names
+# that start with `w_` where a name could clash with a column's. What runs is the same SQL as before.
+_CASE_BY_ID = select(cases).where(cases.c.id == bindparam("w_case_id"))
+_FIRE_KEY_SEQ = select(fire_keys.c.seq).where(
+    fire_keys.c.case_id == bindparam("w_case_id"), fire_keys.c.key == bindparam("w_key")
+)
+_INSERT_FIRE_KEY = insert(fire_keys)
+_UPDATE_CHAIN = update(cases).where(
+    cases.c.id == bindparam("w_case_id"),
+    cases.c.version == bindparam("w_version"),
+    cases.c.audit_seq == bindparam("w_audit_seq"),
+)
+"""The conditional update of a case row; the columns to set are the execution's other parameters."""
+_UPDATE_STEP = _UPDATE_CHAIN.values(version=cases.c.version + 1)
+_INSERT_AUDIT = insert(audit)
+_INSERT_TIMERS = insert(timers)
+_INSERT_NOTIFICATIONS = insert(notifications)
+_PENDING_OF_CASE = (timers.c.case_id == bindparam("w_case_id"), timers.c.pending.is_(True))
+_TIMER_NAMES = timers.c.name.in_(bindparam("w_names", expanding=True))
+_CANCEL = update(timers).values(pending=False, outcome="cancelled")
+"""Cancel pending timers of a case; `done_at` is bound at execution."""
+_CANCEL_TIMEOUTS = _CANCEL.where(*_PENDING_OF_CASE, timers.c.kind == "timeout")
+_CANCEL_NAMED = _CANCEL.where(*_PENDING_OF_CASE, _TIMER_NAMES)
+_CANCEL_BOTH = _CANCEL.where(*_PENDING_OF_CASE, or_(timers.c.kind == "timeout", _TIMER_NAMES))
+_CLOSE_BREACHED = (
+    update(timers)
+    .where(
+        timers.c.case_id == bindparam("w_case_id"),
+        timers.c.kind == "deadline",
+        timers.c.outcome == "breached",
+        _TIMER_NAMES,
+    )
+    .values(outcome="late")
+)
+_RUNNING_DEADLINES = select(timers.c.name).where(
+    timers.c.case_id == bindparam("w_case_id"),
+    timers.c.kind == "deadline",
+    or_(timers.c.pending.is_(True), timers.c.outcome == "breached"),
+)
+_OPEN_LOAD = (
+    select(cases.c.assignee, func.count())
+    .where(cases.c.open.is_(True), cases.c.assignee.in_(bindparam("w_members", expanding=True)))
+    .group_by(cases.c.assignee)
+)
+
 
 class Reads:
     """Reads a `decide` callback may make inside the write transaction."""
@@ -83,13 +129,7 @@ class Reads:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
             return None
-        counts: dict[str, int] = dict(
-            self._conn.execute(
-                select(cases.c.assignee, func.count())
-                .where(cases.c.open.is_(True), cases.c.assignee.in_(members))
-                .group_by(cases.c.assignee)
-            ).all()
-        )
+        counts: dict[str, int] = dict(self._conn.execute(_OPEN_LOAD, {"w_members": list(members)}).all())
         return min(members, key=lambda m: int(counts.get(m, 0)))
 
 
@@ -251,11 +291,7 @@ class Store:
                 try:
                     row = self._case(conn, case_id)
                     if key is not None:
-                        seq = conn.execute(
-                            select(fire_keys.c.seq).where(
-                                fire_keys.c.case_id == case_id, fire_keys.c.key == key
-                            )
-                        ).scalar()
+                        seq = conn.execute(_FIRE_KEY_SEQ, {"w_case_id": case_id, "w_key": key}).scalar()
                         if seq is not None:
                             tx.rollback()
                             return Fired(row, self._record(conn, case_id, seq), replayed=True)
@@ -265,7 +301,9 @@ class Store:
                         continue
                     self._append(conn, write, now)
                     if key is not None and write.change is not None:
-                        conn.execute(insert(fire_keys).values(case_id=case_id, key=key, seq=write.record.seq))
+                        conn.execute(
+                            _INSERT_FIRE_KEY, {"case_id": case_id, "key": key, "seq": write.record.seq}
+                        )
                     after = self._case(conn, case_id)
                     tx.commit()
                     return Fired(after, write.record)
@@ -282,7 +320,13 @@ class Store:
         )
 
     def _update(self, conn: Connection, row: CaseRow, write: Write, now: datetime) -> bool:
-        values: dict[str, Any] = {"audit_seq": write.record.seq, "last_hash": write.record.hash}
+        values: dict[str, Any] = {
+            "w_case_id": row.id,
+            "w_version": row.version,
+            "w_audit_seq": row.audit_seq,
+            "audit_seq": write.record.seq,
+            "last_hash": write.record.hash,
+        }
         change = write.change
         if change is not None:
             values.update(
@@ -291,51 +335,30 @@ class Store:
                 data=canonical_json(change.data),
                 assignee=change.assignee,
                 submitter=change.submitter,
-                version=cases.c.version + 1,
                 updated_at=now,
             )
             if change.entered:
                 values.update(entered_seq=write.record.seq, entered_at=now)
-        result = conn.execute(
-            update(cases)
-            .where(
-                cases.c.id == row.id,
-                cases.c.version == row.version,
-                cases.c.audit_seq == row.audit_seq,
-            )
-            .values(**values)
-        )
+        result = conn.execute(_UPDATE_CHAIN if change is None else _UPDATE_STEP, values)
         return result.rowcount == 1
 
     def _append(self, conn: Connection, write: Write, now: datetime) -> None:
         rec = write.record
-        conn.execute(insert(audit).values(**_record_values(rec)))
-        if write.cancel_state_timers or write.cancel_timers:
-            conditions = []
-            if write.cancel_state_timers:
-                conditions.append(timers.c.kind == "timeout")
-            if write.cancel_timers:
-                conditions.append(timers.c.name.in_(write.cancel_timers))
-            conn.execute(
-                update(timers)
-                .where(timers.c.case_id == rec.case_id, timers.c.pending.is_(True), or_(*conditions))
-                .values(pending=False, done_at=now, outcome="cancelled")
+        conn.execute(_INSERT_AUDIT, _record_values(rec))
+        names = list(write.cancel_timers)
+        if write.cancel_state_timers or names:
+            cancel = (
+                _CANCEL_BOTH
+                if write.cancel_state_timers and names
+                else (_CANCEL_NAMED if names else _CANCEL_TIMEOUTS)
             )
-        if write.cancel_timers:
+            conn.execute(cancel, {"w_case_id": rec.case_id, "w_names": names, "done_at": now})
+        if names:
             # A breached deadline stays overdue until its span ends; then it is closed, late.
-            conn.execute(
-                update(timers)
-                .where(
-                    timers.c.case_id == rec.case_id,
-                    timers.c.kind == "deadline",
-                    timers.c.outcome == "breached",
-                    timers.c.name.in_(write.cancel_timers),
-                )
-                .values(outcome="late")
-            )
+            conn.execute(_CLOSE_BREACHED, {"w_case_id": rec.case_id, "w_names": names})
         if write.notify:
             conn.execute(
-                insert(notifications),
+                _INSERT_NOTIFICATIONS,
                 [
                     {
                         "case_id": rec.case_id,
@@ -352,20 +375,12 @@ class Store:
             )
         starting = list(write.start_timers)
         if any(t.kind == "deadline" for t in starting):
-            running = set(
-                conn.execute(
-                    select(timers.c.name).where(
-                        timers.c.case_id == rec.case_id,
-                        timers.c.kind == "deadline",
-                        or_(timers.c.pending.is_(True), timers.c.outcome == "breached"),
-                    )
-                ).scalars()
-            )
+            running = set(conn.execute(_RUNNING_DEADLINES, {"w_case_id": rec.case_id}).scalars())
             # Re-entering a span's first state while it runs does not restart its clock.
             starting = [t for t in starting if t.kind != "deadline" or t.name not in running]
         if starting:
             conn.execute(
-                insert(timers),
+                _INSERT_TIMERS,
                 [
                     {
                         "case_id": rec.case_id,
@@ -617,7 +632,7 @@ class Store:
             return self._case(conn, case_id)
 
     def _case(self, conn: Connection, case_id: int) -> CaseRow:
-        row = conn.execute(select(cases).where(cases.c.id == case_id)).first()
+        row = conn.execute(_CASE_BY_ID, {"w_case_id": case_id}).first()
         if row is None:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
         return _case_row(row)
