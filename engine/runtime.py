@@ -168,6 +168,7 @@ class Engine:
         self.store = Store(self.database_url, durable=durable)
         self._compiled: dict[tuple[str, int], CompiledDefinition] = {}
         self._orgs: dict[str, Org] = {}
+        self._last_org: Org | None = None
 
     def close(self) -> None:
         self.store.close()
@@ -180,7 +181,13 @@ class Engine:
 
     # -- deploying ---------------------------------------------------------------------------------
 
-    def deploy(self, paths: Sequence[Path], *, actor: str | None = None) -> Deployed:
+    def deploy(
+        self,
+        paths: Sequence[Path],
+        *,
+        actor: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Deployed:
         """Check and store definitions and the org from files or folders. Nothing is stored unless
         every file is free of errors. Identical content is a no-op; changed content under an unchanged
         `version:` is a Conflict."""
@@ -207,7 +214,9 @@ class Engine:
                 hint="deploy org.yaml with the definitions: sopflow deploy definitions/",
             )
         done: dict[str, bool] = {}
-        for d in report.definitions:
+        for n, d in enumerate(report.definitions, 1):
+            if progress is not None:
+                progress(n, len(report.definitions))
             done[d.key] = self.store.deploy_definition(
                 DefinitionRow(
                     definition_id=d.id,
@@ -259,7 +268,9 @@ class Engine:
         return found
 
     def org(self) -> Org:
-        row = self.store.org()
+        return self._org_of(self.store.org())
+
+    def _org_of(self, row: OrgRow | None) -> Org:
         if row is None:
             raise UsageError(
                 "no org is deployed", hint="deploy org.yaml with the definitions: sopflow deploy definitions/"
@@ -271,7 +282,24 @@ class Engine:
 
             found = build_org(parse_yaml(row.source_text, row.file))
             self._orgs[row.content_hash] = found
+        self._last_org = found
         return found
+
+    def _org_knowing(self, user_id: str) -> Org:
+        """The org last read if it knows `user_id`, else the deployed org, which must (NotFound if not).
+        Saves a fire a read of its own: the fire then checks, in its transaction, that this org is still
+        the deployed one (`_org_in`)."""
+        org = self._last_org
+        if org is None or user_id not in org.users:
+            org = self.org()
+            actor_from_org(org, user_id)
+        return org
+
+    def _org_in(self, reads: Reads, known: Org) -> Org:
+        """The deployed org, read inside a write transaction; `known` when it is still the one deployed."""
+        if reads.org_hash() == known.content_hash:
+            return known
+        return self._org_of(reads.org())
 
     def actor(self, user_id: str) -> Actor:
         """The person acting, as the deployed org knows them, with the roles delegated to them now;
@@ -281,8 +309,13 @@ class Engine:
     def _actor(self, org: Org, user_id: str) -> Actor:
         actor_from_org(org, user_id)
         now = self.clock()
+        return self._delegated(org, user_id, self.store.delegations(delegate=user_id), now)
+
+    @staticmethod
+    def _delegated(org: Org, user_id: str, grants: Sequence[DelegationRow], now: datetime) -> Actor:
+        """The person with the roles that the running ones of `grants` (to them) hand them at `now`."""
         delegated: dict[str, str] = {}
-        for grant in self.store.delegations(delegate=user_id):
+        for grant in grants:
             if grant.starts_at <= now < grant.ends_at and grant.delegator in org.users:
                 for role in grant.roles or org.users[grant.delegator].roles:
                     if role in org.users[grant.delegator].roles:
@@ -362,8 +395,7 @@ class Engine:
         audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
         payload = dict(payload or {})
         _check_size(payload)
-        org = self.org()
-        person = self._actor(org, actor)
+        known = self._org_knowing(actor)
         refusal: list[SopflowError] = []
         now = self.clock()
 
@@ -375,6 +407,10 @@ class Engine:
                     "someone changed it since you looked",
                     hint=f"run `sopflow show {row.id}` and decide again",
                 )
+            # The org and the delegations are read here, in the step's own transaction, not each in one
+            # of its own before it: a step is one round of the database, not three.
+            org = self._org_in(reads, known)
+            person = self._delegated(org, actor, reads.delegations(actor), now)
             compiled = self.compiled(row.definition_id, row.definition_version)
             snapshot = self._snapshot(compiled, row, reads)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))

@@ -219,10 +219,10 @@ def test_simulate_stops_at_a_refused_step_with_its_reason(sop: Sop) -> None:
     typo = {"topic_compliant": True, "typo_free": False}
     steps = [*_steps(MAIN_PATH[:2]), f"pass_screening@wang.fang={json.dumps(typo)}", "tag@li.na"]
     result = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), user="li.na")
-    assert result.exit_code == 1
-    assert "pass_screening as wang.fang: REFUSED (guard-refused)" in result.stdout
-    assert "Screening standard" in result.stdout
-    assert "tag as li.na" not in result.stdout
+    refused(result, 1, "error: pass_screening as wang.fang: REFUSED (guard-refused)", "Screening standard")
+    assert "hint: the condition is `payload.topic_compliant && payload.typo_free`" in result.stderr
+    assert result.stdout.splitlines()[-1] == "  next: reject_noncompliant by $assignee (assignee: wang.fang)"
+    assert "tag as li.na" not in result.output
 
     as_json = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), as_json=True)
     assert as_json.exit_code == 1

@@ -152,7 +152,7 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
             failed = exc
             out.append({"step": event, "as": who, "refused": exc.as_dict()})
             if not as_json:
-                click.echo(f"{event} as {who}: REFUSED ({exc.kind}): {exc}")
+                click.echo(f"error: {event} as {who}: REFUSED ({exc.kind}): {exc}", err=True)
             break
         out.append({"step": event, "as": who, "state": case.state, "detail": step.detail})
         if not as_json:
@@ -215,8 +215,16 @@ def diagram(target: str, fmt: str) -> None:
 def deploy(paths: tuple[Path, ...]) -> None:
     """Check and store definitions and the org (default: definitions/). Nothing is stored unless every
     file is clean. Identical content is a no-op; changed content needs a new `version:`."""
+    import sys
+
     engine = settings().engine()
-    result = engine.deploy(_paths(paths), actor=settings().user)
+    show = sys.stderr.isatty() and not settings().json
+
+    def progress(done: int, total: int) -> None:
+        if show:
+            click.echo(f"\rdeploying {done}/{total}…", err=True, nl=done == total)
+
+    result = engine.deploy(_paths(paths), actor=settings().user, progress=progress)
     if settings().json:
         emit({"definitions": result.definitions, "org_changed": result.org_changed})
         return

@@ -98,6 +98,24 @@ _RUNNING_DEADLINES = select(timers.c.name).where(
     timers.c.kind == "deadline",
     or_(timers.c.pending.is_(True), timers.c.outcome == "breached"),
 )
+_LATEST_ORG = (
+    select(orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at)
+    .order_by(orgs.c.id.desc())
+    .limit(1)
+)
+_LATEST_ORG_HASH = select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)
+_GRANTS = select(delegations).where(
+    delegations.c.kind == "grant",
+    delegations.c.id.not_in(
+        select(delegations.c.revokes).where(
+            delegations.c.kind == "revoke", delegations.c.revokes.is_not(None)
+        )
+    ),
+)
+"""Grants (not revocations) that were not revoked."""
+_GRANTS_TO = _GRANTS.where(delegations.c.delegate == bindparam("w_delegate")).order_by(
+    delegations.c.id.desc()
+)
 _OPEN_LOAD = (
     select(cases.c.assignee, func.count())
     .where(cases.c.open.is_(True), cases.c.assignee.in_(bindparam("w_members", expanding=True)))
@@ -131,6 +149,19 @@ class Reads:
             return None
         counts: dict[str, int] = dict(self._conn.execute(_OPEN_LOAD, {"w_members": list(members)}).all())
         return min(members, key=lambda m: int(counts.get(m, 0)))
+
+    def org_hash(self) -> str | None:
+        """The content hash of the deployed org (None when none is)."""
+        found = self._conn.execute(_LATEST_ORG_HASH).scalar()
+        return None if found is None else str(found)
+
+    def org(self) -> OrgRow | None:
+        """The deployed org, as `Store.org` reads it."""
+        return _org_row(self._conn)
+
+    def delegations(self, delegate: str) -> list[DelegationRow]:
+        """Grants to `delegate` not revoked, newest first, as `Store.delegations(delegate=...)` reads them."""
+        return [_delegation_row(r) for r in self._conn.execute(_GRANTS_TO, {"w_delegate": delegate})]
 
 
 class Store:
@@ -199,14 +230,7 @@ class Store:
 
     def org(self) -> OrgRow | None:
         with self._read() as conn:
-            row = conn.execute(
-                select(
-                    orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at
-                )
-                .order_by(orgs.c.id.desc())
-                .limit(1)
-            ).first()
-        return None if row is None else OrgRow(**row._mapping)
+            return _org_row(conn)
 
     # -- cases -------------------------------------------------------------------------------------
 
@@ -614,10 +638,7 @@ class Store:
 
     def delegations(self, *, delegate: str | None = None, user: str | None = None) -> list[DelegationRow]:
         """Grants (not revocations) not revoked, newest first; for one delegate, or touching one user."""
-        revoked = select(delegations.c.revokes).where(
-            delegations.c.kind == "revoke", delegations.c.revokes.is_not(None)
-        )
-        query = select(delegations).where(delegations.c.kind == "grant", delegations.c.id.not_in(revoked))
+        query = _GRANTS
         if delegate is not None:
             query = query.where(delegations.c.delegate == delegate)
         if user is not None:
@@ -734,6 +755,11 @@ class Store:
 
 def _fields(row: Any) -> dict[str, Any]:
     return {name: getattr(row, name) for name in row.__slots__}
+
+
+def _org_row(conn: Connection) -> OrgRow | None:
+    row = conn.execute(_LATEST_ORG).first()
+    return None if row is None else OrgRow(**row._mapping)
 
 
 def _delegation_row(row: Row[Any]) -> DelegationRow:
