@@ -100,6 +100,21 @@ def rss_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [float(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_since(before: tuple[float, float]) -> float:
+    """How busy all the machine's cores were since `before` (from cpu_times), 0..1."""
+    after = cpu_times()
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
+
+
 def seed_engine(url: str) -> Engine:
     """An Engine on `url` with the mini definition and org deployed."""
     from engine.runtime import Engine

@@ -26,7 +26,18 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from _harness import compare, header, new_database, note, plain_url, postgres, seed_engine, temp_dir
+from _harness import (
+    busy_since,
+    compare,
+    cpu_times,
+    header,
+    new_database,
+    note,
+    plain_url,
+    postgres,
+    seed_engine,
+    temp_dir,
+)
 
 from engine.runtime import Engine
 
@@ -258,8 +269,9 @@ def _writer(url: str, ready: Any, go: Any, seconds: float, results: Any) -> None
     results.put(done)
 
 
-def writers(url: str, processes: int, seconds: float) -> float:
-    """`processes` writer processes, each on its own case, for `seconds`; total steps per second."""
+def writers(url: str, processes: int, seconds: float) -> tuple[float, float]:
+    """`processes` writer processes, each on its own case, for `seconds`: total steps per second, and how
+    busy the machine's cores were meanwhile (0..1)."""
     context = multiprocessing.get_context("fork")
     ready = context.Barrier(processes + 1)
     go = context.Barrier(processes + 1)
@@ -270,21 +282,26 @@ def writers(url: str, processes: int, seconds: float) -> float:
     for w in workers:
         w.start()
     ready.wait()
+    before = cpu_times()
     go.wait()
     total = sum(results.get(timeout=seconds + 120) for _ in workers)
+    busy = busy_since(before)
     for w in workers:
         w.join()
-    return total / seconds
+    return total / seconds, busy
 
 
 def scaling(server: str, seconds: float) -> None:
     header(f"PostgreSQL (fsync on): 8 writer processes on distinct cases vs 1, {seconds:g} s each")
     url = new_database(server)
     seed_engine(url).close()
-    one = writers(url, 1, seconds)
-    eight = writers(url, 8, seconds)
+    one, busy_one = writers(url, 1, seconds)
+    eight, busy_eight = writers(url, 8, seconds)
     compare("8 writers", eight, "steps/s", "1 writer", one, target=2.5)
-    note(f"this machine has {multiprocessing.cpu_count()} cores; each writer is a Python process")
+    note(
+        f"{multiprocessing.cpu_count()} cores, busy {busy_one:.0%} with 1 writer, {busy_eight:.0%} with 8 "
+        "(the writers, PostgreSQL, and anything else running)"
+    )
 
 
 def main() -> None:

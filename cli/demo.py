@@ -33,18 +33,18 @@ CONTENT_STEPS: list[tuple[str, str, dict[str, Any], str | None]] = [
         "初筛通过",
     ),
     (
-        "li.na",
-        "publish",
-        {"layout_confirmed": True, "links_valid": True, "published_url": "https://mp.example.com/a/1001"},
-        None,
-    ),
-    (
         "chen.jing",
         "pass_review",
         {"copyright_status": "user_authorised", "comment": "质量良好，已授权"},
         None,
     ),
     ("li.na", "tag", {"category": "entertainment"}, None),
+    (
+        "li.na",
+        "publish",
+        {"layout_confirmed": True, "links_valid": True, "published_url": "https://mp.example.com/a/1001"},
+        "a specialist tries to publish",
+    ),
     (
         "chen.jing",
         "publish",

@@ -480,8 +480,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_SPECIAL_WORDS = {ASSIGNEE: "the case's assignee", STARTER: "whoever started the case", SYSTEM: "the system"}
+
+
 def _roles_text(roles: Sequence[str]) -> str:
-    shown = [r.removeprefix("$") + (" (the case's)" if r.startswith("$") else "") for r in roles]
+    shown = [_SPECIAL_WORDS.get(r, r) for r in roles]
     return " or ".join(shown) if shown else "no role"
 
 

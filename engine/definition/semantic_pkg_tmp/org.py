@@ -1,0 +1,103 @@
+"""Meaning checks on the org file: roles, departments, an administrator, and the working calendar."""
+
+from __future__ import annotations
+
+import datetime
+import zoneinfo
+from collections.abc import Callable, Iterator, Mapping
+
+from engine.definition.loader import Document
+from engine.definition.model import Org, Path
+from engine.definition.semantic.context import did_you_mean, problem_at, raw_at, sort_problems
+from engine.errors import Problem
+
+ORG_CODES = ("unknown-role", "unknown-department", "no-administrator", "bad-calendar")
+"""Every code `check_org` reports."""
+
+
+def _org_unknown_roles(org: Org, doc: Document) -> Iterator[Problem]:
+    for user in org.users.values():
+        for i, held in enumerate(user.roles):
+            if held not in org.roles:
+                yield problem_at(
+                    doc,
+                    (*user.path, "roles", i),
+                    "unknown-role",
+                    f"user `{user.id}` holds unknown role `{held}`",
+                    did_you_mean(held, org.roles) or "define the role under `roles:`",
+                )
+    for role in org.roles.values():
+        if role.manager is not None and role.manager not in org.roles:
+            yield problem_at(
+                doc,
+                (*role.path, "manager"),
+                "unknown-role",
+                f"role `{role.name}` is managed by unknown role `{role.manager}`",
+                did_you_mean(role.manager, org.roles) or "define the role under `roles:`",
+            )
+
+
+def _org_unknown_departments(org: Org, doc: Document) -> Iterator[Problem]:
+    if not isinstance(raw_at(doc, ("departments",)), Mapping):
+        return  # an org that lists no departments leaves department names free
+    owners = [(r.department, r.path) for r in org.roles.values()] + [
+        (u.department, u.path) for u in org.users.values()
+    ]
+    for name, path in owners:
+        if name is not None and name not in org.departments:
+            yield problem_at(
+                doc,
+                (*path, "department"),
+                "unknown-department",
+                f"there is no department `{name}`",
+                did_you_mean(name, org.departments) or "define it under `departments:`",
+            )
+
+
+def _org_administrator(org: Org, doc: Document) -> Iterator[Problem]:
+    if not any(r.administrator for r in org.roles.values()):
+        yield problem_at(
+            doc,
+            ("roles",),
+            "no-administrator",
+            "no role is an administrator, so nobody can reassign stuck cases",
+            "mark one role with `administrator: true`",
+            key=True,
+            severity="warning",
+        )
+
+
+def _calendar_faults(org: Org, doc: Document) -> Iterator[tuple[Path, str]]:
+    cal = org.calendar
+    try:
+        zoneinfo.ZoneInfo(cal.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        yield ("calendar", "timezone"), f"`{cal.timezone}` is not a known time zone (e.g. Asia/Shanghai)"
+    for i, (start, end) in enumerate(cal.working_hours):
+        if not 0 <= start < end <= 24 * 60:
+            text = raw_at(doc, ("calendar", "working_hours", i))
+            yield ("calendar", "working_hours", i), f"`{text}` is not a span within one day, start before end"
+    for key in ("holidays", "extra_working_days"):
+        for i, day in enumerate(getattr(cal, key)):
+            try:
+                datetime.date.fromisoformat(day)
+            except ValueError:
+                yield ("calendar", key, i), f"`{day}` is not a date"
+
+
+def _org_calendar(org: Org, doc: Document) -> Iterator[Problem]:
+    for path, message in _calendar_faults(org, doc):
+        yield problem_at(doc, path, "bad-calendar", message)
+
+
+ORG_CHECKS: tuple[Callable[[Org, Document], Iterator[Problem]], ...] = (
+    _org_unknown_roles,
+    _org_unknown_departments,
+    _org_administrator,
+    _org_calendar,
+)
+
+
+def check_org(org: Org, doc: Document) -> list[Problem]:
+    """Every meaning problem of the org, sorted."""
+    return sort_problems(p for check in ORG_CHECKS for p in check(org, doc))
