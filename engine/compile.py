@@ -14,14 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
 from transitions import EventData, Machine
 
 from engine.definition.expressions import Guard, compile_guard
 from engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
 from engine.errors import DefinitionError, Problem
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 ROUTE = "__route__"
 APPROVED = "__approved__"
@@ -84,9 +86,6 @@ class Fired:
 
     state: str
     taken: Taken
-
-
-FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
 
 
 def _errors(validator: Draft202012Validator, value: Mapping[str, Any]) -> list[str]:
@@ -166,7 +165,13 @@ class CompiledDefinition:
     def _validator(self, key: Path | None, schema: Mapping[str, Any]) -> Draft202012Validator:
         validator = self._validators.get(key)
         if validator is None:
-            validator = Draft202012Validator(thawed_json(schema), format_checker=FORMAT_CHECKER)
+            # jsonschema takes ~40 ms to import: it loads when data or a payload is first checked, so
+            # that commands which only read cases (`show`, `list`, `history`) never pay for it.
+            from jsonschema import Draft202012Validator
+
+            validator = Draft202012Validator(
+                thawed_json(schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+            )
             self._validators[key] = validator
         return validator
 

@@ -25,7 +25,7 @@ from engine.definition.validate import validate_paths
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "language.md"
 EXAMPLES = ROOT / "docs" / "examples"
-CHECKER_SOURCES = sorted((ROOT / "engine" / "definition").glob("*.py"))
+CHECKER_SOURCES = sorted((ROOT / "engine" / "definition").rglob("*.py"))
 SPECIAL_ACTORS = ("$assignee", "$starter")
 MAX_FRAGMENTS = 8
 

@@ -17,33 +17,83 @@ DERIVED = {"path", "name", "event", "source", "content_hash", "file", "rule", "k
 and what build.py derives from which key is present (an approval's rule, an escalation's action)."""
 
 MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
-    "": (model.Definition, {
-        "id": "id", "version": "version", "title": "title", "description": "description", "source": "rulebook",
-        "assumptions": "assumptions", "data": "data_schema", "initial": "initial", "states": "states",
-        "deadlines": "deadlines",
-    }),
-    "state": (model.State, {
-        "title": "title", "owner": "owner", "output": "output", "instructions": "instructions",
-        "source": "rulebook", "final": "final", "on": "transitions", "choice": "choice", "approval": "approval",
-        "assign": "assign", "timeout": "timeout",
-    }),
-    "transition": (model.Transition, {
-        "to": "target", "title": "title", "by": "by", "when": "when", "explain": "explain",
-        "payload": "payload", "set": "set", "copy": "copy", "source": "rulebook",
-    }),
-    "approval": (model.Approval, {
-        "all_of": "roles", "any_of": "roles", "quorum": "roles", "veto": "veto",
-        "submitter_may_approve": "submitter_may_approve", "approved": "approved", "rejected": "rejected",
-    }),
+    "": (
+        model.Definition,
+        {
+            "id": "id",
+            "version": "version",
+            "title": "title",
+            "description": "description",
+            "source": "rulebook",
+            "assumptions": "assumptions",
+            "data": "data_schema",
+            "initial": "initial",
+            "states": "states",
+            "deadlines": "deadlines",
+        },
+    ),
+    "state": (
+        model.State,
+        {
+            "title": "title",
+            "owner": "owner",
+            "output": "output",
+            "instructions": "instructions",
+            "source": "rulebook",
+            "final": "final",
+            "on": "transitions",
+            "choice": "choice",
+            "approval": "approval",
+            "assign": "assign",
+            "timeout": "timeout",
+        },
+    ),
+    "transition": (
+        model.Transition,
+        {
+            "to": "target",
+            "title": "title",
+            "by": "by",
+            "when": "when",
+            "explain": "explain",
+            "payload": "payload",
+            "set": "set",
+            "copy": "copy",
+            "source": "rulebook",
+        },
+    ),
+    "approval": (
+        model.Approval,
+        {
+            "all_of": "roles",
+            "any_of": "roles",
+            "quorum": "roles",
+            "veto": "veto",
+            "submitter_may_approve": "submitter_may_approve",
+            "approved": "approved",
+            "rejected": "rejected",
+        },
+    ),
     "branch": (model.Branch, {"when": "when", "to": "target", "else": "target"}),
     "assign": (model.Assignment, {"from_data": "value", "least_loaded": "value", "claim": "value"}),
     "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire"}),
-    "deadline": (model.Deadline, {
-        "name": "name", "title": "title", "from": "start", "until": "until", "within": "within_seconds",
-        "calendar": "calendar", "escalate": "escalate", "source": "rulebook",
-    }),
-    "escalation": (model.Escalation, {"after": "after_seconds", "notify": "target", "reassign": "target",
-                                      "fire": "target"}),
+    "deadline": (
+        model.Deadline,
+        {
+            "name": "name",
+            "title": "title",
+            "from": "start",
+            "until": "until",
+            "within": "within_seconds",
+            "calendar": "calendar",
+            "escalate": "escalate",
+            "source": "rulebook",
+        },
+    ),
+    "escalation": (
+        model.Escalation,
+        {"after": "after_seconds", "notify": "target", "reassign": "target", "fire": "target"},
+    ),
 }
 
 
@@ -54,7 +104,9 @@ def test_schema_keys_and_model_fields_match(where: str) -> None:
     keys = set(node["properties"])
     cls, mapping = MAPPING[where]
     fields = {f.name for f in dataclasses.fields(cls)}
-    assert keys == set(mapping), f"schema keys of {where or 'definition'} changed: update the model and MAPPING"
+    assert keys == set(mapping), (
+        f"schema keys of {where or 'definition'} changed: update the model and MAPPING"
+    )
     assert set(mapping.values()) <= fields
     assert fields - DERIVED <= set(mapping.values()), f"model fields of {cls.__name__} without a schema key"
 

@@ -13,8 +13,11 @@ from engine.definition.model import Definition, Path, State
 from engine.definition.semantic.context import Context, did_you_mean
 from engine.errors import Problem
 
+# --- graph helpers --------------------------------------------------------------------------------
+
 
 def state_edges(defn: Definition) -> dict[str, tuple[str, ...]]:
+    """Each state's ways out, leaving out those to states that do not exist."""
     return {name: tuple(t for t in s.targets() if t in defn.states) for name, s in defn.states.items()}
 
 
@@ -43,12 +46,15 @@ def graph_complete(defn: Definition) -> bool:
     )
 
 
-def reverse_edges(edges: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+def _reverse_edges(edges: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
     back: dict[str, list[str]] = {name: [] for name in edges}
     for here, theres in edges.items():
         for there in theres:
             back[there].append(here)
     return back
+
+
+# --- states and targets ---------------------------------------------------------------------------
 
 
 def _state_refs(ctx: Context) -> Iterator[tuple[str, Path]]:
@@ -109,7 +115,7 @@ def check_finishing(ctx: Context) -> Iterator[Problem]:
     if not graph_complete(defn):
         return
     edges = state_edges(defn)
-    can_finish = reachable(reverse_edges(edges), finals)
+    can_finish = reachable(_reverse_edges(edges), finals)
     reached = reachable(edges, [defn.initial])
     for name, s in defn.states.items():
         if name in reached and name not in can_finish:

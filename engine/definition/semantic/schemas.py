@@ -14,6 +14,8 @@ from engine.definition.model import Path, Transition, thawed_json
 from engine.definition.semantic.context import Context, did_you_mean
 from engine.errors import Problem
 
+# --- embedded JSON Schemas ------------------------------------------------------------------------
+
 SCHEMA_KEYWORDS = frozenset(
     {
         # core

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 from engine.definition.loader import Document
 from engine.definition.model import Org, Path
-from engine.definition.semantic.context import did_you_mean, problem_at, raw_at, sort_problems
+from engine.definition.semantic.context import did_you_mean, problem, raw, sort_problems
 from engine.errors import Problem
 
 ORG_CODES = ("unknown-role", "unknown-department", "no-administrator", "bad-calendar")
@@ -19,7 +19,7 @@ def _org_unknown_roles(org: Org, doc: Document) -> Iterator[Problem]:
     for user in org.users.values():
         for i, held in enumerate(user.roles):
             if held not in org.roles:
-                yield problem_at(
+                yield problem(
                     doc,
                     (*user.path, "roles", i),
                     "unknown-role",
@@ -28,7 +28,7 @@ def _org_unknown_roles(org: Org, doc: Document) -> Iterator[Problem]:
                 )
     for role in org.roles.values():
         if role.manager is not None and role.manager not in org.roles:
-            yield problem_at(
+            yield problem(
                 doc,
                 (*role.path, "manager"),
                 "unknown-role",
@@ -38,14 +38,14 @@ def _org_unknown_roles(org: Org, doc: Document) -> Iterator[Problem]:
 
 
 def _org_unknown_departments(org: Org, doc: Document) -> Iterator[Problem]:
-    if not isinstance(raw_at(doc, ("departments",)), Mapping):
+    if not isinstance(raw(doc, ("departments",)), Mapping):
         return  # an org that lists no departments leaves department names free
     owners = [(r.department, r.path) for r in org.roles.values()] + [
         (u.department, u.path) for u in org.users.values()
     ]
     for name, path in owners:
         if name is not None and name not in org.departments:
-            yield problem_at(
+            yield problem(
                 doc,
                 (*path, "department"),
                 "unknown-department",
@@ -56,7 +56,7 @@ def _org_unknown_departments(org: Org, doc: Document) -> Iterator[Problem]:
 
 def _org_administrator(org: Org, doc: Document) -> Iterator[Problem]:
     if not any(r.administrator for r in org.roles.values()):
-        yield problem_at(
+        yield problem(
             doc,
             ("roles",),
             "no-administrator",
@@ -75,7 +75,7 @@ def _calendar_faults(org: Org, doc: Document) -> Iterator[tuple[Path, str]]:
         yield ("calendar", "timezone"), f"`{cal.timezone}` is not a known time zone (e.g. Asia/Shanghai)"
     for i, (start, end) in enumerate(cal.working_hours):
         if not 0 <= start < end <= 24 * 60:
-            text = raw_at(doc, ("calendar", "working_hours", i))
+            text = raw(doc, ("calendar", "working_hours", i))
             yield ("calendar", "working_hours", i), f"`{text}` is not a span within one day, start before end"
     for key in ("holidays", "extra_working_days"):
         for i, day in enumerate(getattr(cal, key)):
@@ -87,7 +87,7 @@ def _calendar_faults(org: Org, doc: Document) -> Iterator[tuple[Path, str]]:
 
 def _org_calendar(org: Org, doc: Document) -> Iterator[Problem]:
     for path, message in _calendar_faults(org, doc):
-        yield problem_at(doc, path, "bad-calendar", message)
+        yield problem(doc, path, "bad-calendar", message)
 
 
 ORG_CHECKS: tuple[Callable[[Org, Document], Iterator[Problem]], ...] = (

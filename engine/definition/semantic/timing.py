@@ -16,6 +16,9 @@ MAX_DURATION_SECONDS = 100 * 365 * 86400
 """Longer than any real process step, and far below what datetime arithmetic can hold."""
 
 
+# --- events the system fires ----------------------------------------------------------------------
+
+
 def _timed_events(defn: Definition) -> dict[tuple[str, str], str]:
     """(state, event) pairs the system fires, with words naming what fires them."""
     fired = {(s.name, s.timeout.fire): "the timeout" for s in defn.states.values() if s.timeout is not None}
@@ -79,6 +82,10 @@ def check_events(ctx: Context) -> Iterator[Problem]:
                     f"no state between `{d.start}` and the deadline's end defines `{e.target}`",
                     did_you_mean(e.target, events) or "fire an event those states define in `on`",
                 )
+
+
+# --- deadlines and durations ----------------------------------------------------------------------
+
 
 def _durations(ctx: Context) -> Iterator[tuple[Path, bool]]:
     """Every duration in the definition, and whether zero is allowed there."""

@@ -31,16 +31,18 @@ class Context:
         key: bool = False,
         severity: Severity = "error",
     ) -> Problem:
-        return problem_at(self.doc, path, code, message, hint, key=key, severity=severity)
+        """The module's `problem`, in this definition's document."""
+        return problem(self.doc, path, code, message, hint, key=key, severity=severity)
 
     def raw(self, path: Path) -> Any:
-        return raw_at(self.doc, path)
+        """The module's `raw`, in this definition's document."""
+        return raw(self.doc, path)
 
 
 Check = Callable[[Context], Iterator[Problem]]
 
 
-def problem_at(
+def problem(
     doc: Document,
     path: Path,
     code: str,
@@ -50,11 +52,12 @@ def problem_at(
     key: bool = False,
     severity: Severity = "error",
 ) -> Problem:
+    """A problem placed where `path` starts in `doc` (where its key starts, if `key`)."""
     line, col = doc.where(path, key=key)
     return Problem(doc.file, line, col, code, message, hint, severity)
 
 
-def raw_at(doc: Document, path: Path) -> Any:
+def raw(doc: Document, path: Path) -> Any:
     """The plain value at `path` in the document, or None when there is none."""
     node: Any = doc.data
     for part in path:

@@ -25,6 +25,9 @@ CLAIM = "claim"
 """The built-in event with which a member of the role takes a case of an `assign: {claim: ...}` state."""
 
 
+# --- events ---------------------------------------------------------------------------------------
+
+
 def _event_clash(ctx: Context, s: State, event: str, why: str) -> Problem:
     return ctx.problem(
         (*s.path, "on", event),
@@ -86,6 +89,9 @@ def check_alternative_payloads(ctx: Context) -> Iterator[Problem]:
                     severity="warning",
                 )
             before.append(t)
+
+
+# --- guards ---------------------------------------------------------------------------------------
 
 
 def _guards(defn: Definition) -> Iterator[tuple[Expression, Mapping[str, Any] | None, bool]]:
