@@ -197,37 +197,36 @@ class Engine:
         if not report.ok:
             raise DefinitionError(report.problems)
         now = self.clock()
-        org_changed = False
+        org_row: OrgRow | None = None
         if report.org is not None:
-            org_changed = self.store.deploy_org(
-                OrgRow(
-                    org_id=report.org.id,
-                    content_hash=report.org.content_hash,
-                    source_text=Path(report.org.file).read_text(encoding="utf-8"),
-                    file=report.org.file,
-                    deployed_at=now,
-                )
+            org_row = OrgRow(
+                org_id=report.org.id,
+                content_hash=report.org.content_hash,
+                source_text=report.sources[report.org.file],
+                file=report.org.file,
+                deployed_at=now,
             )
         elif self.store.org() is None:
             raise UsageError(
                 "no org is deployed and none was given",
                 hint="deploy org.yaml with the definitions: sopflow deploy definitions/",
             )
-        done: dict[str, bool] = {}
+        rows = []
         for n, d in enumerate(report.definitions, 1):
             if progress is not None:
                 progress(n, len(report.definitions))
-            done[d.key] = self.store.deploy_definition(
+            rows.append(
                 DefinitionRow(
                     definition_id=d.id,
                     version=d.version,
                     content_hash=d.content_hash,
-                    source_text=Path(d.file).read_text(encoding="utf-8"),
+                    source_text=report.sources[d.file],
                     file=d.file,
                     deployed_at=now,
                     deployed_by=actor,
                 )
             )
+        org_changed, done = self.store.deploy(org_row, rows)
         return Deployed(done, org_changed)
 
     def definitions(self) -> list[Definition]:
@@ -614,6 +613,8 @@ class Engine:
                 by = state.approval.roles
             fields = tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))
             targets = tuple(dict.fromkeys(t.target for t in alternatives))
+            if state.approval is not None and event in (APPROVE, REJECT):
+                targets = (state.approval.approved if event == APPROVE else state.approval.rejected,)
             title = alternatives[0].title if alternatives else None
             allowed, reason = self._try(compiled, row, person, event, org, fields)
             out.append(Option(event, title, allowed, reason, targets, by, fields))

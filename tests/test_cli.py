@@ -325,10 +325,6 @@ def test_deploy_changed_content_under_the_same_version_is_a_conflict(sop: Sop, t
     assert "内容审核SOP" in sop.ok("defs", "list").stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Engine.deploy stores the definitions before the conflicting one (not atomic)",
-)
 def test_a_refused_deploy_stores_nothing(sop: Sop, tmp_path: Path) -> None:
     folder = tmp_path / "defs"
     folder.mkdir()
@@ -586,7 +582,7 @@ def test_show_approval_progress(deployed: Sop) -> None:
         "approval all of operations_director, technology_director (one rejection rejects); "
         "ma.chao (operations_director) approved; waiting for technology_director"
     ) in out
-    assert "  yes approve → (a vote on the approval)" in out
+    assert "  yes approve → approved when the rule is met (a vote)" in out
     again = deployed.ok("show", str(case), user="ma.chao").stdout
     assert re.search(r"^  no  approve → .*\(ma\.chao", again, re.MULTILINE)
     deployed.walk(case, [("guo.hui", "approve", {}, "approved")])
@@ -658,10 +654,6 @@ def test_list_filters(deployed: Sop, several: dict[str, int]) -> None:
     refused(deployed("list", "--limit", "0"), 2, "out of range")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Store.cases calls and_() with no conditions (SADeprecationWarning, an error here)",
-)
 def test_list_all_without_other_filters(deployed: Sop, several: dict[str, int]) -> None:
     assert _ids(deployed, "--all") == list(several.values())
 

@@ -195,7 +195,9 @@ def show(case: str) -> None:
         mark = "yes" if o.allowed else "no "
         why = f"  ({o.reason})" if o.reason else ""
         vote = state.approval is not None and o.event in ("approve", "reject")
-        where = ", ".join(o.targets) or ("(a vote on the approval)" if vote else "(stays)")
+        where = ", ".join(o.targets) or "(stays)"
+        if vote:
+            where = f"{where} when the rule is met (a vote)"
         click.echo(f"  {mark} {o.event} → {where}{why}")
 
 

@@ -7,8 +7,8 @@ stops the others from being checked: each file's problems are collected, so one 
 from __future__ import annotations
 
 import pathlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from engine.definition.build import build_definition, build_org
 from engine.definition.loader import Document, read_yaml
@@ -28,6 +28,8 @@ class Report:
     definitions: tuple[Definition, ...]
     org: Org | None
     problems: tuple[Problem, ...]
+    sources: Mapping[str, str] = field(default_factory=dict)
+    """The text each definition and the org was checked from, by file: what a deploy stores."""
 
     @property
     def ok(self) -> bool:
@@ -167,10 +169,14 @@ def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
         if defn is not None:
             checked.append((defn, r.doc, _has_errors(found)))
     problems += _duplicate_versions((d, doc) for d, doc, _ in checked)
+    sources = {doc.file: doc.text for _, doc, _ in checked}
+    if org_read is not None and org_read.doc is not None:
+        sources[org_read.doc.file] = org_read.doc.text
     return Report(
         definitions=tuple(d for d, _, failed in checked if not failed),
         org=org,
         problems=tuple(sort_problems(problems)),
+        sources=sources,
     )
 
 

@@ -184,24 +184,42 @@ class Store:
 
     # -- definitions and the org -------------------------------------------------------------------
 
-    def deploy_definition(self, row: DefinitionRow) -> bool:
-        """Store a definition version; False when the same content is already there. A different
-        content under the same id and version is a `Conflict`."""
+    def deploy(self, org: OrgRow | None, rows: Sequence[DefinitionRow]) -> tuple[bool, dict[str, bool]]:
+        """Store the org (when it changed) and every definition version in one transaction: all or
+        nothing. Identical content is a no-op (False); different content under a deployed id and
+        version is a `Conflict` naming every clash, and nothing is stored."""
         with self._write() as conn, conn.begin():
-            existing = conn.execute(
-                select(definitions.c.content_hash).where(
-                    definitions.c.definition_id == row.definition_id, definitions.c.version == row.version
+            existing = {
+                (r.definition_id, r.version): r.content_hash
+                for r in conn.execute(
+                    select(definitions.c.definition_id, definitions.c.version, definitions.c.content_hash)
                 )
-            ).scalar()
-            if existing == row.content_hash:
-                return False
-            if existing is not None:
+            }
+            clashes = [
+                f"{r.definition_id}@{r.version}"
+                for r in rows
+                if existing.get((r.definition_id, r.version), r.content_hash) != r.content_hash
+            ]
+            if clashes:
                 raise Conflict(
-                    f"{row.definition_id}@{row.version} is already deployed with different content",
+                    f"{', '.join(clashes)} already deployed with different content; nothing was deployed",
                     hint="bump `version:` in the YAML file; cases keep the version they started on",
                 )
-            conn.execute(insert(definitions).values(**_fields(row)))
-            return True
+            new = {
+                f"{r.definition_id}@{r.version}": (r.definition_id, r.version) not in existing for r in rows
+            }
+            fresh = [r for r in rows if (r.definition_id, r.version) not in existing]
+            if fresh:
+                conn.execute(insert(definitions), [_fields(r) for r in fresh])
+            org_changed = False
+            if org is not None:
+                current = conn.execute(
+                    select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)
+                ).scalar()
+                if current != org.content_hash:
+                    conn.execute(insert(orgs).values(**_fields(org)))
+                    org_changed = True
+            return org_changed, new
 
     def definition(self, definition_id: str, version: int | None = None) -> DefinitionRow | None:
         """One deployed version, or the newest when `version` is None."""
@@ -218,14 +236,6 @@ class Store:
                 select(definitions).order_by(definitions.c.definition_id, definitions.c.version)
             )
             return [DefinitionRow(**r._mapping) for r in rows]
-
-    def deploy_org(self, row: OrgRow) -> bool:
-        with self._write() as conn, conn.begin():
-            current = conn.execute(select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)).scalar()
-            if current == row.content_hash:
-                return False
-            conn.execute(insert(orgs).values(**_fields(row)))
-            return True
 
     def org(self) -> OrgRow | None:
         with self._read() as conn:
@@ -682,7 +692,7 @@ class Store:
             else (cases.c.created_at, cases.c.id)
         )
         with self._read() as conn:
-            rows = conn.execute(select(cases).where(and_(*conditions)).order_by(*order).limit(query.limit))
+            rows = conn.execute(select(cases).where(*conditions).order_by(*order).limit(query.limit))
             return [_case_row(r) for r in rows]
 
     def _data_equals(self, name: str, value: Any) -> Any:
