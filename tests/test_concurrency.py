@@ -129,3 +129,62 @@ def test_five_committee_members_vote_at_once_and_the_case_moves_once(
     assert engine.case(case_id).state == "carried"
     assert engine.verify().ok
     engine.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("count", [2000])
+def test_timers_fire_exactly_once_while_workers_are_killed(database_url: str, count: int) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, select
+
+    from engine.store.tables import audit, timers
+
+    workers_wanted = 4 if database_url.startswith("postgresql") else 2
+    past = datetime.now(UTC) - timedelta(hours=1)
+    setup = Engine(database_url, clock=lambda: past)
+    setup.deploy([ROOT / "tests" / "fixtures" / "ping"])
+    for n in range(count):
+        setup.start("ping", {"n": n}, actor="alice")
+    setup.close()
+    rng = random.Random(7)
+    running = [_spawn("tests.helpers.timer_worker", database_url, "1") for _ in range(workers_wanted)]
+    kills = 0
+    deadline = time.monotonic() + 600
+    engine = Engine(database_url)
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 0.4))
+            alive = [w for w in running if w.poll() is None]
+            if not alive and engine.store.next_due() is None:
+                break
+            if alive and kills < 40:
+                victim = rng.choice(alive)
+                victim.send_signal(signal.SIGKILL)
+                victim.communicate(timeout=30)
+                kills += 1
+                running.remove(victim)
+            while sum(1 for w in running if w.poll() is None) < workers_wanted and engine.store.next_due():
+                running.append(_spawn("tests.helpers.timer_worker", database_url, "1"))
+    finally:
+        for w in running:
+            if w.poll() is None:
+                w.kill()
+            w.communicate(timeout=30)
+    assert kills > 0
+    with engine.store.engine.connect() as conn:
+        breaches = dict(
+            conn.execute(
+                select(audit.c.case_id, func.count())
+                .where(audit.c.event == "deadline_breached")
+                .group_by(audit.c.case_id)
+            ).all()
+        )
+        pending = conn.execute(
+            select(func.count()).select_from(timers).where(timers.c.pending.is_(True))
+        ).scalar()
+    assert pending == 0
+    assert len(breaches) == count
+    assert set(breaches.values()) == {1}
+    assert engine.verify().ok
+    engine.close()
