@@ -125,11 +125,49 @@ def cli(ctx: click.Context, db: str, user: str | None, as_json: bool) -> None:
     ctx.call_on_close(s.close)
 
 
+def _override(field_name: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        obj = ctx.find_object(Settings)
+        if obj is not None and value not in (None, False):
+            setattr(obj, field_name, value)
+
+    return callback
+
+
+def _accept_global_options(command: click.Command) -> None:
+    """Let --db, --as and --json also follow the command (`sopflow tasks --as li.na`), as people type them."""
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _accept_global_options(sub)
+        return
+    taken = {opt for p in command.params for opt in getattr(p, "opts", [])}
+    extra = [
+        click.Option(
+            ["--db"],
+            expose_value=False,
+            callback=_override("db"),
+            help="Database URL (as before the command).",
+        ),
+        click.Option(
+            ["--as", "as_user"], expose_value=False, callback=_override("user"), help="The user acting."
+        ),
+        click.Option(
+            ["--json", "json_out"],
+            is_flag=True,
+            expose_value=False,
+            callback=_override("json"),
+            help="Print machine-readable JSON.",
+        ),
+    ]
+    command.params.extend(o for o in extra if not set(o.opts) & taken)
+
+
 def _register() -> None:
     from cli.commands import admin, cases, definitions, people
 
     for module in (definitions, cases, people, admin):
         for command in module.COMMANDS:
+            _accept_global_options(command)
             cli.add_command(command)
 
 

@@ -156,13 +156,19 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
             break
         out.append({"step": event, "as": who, "state": case.state, "detail": step.detail})
         if not as_json:
-            routed = "".join(f" → {r['to']} (choice: {r['when']})" for r in step.detail.get("routes", []))
+            routes = step.detail.get("routes", [])
+            path = (
+                " → ".join([step.from_state, *step.entered])
+                if step.moved
+                else f"{step.from_state} → {step.to_state}"
+            )
+            routed = "".join(f" [{r['choice']}: {r['when']}]" for r in routes)
             stay = (
                 " (stays: waiting for more votes)"
                 if not step.moved and event in ("approve", "reject")
                 else ""
             )
-            click.echo(f"{event} as {who}: {step.from_state} → {step.to_state}{routed}{stay}")
+            click.echo(f"{event} as {who}: {path}{routed}{stay}")
             _next(defn, case.state, case.snapshot.assignee)
     if as_json:
         emit({"definition": defn.key, "steps": out, "state": case.state, "data": dict(case.data)})
@@ -187,7 +193,9 @@ def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
         who = sorted({r for t in state.transitions if t.event == event for r in t.by})
         if state.approval and event in ("approve", "reject"):
             who = list(state.approval.roles)
-        click.echo(f"  next: {event} by {', '.join(who)}" + (f" (assignee: {assignee})" if assignee else ""))
+        words = {"$assignee": "the case's assignee", "$starter": "whoever started the case"}
+        names = " or ".join(words.get(w, w) for w in who)
+        click.echo(f"  next: {event} by {names}" + (f" (assignee: {assignee})" if assignee else ""))
 
 
 @click.command()
