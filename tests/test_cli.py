@@ -221,7 +221,10 @@ def test_simulate_stops_at_a_refused_step_with_its_reason(sop: Sop) -> None:
     result = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), user="li.na")
     refused(result, 1, "error: pass_screening as wang.fang: REFUSED (guard-refused)", "Screening standard")
     assert "hint: the condition is `payload.topic_compliant && payload.typo_free`" in result.stderr
-    assert result.stdout.splitlines()[-1] == "  next: reject_noncompliant by the case's assignee (assignee: wang.fang)"
+    assert (
+        result.stdout.splitlines()[-1]
+        == "  next: reject_noncompliant by the case's assignee (assignee: wang.fang)"
+    )
     assert "tag as li.na" not in result.output
 
     as_json = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), as_json=True)
