@@ -73,8 +73,12 @@ def medians(commands: dict[str, list[str]], env: dict[str, str], cwd: Path, runs
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def import_costs(command: list[str], env: dict[str, str], cwd: Path, top: int) -> None:
-    """The top-level imports of a command by cumulative time (one run, so only indicative)."""
+def import_costs(command: list[str], env: dict[str, str], cwd: Path, least_ms: float, depth: int) -> None:
+    """The import tree of a command, pruned to the modules that took at least `least_ms` (cumulative), down
+    to `depth` levels (one run after a warm-up, so only indicative)."""
+    subprocess.run(
+        [sys.executable, "-X", "importtime", *command], env=env, cwd=cwd, capture_output=True, check=True
+    )
     done = subprocess.run(
         [sys.executable, "-X", "importtime", *command],
         env=env,
@@ -83,16 +87,17 @@ def import_costs(command: list[str], env: dict[str, str], cwd: Path, top: int) -
         text=True,
         check=True,
     )
-    rows: list[tuple[int, str]] = []
+    rows: list[tuple[int, float, float, str]] = []
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line.removeprefix("import time:").split("|")
-        if name.startswith("  "):
-            continue  # only the modules the command imports itself, not what they import
-        rows.append((int(cumulative), name.strip()))
-    for micros, name in sorted(rows, reverse=True)[:top]:
-        note(f"  {micros / 1000:7.1f} ms  {name}")
+        own, cumulative, name = line.removeprefix("import time:").split("|")
+        level = (len(name) - len(name.lstrip()) - 1) // 2
+        rows.append((level, int(cumulative) / 1000, int(own) / 1000, name.strip()))
+    note(f"total {sum(r[2] for r in rows):.0f} ms of imports; cumulative ms (own ms), children indented")
+    for level, cumulative, own, name in reversed(rows):  # importtime prints children before parents
+        if cumulative >= least_ms and level <= depth:
+            note(f"  {'  ' * level}{name} {cumulative:.1f} ({own:.1f})")
 
 
 def main() -> None:
@@ -123,8 +128,8 @@ def main() -> None:
              f"(×{got['show --as'] / got['imports']:.2f} the imports)")  # fmt: skip
         compare("sopflow --help", got["help"], "ms", "python -c 'import click'", got["click"],
                 target=2.0, at_least=False)  # fmt: skip
-        header("the biggest imports of `sopflow show CASE` (python -X importtime, one run, cumulative)")
-        import_costs(commands["show"], env, folder, 12)
+        header("what `sopflow show CASE` imports (python -X importtime, modules of 8 ms or more)")
+        import_costs(commands["show"], env, folder, 8.0, 4)
 
 
 if __name__ == "__main__":

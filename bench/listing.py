@@ -1,21 +1,21 @@
 """Benchmark: reading a big database. Listing one state's oldest 50 cases, one person's open cases, and
 a worker's tick when nothing is due, among 100,000 cases (1,000,000 with --million), on SQLite.
 
-    .venv/bin/python bench/listing.py             # 100,000 cases (about 30 s, most of it setup)
+    .venv/bin/python bench/listing.py             # 100,000 cases (about 10 s)
     .venv/bin/python bench/listing.py --quick     # 30,000 cases
-    .venv/bin/python bench/listing.py --million   # 1,000,000 cases (several minutes of setup)
+    .venv/bin/python bench/listing.py --million   # 1,000,000 cases (about 4 minutes)
 
 SETUP, not measured: the mini definition and org are deployed through the engine, then the cases (and
 one pending timer per open case, due in the future) are bulk-inserted straight into the store's tables
 with SQLAlchemy Core, far faster than starting them one by one. Cases are spread over the states draft
 20 %, manager_review 40 %, joint 10 %, paid 20 %, cancelled 10 %; manager_review cases are assigned in
-turn to mia, max and dual; the 5 newest joint cases are assigned to fay, who has no other case.
+turn to mia, max and dual; the 10 joint cases among the 100 newest are assigned to fay, who has no other case.
 
 Measured (median of many runs each, ratio = engine / baseline, both measured here):
 - `Engine.cases(state="manager_review", limit=50)` vs the same indexed SELECT with the sqlite3 module;
   then the engine's resident memory before and after paging through every case of that state.
 - `Engine.cases(assignee=..., open=True, limit=50)` (the query behind a task list) for mia (a third of
-  manager_review) and for fay (5 cases), each vs listing one state.
+  manager_review) and for fay (10 cases, the newest), each vs listing one state.
 - `Worker.tick()` with nothing due among the pending timers vs the same tick on an empty database, with
   the EXPLAIN QUERY PLAN of every statement the tick runs.
 """
@@ -264,7 +264,7 @@ def main() -> None:
         tick(engine, path, rounds, empty)
         engine.close()
         empty.close()
-    note(f"(medians; the machine's other load moves single runs: spread of a median here is ±{_spread()}%)")
+    note(f"(noise: five medians of one fixed computation differed by up to {_spread()}% during this run)")
 
 
 def _spread() -> int:

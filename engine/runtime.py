@@ -400,16 +400,16 @@ class Engine:
 
         def decide(row: CaseRow, reads: Reads) -> Write:
             refusal.clear()
+            # The org and the delegations are read here, in the step's own transaction, not each in one
+            # of its own before it: a step is one round of the database, not three.
+            org = self._org_in(reads, known)
+            person = self._delegated(org, actor, reads.delegations(actor), now)
             if expect_version is not None and row.version != expect_version:
                 raise Conflict(
                     f"case {row.id} is at version {row.version}, not {expect_version}: "
                     "someone changed it since you looked",
                     hint=f"run `sopflow show {row.id}` and decide again",
                 )
-            # The org and the delegations are read here, in the step's own transaction, not each in one
-            # of its own before it: a step is one round of the database, not three.
-            org = self._org_in(reads, known)
-            person = self._delegated(org, actor, reads.delegations(actor), now)
             compiled = self.compiled(row.definition_id, row.definition_version)
             snapshot = self._snapshot(compiled, row, reads)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))
