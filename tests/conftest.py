@@ -7,89 +7,24 @@ SOPFLOW_REQUIRE_POSTGRES=1 (CI), a missing PostgreSQL fails the tests instead of
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
-import shutil
-import socket
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.pgcluster import PgCluster, postgres_bindir
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "definitions"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _unavailable(reason: str) -> None:
     if os.environ.get("SOPFLOW_REQUIRE_POSTGRES") == "1":
         pytest.fail(f"PostgreSQL is required (SOPFLOW_REQUIRE_POSTGRES=1) but {reason}")
     pytest.skip(f"PostgreSQL not available: {reason}")
-
-
-class _Cluster:
-    """A throwaway PostgreSQL cluster in a temporary folder, on a free loopback port."""
-
-    def __init__(self, bindir: Path) -> None:
-        self.bindir = bindir
-        self.folder = Path(tempfile.mkdtemp(prefix="sopflow-pg-"))
-        self.port = _free_port()
-        self.as_user: list[str] = []
-        if os.geteuid() == 0:
-            # PostgreSQL refuses to run as root: run it as the Debian package's `postgres` user.
-            pwd.getpwnam("postgres")
-            shutil.chown(self.folder, "postgres")
-            self.as_user = ["runuser", "-u", "postgres", "--"]
-
-    def _run(self, *args: str) -> None:
-        subprocess.run([*self.as_user, *args], check=True, capture_output=True, cwd="/tmp", timeout=120)
-
-    def start(self) -> str:
-        data = self.folder / "data"
-        self._run(str(self.bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-        options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._run(
-            str(self.bindir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-w",
-            "-l",
-            str(self.folder / "log"),
-            "start",
-        )
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        subprocess.run(
-            [
-                *self.as_user,
-                str(self.bindir / "pg_ctl"),
-                "-D",
-                str(self.folder / "data"),
-                "-m",
-                "immediate",
-                "stop",
-            ],
-            check=False,
-            capture_output=True,
-            cwd="/tmp",
-            timeout=60,
-        )
-        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -99,10 +34,12 @@ def postgres_server() -> Iterator[str]:
     if given:
         yield given.rstrip("/")
         return
-    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
-    if not bins:
+    bindir = postgres_bindir()
+    if bindir is None:
         _unavailable("no /usr/lib/postgresql/*/bin (apt-get install postgresql)")
-    cluster = _Cluster(Path(bins[-1]))
+        return
+    # The tests' cluster trades durability for speed: fsync and synchronous commit are off.
+    cluster = PgCluster(bindir, durable=False)
     try:
         url = cluster.start()
     except (subprocess.CalledProcessError, KeyError, OSError) as exc:
