@@ -11,14 +11,45 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from engine.runtime import Engine
 from tests.helpers.pgcluster import PgCluster, postgres_bindir
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "definitions"
+MINI = ROOT / "tests" / "fixtures" / "mini"
+
+
+class Clock:
+    """A fake clock the tests move by hand; the engine and workers read time only through it."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def engine_on(database_url: str, clock: Clock, folder: Path) -> Iterator[Engine]:
+    """An engine on `database_url` with `folder` deployed, closed afterwards."""
+    sop = Engine(database_url, clock=clock)
+    try:
+        sop.deploy([folder])
+        yield sop
+    finally:
+        sop.close()
 
 
 def _unavailable(reason: str) -> None:

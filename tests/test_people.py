@@ -12,7 +12,7 @@ import pytest
 
 from engine.errors import InvalidData, NotPermitted, UsageError
 from engine.runtime import Engine
-from tests.test_runtime import Clock
+from tests.conftest import Clock, engine_on
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
 
@@ -26,16 +26,8 @@ DAILY: dict[str, Any] = {**REFORM, "tier": "daily_optimisation", "title": "æ–‡æ¡
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
-    sop = Engine(database_url, clock=clock)
-    sop.deploy([DEFINITIONS])
-    yield sop
-    sop.close()
+    yield from engine_on(database_url, clock, DEFINITIONS)
 
 
 def reform(engine: Engine, data: dict[str, Any] = REFORM) -> int:

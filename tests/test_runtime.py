@@ -4,7 +4,8 @@ versions, queries, approvals, timers and the audit trail."""
 from __future__ import annotations
 
 import shutil
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,34 +20,12 @@ from engine import (
     NotPermitted,
 )
 from engine.runtime import Engine
-
-MINI = Path(__file__).parent / "fixtures" / "mini"
-
-
-class Clock:
-    """A fake clock the tests move by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
+from tests.conftest import MINI, Clock, engine_on
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def engine(database_url: str, clock: Clock) -> Engine:
-    sop = Engine(database_url, clock=clock)
-    sop.deploy([MINI])
-    yield sop
-    sop.close()
+def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, MINI)
 
 
 def small(engine: Engine, amount: float = 100) -> int:

@@ -13,20 +13,12 @@ import pytest
 
 from engine.runtime import Engine
 from engine.worker import ConsoleChannel, WebhookChannel, Worker
-from tests.test_runtime import MINI, Clock
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
+from tests.conftest import MINI, Clock, engine_on
 
 
 @pytest.fixture
 def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
-    sop = Engine(database_url, clock=clock)
-    sop.deploy([MINI])
-    yield sop
-    sop.close()
+    yield from engine_on(database_url, clock, MINI)
 
 
 def submitted(engine: Engine) -> int:
