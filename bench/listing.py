@@ -12,10 +12,14 @@ with SQLAlchemy Core, far faster than starting them one by one. Cases are spread
 turn to mia, max and dual; the 10 joint cases among the 100 newest are assigned to fay, who has no other case.
 
 Measured (median of many runs each, ratio = engine / baseline, both measured here):
-- `Engine.cases(state="manager_review", limit=50)` vs the same indexed SELECT with the sqlite3 module;
-  then the engine's resident memory before and after paging through every case of that state.
+- `Engine.cases(state="manager_review", limit=50)` vs the same indexed SELECT with the sqlite3 module,
+  twice: the rows as the driver hands them over (tuples of text and numbers), and the rows turned into
+  the values the engine hands back (a dict per row: data parsed from JSON, `open` a bool, the three
+  times aware UTC datetimes); then the engine's resident memory before and after paging through every
+  case of that state.
 - `Engine.cases(assignee=..., open=True, limit=50)` (the query behind a task list) for mia (a third of
   manager_review) and for fay (10 cases, the newest), each vs listing one state.
+- `Engine.tasks(...)` for mia and fay, with the EXPLAIN QUERY PLAN of every statement it sends.
 - `Worker.tick()` with nothing due among the pending timers vs the same tick on an empty database, with
   the EXPLAIN QUERY PLAN of every statement the tick runs.
 """
@@ -127,21 +131,30 @@ def fill(engine: Engine, count: int) -> float:
 
 
 class Statements:
-    """Collects the SQL an engine sends while active (to EXPLAIN it afterwards)."""
+    """Collects the SQL an engine sends while active (to EXPLAIN it afterwards): SQLite's trace callback
+    on every connection the engine takes from its pool, so that statements sent through SQLAlchemy and
+    those the store sends to the driver directly are both seen, with their values filled in."""
 
     def __init__(self, engine: Engine) -> None:
         self.sa = engine.store.engine
         self.seen: list[tuple[str, Any]] = []
 
-    def _record(self, _conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
-        self.seen.append((statement, parameters))
+    def _trace(self, dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_connection.set_trace_callback(lambda statement: self.seen.append((statement, ())))
+
+    @staticmethod
+    def _untrace(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            dbapi_connection.set_trace_callback(None)
 
     def __enter__(self) -> Statements:
-        event.listen(self.sa, "before_cursor_execute", self._record)
+        event.listen(self.sa, "checkout", self._trace)
+        event.listen(self.sa, "checkin", self._untrace)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        event.remove(self.sa, "before_cursor_execute", self._record)
+        event.remove(self.sa, "checkout", self._trace)
+        event.remove(self.sa, "checkin", self._untrace)
 
 
 def explain(path: Path, statements: list[tuple[str, Any]]) -> None:
@@ -156,11 +169,13 @@ def explain(path: Path, statements: list[tuple[str, Any]]) -> None:
 
 
 def plain_listing(path: Path, state: str, *, convert: bool = False) -> Callable[[], object]:
-    """The same SELECT with the sqlite3 module; with `convert`, each row also made into a dict with its data
-    parsed and its three times as aware datetimes (what the engine hands back, done by hand)."""
+    """The same SELECT with the sqlite3 module. Without `convert`, the rows as fetched (tuples; data still
+    JSON text, times still text). With `convert`, each row also made into the values the engine hands
+    back, written as tightly as the engine's own conversion: a dict per row, data parsed with
+    `json.loads`, `open` a bool, the three times parsed as aware UTC datetimes."""
     conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row if convert else None
     query = f"SELECT {COLUMNS} FROM cases WHERE state = ? ORDER BY created_at, id LIMIT 50"
+    names = [name.strip() for name in COLUMNS.split(",")]
 
     def run() -> object:
         rows = conn.execute(query, (state,)).fetchall()
@@ -169,10 +184,11 @@ def plain_listing(path: Path, state: str, *, convert: bool = False) -> Callable[
             return rows
         out = []
         for row in rows:
-            item = dict(row)
+            item = dict(zip(names, row, strict=True))
+            item["open"] = bool(item["open"])
             item["data"] = json.loads(item["data"])
             for name in ("entered_at", "created_at", "updated_at"):
-                item[name] = datetime.fromisoformat(item[name]).replace(tzinfo=UTC)
+                item[name] = datetime.fromisoformat(item[name] + "+00:00")
             out.append(item)
         return out
 
@@ -182,13 +198,10 @@ def plain_listing(path: Path, state: str, *, convert: bool = False) -> Callable[
 def listing(engine: Engine, path: Path, rounds: int) -> float:
     header("listing one state's oldest 50: Engine.cases(state=..., limit=50)")
     ours = median_ms(lambda: engine.cases(state="manager_review", limit=50), rounds)
-    theirs = median_ms(plain_listing(path, "manager_review"), rounds)
-    compare("Engine.cases", ours, "ms", "plain sqlite3, same SELECT", theirs, target=2.0, at_least=False)
-    by_hand = median_ms(plain_listing(path, "manager_review", convert=True), rounds)
-    note(
-        f"for scale: the same SELECT with each row made into a dict, data parsed, times as datetimes: "
-        f"{by_hand:.2f} ms (engine ×{ours / by_hand:.2f})"
-    )
+    bare = median_ms(plain_listing(path, "manager_review"), rounds)
+    same = median_ms(plain_listing(path, "manager_review", convert=True), rounds)
+    for label, base in (("same SELECT, same values", same), ("same SELECT, rows as fetched", bare)):
+        compare("Engine.cases", ours, "ms", f"plain sqlite3, {label}", base, target=2.0, at_least=False)
     with Statements(engine) as seen:
         engine.cases(state="manager_review", limit=50)
     explain(path, seen.seen)
@@ -221,8 +234,14 @@ def tasks(engine: Engine, path: Path, rounds: int, state_ms: float) -> None:
         with Statements(engine) as seen:
             engine.cases(assignee=user, open=True, limit=50)
         explain(path, seen.seen)
-    full = median_ms(lambda: engine.tasks("mia"), 3)
-    note(f"for scale: Engine.tasks('mia'), the whole task list, takes {full:,.1f} ms (median of 3)")
+    for user in ("mia", RARE):
+        header(f"one person's task list: Engine.tasks({user!r})")
+        found = len(engine.tasks(user))
+        full = median_ms(lambda u=user: engine.tasks(u), 11)
+        note(f"Engine.tasks({user!r}): {found} tasks, {full:,.1f} ms (median of 11)")
+        with Statements(engine) as seen:
+            engine.tasks(user)
+        explain(path, seen.seen)
 
 
 def tick(engine: Engine, path: Path, rounds: int, empty: Engine) -> None:

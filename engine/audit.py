@@ -11,6 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 GENESIS = "0" * 64
@@ -19,9 +20,25 @@ GENESIS = "0" * 64
 Outcome = Literal["accepted", "refused"]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""Built once: `json.dumps` with these options would build an encoder per call (~1.5 µs of a step)."""
+
+
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys, no spaces and UTF-8 text: the same value always gives the same string."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _CANONICAL.encode(value)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    """The audit trail's time format: UTC, microseconds, a Z."""
+    utc = moment.astimezone(UTC)
+    if utc.year < 1000:  # isoformat pads the year to 4 digits, strftime's %Y may not
+        return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +96,27 @@ class AuditRecord:
 
 def seal(record: AuditRecord) -> AuditRecord:
     """The record with its own hash filled in."""
-    from dataclasses import replace
-
-    return replace(record, hash=record.compute_hash())
+    # Spelled out rather than dataclasses.replace, which costs twice as much on every step.
+    return AuditRecord(
+        case_id=record.case_id,
+        seq=record.seq,
+        at=record.at,
+        actor=record.actor,
+        role=record.role,
+        event=record.event,
+        from_state=record.from_state,
+        to_state=record.to_state,
+        outcome=record.outcome,
+        definition_hash=record.definition_hash,
+        prev_hash=record.prev_hash,
+        hash=record.compute_hash(),
+        on_behalf_of=record.on_behalf_of,
+        payload=record.payload,
+        data_change=record.data_change,
+        comment=record.comment,
+        reason=record.reason,
+        detail=record.detail,
+    )
 
 
 @dataclass(frozen=True, slots=True)

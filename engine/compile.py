@@ -8,6 +8,10 @@ The machine holds the graph: every event of every state, in the order written, e
 condition, so that for alternatives the first whose guard holds wins. Two internal events carry what
 the engine decides itself: `ROUTE` with one transition per choice branch (their guards as conditions,
 `else` last, unconditional) and `APPROVED`/`REJECTED` out of approval states.
+
+Everything is compiled on first need, not up front: the machine (and the `transitions` import) on the
+first fire, each CEL guard on its first evaluation, each JSON Schema validator on its first check. A
+command that only reads cases (`sopflow show`) needs the definition and none of them.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from transitions import EventData, Machine
-
-from engine.definition.expressions import Guard, compile_guard
 from engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
 from engine.errors import DefinitionError, Problem
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
+    from transitions import EventData, Machine
+
+    from engine.definition.expressions import Guard
 
 ROUTE = "__route__"
 APPROVED = "__approved__"
@@ -34,7 +38,6 @@ INTERNAL_EVENTS = frozenset({ROUTE, APPROVED, REJECTED})
 Taken = Transition | Branch | None
 Conditions = list[str | Callable[..., bool | None]]
 """What `transitions` takes as a transition's conditions."""
-
 
 @dataclass(slots=True)
 class _Holder:
@@ -55,12 +58,50 @@ class GuardContext:
     permitted: frozenset[Path] = frozenset()
 
 
-def _guard_condition(guard: Guard) -> Callable[[EventData], bool]:
-    def check(event: EventData) -> bool:
-        ctx: GuardContext = event.kwargs["context"]
-        return guard.evaluate(data=ctx.data, payload=ctx.payload, actor=ctx.actor)
+def _compile(definition: Definition, when: Expression, payload_schema: Mapping[str, Any] | None) -> Guard:
+    # The CEL extension loads with the first guard compiled.
+    from engine.definition.expressions import ExpressionRejected, compile_guard
 
-    return check
+    try:
+        return compile_guard(when.text, data_schema=definition.data_schema, payload_schema=payload_schema)
+    except ExpressionRejected as exc:
+        problems = [
+            Problem(definition.file, 1, 1, issue.code, issue.message, issue.hint) for issue in exc.issues
+        ]
+        raise DefinitionError(problems) from exc
+
+
+class _LazyGuard:
+    """A transition's or branch's guard as a `transitions` condition, compiled on its first evaluation.
+
+    The CEL program is handed only the roots it reads: converting the actor into CEL values costs more
+    than evaluating a simple guard, and a guard that never names `actor` cannot depend on it."""
+
+    __slots__ = ("_definition", "_guard", "_payload_schema", "_uses_actor", "_when")
+
+    def __init__(
+        self, definition: Definition, when: Expression, payload_schema: Mapping[str, Any] | None
+    ) -> None:
+        self._definition = definition
+        self._when = when
+        self._payload_schema = payload_schema
+        self._guard: Guard | None = None
+        self._uses_actor = True
+
+    def guard(self) -> Guard:
+        guard = self._guard
+        if guard is None:
+            guard = _compile(self._definition, self._when, self._payload_schema)
+            self._uses_actor = "actor" in guard.program.variables()
+            self._guard = guard
+        return guard
+
+    def __call__(self, event: EventData) -> bool:
+        guard = self._guard if self._guard is not None else self.guard()
+        ctx: GuardContext = event.kwargs["context"]
+        return guard.evaluate(
+            data=ctx.data, payload=ctx.payload, actor=ctx.actor if self._uses_actor else {}
+        )
 
 
 def _permitted_condition(path: Path) -> Callable[[EventData], bool]:
@@ -99,58 +140,60 @@ def _errors(validator: Draft202012Validator, value: Mapping[str, Any]) -> list[s
 
 
 class CompiledDefinition:
-    """A definition ready to run: its machine and its compiled guards. Immutable after construction."""
+    """A definition ready to run: its machine, its guards and its validators, each made on first use.
+    What it answers never changes; the caches it fills are safe to share between threads (two threads
+    racing to fill one build the same thing and either result is kept)."""
 
     def __init__(self, definition: Definition) -> None:
         self.definition = definition
-        self._guards: dict[Path, Guard] = {}
+        self._machine: Machine | None = None
         self._validators: dict[Path | None, Draft202012Validator] = {}
-        self._machine = Machine(
+        self._guards: dict[Path, _LazyGuard] = {}
+        self._alternatives: dict[tuple[str, str], tuple[Transition, ...]] = {}
+        for state in definition.states.values():
+            for t in state.transitions:
+                key = (state.name, t.event)
+                self._alternatives[key] = (*self._alternatives.get(key, ()), t)
+                if t.when is not None:
+                    self._guards[t.when.path] = _LazyGuard(definition, t.when, t.payload)
+            for branch in state.choice:
+                if branch.when is not None:
+                    self._guards[branch.when.path] = _LazyGuard(definition, branch.when, None)
+
+    def _build(self) -> Machine:
+        # transitions (and its Machine) load on the first fire: reading a case never needs them.
+        from transitions import Machine
+
+        machine = Machine(
             model=None,
-            states=list(definition.states),
-            initial=definition.initial,
+            states=list(self.definition.states),
+            initial=self.definition.initial,
             auto_transitions=False,
             send_event=True,
             ignore_invalid_triggers=False,
         )
-        for state in definition.states.values():
+        for state in self.definition.states.values():
             for t in state.transitions:
-                conditions: Conditions = [_permitted_condition(t.path), *self._guard(t.when, t.payload)]
-                self._machine.add_transition(
+                conditions: Conditions = [_permitted_condition(t.path), *self._conditions(t.when)]
+                machine.add_transition(
                     t.event, state.name, t.target, conditions=conditions, after=[_record(t)]
                 )
             for branch in state.choice:
-                self._machine.add_transition(
+                machine.add_transition(
                     ROUTE,
                     state.name,
                     branch.target,
-                    conditions=self._guard(branch.when, None),
+                    conditions=self._conditions(branch.when),
                     after=[_record(branch)],
                 )
             if state.approval is not None:
-                self._machine.add_transition(APPROVED, state.name, state.approval.approved)
-                self._machine.add_transition(REJECTED, state.name, state.approval.rejected)
+                machine.add_transition(APPROVED, state.name, state.approval.approved)
+                machine.add_transition(REJECTED, state.name, state.approval.rejected)
+        self._machine = machine
+        return machine
 
-    def _guard(self, when: Expression | None, payload_schema: Mapping[str, Any] | None) -> Conditions:
-        if when is None:
-            return []
-        guard = self._compile(when, payload_schema)
-        self._guards[when.path] = guard
-        return [_guard_condition(guard)]
-
-    def _compile(self, when: Expression, payload_schema: Mapping[str, Any] | None) -> Guard:
-        from engine.definition.expressions import ExpressionRejected
-
-        try:
-            return compile_guard(
-                when.text, data_schema=self.definition.data_schema, payload_schema=payload_schema
-            )
-        except ExpressionRejected as exc:
-            problems = [
-                Problem(self.definition.file, 1, 1, issue.code, issue.message, issue.hint)
-                for issue in exc.issues
-            ]
-            raise DefinitionError(problems) from exc
+    def _conditions(self, when: Expression | None) -> Conditions:
+        return [] if when is None else [self._guards[when.path]]
 
     def data_errors(self, data: Mapping[str, Any]) -> list[str]:
         """What is wrong with a case's data against the definition's `data` schema (empty: nothing)."""
@@ -176,20 +219,23 @@ class CompiledDefinition:
         return validator
 
     def guard(self, when: Expression) -> Guard:
-        """The compiled guard of an expression of this definition."""
-        return self._guards[when.path]
+        """The compiled guard of an expression of this definition (compiled now if it was not yet);
+        DefinitionError if it does not compile."""
+        return self._guards[when.path].guard()
 
     def fire(self, state: str, event: str, context: GuardContext) -> Fired | None:
         """Run `event` from `state`: where the case goes and by which transition or branch, or None
         when no permitted alternative's guard held.
 
         The caller has checked that `state` has `event`; guard evaluation errors propagate as
-        `GuardRefused`.
+        `GuardRefused` (and a guard that does not compile, in a definition that skipped the checks, as
+        `DefinitionError`).
         """
+        machine = self._machine or self._build()
         holder = _Holder(state)
-        moved: bool = self._machine.events[event].trigger(holder, context=context)
+        moved: bool = machine.events[event].trigger(holder, context=context)
         return Fired(holder.state, holder.taken) if moved else None
 
     def alternatives(self, state: str, event: str) -> tuple[Transition, ...]:
         """The transitions written for `event` in `state`, in order."""
-        return tuple(t for t in self.definition.states[state].transitions if t.event == event)
+        return self._alternatives.get((state, event), ())

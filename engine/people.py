@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Org, State
 from engine.errors import InvalidData, NotPermitted, UsageError
-from engine.step import CLAIM, acting_role
-from engine.store import CaseChange, CaseRow, DelegationRow, Reads, Write
+from engine.step import CLAIM, Actor, acting_role
+from engine.store import CaseChange, CaseQuery, CaseRow, DelegationRow, Reads, StoredVote, TimerRow, Write
 
 if TYPE_CHECKING:
     from engine.runtime import Case, Engine, Result
@@ -203,39 +203,54 @@ def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_use
 
 def tasks(engine: Engine, user_id: str, *, limit: int = 50) -> list[Task]:
     """Every open case where `user_id` can act now, most urgent first (nearest deadline, then the longest
-    waiting). Candidates come from two indexed queries (assigned to them; in a state their roles act in),
-    never from a scan of all cases."""
+    waiting). Candidates come from indexed searches (assigned to them; in each state their roles act in),
+    never from a scan of all cases, sent as one statement; the votes cast on the approval candidates and
+    the running deadlines of the tasks found are read in one statement each."""
+    from engine.runtime import check_limit
+
     org = engine.org()
-    person = engine.actor(user_id)
-    found: dict[int, Task] = {}
-    assigned = engine.cases(assignee=user_id, open=True, limit=limit * 4)
-    candidates = list(assigned)
+    person = engine._actor(org, user_id)
+    page = limit * 4
+    check_limit(page)
     places = {
         (d.id, s.name)
         for d in engine.definitions()
         for s in d.states.values()
         if _role_may_act(s, person.roles)
     }
-    for definition_id, state_name in sorted(places):
-        candidates += engine.cases(definition=definition_id, state=state_name, open=True, limit=limit * 4)
-    for case in candidates:
-        if case.id in found:
-            continue
-        compiled = engine.compiled(case.definition_id, case.definition_version)
-        state = compiled.definition.states[case.state]
-        events, reason = _what_they_may_do(engine, case, state, person, org)
+    queries = [CaseQuery(assignee=user_id, open=True, limit=page)]
+    queries += [CaseQuery(definition_id=d, state=s, open=True, limit=page) for d, s in sorted(places)]
+    candidates: dict[int, CaseRow] = {}
+    for row in engine.store.cases_each(queries):
+        candidates.setdefault(row.id, row)
+    voting = [r.id for r in candidates.values() if _may_vote(_state_of(engine, r), person.roles)]
+    votes = engine.store.all_votes(voting) if voting else {}
+    found: dict[int, tuple[CaseRow, tuple[str, ...], str]] = {}
+    for row in candidates.values():
+        events, reason = _what_they_may_do(engine, row, person, org, votes.get(row.id, []))
         if events:
-            found[case.id] = Task(case, events, reason, case.entered_at, None, None)
-    for case_id, task in list(found.items()):
-        running = engine.deadlines(case_id)
-        if running:
-            soonest = min(running, key=lambda d: d.due_at)
-            found[case_id] = Task(
-                task.case, task.events, task.reason, task.waiting_since, soonest.due_at, soonest.name
-            )
+            found[row.id] = (row, events, reason)
+    running = engine.store.running_deadlines(list(found)) if found else {}
     far = datetime.max.replace(tzinfo=engine.clock().tzinfo)
-    ordered = sorted(found.values(), key=lambda t: (t.due_at or far, t.waiting_since, t.case.id))
-    return ordered[:limit]
+    urgent: list[tuple[datetime, datetime, int, TimerRow | None]] = []
+    for case_id, (row, _events, _reason) in found.items():
+        soonest = running[case_id][0] if case_id in running else None  # soonest first
+        urgent.append((soonest.due_at if soonest else far, row.entered_at, case_id, soonest))
+    urgent.sort(key=lambda u: u[:3])
+    out: list[Task] = []
+    for _due, waiting, case_id, soonest in urgent[:limit]:
+        row, events, reason = found[case_id]
+        due_at, deadline = (soonest.due_at, soonest.name) if soonest else (None, None)
+        out.append(Task(engine._case(row), events, reason, waiting, due_at, deadline))
+    return out
+
+
+def _state_of(engine: Engine, row: CaseRow) -> State:
+    return engine.compiled(row.definition_id, row.definition_version).definition.states[row.state]
+
+
+def _may_vote(state: State, roles: frozenset[str]) -> bool:
+    return state.approval is not None and any(r in roles for r in state.approval.roles)
 
 
 def _role_may_act(state: State, roles: frozenset[str]) -> bool:
@@ -252,11 +267,16 @@ def _role_may_act(state: State, roles: frozenset[str]) -> bool:
 
 
 def _what_they_may_do(
-    engine: Engine, case: Case, state: State, person: Any, org: Org
+    engine: Engine, row: CaseRow, person: Actor, org: Org, votes: Sequence[tuple[int, StoredVote]]
 ) -> tuple[tuple[str, ...], str]:
+    """The events `person` may fire on the case now, and why it is theirs; `votes` are the case's
+    accepted votes with their audit seq (those of its current visit count)."""
+    from engine.runtime import required_fields, votes_of
     from engine.step import Snapshot
 
-    snapshot = Snapshot(case.state, case.data, case.starter, case.assignee, case.submitter)
+    compiled = engine.compiled(row.definition_id, row.definition_version)
+    state = compiled.definition.states[row.state]
+    snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
     events: list[str] = []
     reasons: list[str] = []
     for t in state.transitions:
@@ -267,15 +287,18 @@ def _what_they_may_do(
             reasons.append(
                 "assigned to you" if role == "$assignee" else f"as {role}" + (f" for {who}" if who else "")
             )
-    if state.approval is not None and any(r in person.roles for r in state.approval.roles):
-        options = {o.event: o for o in engine.options(case.id, person.id)}
-        if options.get(APPROVE) and options[APPROVE].allowed:
+    if _may_vote(state, person.roles):
+        current = votes_of(v for seq, v in votes if seq > row.entered_seq)
+        voting = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, current)
+        fields = required_fields(compiled.alternatives(state.name, APPROVE))
+        allowed, _ = engine._try(compiled, voting, person, APPROVE, org, fields)
+        if allowed:
             events += [APPROVE, REJECT]
             reasons.append("your vote is awaited")
     if (
         state.assign is not None
         and state.assign.kind == "claim"
-        and case.assignee is None
+        and row.assignee is None
         and state.assign.value in person.roles
     ):
         events.append(CLAIM)

@@ -8,19 +8,18 @@ transaction. Everything an embedder needs is a method here; the CLI is one such 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine import people
-from engine.audit import AuditRecord, ChainBreak, canonical_json, seal, verify_chain
+from engine.audit import AuditRecord, ChainBreak, canonical_json, iso, seal, utc_now, verify_chain
 from engine.compile import CompiledDefinition
-from engine.definition.model import APPROVE, REJECT, Definition, Org, Text
+from engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
 from engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
 from engine.people import Task
-from engine.simulate import iso, utc_now
 from engine.step import (
     Actor,
     People,
@@ -42,6 +41,7 @@ from engine.store import (
     OverdueRow,
     Reads,
     Store,
+    StoredVote,
     Write,
 )
 from engine.timers import on_entry
@@ -231,6 +231,10 @@ class Engine:
 
     def definitions(self) -> list[Definition]:
         """Every deployed definition version, oldest version first per id."""
+        keys = self.store.definition_keys()
+        if all(k in self._compiled for k in keys):
+            # Compiled already: the keys suffice, their source texts need not be read again.
+            return [self._compiled[k].definition for k in keys]
         return [self._compile(r).definition for r in self.store.definitions()]
 
     def definition(self, definition_id: str, version: int | None = None) -> Definition:
@@ -287,18 +291,21 @@ class Engine:
     def _org_knowing(self, user_id: str) -> Org:
         """The org last read if it knows `user_id`, else the deployed org, which must (NotFound if not).
         Saves a fire a read of its own: the fire then checks, in its transaction, that this org is still
-        the deployed one (`_org_in`)."""
+        the deployed one (`org_in`)."""
         org = self._last_org
         if org is None or user_id not in org.users:
             org = self.org()
             actor_from_org(org, user_id)
         return org
 
-    def _org_in(self, reads: Reads, known: Org) -> Org:
-        """The deployed org, read inside a write transaction; `known` when it is still the one deployed."""
-        if reads.org_hash() == known.content_hash:
-            return known
-        return self._org_of(reads.org())
+    def org_in(self, reads: Reads) -> Org:
+        """The deployed org, read inside a write transaction: the org this engine already built for the
+        deployed hash (which the step's first statement read), else the deployed one, loaded."""
+        found = self._orgs.get(reads.org_hash() or "")
+        if found is None:
+            return self._org_of(reads.org())
+        self._last_org = found
+        return found
 
     def actor(self, user_id: str) -> Actor:
         """The person acting, as the deployed org knows them, with the roles delegated to them now;
@@ -394,15 +401,16 @@ class Engine:
         audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
         payload = dict(payload or {})
         _check_size(payload)
-        known = self._org_knowing(actor)
+        self._org_knowing(actor)
         refusal: list[SopflowError] = []
         now = self.clock()
 
         def decide(row: CaseRow, reads: Reads) -> Write:
             refusal.clear()
-            # The org and the delegations are read here, in the step's own transaction, not each in one
-            # of its own before it: a step is one round of the database, not three.
-            org = self._org_in(reads, known)
+            # The org and the delegations are read here, in the step's own transaction; the deployed org's
+            # hash and whether any grant to the actor may run came with the case, in the step's first
+            # statement, so this usually sends nothing.
+            org = self.org_in(reads)
             person = self._delegated(org, actor, reads.delegations(actor), now)
             if expect_version is not None and row.version != expect_version:
                 raise Conflict(
@@ -435,7 +443,7 @@ class Engine:
             _check_size(step.data)
             return self.step_write(compiled, row, org, person, step, payload, comment, now)
 
-        fired = self.store.fire(case_id, decide, now=now, key=key)
+        fired = self.store.fire(case_id, decide, now=now, key=key, actor=actor)
         if refusal:
             raise refusal[0]
         if fired.replayed and fired.record.event != event:
@@ -450,11 +458,7 @@ class Engine:
         votes: tuple[Vote, ...] = ()
         state = compiled.definition.states[row.state]
         if state.approval is not None:
-            votes = tuple(
-                Vote(v.on_behalf_of or v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
-                for v in reads.votes(row.id, row.entered_seq)
-                if v.event in (APPROVE, REJECT)
-            )
+            votes = votes_of(reads.votes(row.id, row.entered_seq))
         return Snapshot(
             state=row.state,
             data=row.data,
@@ -505,7 +509,9 @@ class Engine:
             change,
             start_timers=timers.start,
             cancel_timers=timers.cancel,
-            cancel_state_timers=timers.leave_state,
+            # The only timeout a case can have pending is its current state's: leaving a state without
+            # one has nothing to cancel, and the statement is saved.
+            cancel_state_timers=timers.leave_state and definition.states[row.state].timeout is not None,
         )
 
     @staticmethod
@@ -568,8 +574,7 @@ class Engine:
         newest_first: bool = False,
     ) -> list[Case]:
         """Cases matching every filter given, oldest first, one page of at most `limit`."""
-        if limit < 1 or limit > 10_000:
-            raise UsageError(f"limit {limit} is out of range", hint="use 1 to 10000 and page with after_id")
+        check_limit(limit)
         rows = self.store.cases(
             CaseQuery(
                 definition_id=definition,
@@ -605,31 +610,33 @@ class Engine:
         events = list(state.events)
         if state.assign is not None and state.assign.kind == "claim":
             events.append(CLAIM)
+        snapshot = self._snapshot_read(compiled, row)
         out: list[Option] = []
         for event in events:
             alternatives = compiled.alternatives(state.name, event)
             by = tuple(dict.fromkeys(r for t in alternatives for r in t.by))
             if state.approval is not None and event in (APPROVE, REJECT):
                 by = state.approval.roles
-            fields = tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))
+            fields = required_fields(alternatives)
             targets = tuple(dict.fromkeys(t.target for t in alternatives))
             if state.approval is not None and event in (APPROVE, REJECT):
                 targets = (state.approval.approved if event == APPROVE else state.approval.rejected,)
             title = alternatives[0].title if alternatives else None
-            allowed, reason = self._try(compiled, row, person, event, org, fields)
+            allowed, reason = self._try(compiled, snapshot, person, event, org, fields)
             out.append(Option(event, title, allowed, reason, targets, by, fields))
         return out
 
+    @staticmethod
     def _try(
-        self,
         compiled: CompiledDefinition,
-        row: CaseRow,
+        snapshot: Snapshot,
         person: Actor,
         event: str,
         org: Org,
         fields: tuple[str, ...],
     ) -> tuple[bool, str | None]:
-        snapshot = self._snapshot_read(compiled, row)
+        """Whether `person` may fire `event` on a case as `snapshot` shows it (nothing is written), and if
+        not, why; `fields` are the payload fields the event requires, which a dry run cannot give."""
         people = People(org, lambda role: org.members(role)[0] if org.members(role) else None)
         try:
             take_step(compiled, snapshot, person, event, {}, people)
@@ -685,11 +692,7 @@ class Engine:
     def _snapshot_read(self, compiled: CompiledDefinition, row: CaseRow) -> Snapshot:
         votes: tuple[Vote, ...] = ()
         if compiled.definition.states[row.state].approval is not None:
-            votes = tuple(
-                Vote(r.on_behalf_of or r.actor, r.role or "", "approve" if r.event == APPROVE else "reject")
-                for r in self.store.history(row.id)[row.entered_seq :]
-                if r.outcome == "accepted" and r.event in (APPROVE, REJECT)
-            )
+            votes = votes_of(self.store.votes(row.id, row.entered_seq))
         return Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, votes)
 
     def _case(self, row: CaseRow) -> Case:
@@ -807,6 +810,26 @@ class Engine:
         if canonical_json(data) != canonical_json(row.data):
             return ChainBreak(row.id, len(history), "replayed data differs from the stored data")
         return None
+
+
+def check_limit(limit: int) -> None:
+    """A page of cases holds 1 to 10,000."""
+    if limit < 1 or limit > 10_000:
+        raise UsageError(f"limit {limit} is out of range", hint="use 1 to 10000 and page with after_id")
+
+
+def votes_of(stored: Iterable[StoredVote]) -> tuple[Vote, ...]:
+    """The votes of an approval as the step's rules count them: a vote cast on someone's behalf is theirs."""
+    return tuple(
+        Vote(v.on_behalf_of or v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
+        for v in stored
+        if v.event in (APPROVE, REJECT)
+    )
+
+
+def required_fields(alternatives: Sequence[Transition]) -> tuple[str, ...]:
+    """The payload fields an event requires (those of its first alternative)."""
+    return tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))
 
 
 def _check_size(value: Mapping[str, Any]) -> None:

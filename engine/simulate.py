@@ -7,24 +7,17 @@ A simulated case keeps the same audit records, hash chain included, that the run
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from engine.audit import GENESIS, AuditRecord, seal
+from engine.audit import GENESIS, AuditRecord, iso, seal, utc_now
 from engine.compile import CompiledDefinition
 from engine.definition.model import APPROVE, REJECT, Org
 from engine.errors import SopflowError
 from engine.step import Actor, People, Refused, Snapshot, Step, Vote, actor_from_org, start_step, take_step
 
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    """The audit trail's time format: UTC, microseconds, a Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+__all__ = ["SimCase", "Simulation", "iso", "utc_now"]  # iso and utc_now are engine.audit's, kept here too
 
 
 @dataclass
@@ -57,6 +50,7 @@ class Simulation:
         self.clock = clock
         self.cases: list[SimCase] = []
         self.people = People(org, self._least_loaded)
+        self._actors: dict[str, Actor] = {}
 
     def _least_loaded(self, role: str) -> str | None:
         members = self.org.members(role)
@@ -70,7 +64,10 @@ class Simulation:
         return min(members, key=lambda m: load[m])
 
     def actor(self, user_id: str) -> Actor:
-        return actor_from_org(self.org, user_id)
+        found = self._actors.get(user_id)
+        if found is None:  # the org never changes under a simulation, nor do its people
+            found = self._actors[user_id] = actor_from_org(self.org, user_id)
+        return found
 
     def start(self, user_id: str, data: Mapping[str, Any]) -> SimCase:
         actor = self.actor(user_id)
@@ -131,10 +128,10 @@ class Simulation:
             if step.event in (APPROVE, REJECT):
                 last = step.detail["votes"][-1]
                 votes = (*votes, Vote(last["voter"], last["role"], last["decision"]))
-        case.snapshot = replace(
-            snap,
+        case.snapshot = Snapshot(
             state=step.to_state,
             data=step.data,
+            starter=snap.starter,
             assignee=step.assignee,
             submitter=submitter,
             votes=votes,

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from engine.audit import AuditRecord
 from engine.compile import CompiledDefinition
-from engine.definition.model import Definition, Escalation
+from engine.definition.model import Definition, Escalation, Org
 from engine.runtime import Engine
 from engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
 from engine.store import (
@@ -225,8 +225,8 @@ class Worker:
                     {**detail, "skipped": f"`{rung.target}` is not an event of `{row.state}`"},
                 )
             return self._system_event(compiled, row, reads, rung.target, now, detail)
+        org = self.engine.org_in(reads)
         if rung.action == "reassign":
-            org = self.engine.org()
             chosen = reads.least_loaded(org.members(rung.target))
             record = self._record(
                 compiled, row, now, "reassign", row.state, {**detail, "from": row.assignee, "to": chosen}
@@ -243,7 +243,12 @@ class Worker:
                 record,
                 change,
                 notify=self._notices(
-                    row, definition, chosen or rung.target, f"case {row.id} was reassigned to you", detail
+                    row,
+                    definition,
+                    org,
+                    chosen or rung.target,
+                    f"case {row.id} was reassigned to you",
+                    detail,
                 ),
             )
         record = self._record(compiled, row, now, "escalate", row.state, detail)
@@ -251,12 +256,17 @@ class Worker:
             f"{definition.key} case {row.id} is overdue on `{timer.name}` "
             f"(in `{row.state}`, {definition.states[row.state].title})"
         )
-        return Write(record, None, notify=self._notices(row, definition, rung.target, subject, detail))
+        return Write(record, None, notify=self._notices(row, definition, org, rung.target, subject, detail))
 
     def _notices(
-        self, row: CaseRow, definition: Definition, recipient: str, subject: str, detail: Mapping[str, Any]
+        self,
+        row: CaseRow,
+        definition: Definition,
+        org: Org,
+        recipient: str,
+        subject: str,
+        detail: Mapping[str, Any],
     ) -> tuple[NotificationSpec, ...]:
-        org = self.engine.org()
         members = list(org.members(recipient)) or ([recipient] if recipient in org.users else [])
         emails = {m: org.users[m].email for m in members if org.users[m].email}
         body = {
@@ -283,7 +293,9 @@ class Worker:
         now: datetime,
         detail: Mapping[str, Any],
     ) -> Write:
-        org = self.engine.org()
+        # The org is read in the timer's own transaction (its hash came with the case), as a user's step
+        # reads it, not in a connection of its own per timer.
+        org = self.engine.org_in(reads)
         snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
         people = People(org, lambda role: reads.least_loaded(org.members(role)))
         try:

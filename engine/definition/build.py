@@ -42,7 +42,9 @@ from engine.definition.model import (
 
 _DURATION = re.compile(r"(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _UNIT_SECONDS = (7 * 86400, 86400, 3600, 60, 1)
-_CJK = re.compile(r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]")
+# A pattern, not compiled here: compiling its 28,000-character class takes ~2 ms, and only a definition
+# with a plain-string text needs it (`re` compiles it on first use and keeps it).
+_CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ESCALATION_ACTIONS: tuple[EscalationAction, ...] = ("notify", "reassign", "fire")
 _APPROVAL_RULES: tuple[ApprovalRule, ...] = ("all_of", "any_of", "quorum")
@@ -73,7 +75,7 @@ def content_hash(data: Any) -> str:
 def build_text(value: Any) -> Text:
     """A plain string is Chinese if it has CJK characters, else English; a mapping names both."""
     if isinstance(value, str):
-        return Text(zh=value) if _CJK.search(value) else Text(en=value)
+        return Text(zh=value) if re.search(_CJK, value) else Text(en=value)
     if isinstance(value, Mapping):
         return Text(zh=value.get("zh"), en=value.get("en"))
     return Text(en=str(value))

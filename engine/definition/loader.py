@@ -43,7 +43,10 @@ _ALLOWED_TAGS = "!!str, !!int, !!float, !!bool, !!null, !!map, !!seq"
 _BOM = "\ufeff"
 # The characters YAML does not allow in a stream (the set PyYAML's reader refuses); checked up front so
 # the position is exact whichever parser runs, and lone surrogates never reach libyaml's UTF-8 encoder.
-_NOT_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Written as the complement of what YAML allows ([^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd
+# \U00010000-\U0010ffff]), the same set: `re` compiles a class range by range, character by character,
+# and the allowed form's 63,000 characters took ~4 ms at every start.
+_NOT_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufffe\uffff]")
 
 # YAML 1.2.2 core schema, section 10.3.2.
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from engine.errors import ConfigurationError
@@ -90,13 +90,28 @@ def _sqlite(url: URL, durable: bool) -> Engine:
     return engine
 
 
+_REVISION = text("SELECT version_num FROM alembic_version")
+
+
 def current_revision(engine: Engine) -> str | None:
-    """The schema revision recorded in the database, or None for a database sopflow has not set up."""
+    """The schema revision recorded in the database, or None for a database sopflow has not set up.
+
+    One SELECT that fails on a database without the table: every command runs this, and asking
+    SQLAlchemy's inspector first costs more than the answer (two queries and its reflection caches)."""
     with connect_or_explain(engine) as conn:
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        try:
+            revision = conn.execute(_REVISION).scalar()
+        except DBAPIError as exc:
+            if _no_such_table(exc):
+                return None
+            raise
         return None if revision is None else str(revision)
+
+
+def _no_such_table(exc: DBAPIError) -> bool:
+    """Whether the driver said the table does not exist: SQLite's message, PostgreSQL's SQLSTATE 42P01."""
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) == "42P01" or "no such table" in str(orig)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str:

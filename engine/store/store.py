@@ -5,21 +5,26 @@ A step is written by `Store.fire`: read the case, let the caller decide (`decide
 audit record, start and cancel timers, remember the idempotency key, commit. If another writer got there
 first, the whole transaction is retried from the read (the caller's `decide` sees the new case and may
 refuse, e.g. with a `Conflict` when it was told to expect the old version).
+
+The statements of a step, of reading a case and of listing cases are the driver's own SQL
+(`engine.store.driver`); the rest is SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, bindparam, cast, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from engine.audit import GENESIS, AuditRecord, canonical_json
 from engine.errors import Conflict, NotFound
 from engine.store import database
+from engine.store.driver import Sql, chunks, run, when
 from engine.store.records import (
     CaseChange,
     CaseQuery,
@@ -57,52 +62,15 @@ _TIMER_COLUMNS = (
     timers.c.entered_seq,
 )
 
-# The statements of a step, built once. Building a statement (coercing each value into a bound parameter,
-# computing its cache key) cost more than running it; these take their values at execution, under names
-# that start with `w_` where a name could clash with a column's. What runs is the same SQL as before.
-_CASE_BY_ID = select(cases).where(cases.c.id == bindparam("w_case_id"))
-_FIRE_KEY_SEQ = select(fire_keys.c.seq).where(
-    fire_keys.c.case_id == bindparam("w_case_id"), fire_keys.c.key == bindparam("w_key")
-)
+# Statements off the hot path that a step may still need, built once: building a statement (coercing
+# each value into a bound parameter, computing its cache key) costs more than running it.
 _INSERT_FIRE_KEY = insert(fire_keys)
-_UPDATE_CHAIN = update(cases).where(
-    cases.c.id == bindparam("w_case_id"),
-    cases.c.version == bindparam("w_version"),
-    cases.c.audit_seq == bindparam("w_audit_seq"),
-)
-"""The conditional update of a case row; the columns to set are the execution's other parameters."""
-_UPDATE_STEP = _UPDATE_CHAIN.values(version=cases.c.version + 1)
-_INSERT_AUDIT = insert(audit)
-_INSERT_TIMERS = insert(timers)
 _INSERT_NOTIFICATIONS = insert(notifications)
-_PENDING_OF_CASE = (timers.c.case_id == bindparam("w_case_id"), timers.c.pending.is_(True))
-_TIMER_NAMES = timers.c.name.in_(bindparam("w_names", expanding=True))
-_CANCEL = update(timers).values(pending=False, outcome="cancelled")
-"""Cancel pending timers of a case; `done_at` is bound at execution."""
-_CANCEL_TIMEOUTS = _CANCEL.where(*_PENDING_OF_CASE, timers.c.kind == "timeout")
-_CANCEL_NAMED = _CANCEL.where(*_PENDING_OF_CASE, _TIMER_NAMES)
-_CANCEL_BOTH = _CANCEL.where(*_PENDING_OF_CASE, or_(timers.c.kind == "timeout", _TIMER_NAMES))
-_CLOSE_BREACHED = (
-    update(timers)
-    .where(
-        timers.c.case_id == bindparam("w_case_id"),
-        timers.c.kind == "deadline",
-        timers.c.outcome == "breached",
-        _TIMER_NAMES,
-    )
-    .values(outcome="late")
-)
-_RUNNING_DEADLINES = select(timers.c.name).where(
-    timers.c.case_id == bindparam("w_case_id"),
-    timers.c.kind == "deadline",
-    or_(timers.c.pending.is_(True), timers.c.outcome == "breached"),
-)
 _LATEST_ORG = (
     select(orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at)
     .order_by(orgs.c.id.desc())
     .limit(1)
 )
-_LATEST_ORG_HASH = select(orgs.c.content_hash).order_by(orgs.c.id.desc()).limit(1)
 _GRANTS = select(delegations).where(
     delegations.c.kind == "grant",
     delegations.c.id.not_in(
@@ -112,55 +80,59 @@ _GRANTS = select(delegations).where(
     ),
 )
 """Grants (not revocations) that were not revoked."""
-_GRANTS_TO = _GRANTS.where(delegations.c.delegate == bindparam("w_delegate")).order_by(
-    delegations.c.id.desc()
-)
-_OPEN_LOAD = (
-    select(cases.c.assignee, func.count())
-    .where(cases.c.open.is_(True), cases.c.assignee.in_(bindparam("w_members", expanding=True)))
-    .group_by(cases.c.assignee)
-)
+
+
+@dataclass(frozen=True, slots=True)
+class _StepContext:
+    """Read with the case at the start of a step, so that `Reads` answers these without a statement."""
+
+    org_hash: str | None
+    delegate: str | None
+    any_grant: bool
+    """Whether any grant to `delegate` ends after the step's time (only then are grants loaded)."""
 
 
 class Reads:
     """Reads a `decide` callback may make inside the write transaction."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, sql: Sql, context: _StepContext | None = None) -> None:
         self._conn = conn
+        self._sql = sql
+        self._context = context
 
     def votes(self, case_id: int, since_seq: int) -> list[StoredVote]:
         """Accepted approve/reject records after `since_seq` (the current visit of an approval state)."""
-        rows = self._conn.execute(
-            select(audit.c.actor, audit.c.role, audit.c.event, audit.c.on_behalf_of)
-            .where(
-                audit.c.case_id == case_id,
-                audit.c.seq > since_seq,
-                audit.c.outcome == "accepted",
-                audit.c.event.in_(("approve", "reject")),
-            )
-            .order_by(audit.c.seq)
-        )
-        return [StoredVote(r.actor, r.role, r.event, r.on_behalf_of) for r in rows]
+        rows = run(self._conn, self._sql.votes, (case_id, since_seq)).fetchall()
+        return [StoredVote(*r) for r in rows]
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
             return None
-        counts: dict[str, int] = dict(self._conn.execute(_OPEN_LOAD, {"w_members": list(members)}).all())
-        return min(members, key=lambda m: int(counts.get(m, 0)))
+        found = run(self._conn, self._sql.open_load(len(members)), (True, *members)).fetchall()
+        counts: dict[str, int] = {m: int(n) for m, n in found}
+        return min(members, key=lambda m: counts.get(m, 0))
 
     def org_hash(self) -> str | None:
         """The content hash of the deployed org (None when none is)."""
-        found = self._conn.execute(_LATEST_ORG_HASH).scalar()
-        return None if found is None else str(found)
+        if self._context is not None:
+            return self._context.org_hash
+        found = run(self._conn, self._sql.org_hash).fetchone()
+        return None if found is None else str(found[0])
 
     def org(self) -> OrgRow | None:
         """The deployed org, as `Store.org` reads it."""
         return _org_row(self._conn)
 
     def delegations(self, delegate: str) -> list[DelegationRow]:
-        """Grants to `delegate` not revoked, newest first, as `Store.delegations(delegate=...)` reads them."""
-        return [_delegation_row(r) for r in self._conn.execute(_GRANTS_TO, {"w_delegate": delegate})]
+        """Grants to `delegate` not revoked, newest first, as `Store.delegations(delegate=...)` reads them;
+        [] without a statement when the step's read found no grant to them that runs past the step's
+        time (a grant that has ended hands nothing over)."""
+        context = self._context
+        if context is not None and context.delegate == delegate and not context.any_grant:
+            return []
+        query = _GRANTS.where(delegations.c.delegate == delegate).order_by(delegations.c.id.desc())
+        return [_delegation_row(r) for r in self._conn.execute(query)]
 
 
 class Store:
@@ -169,6 +141,7 @@ class Store:
     def __init__(self, url: str, *, durable: bool = True, create: bool = True) -> None:
         self.url = url
         self.engine: Engine = database.create(url, durable=durable)
+        self._sql = Sql.of(self.engine.dialect.name)
         if create:
             database.ensure_schema(self.engine)
 
@@ -237,6 +210,16 @@ class Store:
             )
             return [DefinitionRow(**r._mapping) for r in rows]
 
+    def definition_keys(self) -> list[tuple[str, int]]:
+        """(definition id, version) of every deployed version, in `definitions()` order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(definitions.c.definition_id, definitions.c.version).order_by(
+                    definitions.c.definition_id, definitions.c.version
+                )
+            )
+            return [(r.definition_id, int(r.version)) for r in rows]
+
     def org(self) -> OrgRow | None:
         with self._read() as conn:
             return _org_row(conn)
@@ -261,36 +244,37 @@ class Store:
                     found = self._started(conn, definition_id, key)
                     if found is not None:
                         return found
-                case_id = conn.execute(
-                    insert(cases)
-                    .values(
-                        definition_id=definition_id,
-                        definition_version=definition_version,
-                        state=change.state,
-                        open=change.open,
-                        data=canonical_json(change.data),
-                        version=1,
-                        starter=starter,
-                        assignee=change.assignee,
-                        submitter=change.submitter,
-                        entered_seq=1,
-                        entered_at=now,
-                        created_at=now,
-                        updated_at=now,
-                        audit_seq=0,
-                        last_hash=GENESIS,
-                        start_key=key,
-                    )
-                    .returning(cases.c.id)
-                ).scalar_one()
-                write = make_write(int(case_id))
-                conn.execute(
-                    update(cases)
-                    .where(cases.c.id == case_id)
-                    .values(audit_seq=write.record.seq, last_hash=write.record.hash)
+                sql = self._sql
+                stamp = sql.time(now)
+                data = canonical_json(change.data)
+                values = (
+                    definition_id, definition_version, change.state, change.open, data, 1, starter,
+                    change.assignee, change.submitter, 1, stamp, stamp, stamp, 0, GENESIS, key,
+                )  # fmt: skip
+                case_id = int(run(conn, sql.insert_case, values).fetchall()[0][0])
+                write = make_write(case_id)
+                run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
+                self._append(conn, write, now, stamp)
+                at = now.astimezone(UTC)
+                row = CaseRow(
+                    case_id,
+                    definition_id,
+                    definition_version,
+                    change.state,
+                    change.open,
+                    json.loads(data),
+                    1,
+                    starter,
+                    change.assignee,
+                    change.submitter,
+                    1,
+                    at,
+                    at,
+                    at,
+                    write.record.seq,
+                    write.record.hash,
+                    key,
                 )
-                self._append(conn, write, now)
-                row = self._case(conn, int(case_id))
                 return Fired(row, write.record)
         except IntegrityError:
             if key is None:
@@ -316,28 +300,28 @@ class Store:
         *,
         now: datetime,
         key: str | None = None,
+        actor: str | None = None,
     ) -> Fired:
-        """Read the case, decide, and write the step (or the refusal) in one transaction."""
+        """Read the case, decide, and write the step (or the refusal) in one transaction. With `actor`,
+        the read also finds out whether any delegation to them may run at `now`, so that
+        `Reads.delegations(actor)` costs a statement only when one does."""
         for _attempt in range(MAX_ATTEMPTS):
             with self._write() as conn:
                 tx = conn.begin()
                 try:
-                    row = self._case(conn, case_id)
-                    if key is not None:
-                        seq = conn.execute(_FIRE_KEY_SEQ, {"w_case_id": case_id, "w_key": key}).scalar()
-                        if seq is not None:
-                            tx.rollback()
-                            return Fired(row, self._record(conn, case_id, seq), replayed=True)
-                    write = decide(row, Reads(conn))
-                    if not self._update(conn, row, write, now):
+                    row, reads, seq = self._step_read(conn, case_id, now, actor=actor, key=key)
+                    if seq is not None:
+                        tx.rollback()
+                        return Fired(row, self._record(conn, case_id, seq), replayed=True)
+                    write = decide(row, reads)
+                    after = self._write_step(conn, row, write, now)
+                    if after is None:
                         tx.rollback()
                         continue
-                    self._append(conn, write, now)
                     if key is not None and write.change is not None:
                         conn.execute(
                             _INSERT_FIRE_KEY, {"case_id": case_id, "key": key, "seq": write.record.seq}
                         )
-                    after = self._case(conn, case_id)
                     tx.commit()
                     return Fired(after, write.record)
                 except IntegrityError:
@@ -352,43 +336,70 @@ class Store:
             hint="try again; if it persists, check for a runaway script",
         )
 
-    def _update(self, conn: Connection, row: CaseRow, write: Write, now: datetime) -> bool:
-        values: dict[str, Any] = {
-            "w_case_id": row.id,
-            "w_version": row.version,
-            "w_audit_seq": row.audit_seq,
-            "audit_seq": write.record.seq,
-            "last_hash": write.record.hash,
-        }
-        change = write.change
-        if change is not None:
-            values.update(
-                state=change.state,
-                open=change.open,
-                data=canonical_json(change.data),
-                assignee=change.assignee,
-                submitter=change.submitter,
-                updated_at=now,
-            )
-            if change.entered:
-                values.update(entered_seq=write.record.seq, entered_at=now)
-        result = conn.execute(_UPDATE_CHAIN if change is None else _UPDATE_STEP, values)
-        return result.rowcount == 1
+    def _step_read(
+        self,
+        conn: Connection,
+        case_id: int,
+        now: datetime,
+        *,
+        actor: str | None = None,
+        key: str | None = None,
+    ) -> tuple[CaseRow, Reads, int | None]:
+        """The case, the `Reads` of its step (knowing the org's hash and whether `actor` may hold a
+        delegation), and the audit seq that `key` already wrote (None: not used yet) — one statement."""
+        found = run(conn, self._sql.step_read, (actor, self._sql.time(now), key, case_id)).fetchone()
+        if found is None:
+            raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
+        width = len(CaseRow.__slots__)
+        context = _StepContext(found[width], actor, bool(found[width + 1]))
+        seq = found[width + 2]
+        return self._sql.case_row(found), Reads(conn, self._sql, context), None if seq is None else int(seq)
 
-    def _append(self, conn: Connection, write: Write, now: datetime) -> None:
+    def _write_step(self, conn: Connection, row: CaseRow, write: Write, now: datetime) -> CaseRow | None:
+        """Update the case if it is still as read, and append the step; the case as now stored (built
+        here, not read back), or None when another writer changed it first."""
+        sql = self._sql
         rec = write.record
-        conn.execute(_INSERT_AUDIT, _record_values(rec))
-        names = list(write.cancel_timers)
+        change = write.change
+        stamp = sql.time(now)
+        chain = (rec.seq, rec.hash, row.id, row.version, row.audit_seq)
+        if change is None:
+            done = run(conn, sql.update_chain, chain)
+            after = CaseRow(
+                row.id, row.definition_id, row.definition_version, row.state, row.open, row.data, row.version,
+                row.starter, row.assignee, row.submitter, row.entered_seq, row.entered_at, row.created_at,
+                row.updated_at, rec.seq, rec.hash, row.start_key,
+            )  # fmt: skip
+        else:
+            data = canonical_json(change.data)
+            head = (change.state, change.open, data, change.assignee, change.submitter, stamp)
+            if change.entered:
+                done = run(conn, sql.update_step_entered, (*head, rec.seq, stamp, *chain))
+            else:
+                done = run(conn, sql.update_step, (*head, *chain))
+            at = now.astimezone(UTC)
+            after = CaseRow(
+                row.id, row.definition_id, row.definition_version, change.state, change.open,
+                json.loads(data), row.version + 1, row.starter, change.assignee, change.submitter,
+                rec.seq if change.entered else row.entered_seq, at if change.entered else row.entered_at,
+                row.created_at, at, rec.seq, rec.hash, row.start_key,
+            )  # fmt: skip
+        if done.rowcount != 1:
+            return None
+        self._append(conn, write, now, stamp)
+        return after
+
+    def _append(self, conn: Connection, write: Write, now: datetime, stamp: Any) -> None:
+        """The audit record, the timers the step cancels and starts, its notifications; `stamp` is `now`
+        as the driver binds it."""
+        sql = self._sql
+        rec = write.record
+        run(conn, sql.insert_audit, sql.audit_values(rec))
+        names = write.cancel_timers
         if write.cancel_state_timers or names:
-            cancel = (
-                _CANCEL_BOTH
-                if write.cancel_state_timers and names
-                else (_CANCEL_NAMED if names else _CANCEL_TIMEOUTS)
-            )
-            conn.execute(cancel, {"w_case_id": rec.case_id, "w_names": names, "done_at": now})
-        if names:
-            # A breached deadline stays overdue until its span ends; then it is closed, late.
-            conn.execute(_CLOSE_BREACHED, {"w_case_id": rec.case_id, "w_names": names})
+            cancel = sql.cancel_timers(state=write.cancel_state_timers, names=len(names))
+            tail = (rec.case_id, False, *names) if names else ()
+            run(conn, cancel, (False, True, True, stamp, rec.case_id, True, *names, *tail))
         if write.notify:
             conn.execute(
                 _INSERT_NOTIFICATIONS,
@@ -406,27 +417,9 @@ class Store:
                     for n in write.notify
                 ],
             )
-        starting = list(write.start_timers)
-        if any(t.kind == "deadline" for t in starting):
-            running = set(conn.execute(_RUNNING_DEADLINES, {"w_case_id": rec.case_id}).scalars())
-            # Re-entering a span's first state while it runs does not restart its clock.
-            starting = [t for t in starting if t.kind != "deadline" or t.name not in running]
-        if starting:
-            conn.execute(
-                _INSERT_TIMERS,
-                [
-                    {
-                        "case_id": rec.case_id,
-                        "kind": t.kind,
-                        "name": t.name,
-                        "rung": t.rung,
-                        "due_at": t.due_at,
-                        "pending": True,
-                        "entered_seq": rec.seq,
-                    }
-                    for t in starting
-                ],
-            )
+        if write.start_timers:
+            text, params = sql.start_timers(rec.case_id, rec.seq, write.start_timers)
+            run(conn, text, params)
 
     # -- timers and the outbox ---------------------------------------------------------------------
 
@@ -472,26 +465,20 @@ class Store:
             with self._write() as conn:
                 tx = conn.begin()
                 try:
-                    query = select(timers.c.id).where(
-                        timers.c.id == timer.id, timers.c.pending.is_(True), timers.c.lease_owner == owner
-                    )
-                    if self.dialect == "postgresql":
-                        query = query.with_for_update()
-                    if conn.execute(query).scalar() is None:
+                    if run(conn, self._sql.lock_timer, (timer.id, True, owner)).fetchone() is None:
                         tx.rollback()
                         return None
-                    row = self._case(conn, timer.case_id)
-                    write = decide(row, Reads(conn))
+                    row, reads, _ = self._step_read(conn, timer.case_id, now)
+                    write = decide(row, reads)
                     if write is None:
                         self._finish_timer(conn, timer.id, now, "stale")
                         tx.commit()
                         return None
-                    if not self._update(conn, row, write, now):
+                    after = self._write_step(conn, row, write, now)
+                    if after is None:
                         tx.rollback()
                         continue
-                    self._append(conn, write, now)
                     self._finish_timer(conn, timer.id, now, outcome)
-                    after = self._case(conn, timer.case_id)
                     tx.commit()
                     return Fired(after, write.record)
                 except BaseException:
@@ -500,13 +487,8 @@ class Store:
                     raise
         raise Conflict(f"case {timer.case_id} kept changing while timer {timer.id} fired")
 
-    @staticmethod
-    def _finish_timer(conn: Connection, timer_id: int, now: datetime, outcome: str) -> None:
-        conn.execute(
-            update(timers)
-            .where(timers.c.id == timer_id)
-            .values(pending=False, done_at=now, outcome=outcome, lease_owner=None, lease_until=None)
-        )
+    def _finish_timer(self, conn: Connection, timer_id: int, now: datetime, outcome: str) -> None:
+        run(conn, self._sql.finish_timer, (False, self._sql.time(now), outcome, timer_id))
 
     def next_due(self) -> datetime | None:
         """When the next pending timer falls due (None when nothing is pending)."""
@@ -662,51 +644,51 @@ class Store:
             return self._case(conn, case_id)
 
     def _case(self, conn: Connection, case_id: int) -> CaseRow:
-        row = conn.execute(_CASE_BY_ID, {"w_case_id": case_id}).first()
+        row = run(conn, self._sql.case_by_id, (case_id,)).fetchone()
         if row is None:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
-        return _case_row(row)
+        return self._sql.case_row(row)
 
     def cases(self, query: CaseQuery) -> list[CaseRow]:
         """Cases matching `query`, oldest first (or newest first), one page of at most `limit`."""
-        conditions = []
-        if query.definition_id is not None:
-            conditions.append(cases.c.definition_id == query.definition_id)
-        if query.state is not None:
-            conditions.append(cases.c.state == query.state)
-        if query.assignee is not None:
-            conditions.append(cases.c.assignee == query.assignee)
-        if query.open is not None:
-            conditions.append(cases.c.open.is_(query.open))
-        if query.created_before is not None:
-            conditions.append(cases.c.created_at < query.created_before)
-        if query.after_id is not None:
-            conditions.append(
-                cases.c.id < query.after_id if query.newest_first else cases.c.id > query.after_id
-            )
-        for name, value in query.data_equals.items():
-            conditions.append(self._data_equals(name, value))
-        order = (
-            (cases.c.created_at.desc(), cases.c.id.desc())
-            if query.newest_first
-            else (cases.c.created_at, cases.c.id)
-        )
+        sql, params = self._sql.cases(query)
         with self._read() as conn:
-            rows = conn.execute(select(cases).where(*conditions).order_by(*order).limit(query.limit))
-            return [_case_row(r) for r in rows]
+            return [self._sql.case_row(r) for r in run(conn, sql, params).fetchall()]
 
-    def _data_equals(self, name: str, value: Any) -> Any:
-        """A condition: the case's data field `name` equals `value` (JSON equality)."""
-        if self.dialect == "sqlite":
-            path = f"$.{json.dumps(name)}"
-            return func.json_extract(cases.c.data, path) == func.json_extract(
-                json.dumps({"v": value}, ensure_ascii=False), "$.v"
-            )
-        # Imported here: SQLAlchemy's PostgreSQL dialect takes ~35 ms to load, which a command on SQLite
-        # should not pay. The JSONB bind type serialises `value` itself.
-        from sqlalchemy.dialects.postgresql import JSONB
+    def cases_each(self, queries: Sequence[CaseQuery]) -> list[CaseRow]:
+        """The pages of several queries, read in one statement per 100 queries (each query its own
+        indexed search); a case matching two of them comes twice."""
+        found: list[CaseRow] = []
+        with self._read() as conn:
+            for start in range(0, len(queries), 100):
+                sql, params = self._sql.cases_each(queries[start : start + 100])
+                found += [self._sql.case_row(r) for r in run(conn, sql, params).fetchall()]
+        return found
 
-        return cast(cases.c.data, JSONB)[name] == cast(value, JSONB)
+    def running_deadlines(self, case_ids: Sequence[int]) -> dict[int, list[TimerRow]]:
+        """Each case's running deadline timers (pending, or breached and not yet ended), soonest first;
+        as `pending_timers` finds them, for many cases in a statement per 500."""
+        found: dict[int, list[TimerRow]] = {}
+        with self._read() as conn:
+            for ids in chunks(case_ids):
+                params = (*ids, True, *ids, False)
+                for r in run(conn, self._sql.live_timers(len(ids)), params).fetchall():
+                    if r[2] == "deadline":
+                        timer = TimerRow(int(r[0]), int(r[1]), r[2], r[3], r[4], when(r[5]), r[6])
+                        found.setdefault(timer.case_id, []).append(timer)
+        for timers_of_case in found.values():
+            timers_of_case.sort(key=lambda t: (t.due_at, t.id))
+        return found
+
+    def all_votes(self, case_ids: Sequence[int]) -> dict[int, list[tuple[int, StoredVote]]]:
+        """Each case's accepted approve/reject records as (audit seq, vote), in order, for many cases in a
+        statement per 500 (`Reads.votes` keeps those of the current visit)."""
+        found: dict[int, list[tuple[int, StoredVote]]] = {}
+        with self._read() as conn:
+            for ids in chunks(case_ids):
+                for r in run(conn, self._sql.all_votes(len(ids)), ids).fetchall():
+                    found.setdefault(int(r[0]), []).append((int(r[1]), StoredVote(*r[2:])))
+        return found
 
     def iter_case_ids(self, batch: int = 1000) -> Iterator[int]:
         """Every case id, in batches, never holding them all in memory."""
@@ -732,10 +714,15 @@ class Store:
             rows = conn.execute(select(audit).where(audit.c.case_id == case_id).order_by(audit.c.seq))
             return [_audit_record(r) for r in rows]
 
+    def votes(self, case_id: int, since_seq: int) -> list[StoredVote]:
+        """As `Reads.votes`, outside any write transaction."""
+        with self._read() as conn:
+            return Reads(conn, self._sql).votes(case_id, since_seq)
+
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned (outside any write transaction)."""
         with self._read() as conn:
-            return Reads(conn).least_loaded(members)
+            return Reads(conn, self._sql).least_loaded(members)
 
     def pending_timers(self, case_id: int) -> list[TimerRow]:
         with self._read() as conn:
@@ -780,21 +767,6 @@ def _delegation_row(row: Row[Any]) -> DelegationRow:
     m["id"] = int(m["id"])
     m["revokes"] = None if m["revokes"] is None else int(m["revokes"])
     return DelegationRow(**m)
-
-
-def _case_row(row: Row[Any]) -> CaseRow:
-    m = dict(row._mapping)
-    m["data"] = json.loads(m["data"])
-    m["id"] = int(m["id"])
-    return CaseRow(**m)
-
-
-def _record_values(rec: AuditRecord) -> dict[str, Any]:
-    body = rec.body()
-    for name in ("payload", "data_change", "detail"):
-        body[name] = canonical_json(body[name])
-    body["hash"] = rec.hash
-    return body
 
 
 def _audit_record(row: Row[Any]) -> AuditRecord:

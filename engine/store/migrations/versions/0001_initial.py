@@ -64,7 +64,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_cases_definition_state", "cases", ["definition_id", "state", "created_at", "id"])
     op.create_index("ix_cases_state", "cases", ["state", "created_at", "id"])
-    op.create_index("ix_cases_assignee", "cases", ["assignee", "open", "entered_at"])
+    op.create_index("ix_cases_assignee", "cases", ["assignee", "open", "created_at", "id"])
     op.create_index("ix_cases_open", "cases", ["open", "created_at", "id"])
     op.create_table(
         "audit",
@@ -111,7 +111,7 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(16)),
     )
     op.create_index("ix_timers_due", "timers", ["pending", "due_at"])
-    op.create_index("ix_timers_case", "timers", ["case_id", "pending"])
+    op.create_index("ix_timers_case", "timers", ["case_id", "pending", "outcome"])
     op.create_index("ix_timers_outcome", "timers", ["kind", "outcome", "due_at"])
     op.create_table(
         "notifications",

@@ -1,0 +1,324 @@
+"""The store's hot statements as the driver's own SQL, run on the connection SQLAlchemy holds.
+
+A step, a case read and a listing send a handful of small statements. Through SQLAlchemy Core each one
+costs ~50–80 µs of Python (bound parameters processed one by one, the compiled-statement cache, events,
+a result object) against ~5–10 µs through the bare driver, which is more than SQLite takes to run it;
+see "The hot path of a step" in docs/decisions.md. So these statements are plain SQL strings, written
+once with `?` markers (turned into psycopg's `%s` for PostgreSQL) and executed on the driver connection
+underneath SQLAlchemy's `Connection`: SQLAlchemy still opens, begins, commits and pools the connection;
+only the statement bypasses it. Errors come out as SQLAlchemy's exceptions, as from Core.
+
+The SQL is portable: the same text runs on SQLite and PostgreSQL (no literal may contain `?` or `%`).
+The conversions SQLAlchemy's column types make are made here by hand: times are stored as naive UTC
+(`UTCDateTime`; on SQLite as SQLAlchemy's text format, always with microseconds, so that text order is
+time order), booleans come back from SQLite as 0/1, JSON is canonical text.
+"""
+
+# ruff: noqa: S608 - every statement here is fixed text, column names and `?` markers; values are always
+# bound parameters, never part of the SQL.
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import DBAPIError
+
+from engine.audit import AuditRecord, canonical_json
+from engine.store.records import CaseQuery, CaseRow, TimerSpec
+
+CASE_COLUMNS = tuple(f.name for f in fields(CaseRow))
+"""The columns of `cases` in `CaseRow`'s order, so that a row builds a CaseRow positionally."""
+AUDIT_COLUMNS = (
+    "case_id", "seq", "at", "actor", "role", "on_behalf_of", "event", "from_state", "to_state", "outcome",
+    "payload", "data_change", "comment", "reason", "detail", "definition_hash", "prev_hash", "hash",
+)  # fmt: skip
+TIMER_COLUMNS = ("id", "case_id", "kind", "name", "rung", "due_at", "entered_seq")
+"""As `TimerRow`."""
+_CASE_WIDTH = len(CASE_COLUMNS)
+_JSON_COLUMNS = ("payload", "data_change", "detail")
+_SELECT_CASE = "SELECT " + ", ".join(CASE_COLUMNS) + " FROM cases"
+_CHUNK = 500
+"""Ids per `IN (…)` list: far below SQLite's oldest limit of 999 parameters per statement."""
+
+
+def run(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """Execute `sql` (already in the driver's paramstyle) on the driver connection under `conn`, inside
+    whatever transaction SQLAlchemy has begun there; returns the driver's cursor. A driver error is
+    raised as SQLAlchemy's wrapper of it (IntegrityError, OperationalError, …), as Core would."""
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=conn.dialect) from exc
+
+
+_DECODE = json.JSONDecoder().raw_decode
+"""`json.loads` without its checks (~0.4 µs instead of ~1.3 for a small object): the text is the canonical
+JSON sopflow wrote."""
+
+
+def sqlite_time(text: str) -> datetime:
+    """A time SQLite hands back (SQLAlchemy's text format, UTC) as an aware datetime; parsing it with its
+    offset is several times faster than `.replace(tzinfo=UTC)` afterwards."""
+    return datetime.fromisoformat(text + "+00:00")
+
+
+def postgres_time(value: datetime) -> datetime:
+    """A time psycopg hands back (naive, UTC) as an aware datetime."""
+    return value.replace(tzinfo=UTC)
+
+
+def when(value: Any) -> datetime:
+    """A stored time as an aware UTC datetime, from either driver."""
+    return sqlite_time(value) if isinstance(value, str) else postgres_time(value)
+
+
+def chunks(ids: Iterable[int]) -> list[list[int]]:
+    """`ids` without repeats, in lists short enough for one `IN (…)` each."""
+    unique = list(dict.fromkeys(ids))
+    return [unique[i : i + _CHUNK] for i in range(0, len(unique), _CHUNK)]
+
+
+def _marks(count: int) -> str:
+    return ", ".join(["?"] * count)
+
+
+def _text(sql: str, postgres: bool) -> str:
+    """`sql` with the driver's parameter markers."""
+    return sql.replace("?", "%s") if postgres else sql
+
+
+def _update_case(changed: bool, entered: bool) -> str:
+    sets = ""
+    if changed:
+        sets = "state = ?, open = ?, data = ?, version = version + 1, assignee = ?, submitter = ?, "
+        sets += "updated_at = ?, entered_seq = ?, entered_at = ?, " if entered else "updated_at = ?, "
+    return (
+        f"UPDATE cases SET {sets}audit_seq = ?, last_hash = ? "
+        "WHERE id = ? AND version = ? AND audit_seq = ?"
+    )
+
+
+_STEP_READ = (
+    "SELECT "
+    + ", ".join(f"c.{name}" for name in CASE_COLUMNS)
+    + ", (SELECT o.content_hash FROM orgs o ORDER BY o.id DESC LIMIT 1)"
+    ", EXISTS (SELECT 1 FROM delegations d WHERE d.delegate = ? AND d.kind = 'grant' AND d.ends_at > ?)"
+    ", (SELECT k.seq FROM fire_keys k WHERE k.case_id = c.id AND k.key = ?)"
+    " FROM cases c WHERE c.id = ?"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """The hot statements for one dialect, built once per store, and the value conversions SQLAlchemy's
+    column types would make."""
+
+    postgres: bool
+    step_read: str
+    """The case, with what a step needs besides: the deployed org's hash, whether any grant to the acting
+    person may still run (their delegations are loaded only then), and the audit seq an idempotency key
+    already wrote. Parameters: delegate, now, key, case id."""
+    case_by_id: str
+    update_step: str
+    """The conditional update of a case row (only if its version and audit seq are still the ones read).
+    Parameters: state, open, data, assignee, submitter, updated_at, audit_seq, last_hash, id, version
+    read, audit_seq read."""
+    update_step_entered: str
+    """As `update_step`, with entered_seq and entered_at after updated_at."""
+    update_chain: str
+    """A refusal: only the chain moves. Parameters: audit_seq, last_hash, id, version, audit_seq read."""
+    insert_case: str
+    """Every column but id, in `CASE_COLUMNS` order; returns the id."""
+    seal_case: str
+    """Parameters: audit_seq, last_hash, id."""
+    insert_audit: str
+    votes: str
+    """Accepted votes of one case after an audit seq. Parameters: case id, seq."""
+    org_hash: str
+    lock_timer: str
+    """The timer, if still pending and leased to this worker (locked on PostgreSQL). Parameters: id,
+    True, owner."""
+    finish_timer: str
+    """Parameters: False, done_at, outcome, id."""
+
+    @classmethod
+    def of(cls, dialect: str) -> Sql:
+        pg = dialect == "postgresql"
+        names = CASE_COLUMNS[1:]
+        insert_case = f"INSERT INTO cases ({', '.join(names)}) VALUES ({_marks(len(names))})"
+        lock_timer = "SELECT id FROM timers WHERE id = ? AND pending = ? AND lease_owner = ?"
+        return cls(
+            postgres=pg,
+            step_read=_text(_STEP_READ, pg),
+            case_by_id=_text(_SELECT_CASE + " WHERE id = ?", pg),
+            update_step=_text(_update_case(True, False), pg),
+            update_step_entered=_text(_update_case(True, True), pg),
+            update_chain=_text(_update_case(False, False), pg),
+            insert_case=_text(insert_case + " RETURNING id", pg),
+            seal_case=_text("UPDATE cases SET audit_seq = ?, last_hash = ? WHERE id = ?", pg),
+            insert_audit=_text(
+                f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({_marks(len(AUDIT_COLUMNS))})", pg
+            ),
+            votes=_text(
+                "SELECT actor, role, event, on_behalf_of FROM audit WHERE case_id = ? AND seq > ? "
+                "AND outcome = 'accepted' AND event IN ('approve', 'reject') ORDER BY seq",
+                pg,
+            ),
+            org_hash=_text("SELECT content_hash FROM orgs ORDER BY id DESC LIMIT 1", pg),
+            lock_timer=_text(lock_timer + " FOR UPDATE" if pg else lock_timer, pg),
+            finish_timer=_text(
+                "UPDATE timers SET pending = ?, done_at = ?, outcome = ?, lease_owner = NULL, "
+                "lease_until = NULL WHERE id = ?",
+                pg,
+            ),
+        )
+
+    def text(self, sql: str) -> str:
+        """`sql` with the driver's parameter markers."""
+        return _text(sql, self.postgres)
+
+    def case_row(self, values: Sequence[Any]) -> CaseRow:
+        """A CaseRow from the first len(CASE_COLUMNS) values of a driver row."""
+        time = postgres_time if self.postgres else sqlite_time
+        (case_id, definition_id, definition_version, state, is_open, data, version, starter, assignee,
+         submitter, entered_seq, entered_at, created_at, updated_at, audit_seq, last_hash, start_key,
+         ) = values[:_CASE_WIDTH]  # fmt: skip
+        return CaseRow(
+            int(case_id), definition_id, definition_version, state, bool(is_open), _DECODE(data)[0], version,
+            starter, assignee, submitter, entered_seq, time(entered_at), time(created_at), time(updated_at),
+            audit_seq, last_hash, start_key,
+        )  # fmt: skip
+
+    def time(self, value: datetime) -> Any:
+        """A time as the driver should bind it: naive UTC (on SQLite, as SQLAlchemy's text format)."""
+        if value.tzinfo is None:
+            raise ValueError("sopflow stores aware datetimes only")
+        naive = value.astimezone(UTC).replace(tzinfo=None)
+        return naive if self.postgres else naive.isoformat(" ", "microseconds")
+
+    @staticmethod
+    def audit_values(rec: AuditRecord) -> list[Any]:
+        body = rec.body()
+        for name in _JSON_COLUMNS:
+            body[name] = canonical_json(body[name])
+        body["hash"] = rec.hash
+        return [body[name] for name in AUDIT_COLUMNS]
+
+    def cancel_timers(self, *, state: bool, names: int) -> str:
+        """Cancel pending timers of a case (its `timeout` timers when `state`, and those named), and close
+        as late the breached deadlines among the named: a breached deadline stays overdue until its span
+        ends. One statement; SET reads the row's old `pending`; each side of the OR is a search of
+        ix_timers_case (a breached deadline is never pending). Parameters: False, True, True, now,
+        case id, True, the names, and when there are any: case id, False, the names again."""
+        marks = _marks(names)
+        which = " OR ".join(
+            (["kind = 'timeout'"] if state else []) + ([f"name IN ({marks})"] if names else [])
+        )
+        sql = (
+            "UPDATE timers SET pending = ?, "
+            "outcome = CASE WHEN pending = ? THEN 'cancelled' ELSE 'late' END, "
+            "done_at = CASE WHEN pending = ? THEN ? ELSE done_at END "
+            f"WHERE (case_id = ? AND pending = ? AND ({which}))"
+        )
+        if names:
+            sql += (
+                " OR (case_id = ? AND pending = ? AND outcome = 'breached' AND kind = 'deadline'"
+                f" AND name IN ({marks}))"
+            )
+        return self.text(sql)
+
+    def start_timers(self, case_id: int, seq: int, specs: Sequence[TimerSpec]) -> tuple[str, list[Any]]:
+        """Insert the timers a step starts, in one statement; a deadline whose span is already running
+        (pending or breached) is not restarted: re-entering a span's first state keeps its clock."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for t in specs:
+            part = "SELECT ?, ?, ?, ?, ?, ?, ?"
+            params += [case_id, t.kind, t.name, t.rung, self.time(t.due_at), True, seq]
+            if t.kind == "deadline":
+                # Two searches of ix_timers_case rather than one OR, which would read every timer the
+                # case ever had; a breached deadline is never pending.
+                part += (
+                    " WHERE NOT EXISTS (SELECT 1 FROM timers WHERE case_id = ? AND pending = ?"
+                    " AND kind = 'deadline' AND name = ?)"
+                    " AND NOT EXISTS (SELECT 1 FROM timers WHERE case_id = ? AND pending = ?"
+                    " AND outcome = 'breached' AND kind = 'deadline' AND name = ?)"
+                )
+                params += [case_id, True, t.name, case_id, False, t.name]
+            parts.append(part)
+        columns = "case_id, kind, name, rung, due_at, pending, entered_seq"
+        return self.text(f"INSERT INTO timers ({columns}) " + " UNION ALL ".join(parts)), params
+
+    def open_load(self, members: int) -> str:
+        """Open cases per assignee among `members` assignees. Parameters: True, the members."""
+        return self.text(
+            f"SELECT assignee, COUNT(*) FROM cases WHERE open = ? AND assignee IN ({_marks(members)}) "
+            "GROUP BY assignee"
+        )
+
+    # -- reading many ------------------------------------------------------------------------------
+
+    def cases(self, query: CaseQuery) -> tuple[str, list[Any]]:
+        """One page of cases matching `query`, oldest (or newest) first."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("definition_id", query.definition_id),
+            ("state", query.state),
+            ("assignee", query.assignee),
+            ("open", query.open),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.created_before is not None:
+            where.append("created_at < ?")
+            params.append(self.time(query.created_before))
+        if query.after_id is not None:
+            where.append("id < ?" if query.newest_first else "id > ?")
+            params.append(query.after_id)
+        for name, value in query.data_equals.items():
+            if self.postgres:
+                where.append("CAST(data AS JSONB) -> CAST(? AS TEXT) = CAST(? AS JSONB)")
+                params += [name, json.dumps(value)]
+            else:
+                where.append("json_extract(data, ?) = json_extract(?, '$.v')")
+                params += [f"$.{json.dumps(name)}", json.dumps({"v": value}, ensure_ascii=False)]
+        order = "created_at DESC, id DESC" if query.newest_first else "created_at, id"
+        sql = _SELECT_CASE + (" WHERE " + " AND ".join(where) if where else "")
+        return self.text(f"{sql} ORDER BY {order} LIMIT ?"), [*params, query.limit]
+
+    def cases_each(self, queries: Sequence[CaseQuery]) -> tuple[str, list[Any]]:
+        """Several pages in one statement, each its own indexed search (UNION ALL of subqueries, since
+        SQLite allows ORDER BY and LIMIT only there)."""
+        parts: list[str] = []
+        params: list[Any] = []
+        for n, query in enumerate(queries):
+            sql, values = self.cases(query)
+            parts.append(f"SELECT * FROM ({sql}) AS p{n}")
+            params += values
+        return " UNION ALL ".join(parts), params
+
+    def live_timers(self, count: int) -> str:
+        """The pending timers and the breached deadlines of `count` cases: two searches of ix_timers_case.
+        Neither the kind nor an order is asked of SQL: either makes SQLite's planner (which has no
+        statistics) prefer an index that reads every timer of that kind or in due order.
+        Parameters: the case ids, True, the case ids, False."""
+        select = "SELECT " + ", ".join(TIMER_COLUMNS) + f" FROM timers WHERE case_id IN ({_marks(count)})"
+        return self.text(
+            f"{select} AND pending = ? UNION ALL {select} AND pending = ? AND outcome = 'breached'"
+        )
+
+    def all_votes(self, count: int) -> str:
+        """Accepted votes of `count` cases, with their audit seq, in order."""
+        return self.text(
+            "SELECT case_id, seq, actor, role, event, on_behalf_of FROM audit "
+            f"WHERE case_id IN ({_marks(count)}) AND outcome = 'accepted' AND event IN ('approve', 'reject') "
+            "ORDER BY case_id, seq"
+        )
