@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -77,7 +78,7 @@ class SopflowGroup(click.Group):
             return super().invoke(ctx)
         except SopflowError as exc:
             _fail(exc, ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, BrokenPipeError):
             raise
         except Exception as exc:
             if os.environ.get("SOPFLOW_DEBUG") == "1":
@@ -190,5 +191,11 @@ def main() -> None:
     gc.set_threshold(*GC_THRESHOLD)
     try:
         cli(prog_name="sopflow")
+    except BrokenPipeError:
+        # The reader went away (`sopflow history 1 | head`): not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(0)
     finally:
         gc.freeze()

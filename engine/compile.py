@@ -39,6 +39,7 @@ Taken = Transition | Branch | None
 Conditions = list[str | Callable[..., bool | None]]
 """What `transitions` takes as a transition's conditions."""
 
+
 @dataclass(slots=True)
 class _Holder:
     """What `transitions` moves: the state of one fire and the transition or branch it took."""
@@ -99,9 +100,7 @@ class _LazyGuard:
     def __call__(self, event: EventData) -> bool:
         guard = self._guard if self._guard is not None else self.guard()
         ctx: GuardContext = event.kwargs["context"]
-        return guard.evaluate(
-            data=ctx.data, payload=ctx.payload, actor=ctx.actor if self._uses_actor else {}
-        )
+        return guard.evaluate(data=ctx.data, payload=ctx.payload, actor=ctx.actor if self._uses_actor else {})
 
 
 def _permitted_condition(path: Path) -> Callable[[EventData], bool]:

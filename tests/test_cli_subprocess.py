@@ -145,3 +145,33 @@ def test_worker_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert "stopping (SIGTERM)" in text
     assert text.rstrip().endswith("worker stopped")
     assert "Traceback" not in text
+
+
+def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    proc = subprocess.Popen(
+        [SOPFLOW, "diagram", "content-review"],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(20)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert "internal error" not in err and "Traceback" not in err
+
+
+def test_a_database_that_is_not_at_this_schema_is_a_configuration_error(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
+        conn.execute("INSERT INTO alembic_version VALUES ('0001')")
+    done = sopflow("--db", f"sqlite:///{path}", "list")
+    no_traceback(done)
+    assert done.returncode == 2
+    assert "failed: no such table" in done.stderr and "sopflow db upgrade" in done.stderr

@@ -14,7 +14,14 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.pool import NullPool
 
 from engine.errors import ConfigurationError
@@ -168,5 +175,14 @@ class connect_or_explain:
         self._conn = conn.execution_options(**{WRITE: True}) if self.write else conn
         return self._conn
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         self._conn.close()
+        if isinstance(exc, OperationalError | ProgrammingError) and not isinstance(exc, IntegrityError):
+            # The database went away, is locked beyond the busy timeout, or is not the schema this code
+            # expects: say so plainly instead of an internal error with SQL in it.
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise ConfigurationError(
+                f"the database {self.engine.url.render_as_string(hide_password=True)} failed: {detail}",
+                hint="check that it is reachable and is a sopflow database at this version "
+                "(`sopflow db upgrade`); then try again",
+            ) from exc

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from engine.audit import GENESIS, AuditRecord, canonical_json
 from engine.errors import Conflict, NotFound
 from engine.store import database
-from engine.store.driver import Sql, chunks, run, when
+from engine.store.driver import Sql, chunks, decode_json, run, when
 from engine.store.records import (
     CaseChange,
     CaseQuery,
@@ -380,7 +380,7 @@ class Store:
             at = now.astimezone(UTC)
             after = CaseRow(
                 row.id, row.definition_id, row.definition_version, change.state, change.open,
-                json.loads(data), row.version + 1, row.starter, change.assignee, change.submitter,
+                decode_json(data), row.version + 1, row.starter, change.assignee, change.submitter,
                 rec.seq if change.entered else row.entered_seq, at if change.entered else row.entered_at,
                 row.created_at, at, rec.seq, rec.hash, row.start_key,
             )  # fmt: skip
