@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -79,6 +78,7 @@ class SopflowGroup(click.Group):
         except SopflowError as exc:
             _fail(exc, ctx)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, BrokenPipeError):
+            # A reader that went away (`sopflow history 1 | head`) is click's to handle: it exits quietly.
             raise
         except Exception as exc:
             if os.environ.get("SOPFLOW_DEBUG") == "1":
@@ -191,11 +191,5 @@ def main() -> None:
     gc.set_threshold(*GC_THRESHOLD)
     try:
         cli(prog_name="sopflow")
-    except BrokenPipeError:
-        # The reader went away (`sopflow history 1 | head`): not an error of ours. Point stdout at
-        # /dev/null so the interpreter's final flush does not fail again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
     finally:
         gc.freeze()
