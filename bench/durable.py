@@ -78,12 +78,13 @@ def engine_fires(engine: Engine, case_id: int, count: int) -> float:
 
 def statements_per_fire(engine: Engine, case_id: int) -> float:
     """How many SQL statements (BEGIN on SQLite and COMMIT included) one fire sends, counted over a few
-    fires at the two doors they leave by: SQLAlchemy's cursor and commit events, and the store's calls
-    of the driver (`engine.store.driver.run`, as `engine.store.store` uses it). PostgreSQL's BEGIN, sent
-    by psycopg itself, and the pool's pre-ping are not counted."""
+    fires at the doors they leave by: the store's calls of the driver (`engine.store.driver.run`, as
+    `engine.store.store` uses it), the step transaction's BEGIN and COMMIT, and SQLAlchemy's cursor
+    event for anything sent through Core. PostgreSQL's BEGIN, sent by psycopg itself, is not counted."""
     from sqlalchemy import event
 
     import engine.store.store as store_module
+    from engine.store.database import StepTransaction
 
     seen: list[str] = []
 
@@ -91,22 +92,27 @@ def statements_per_fire(engine: Engine, case_id: int) -> float:
         seen.append("x")
 
     driver_run = store_module.run
+    driver_call = StepTransaction._call
 
     def counted_run(*args: Any) -> Any:
         seen.append("x")
         return driver_run(*args)
 
+    def counted_call(self: StepTransaction, *args: Any) -> None:
+        seen.append("x")
+        driver_call(self, *args)
+
     sa_engine = engine.store.engine
     event.listen(sa_engine, "before_cursor_execute", count)
-    event.listen(sa_engine, "commit", count)
     store_module.run = counted_run
+    StepTransaction._call = counted_call  # type: ignore[method-assign]
     try:
         for ev, actor in LOOP * 5:
             engine.fire(case_id, ev, actor=actor)
     finally:
         store_module.run = driver_run
+        StepTransaction._call = driver_call  # type: ignore[method-assign]
         event.remove(sa_engine, "before_cursor_execute", count)
-        event.remove(sa_engine, "commit", count)
     return len(seen) / 10
 
 

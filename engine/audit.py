@@ -26,6 +26,8 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys, no spaces and UTF-8 text: the same value always gives the same string."""
+    if not value and type(value) is dict:  # most payloads, data changes and details: ~1 µs each
+        return "{}"
     return _CANONICAL.encode(value)
 
 
@@ -96,26 +98,31 @@ class AuditRecord:
 
 def seal(record: AuditRecord) -> AuditRecord:
     """The record with its own hash filled in."""
-    # Spelled out rather than dataclasses.replace, which costs twice as much on every step.
+    return sealed(record.body())
+
+
+def sealed(body: dict[str, Any]) -> AuditRecord:
+    """The sealed record whose fields but `hash` are `body` (as `AuditRecord.body` gives them): built once,
+    with its hash, instead of built unsealed and again sealed (~5 µs of every step)."""
     return AuditRecord(
-        case_id=record.case_id,
-        seq=record.seq,
-        at=record.at,
-        actor=record.actor,
-        role=record.role,
-        event=record.event,
-        from_state=record.from_state,
-        to_state=record.to_state,
-        outcome=record.outcome,
-        definition_hash=record.definition_hash,
-        prev_hash=record.prev_hash,
-        hash=record.compute_hash(),
-        on_behalf_of=record.on_behalf_of,
-        payload=record.payload,
-        data_change=record.data_change,
-        comment=record.comment,
-        reason=record.reason,
-        detail=record.detail,
+        case_id=body["case_id"],
+        seq=body["seq"],
+        at=body["at"],
+        actor=body["actor"],
+        role=body["role"],
+        event=body["event"],
+        from_state=body["from_state"],
+        to_state=body["to_state"],
+        outcome=body["outcome"],
+        definition_hash=body["definition_hash"],
+        prev_hash=body["prev_hash"],
+        hash=hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest(),
+        on_behalf_of=body["on_behalf_of"],
+        payload=body["payload"],
+        data_change=body["data_change"],
+        comment=body["comment"],
+        reason=body["reason"],
+        detail=body["detail"],
     )
 
 

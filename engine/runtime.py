@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import people
-from engine.audit import AuditRecord, ChainBreak, canonical_json, iso, seal, utc_now, verify_chain
+from engine.audit import AuditRecord, ChainBreak, canonical_json, iso, seal, sealed, utc_now, verify_chain
 from engine.compile import CompiledDefinition
 from engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
 from engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
@@ -169,6 +169,8 @@ class Engine:
         self._compiled: dict[tuple[str, int], CompiledDefinition] = {}
         self._orgs: dict[str, Org] = {}
         self._last_org: Org | None = None
+        self._people: dict[tuple[str, str], Actor] = {}
+        """(org hash, user) → the person as that org knows them, without delegations: most steps' actor."""
 
     def close(self) -> None:
         self.store.close()
@@ -317,9 +319,10 @@ class Engine:
         now = self.clock()
         return self._delegated(org, user_id, self.store.delegations(delegate=user_id), now)
 
-    @staticmethod
-    def _delegated(org: Org, user_id: str, grants: Sequence[DelegationRow], now: datetime) -> Actor:
+    def _delegated(self, org: Org, user_id: str, grants: Sequence[DelegationRow], now: datetime) -> Actor:
         """The person with the roles that the running ones of `grants` (to them) hand them at `now`."""
+        if not grants:
+            return self._plain_actor(org, user_id)
         delegated: dict[str, str] = {}
         for grant in grants:
             if grant.starts_at <= now < grant.ends_at and grant.delegator in org.users:
@@ -327,6 +330,13 @@ class Engine:
                     if role in org.users[grant.delegator].roles:
                         delegated.setdefault(role, grant.delegator)
         return actor_from_org(org, user_id, delegated)
+
+    def _plain_actor(self, org: Org, user_id: str) -> Actor:
+        key = (org.content_hash, user_id)
+        found = self._people.get(key)
+        if found is None:
+            found = self._people[key] = actor_from_org(org, user_id)
+        return found
 
     # -- cases -------------------------------------------------------------------------------------
 
@@ -400,7 +410,8 @@ class Engine:
         """Fire `event` on a case as `actor`. Not permitted and guard refusals are recorded in the
         audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
         payload = dict(payload or {})
-        _check_size(payload)
+        if payload:
+            _check_size(payload)
         self._org_knowing(actor)
         refusal: list[SopflowError] = []
         now = self.clock()
@@ -440,7 +451,8 @@ class Engine:
                     detail=refused.detail,
                 )
                 return Write(record)
-            _check_size(step.data)
+            if step.data_change:  # unchanged data was within the limit when it was stored
+                _check_size(step.data)
             return self.step_write(compiled, row, org, person, step, payload, comment, now)
 
         fired = self.store.fire(case_id, decide, now=now, key=key, actor=actor)
@@ -533,26 +545,26 @@ class Engine:
         detail: Mapping[str, Any] | None = None,
     ) -> AuditRecord:
         """The sealed audit record of one step or refusal on `row`, chained onto its last record."""
-        return seal(
-            AuditRecord(
-                case_id=row.id,
-                seq=row.audit_seq + 1,
-                at=iso(now),
-                actor=actor,
-                role=role,
-                on_behalf_of=on_behalf_of,
-                event=event,
-                from_state=row.state,
-                to_state=to_state,
-                outcome="accepted" if accepted else "refused",
-                payload=dict(payload or {}),
-                data_change=dict(data_change or {}),
-                comment=comment,
-                reason=reason,
-                detail=dict(detail or {}),
-                definition_hash=compiled.definition.content_hash,
-                prev_hash=row.last_hash,
-            )
+        return sealed(
+            {
+                "case_id": row.id,
+                "seq": row.audit_seq + 1,
+                "at": iso(now),
+                "actor": actor,
+                "role": role,
+                "on_behalf_of": on_behalf_of,
+                "event": event,
+                "from_state": row.state,
+                "to_state": to_state,
+                "outcome": "accepted" if accepted else "refused",
+                "payload": dict(payload or {}),
+                "data_change": dict(data_change or {}),
+                "comment": comment,
+                "reason": reason,
+                "detail": dict(detail or {}),
+                "definition_hash": compiled.definition.content_hash,
+                "prev_hash": row.last_hash,
+            }
         )
 
     # -- reading -----------------------------------------------------------------------------------

@@ -130,6 +130,9 @@ def _traced(engine: Engine) -> list[str]:
     def _trace(dbapi_connection: sqlite3.Connection, *_args: object) -> None:
         dbapi_connection.set_trace_callback(seen.append)
 
+    # The store keeps its write connection checked out between steps: hand it back, so that the next
+    # step checks it out again, traced.
+    engine.store._writer.close()
     return seen
 
 

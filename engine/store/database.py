@@ -8,6 +8,9 @@ lose the last transactions on a power cut (never corrupts): an explicit opt-in.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from engine.errors import ConfigurationError
+from engine.errors import ConfigurationError, SopflowError
 
 WRITE = "sopflow_write"
 """Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite)."""
@@ -91,9 +94,12 @@ def _sqlite(url: URL, durable: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
+        driver = connection.connection.driver_connection
+        if driver.in_transaction:  # a StepTransaction began it; a Core statement ran inside it
+            return
         write = connection.get_execution_options().get(WRITE, False)
-        # Straight to the driver: this runs once per transaction, on the hot path of every step.
-        connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Straight to the driver: this runs once per transaction.
+        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
@@ -156,6 +162,26 @@ def ensure_schema(engine: Engine) -> None:
     )
 
 
+def _explain_connect(engine: Engine, exc: OperationalError) -> ConfigurationError:
+    return ConfigurationError(
+        f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+        f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}",
+        hint="check --db (or SOPFLOW_DB), that the server is running and the credentials",
+    )
+
+
+def _explain_failure(engine: Engine, exc: object) -> None:
+    """Raise a ConfigurationError for a database that went away, is locked beyond the busy timeout, or is
+    not the schema this code expects, instead of an internal error with SQL in it."""
+    if isinstance(exc, OperationalError | ProgrammingError) and not isinstance(exc, IntegrityError):
+        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        raise ConfigurationError(
+            f"the database {engine.url.render_as_string(hide_password=True)} failed: {detail}",
+            hint="check that it is reachable and is a sopflow database at this version "
+            "(`sopflow db upgrade`); then try again",
+        ) from exc
+
+
 class connect_or_explain:
     """Connect, turning 'cannot connect' into a ConfigurationError that says what to check."""
 
@@ -168,22 +194,146 @@ class connect_or_explain:
         try:
             conn = self.engine.connect()
         except OperationalError as exc:
-            raise ConfigurationError(
-                f"cannot open the database {self.engine.url.render_as_string(hide_password=True)}: "
-                f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}",
-                hint="check --db (or SOPFLOW_DB), that the server is running and the credentials",
-            ) from None
+            raise _explain_connect(self.engine, exc) from None
         self._conn = conn.execution_options(**{WRITE: True}) if self.write else conn
         return self._conn
 
     def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         self._conn.close()
-        if isinstance(exc, OperationalError | ProgrammingError) and not isinstance(exc, IntegrityError):
-            # The database went away, is locked beyond the busy timeout, or is not the schema this code
-            # expects: say so plainly instead of an internal error with SQL in it.
-            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            raise ConfigurationError(
-                f"the database {self.engine.url.render_as_string(hide_password=True)} failed: {detail}",
-                hint="check that it is reachable and is a sopflow database at this version "
-                "(`sopflow db upgrade`); then try again",
-            ) from exc
+        _explain_failure(self.engine, exc)
+
+
+class StepTransaction:
+    """A write transaction begun and ended on the driver connection under `conn`, for the hot path of a
+    step: SQLAlchemy's `Transaction` (its objects, events and state checks) costs as much as one of the
+    step's statements. `BEGIN IMMEDIATE` on SQLite; psycopg begins by itself with the first statement.
+
+    A Core statement run inside it makes SQLAlchemy begin its own transaction (its `begin` listener sees
+    the driver's and sends nothing): the end then goes through SQLAlchemy, so both agree again. Driver
+    errors come out as SQLAlchemy's wrappers, as everywhere in the store.
+    """
+
+    __slots__ = ("_conn", "_driver", "active")
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._driver = conn.connection.driver_connection
+        self.active = True
+        if conn.dialect.name == "sqlite":
+            self._call("BEGIN IMMEDIATE", self._driver.execute, "BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self.active = False
+        if self._conn.in_transaction():
+            self._conn.commit()
+        else:
+            self._call("COMMIT", self._driver.commit)
+
+    def rollback(self) -> None:
+        self.active = False
+        if self._conn.in_transaction():
+            self._conn.rollback()
+        else:
+            self._call("ROLLBACK", self._driver.rollback)
+
+    def _call(self, sql: str, method: Any, *args: Any) -> None:
+        dbapi = self._conn.dialect.loaded_dbapi
+        try:
+            method(*args)
+        except dbapi.Error as exc:
+            self.active = False
+            raise DBAPIError.instance(sql, (), exc, dbapi.Error, dialect=self._conn.dialect) from exc
+
+
+IDLE_RECHECK_S = 1.0
+"""A held PostgreSQL connection idle longer than this goes back to the pool and is checked out afresh,
+with the pool's pre-ping, before its next use: a server restart between two steps costs nothing."""
+
+
+class WriteConnection:
+    """The one connection a Store keeps checked out for its write transactions.
+
+    A step is a short transaction; checking a connection out of SQLAlchemy's pool and back in (the
+    checkout and checkin events, the reset, the pre-ping round trip on PostgreSQL) cost as much as the
+    step's statements, so the store keeps one connection for writes and hands it to one caller at a time.
+    A second thread that finds it busy takes a pooled connection as before, so threads never queue here.
+
+    A connection inherited by a forked child is never used nor closed by the child: closing it would end
+    the parent's session. The child checks out its own.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._pid = 0
+        self._last_used = 0.0
+        self._recheck = engine.dialect.name == "postgresql"
+        self._inherited: list[Any] = []
+        """Connections from a parent process, kept referenced so that nothing closes them here."""
+
+    def __call__(self) -> Any:
+        """A context manager yielding a write connection: the held one if it is free, else a pooled one."""
+        if self._lock.acquire(blocking=False):
+            return _Held(self)
+        return connect_or_explain(self.engine, write=True)
+
+    def _take(self) -> Any:
+        conn = self._conn
+        if conn is not None and self._pid != os.getpid():
+            self._inherited.append(conn)
+            conn = None
+        elif conn is not None and (
+            conn.closed
+            or conn.invalidated
+            or (self._recheck and time.monotonic() - self._last_used > IDLE_RECHECK_S)
+        ):
+            conn.close()
+            conn = None
+        if conn is None:
+            self._conn = None
+            try:
+                conn = self.engine.connect().execution_options(**{WRITE: True})
+            except OperationalError as exc:
+                raise _explain_connect(self.engine, exc) from None
+            self._conn, self._pid = conn, os.getpid()
+        return conn
+
+    def _give_back(self, failed: bool) -> None:
+        conn = self._conn
+        if conn is not None:
+            if failed:
+                # A database error may have left the connection broken: return it to the pool, which rolls
+                # back and discards it if it is. (A refusal or a conflict the engine raises leaves it clean.)
+                conn.close()
+                self._conn = None
+                return
+            if conn.in_transaction():  # a read after the step's end (a replayed key) began one
+                conn.rollback()
+            self._last_used = time.monotonic()
+
+    def close(self) -> None:
+        """Return the held connection to the pool (before the engine is disposed)."""
+        with self._lock:
+            if self._conn is not None and self._pid == os.getpid():
+                self._conn.close()
+            self._conn = None
+
+
+class _Held:
+    def __init__(self, owner: WriteConnection) -> None:
+        self.owner = owner
+
+    def __enter__(self) -> Any:
+        try:
+            return self.owner._take()
+        except BaseException:
+            self.owner._lock.release()
+            raise
+
+    def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+        try:
+            self.owner._give_back(failed=exc is not None and not isinstance(exc, SopflowError))
+        finally:
+            self.owner._lock.release()
+        _explain_failure(self.owner.engine, exc)

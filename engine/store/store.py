@@ -142,6 +142,7 @@ class Store:
         self.url = url
         self.engine: Engine = database.create(url, durable=durable)
         self._sql = Sql.of(self.engine.dialect.name)
+        self._writer = database.WriteConnection(self.engine)
         if create:
             database.ensure_schema(self.engine)
 
@@ -150,6 +151,7 @@ class Store:
         return self.engine.dialect.name
 
     def close(self) -> None:
+        self._writer.close()
         self.engine.dispose()
 
     def upgrade(self) -> str:
@@ -305,16 +307,17 @@ class Store:
         """Read the case, decide, and write the step (or the refusal) in one transaction. With `actor`,
         the read also finds out whether any delegation to them may run at `now`, so that
         `Reads.delegations(actor)` costs a statement only when one does."""
+        stamp = self._sql.time(now)
         for _attempt in range(MAX_ATTEMPTS):
             with self._write() as conn:
-                tx = conn.begin()
+                tx = database.StepTransaction(conn)
                 try:
-                    row, reads, seq = self._step_read(conn, case_id, now, actor=actor, key=key)
+                    row, reads, seq = self._step_read(conn, case_id, stamp, actor=actor, key=key)
                     if seq is not None:
                         tx.rollback()
                         return Fired(row, self._record(conn, case_id, seq), replayed=True)
                     write = decide(row, reads)
-                    after = self._write_step(conn, row, write, now)
+                    after = self._write_step(conn, row, write, now, stamp)
                     if after is None:
                         tx.rollback()
                         continue
@@ -328,7 +331,7 @@ class Store:
                     tx.rollback()
                     continue
                 except BaseException:
-                    if tx.is_active:
+                    if tx.active:
                         tx.rollback()
                     raise
         raise Conflict(
@@ -340,14 +343,15 @@ class Store:
         self,
         conn: Connection,
         case_id: int,
-        now: datetime,
+        stamp: Any,
         *,
         actor: str | None = None,
         key: str | None = None,
     ) -> tuple[CaseRow, Reads, int | None]:
         """The case, the `Reads` of its step (knowing the org's hash and whether `actor` may hold a
-        delegation), and the audit seq that `key` already wrote (None: not used yet) — one statement."""
-        found = run(conn, self._sql.step_read, (actor, self._sql.time(now), key, case_id)).fetchone()
+        delegation at `stamp`, the step's time as the driver binds it), and the audit seq that `key`
+        already wrote (None: not used yet) — one statement."""
+        found = run(conn, self._sql.step_read, (actor, stamp, key, case_id)).fetchone()
         if found is None:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
         width = len(CaseRow.__slots__)
@@ -355,13 +359,15 @@ class Store:
         seq = found[width + 2]
         return self._sql.case_row(found), Reads(conn, self._sql, context), None if seq is None else int(seq)
 
-    def _write_step(self, conn: Connection, row: CaseRow, write: Write, now: datetime) -> CaseRow | None:
+    def _write_step(
+        self, conn: Connection, row: CaseRow, write: Write, now: datetime, stamp: Any
+    ) -> CaseRow | None:
         """Update the case if it is still as read, and append the step; the case as now stored (built
-        here, not read back), or None when another writer changed it first."""
+        here, not read back), or None when another writer changed it first. `stamp` is `now` as the
+        driver binds it."""
         sql = self._sql
         rec = write.record
         change = write.change
-        stamp = sql.time(now)
         chain = (rec.seq, rec.hash, row.id, row.version, row.audit_seq)
         if change is None:
             done = run(conn, sql.update_chain, chain)
@@ -461,34 +467,35 @@ class Store:
     ) -> Fired | None:
         """Apply a leased timer exactly once: its effect and marking it done commit together. None when
         the timer was no longer this worker's (done, cancelled, or re-leased) or `decide` found it stale."""
+        stamp = self._sql.time(now)
         for _attempt in range(MAX_ATTEMPTS):
             with self._write() as conn:
-                tx = conn.begin()
+                tx = database.StepTransaction(conn)
                 try:
                     if run(conn, self._sql.lock_timer, (timer.id, True, owner)).fetchone() is None:
                         tx.rollback()
                         return None
-                    row, reads, _ = self._step_read(conn, timer.case_id, now)
+                    row, reads, _ = self._step_read(conn, timer.case_id, stamp)
                     write = decide(row, reads)
                     if write is None:
-                        self._finish_timer(conn, timer.id, now, "stale")
+                        self._finish_timer(conn, timer.id, stamp, "stale")
                         tx.commit()
                         return None
-                    after = self._write_step(conn, row, write, now)
+                    after = self._write_step(conn, row, write, now, stamp)
                     if after is None:
                         tx.rollback()
                         continue
-                    self._finish_timer(conn, timer.id, now, outcome)
+                    self._finish_timer(conn, timer.id, stamp, outcome)
                     tx.commit()
                     return Fired(after, write.record)
                 except BaseException:
-                    if tx.is_active:
+                    if tx.active:
                         tx.rollback()
                     raise
         raise Conflict(f"case {timer.case_id} kept changing while timer {timer.id} fired")
 
-    def _finish_timer(self, conn: Connection, timer_id: int, now: datetime, outcome: str) -> None:
-        run(conn, self._sql.finish_timer, (False, self._sql.time(now), outcome, timer_id))
+    def _finish_timer(self, conn: Connection, timer_id: int, stamp: Any, outcome: str) -> None:
+        run(conn, self._sql.finish_timer, (False, stamp, outcome, timer_id))
 
     def next_due(self) -> datetime | None:
         """When the next pending timer falls due (None when nothing is pending)."""
@@ -745,8 +752,8 @@ class Store:
 
     # -- transactions ------------------------------------------------------------------------------
 
-    def _write(self) -> database.connect_or_explain:
-        return database.connect_or_explain(self.engine, write=True)
+    def _write(self) -> Any:
+        return self._writer()
 
     def _read(self) -> database.connect_or_explain:
         return database.connect_or_explain(self.engine)

@@ -1,0 +1,100 @@
+"""The write connection a store keeps between steps: reused, never shared between threads or with a forked
+child, and replaced when the server dropped it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import event
+
+from engine.runtime import Engine
+from engine.store import database
+from tests.conftest import MINI, Clock, engine_on
+
+
+@pytest.fixture
+def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, MINI)
+
+
+def _start(engine: Engine) -> int:
+    return engine.start("expense", {"purpose": "taxi", "amount": 100}, actor="alice").case.id
+
+
+def _loop(engine: Engine, case_id: int, rounds: int) -> None:
+    for _ in range(rounds):
+        engine.fire(case_id, "submit", actor="alice")
+        engine.fire(case_id, "send_back", actor="mia")
+
+
+def test_steps_reuse_the_write_connection_instead_of_the_pool(engine: Engine) -> None:
+    case_id = _start(engine)
+    checkouts: list[object] = []
+    event.listen(engine.store.engine, "checkout", lambda *args: checkouts.append(args))
+    _loop(engine, case_id, 10)
+    assert checkouts == []
+    assert engine.case(case_id).version == 21
+
+
+def test_threads_stepping_at_once_each_get_a_connection(engine: Engine) -> None:
+    case_ids = [_start(engine) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(case_id: int) -> None:
+        try:
+            _loop(engine, case_id, 10)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(case_id,)) for case_id in case_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    assert [engine.case(case_id).version for case_id in case_ids] == [21] * 4
+    assert engine.verify().ok
+
+
+def _child_steps(engine: Engine, case_id: int) -> None:
+    _loop(engine, case_id, 3)
+
+
+def test_a_forked_child_never_uses_the_parents_connection(engine: Engine) -> None:
+    parent_case, child_case = _start(engine), _start(engine)
+    _loop(engine, parent_case, 1)  # the parent now holds its write connection
+    child = multiprocessing.get_context("fork").Process(target=_child_steps, args=(engine, child_case))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0
+    _loop(engine, parent_case, 2)  # the parent's session is intact
+    assert engine.case(parent_case).version == 7
+    assert engine.case(child_case).version == 7
+    assert engine.verify().ok
+
+
+def test_a_connection_the_server_dropped_is_replaced_before_the_next_step(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if engine.store.dialect != "postgresql":
+        pytest.skip("SQLite connections are files; nothing drops them")
+    monkeypatch.setattr(database, "IDLE_RECHECK_S", 0.05)
+    case_id = _start(engine)
+    _loop(engine, case_id, 1)
+    import psycopg
+
+    url = engine.store.engine.url
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    assert ended, "the store held no connection to drop"
+    time.sleep(0.1)
+    _loop(engine, case_id, 1)
+    assert engine.case(case_id).version == 5
