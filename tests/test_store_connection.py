@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from engine.runtime import Engine
 from engine.store import database
-from tests.conftest import MINI, Clock, engine_on
+from tests.conftest import MINI, Clock, engine_on, fresh_postgres_database
 
 
 @pytest.fixture
@@ -78,23 +78,23 @@ def test_a_forked_child_never_uses_the_parents_connection(engine: Engine) -> Non
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_step(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
+    postgres_server: str, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if engine.store.dialect != "postgresql":
-        pytest.skip("SQLite connections are files; nothing drops them")
-    monkeypatch.setattr(database, "IDLE_RECHECK_S", 0.05)
-    case_id = _start(engine)
-    _loop(engine, case_id, 1)
+    # PostgreSQL only: nothing drops a SQLite connection, which is a file.
     import psycopg
 
-    url = engine.store.engine.url
-    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as admin:
-        ended = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        ).fetchall()
-    assert ended, "the store held no connection to drop"
-    time.sleep(0.1)
-    _loop(engine, case_id, 1)
-    assert engine.case(case_id).version == 5
+    monkeypatch.setattr(database, "IDLE_RECHECK_S", 0.05)
+    url = fresh_postgres_database(postgres_server)
+    for engine in engine_on(url, clock, MINI):
+        case_id = _start(engine)
+        _loop(engine, case_id, 1)
+        plain = engine.store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(plain, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended, "the store held no connection to drop"
+        time.sleep(0.1)
+        _loop(engine, case_id, 1)
+        assert engine.case(case_id).version == 5

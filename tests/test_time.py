@@ -295,3 +295,56 @@ def test_content_published_in_time_cancels_the_4h_limit(seeded: Engine, clock: C
     assert worker(seeded).tick().total == 0
     assert seeded.overdue() == []
     assert ("deadline", "publish-within-4h", 0, "cancelled") in seeded.store.timer_outcomes(case_id)
+
+
+RESPAN = """\
+id: respan
+version: 1
+title: {zh: 重新计时, en: Span started again}
+data: {type: object}
+initial: draft
+states:
+  draft:
+    title: {zh: 草稿, en: Draft}
+    owner: employee
+    on:
+      submit: {to: review, by: [$starter]}
+  review:
+    title: {zh: 审核, en: Review}
+    owner: manager
+    on:
+      redo: {to: recheck, by: [manager]}
+      done: {to: closed, by: [manager]}
+  recheck:
+    title: {zh: 复核, en: Recheck}
+    choice:
+      - {else: review}
+  closed:
+    title: {zh: 完成, en: Closed}
+    final: true
+deadlines:
+  - name: answer
+    title: {zh: 一小时内答复, en: Answer within an hour}
+    from: review
+    until: [recheck, closed]
+    within: 1h
+"""
+
+
+def test_a_step_that_ends_a_span_and_starts_it_again_restarts_its_clock(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    folder = tmp_path / "respan"
+    folder.mkdir()
+    (folder / "org.yaml").write_text((MINI / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    (folder / "respan.yaml").write_text(RESPAN, encoding="utf-8")
+    for engine in engine_on(database_url, clock, folder):
+        case_id = engine.start("respan", {}, actor="alice").case.id
+        engine.fire(case_id, "submit", actor="alice")
+        assert [d.due_at for d in engine.deadlines(case_id)] == [clock.now + timedelta(hours=1)]
+        clock.advance(minutes=30)
+        # One step leaves the span (recheck ends it) and enters its first state again (review starts it).
+        engine.fire(case_id, "redo", actor="mia")
+        assert [d.due_at for d in engine.deadlines(case_id)] == [clock.now + timedelta(hours=1)]
+        engine.fire(case_id, "done", actor="mia")
+        assert engine.deadlines(case_id) == []

@@ -29,7 +29,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from engine.audit import AuditRecord, canonical_json
-from engine.store.records import CaseQuery, CaseRow, TimerSpec
+from engine.store.records import CaseQuery, CaseRow, TimerSpec, Write
 
 CASE_COLUMNS = tuple(f.name for f in fields(CaseRow))
 """The columns of `cases` in `CaseRow`'s order, so that a row builds a CaseRow positionally."""
@@ -109,8 +109,7 @@ def _update_case(changed: bool, entered: bool) -> str:
         sets = "state = ?, open = ?, data = ?, version = version + 1, assignee = ?, submitter = ?, "
         sets += "updated_at = ?, entered_seq = ?, entered_at = ?, " if entered else "updated_at = ?, "
     return (
-        f"UPDATE cases SET {sets}audit_seq = ?, last_hash = ? "
-        "WHERE id = ? AND version = ? AND audit_seq = ?"
+        f"UPDATE cases SET {sets}audit_seq = ?, last_hash = ? WHERE id = ? AND version = ? AND audit_seq = ?"
     )
 
 
@@ -148,6 +147,9 @@ class Sql:
     seal_case: str
     """Parameters: audit_seq, last_hash, id."""
     insert_audit: str
+    insert_audit_after: str
+    """PostgreSQL's combined step statement (`together`): the audit insert, only if the case update `u`
+    matched."""
     votes: str
     """Accepted votes of one case after an audit seq. Parameters: case id, seq."""
     org_hash: str
@@ -174,6 +176,10 @@ class Sql:
             seal_case=_text("UPDATE cases SET audit_seq = ?, last_hash = ? WHERE id = ?", pg),
             insert_audit=_text(
                 f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({_marks(len(AUDIT_COLUMNS))})", pg
+            ),
+            insert_audit_after=_text(
+                f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) SELECT {_marks(len(AUDIT_COLUMNS))} FROM u",
+                pg,
             ),
             votes=_text(
                 "SELECT actor, role, event, on_behalf_of FROM audit WHERE case_id = ? AND seq > ? "
@@ -220,36 +226,43 @@ class Sql:
         body["hash"] = rec.hash
         return [body[name] for name in AUDIT_COLUMNS]
 
-    def cancel_timers(self, *, state: bool, names: int) -> str:
+    def cancel_timers(self, *, state: bool, names: int, after_update: bool = False) -> str:
         """Cancel pending timers of a case (its `timeout` timers when `state`, and those named), and close
         as late the breached deadlines among the named: a breached deadline stays overdue until its span
         ends. One statement; SET reads the row's old `pending`; each side of the OR is a search of
         ix_timers_case (a breached deadline is never pending). Parameters: False, True, True, now,
-        case id, True, the names, and when there are any: case id, False, the names again."""
+        case id, True, the names, and when there are any: case id, False, the names again. With
+        `after_update`, written for the combined statement (`together`): only if the case update matched."""
         marks = _marks(names)
         which = " OR ".join(
             (["kind = 'timeout'"] if state else []) + ([f"name IN ({marks})"] if names else [])
         )
-        sql = (
-            "UPDATE timers SET pending = ?, "
-            "outcome = CASE WHEN pending = ? THEN 'cancelled' ELSE 'late' END, "
-            "done_at = CASE WHEN pending = ? THEN ? ELSE done_at END "
-            f"WHERE (case_id = ? AND pending = ? AND ({which}))"
-        )
+        where = f"(case_id = ? AND pending = ? AND ({which}))"
         if names:
-            sql += (
+            where += (
                 " OR (case_id = ? AND pending = ? AND outcome = 'breached' AND kind = 'deadline'"
                 f" AND name IN ({marks}))"
             )
-        return self.text(sql)
+        if after_update:
+            where = f"({where}) AND EXISTS (SELECT 1 FROM u)"
+        return self.text(
+            "UPDATE timers SET pending = ?, "
+            "outcome = CASE WHEN pending = ? THEN 'cancelled' ELSE 'late' END, "
+            "done_at = CASE WHEN pending = ? THEN ? ELSE done_at END "
+            f"WHERE {where}"
+        )
 
-    def start_timers(self, case_id: int, seq: int, specs: Sequence[TimerSpec]) -> tuple[str, list[Any]]:
+    def start_timers(
+        self, case_id: int, seq: int, specs: Sequence[TimerSpec], *, after_update: bool = False
+    ) -> tuple[str, list[Any]]:
         """Insert the timers a step starts, in one statement; a deadline whose span is already running
-        (pending or breached) is not restarted: re-entering a span's first state keeps its clock."""
+        (pending or breached) is not restarted: re-entering a span's first state keeps its clock. With
+        `after_update`, written for the combined statement (`together`)."""
         parts: list[str] = []
         params: list[Any] = []
+        source = " FROM u" if after_update else ""
         for t in specs:
-            part = "SELECT ?, ?, ?, ?, ?, ?, ?"
+            part = "SELECT ?, ?, ?, ?, ?, ?, ?" + source
             params += [case_id, t.kind, t.name, t.rung, self.time(t.due_at), True, seq]
             if t.kind == "deadline":
                 # Two searches of ix_timers_case rather than one OR, which would read every timer the
@@ -264,6 +277,46 @@ class Sql:
             parts.append(part)
         columns = "case_id, kind, name, rung, due_at, pending, entered_seq"
         return self.text(f"INSERT INTO timers ({columns}) " + " UNION ALL ".join(parts)), params
+
+    def step_statements(
+        self, write: Write, stamp: Any, *, after_update: bool = False, start: bool = True
+    ) -> list[tuple[str, Sequence[Any]]]:
+        """What a step writes after its case update, in order: the audit record, the timers it cancels,
+        the timers it starts (unless not `start`). `stamp` is the step's time as the driver binds it.
+        With `after_update`, each is written for PostgreSQL's combined statement (`together`)."""
+        rec = write.record
+        parts: list[tuple[str, Sequence[Any]]] = [
+            (self.insert_audit_after if after_update else self.insert_audit, self.audit_values(rec))
+        ]
+        names = write.cancel_timers
+        if write.cancel_state_timers or names:
+            cancel = self.cancel_timers(
+                state=write.cancel_state_timers, names=len(names), after_update=after_update
+            )
+            tail = (rec.case_id, False, *names) if names else ()
+            parts.append((cancel, (False, True, True, stamp, rec.case_id, True, *names, *tail)))
+        if start and write.start_timers:
+            starts = self.start_timers(rec.case_id, rec.seq, write.start_timers, after_update=after_update)
+            parts.append(starts)
+        return parts
+
+    @staticmethod
+    def together(
+        update: str, params: Sequence[Any], parts: Sequence[tuple[str, Sequence[Any]]]
+    ) -> tuple[str, list[Any]]:
+        """PostgreSQL: the case update and the statements after it (written `after_update`) as one
+        statement, one round trip instead of one each. Its one row counts the case rows updated: 0 when
+        another writer moved the case first, and then nothing else was written either.
+
+        The statements of a WITH all see the database as it was before the statement, so none of them
+        may read what another one writes: the audit, the cancels and the starts touch different rows,
+        except a start's check for a running deadline after a cancel, which the caller sends apart."""
+        ctes = [f"u AS ({update} RETURNING id)"]
+        ctes += [f"w{i} AS ({text})" for i, (text, _) in enumerate(parts)]
+        values = [*params]
+        for _, more in parts:
+            values += more
+        return "WITH " + ", ".join(ctes) + " SELECT COUNT(*) FROM u", values
 
     def open_load(self, members: int) -> str:
         """Open cases per assignee among `members` assignees. Parameters: True, the members."""

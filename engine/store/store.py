@@ -369,8 +369,10 @@ class Store:
         rec = write.record
         change = write.change
         chain = (rec.seq, rec.hash, row.id, row.version, row.audit_seq)
+        update: str
+        params: Sequence[Any]
         if change is None:
-            done = run(conn, sql.update_chain, chain)
+            update, params = sql.update_chain, chain
             after = CaseRow(
                 row.id, row.definition_id, row.definition_version, row.state, row.open, row.data, row.version,
                 row.starter, row.assignee, row.submitter, row.entered_seq, row.entered_at, row.created_at,
@@ -380,9 +382,9 @@ class Store:
             data = canonical_json(change.data)
             head = (change.state, change.open, data, change.assignee, change.submitter, stamp)
             if change.entered:
-                done = run(conn, sql.update_step_entered, (*head, rec.seq, stamp, *chain))
+                update, params = sql.update_step_entered, (*head, rec.seq, stamp, *chain)
             else:
-                done = run(conn, sql.update_step, (*head, *chain))
+                update, params = sql.update_step, (*head, *chain)
             at = now.astimezone(UTC)
             after = CaseRow(
                 row.id, row.definition_id, row.definition_version, change.state, change.open,
@@ -390,28 +392,52 @@ class Store:
                 rec.seq if change.entered else row.entered_seq, at if change.entered else row.entered_at,
                 row.created_at, at, rec.seq, rec.hash, row.start_key,
             )  # fmt: skip
-        if done.rowcount != 1:
+        if not self._write_after(conn, update, params, write, now, stamp):
             return None
-        self._append(conn, write, now, stamp)
         return after
+
+    def _write_after(
+        self, conn: Connection, update: str, params: Sequence[Any], write: Write, now: datetime, stamp: Any
+    ) -> bool:
+        """Run the case `update` and, if it matched the case as read, what the step writes after it;
+        False (nothing written) when another writer changed the case first. On PostgreSQL the update, the
+        audit record and the timers go as one statement: each statement is a round trip to the server,
+        and a step's time there is mostly round trips."""
+        sql = self._sql
+        if not sql.postgres:
+            if run(conn, update, params).rowcount != 1:
+                return False
+            self._append(conn, write, now, stamp)
+            return True
+        # A deadline's start checks that its span is not running already, and must see a cancel in the
+        # same step (a step that ends a span and enters its first state again): then it goes apart.
+        apart = any(t.kind == "deadline" for t in write.start_timers) and bool(
+            write.cancel_state_timers or write.cancel_timers
+        )
+        inside = sql.step_statements(write, stamp, after_update=True, start=not apart)
+        text, values = sql.together(update, params, inside)
+        if run(conn, text, values).fetchone()[0] != 1:
+            return False
+        if apart:
+            run(conn, *sql.start_timers(write.record.case_id, write.record.seq, write.start_timers))
+        self._notify(conn, write, now)
+        return True
 
     def _append(self, conn: Connection, write: Write, now: datetime, stamp: Any) -> None:
         """The audit record, the timers the step cancels and starts, its notifications; `stamp` is `now`
         as the driver binds it."""
-        sql = self._sql
-        rec = write.record
-        run(conn, sql.insert_audit, sql.audit_values(rec))
-        names = write.cancel_timers
-        if write.cancel_state_timers or names:
-            cancel = sql.cancel_timers(state=write.cancel_state_timers, names=len(names))
-            tail = (rec.case_id, False, *names) if names else ()
-            run(conn, cancel, (False, True, True, stamp, rec.case_id, True, *names, *tail))
+        for text, values in self._sql.step_statements(write, stamp):
+            run(conn, text, values)
+        self._notify(conn, write, now)
+
+    @staticmethod
+    def _notify(conn: Connection, write: Write, now: datetime) -> None:
         if write.notify:
             conn.execute(
                 _INSERT_NOTIFICATIONS,
                 [
                     {
-                        "case_id": rec.case_id,
+                        "case_id": write.record.case_id,
                         "channel": n.channel,
                         "recipient": n.recipient,
                         "subject": n.subject,
@@ -423,9 +449,6 @@ class Store:
                     for n in write.notify
                 ],
             )
-        if write.start_timers:
-            text, params = sql.start_timers(rec.case_id, rec.seq, write.start_timers)
-            run(conn, text, params)
 
     # -- timers and the outbox ---------------------------------------------------------------------
 
