@@ -435,8 +435,10 @@ def test_alias_bomb_of_mappings_is_refused() -> None:
 
 
 def test_deeply_nested_brackets_are_refused() -> None:
-    assert at(refused("[" * 50_000)) == ("yaml-too-deep", 1, 65)
-    assert at(refused("{a: " * 50_000)) == ("yaml-too-deep", 1, 1 + 64 * 4)
+    # Where: at the 65th level (the events' depth check), or where libyaml's scanner, which since
+    # PyYAML 6.0.4 stops flow nesting at 1,000 levels while scanning ahead for a key, gave up first.
+    assert at(refused("[" * 50_000)) in (("yaml-too-deep", 1, 65), ("yaml-too-deep", 1, 1001))
+    assert at(refused("{a: " * 50_000)) in (("yaml-too-deep", 1, 1 + 64 * 4), ("yaml-too-deep", 1, 4001))
 
 
 def test_depth_limit_is_exact() -> None:

@@ -112,7 +112,7 @@ def parse_yaml(text: str | bytes, file: str, limits: Limits = DEFAULT_LIMITS) ->
         builder.feed(yaml.parse(source, Loader=_LOADER))
         return builder.document(source)
     except yaml.MarkedYAMLError as err:
-        raise _syntax_error(file, source, err) from None
+        raise _syntax_error(file, source, err, limits) from None
     except yaml.YAMLError as err:
         raise _error(file, (1, 1), "yaml-syntax", f"not valid YAML: {err}") from None
     except RecursionError:
@@ -236,9 +236,19 @@ _SYNTAX_HINTS = (
 )
 
 
-def _syntax_error(file: str, source: str, err: yaml.MarkedYAMLError) -> DefinitionError:
+def _syntax_error(file: str, source: str, err: yaml.MarkedYAMLError, limits: Limits) -> DefinitionError:
     where = _mark(err.problem_mark or err.context_mark)
     problem = err.problem or err.context or "not valid YAML"
+    if "maximum nesting depth" in problem:
+        # Newer libyaml (PyYAML 6.0.4) stops deep flow nesting itself, at 1,000 levels, while scanning
+        # ahead, before the events that the depth limit is checked on are made: the same refusal.
+        return _error(
+            file,
+            where,
+            "yaml-too-deep",
+            f"the YAML is nested more than {limits.max_depth} levels deep",
+            "flatten the structure",
+        )
     lines = source.splitlines()
     # libyaml does not name the character it stumbled on; a tab is by far the most common one.
     on_tab = where[0] <= len(lines) and lines[where[0] - 1][where[1] - 1 : where[1]] == "\t"
