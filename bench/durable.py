@@ -107,6 +107,7 @@ def statements_per_fire(engine: Engine, case_id: int) -> float:
 
     sa_engine = engine.store.engine
     event.listen(sa_engine, "before_cursor_execute", count)
+    event.listen(sa_engine, "commit", count)  # a step that ran a Core statement commits through SQLAlchemy
     store_module.run = counted_run
     StepTransaction._call = counted_call  # type: ignore[method-assign]
     try:
@@ -116,6 +117,7 @@ def statements_per_fire(engine: Engine, case_id: int) -> float:
         store_module.run = driver_run
         StepTransaction._call = driver_call  # type: ignore[method-assign]
         event.remove(sa_engine, "before_cursor_execute", count)
+        event.remove(sa_engine, "commit", count)
     psycopg_begin = 1 if engine.store.dialect == "postgresql" else 0
     return len(seen) / 10 + psycopg_begin
 

@@ -61,20 +61,38 @@ def test_threads_stepping_at_once_each_get_a_connection(engine: Engine) -> None:
 
 
 def _child_steps(engine: Engine, case_id: int) -> None:
-    _loop(engine, case_id, 3)
+    _loop(engine, case_id, 20)
+    engine.close()
 
 
-def test_a_forked_child_never_uses_the_parents_connection(engine: Engine) -> None:
+def test_a_forked_child_never_uses_the_parents_connections(engine: Engine) -> None:
     parent_case, child_case = _start(engine), _start(engine)
     _loop(engine, parent_case, 1)  # the parent now holds its write connection
+    engine.case(parent_case)  # and has a read connection idle in its pool
     child = multiprocessing.get_context("fork").Process(target=_child_steps, args=(engine, child_case))
     child.start()
+    _loop(engine, parent_case, 20)  # both step at once: a shared connection would garble both sessions
     child.join(timeout=120)
     assert child.exitcode == 0
-    _loop(engine, parent_case, 2)  # the parent's session is intact
-    assert engine.case(parent_case).version == 7
-    assert engine.case(child_case).version == 7
+    assert engine.case(parent_case).version == 43
+    assert engine.case(child_case).version == 41
     assert engine.verify().ok
+
+
+def _child_closes(engine: Engine) -> None:
+    engine.close()
+
+
+def test_a_child_forked_while_a_step_runs_can_still_close(engine: Engine) -> None:
+    case_id = _start(engine)
+    # As if another thread were inside a step when the process forked: the write connection is taken.
+    with engine.store._write():
+        child = multiprocessing.get_context("fork").Process(target=_child_closes, args=(engine,))
+        child.start()
+        child.join(timeout=60)
+    assert child.exitcode == 0, "the child's close() waited for a lock no thread of it holds"
+    _loop(engine, case_id, 1)
+    assert engine.case(case_id).version == 3
 
 
 def test_a_connection_the_server_dropped_is_replaced_before_the_next_step(

@@ -250,6 +250,13 @@ IDLE_RECHECK_S = 1.0
 with the pool's pre-ping, before its next use: a server restart between two steps costs nothing."""
 
 
+_INHERITED: list[Any] = []
+"""Connections a forked child found its parent holding, referenced for the child's whole life: were
+one collected, SQLAlchemy would reset it (a ROLLBACK) and psycopg close it, on the parent's session.
+At most one per store and fork; the one piece of module state in the store, and it only grows in a
+child that forks with a store open."""
+
+
 class WriteConnection:
     """The one connection a Store keeps checked out for its write transactions.
 
@@ -258,32 +265,41 @@ class WriteConnection:
     step's statements, so the store keeps one connection for writes and hands it to one caller at a time.
     A second thread that finds it busy takes a pooled connection as before, so threads never queue here.
 
-    A connection inherited by a forked child is never used nor closed by the child: closing it would end
-    the parent's session. The child checks out its own.
+    In a forked child (`own_process`, called before every use of the store's connections) the parent's
+    connections are left alone: the held one is kept referenced and never used, the pool is replaced
+    without closing what it held (SQLAlchemy's `dispose(close=False)`), and the lock, which another
+    thread of the parent may have held at the fork, is a new one. The child then opens its own.
     """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
         self._conn: Any = None
-        self._pid = 0
+        self._pid = os.getpid()
         self._last_used = 0.0
         self._recheck = engine.dialect.name == "postgresql"
-        self._inherited: list[Any] = []
-        """Connections from a parent process, kept referenced so that nothing closes them here."""
+
+    def own_process(self) -> None:
+        """After a fork, leave the parent's connections to the parent (see the class)."""
+        if self._pid == os.getpid():
+            return
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
+        self._lock = threading.Lock()
+        self.engine.dispose(close=False)
+        self._pid = os.getpid()
 
     def __call__(self) -> Any:
         """A context manager yielding a write connection: the held one if it is free, else a pooled one."""
+        self.own_process()
         if self._lock.acquire(blocking=False):
             return _Held(self)
         return connect_or_explain(self.engine, write=True)
 
     def _take(self) -> Any:
         conn = self._conn
-        if conn is not None and self._pid != os.getpid():
-            self._inherited.append(conn)
-            conn = None
-        elif conn is not None and (
+        if conn is not None and (
             conn.closed
             or conn.invalidated
             or (self._recheck and time.monotonic() - self._last_used > IDLE_RECHECK_S)
@@ -296,28 +312,41 @@ class WriteConnection:
                 conn = self.engine.connect().execution_options(**{WRITE: True})
             except OperationalError as exc:
                 raise _explain_connect(self.engine, exc) from None
-            self._conn, self._pid = conn, os.getpid()
+            self._conn = conn
         return conn
 
     def _give_back(self, failed: bool) -> None:
         conn = self._conn
-        if conn is not None:
-            if failed:
-                # A database error may have left the connection broken: return it to the pool, which rolls
-                # back and discards it if it is. (A refusal or a conflict the engine raises leaves it clean.)
-                conn.close()
-                self._conn = None
-                return
-            if conn.in_transaction():  # a read after the step's end (a replayed key) began one
-                conn.rollback()
-            self._last_used = time.monotonic()
+        if conn is None:
+            return
+        if failed:
+            # A database error may have left the connection broken: return it to the pool, which rolls
+            # back and discards it if it is. (A refusal or a conflict the engine raises leaves it clean.)
+            conn.close()
+            self._conn = None
+            return
+        if conn.in_transaction():  # a read after the step's end (a replayed key) began one
+            conn.rollback()
+        elif _driver_in_transaction(conn):  # never left so by the store; never handed on so either
+            conn.connection.driver_connection.rollback()
+        self._last_used = time.monotonic()
 
     def close(self) -> None:
         """Return the held connection to the pool (before the engine is disposed)."""
+        self.own_process()
         with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
+            if self._conn is not None:
                 self._conn.close()
             self._conn = None
+
+
+def _driver_in_transaction(conn: Any) -> bool:
+    """Whether the driver connection under `conn` is inside a transaction (sqlite3 or psycopg)."""
+    driver = conn.connection.driver_connection
+    inside = getattr(driver, "in_transaction", None)
+    if inside is not None:
+        return bool(inside)
+    return int(driver.info.transaction_status) != 0  # psycopg: 0 is IDLE, outside any transaction
 
 
 class _Held:

@@ -779,6 +779,7 @@ class Store:
         return self._writer()
 
     def _read(self) -> database.connect_or_explain:
+        self._writer.own_process()  # after a fork, never a pooled connection of the parent's
         return database.connect_or_explain(self.engine)
 
 
