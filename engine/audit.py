@@ -93,7 +93,12 @@ class AuditRecord:
         }
 
     def compute_hash(self) -> str:
-        return hashlib.sha256(canonical_json(self.body()).encode("utf-8")).hexdigest()
+        return _hash(self.body())
+
+
+def _hash(body: Mapping[str, Any]) -> str:
+    """A record's hash: SHA-256 over the canonical JSON of every field but `hash`."""
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
 
 
 def seal(record: AuditRecord) -> AuditRecord:
@@ -116,7 +121,7 @@ def sealed(body: dict[str, Any]) -> AuditRecord:
         outcome=body["outcome"],
         definition_hash=body["definition_hash"],
         prev_hash=body["prev_hash"],
-        hash=hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest(),
+        hash=_hash(body),
         on_behalf_of=body["on_behalf_of"],
         payload=body["payload"],
         data_change=body["data_change"],
