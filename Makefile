@@ -20,7 +20,7 @@ validate: $(STAMP)
 	$(BIN)/sopflow validate definitions
 
 lint: $(STAMP)
-	$(BIN)/ruff check engine cli tests bench
+	$(BIN)/ruff check sopflow engine cli tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

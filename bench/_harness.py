@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from tests.helpers.pgcluster import PgCluster, postgres_bindir
 
 if TYPE_CHECKING:
-    from engine.runtime import Engine
+    from sopflow.engine.runtime import Engine
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -116,7 +116,7 @@ def busy_since(before: tuple[float, float]) -> float:
 
 def seed_engine(url: str) -> Engine:
     """An Engine on `url` with the mini definition and org deployed."""
-    from engine.runtime import Engine
+    from sopflow.engine.runtime import Engine
 
     engine = Engine(url)
     engine.deploy([MINI])

@@ -31,14 +31,14 @@ from pathlib import Path
 
 from _harness import DEFINITIONS, compare, header, note, temp_dir
 
-from engine.runtime import Engine
+from sopflow.engine.runtime import Engine
 
 BASE_IMPORTS = "import click, sqlalchemy, yaml, jsonschema, transitions"
 
 
 def seed(folder: Path) -> tuple[str, int]:
     """SETUP: a database with the shipped definitions and one case; its URL and the case id."""
-    from cli.demo import CONTENT, CONTENT_STEPS
+    from sopflow.cli.demo import CONTENT, CONTENT_STEPS
 
     url = f"sqlite:///{folder / 'cli.db'}"
     with Engine(url) as engine:

@@ -41,7 +41,7 @@ from _harness import (
     temp_dir,
 )
 
-from engine.runtime import Engine
+from sopflow.engine.runtime import Engine
 
 LOOP = (("submit", "alice"), ("send_back", "mia"))
 """(event, actor) fired in turn: draft → route → manager_review → draft → …"""
@@ -86,8 +86,8 @@ def statements_per_fire(engine: Engine, case_id: int) -> float:
     transaction's first statement (one per fire), so that both databases count round trips alike."""
     from sqlalchemy import event
 
-    import engine.store.store as store_module
-    from engine.store.database import StepTransaction
+    import sopflow.engine.store.store as store_module
+    from sopflow.engine.store.database import StepTransaction
 
     seen: list[str] = []
 

@@ -22,8 +22,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-from engine.definition import expressions  # noqa: E402
-from engine.definition.expressions import compile_guard  # noqa: E402
+from sopflow.engine.definition import expressions  # noqa: E402
+from sopflow.engine.definition.expressions import compile_guard  # noqa: E402
 
 EXPRESSION = 'data.amount > 10000 && data.dept in ["ops", "tech"]'
 PY_EXPRESSION = 'data["amount"] > 10000 and data["dept"] in ["ops", "tech"]'  # the same rule for simpleeval

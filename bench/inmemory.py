@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from _harness import MINI, compare, header, note, per_second
 from transitions import Machine
 
-from engine.compile import CompiledDefinition
-from engine.definition.validate import load_definition_file, load_org_file
-from engine.simulate import Simulation
-from engine.step import People, Snapshot, actor_from_org, take_step
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.validate import load_definition_file, load_org_file
+from sopflow.engine.simulate import Simulation
+from sopflow.engine.step import People, Snapshot, actor_from_org, take_step
 
 LOOP = (("submit", "alice"), ("send_back", "mia"))
 

@@ -39,9 +39,9 @@ from typing import Any
 from _harness import compare, header, median_ms, note, rss_mib, seed_engine, temp_dir
 from sqlalchemy import event, insert
 
-from engine.runtime import Engine
-from engine.store.tables import cases, timers
-from engine.worker import Worker
+from sopflow.engine.runtime import Engine
+from sopflow.engine.store.tables import cases, timers
+from sopflow.engine.worker import Worker
 
 STATES = (("draft", 20), ("manager_review", 40), ("joint", 10), ("paid", 20), ("cancelled", 10))
 MANAGERS = ("mia", "max", "dual")

@@ -24,11 +24,11 @@ from typing import Any
 from _harness import busy_since, compare, cpu_times, header, new_database, note, postgres, seed_engine
 from sqlalchemy import func, insert, select
 
-from engine.audit import GENESIS
-from engine.runtime import Engine
-from engine.simulate import utc_now
-from engine.store.tables import cases, timers
-from engine.worker import Worker
+from sopflow.engine.audit import GENESIS
+from sopflow.engine.runtime import Engine
+from sopflow.engine.simulate import utc_now
+from sopflow.engine.store.tables import cases, timers
+from sopflow.engine.worker import Worker
 
 
 def fill(url: str, count: int) -> None:

@@ -26,7 +26,7 @@ import time
 import yaml
 from _harness import DEFINITIONS, MINI, compare, header, note, temp_dir
 
-from engine.definition.validate import validate_paths
+from sopflow.engine.definition.validate import validate_paths
 
 
 def generated(states: int) -> str:

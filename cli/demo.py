@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from cli.render import mermaid, shipped_definitions, table, text
-from engine.errors import SopflowError
-from engine.runtime import Engine, Result
+from sopflow.cli.render import mermaid, shipped_definitions, table, text
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.runtime import Engine, Result
 
 DEMO_DB = Path("sopflow-demo.db")
 

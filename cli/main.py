@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 if TYPE_CHECKING:
-    from engine.runtime import Engine
+    from sopflow.engine.runtime import Engine
 
 EXIT_INTERNAL = 3
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,14 +36,14 @@ class Settings:
 
     def engine(self) -> Engine:
         if self._engine is None:
-            from engine.runtime import Engine
+            from sopflow.engine.runtime import Engine
 
             self._engine = Engine(self.db)
         return self._engine
 
     def actor(self) -> str:
         if not self.user:
-            from engine.errors import UsageError
+            from sopflow.engine.errors import UsageError
 
             raise UsageError(
                 "who is acting? no user was given",
@@ -71,7 +71,7 @@ class SopflowGroup(click.Group):
     """A click group that turns sopflow's errors into their message and exit code, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from engine.errors import SopflowError
+        from sopflow.engine.errors import SopflowError
 
         try:
             return super().invoke(ctx)
@@ -165,7 +165,7 @@ def _accept_global_options(command: click.Command) -> None:
 
 
 def _register() -> None:
-    from cli.commands import admin, cases, definitions, people
+    from sopflow.cli.commands import admin, cases, definitions, people
 
     for module in (definitions, cases, people, admin):
         for command in module.COMMANDS:

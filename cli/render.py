@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.definition.model import Definition, State, Text
+    from sopflow.engine.definition.model import Definition, State, Text
 
 
 def shipped_definitions() -> Path:
     """The folder of seed definitions installed with sopflow (the `definitions` data package)."""
     import importlib.util
 
-    spec = importlib.util.find_spec("definitions")
+    spec = importlib.util.find_spec("sopflow.definitions")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the seed definitions are not installed")
     return Path(next(iter(spec.submodule_search_locations)))

@@ -1,6 +1,6 @@
 """sopflow's engine: what an embedder imports.
 
-    from engine import Engine
+    from sopflow.engine import Engine
     with Engine("sqlite:///cases.db") as sop:
         sop.deploy([Path("definitions")])
         case = sop.start("content-review", {"title": "...", "origin": "original"}, actor="li.na").case
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import (
+from sopflow.engine.errors import (
     AuditBroken,
     ConfigurationError,
     Conflict,
@@ -28,9 +28,9 @@ from engine.errors import (
 )
 
 if TYPE_CHECKING:
-    from engine.audit import AuditRecord
-    from engine.definition.model import Definition, Org
-    from engine.runtime import Case, Engine, Option, Result, VerifyReport
+    from sopflow.engine.audit import AuditRecord
+    from sopflow.engine.definition.model import Definition, Org
+    from sopflow.engine.runtime import Case, Engine, Option, Result, VerifyReport
 
 __all__ = [
     "AuditBroken",
@@ -56,21 +56,21 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Engine": "engine.runtime",
-    "Case": "engine.runtime",
-    "Option": "engine.runtime",
-    "Result": "engine.runtime",
-    "VerifyReport": "engine.runtime",
-    "AuditRecord": "engine.audit",
-    "Definition": "engine.definition.model",
-    "Org": "engine.definition.model",
+    "Engine": "sopflow.engine.runtime",
+    "Case": "sopflow.engine.runtime",
+    "Option": "sopflow.engine.runtime",
+    "Result": "sopflow.engine.runtime",
+    "VerifyReport": "sopflow.engine.runtime",
+    "AuditRecord": "sopflow.engine.audit",
+    "Definition": "sopflow.engine.definition.model",
+    "Org": "sopflow.engine.definition.model",
 }
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+        raise AttributeError(f"module 'sopflow.engine' has no attribute {name!r}")
     from importlib import import_module
 
     return getattr(import_module(module), name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from engine.definition.model import WorkingCalendar
+from sopflow.engine.definition.model import WorkingCalendar
 
 MAX_DAYS = 3660
 """A calendar with no working time at all must not loop forever."""

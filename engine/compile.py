@@ -20,14 +20,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
-from engine.errors import DefinitionError, Problem
+from sopflow.engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
+from sopflow.engine.errors import DefinitionError, Problem
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from transitions import EventData, Machine
 
-    from engine.definition.expressions import Guard
+    from sopflow.engine.definition.expressions import Guard
 
 ROUTE = "__route__"
 APPROVED = "__approved__"
@@ -61,7 +61,7 @@ class GuardContext:
 
 def _compile(definition: Definition, when: Expression, payload_schema: Mapping[str, Any] | None) -> Guard:
     # The CEL extension loads with the first guard compiled.
-    from engine.definition.expressions import ExpressionRejected, compile_guard
+    from sopflow.engine.definition.expressions import ExpressionRejected, compile_guard
 
     try:
         return compile_guard(when.text, data_schema=definition.data_schema, payload_schema=payload_schema)

@@ -14,13 +14,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Org, State
-from engine.errors import InvalidData, NotPermitted, UsageError
-from engine.step import CLAIM, Actor, acting_role
-from engine.store import CaseChange, CaseQuery, CaseRow, DelegationRow, Reads, StoredVote, TimerRow, Write
+from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Org, State
+from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
+from sopflow.engine.step import CLAIM, Actor, acting_role
+from sopflow.engine.store import (
+    CaseChange,
+    CaseQuery,
+    CaseRow,
+    DelegationRow,
+    Reads,
+    StoredVote,
+    TimerRow,
+    Write,
+)
 
 if TYPE_CHECKING:
-    from engine.runtime import Case, Engine, Result
+    from sopflow.engine.runtime import Case, Engine, Result
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +111,8 @@ def revoke(engine: Engine, delegation_id: int, *, actor: str, reason: str | None
 def reassign(engine: Engine, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
     """Give the case's current step to `to_user`, who must hold the state's owning role. Allowed to the
     manager role of that role and to administrators; refusals are audited like any other."""
-    from engine.runtime import Result
-    from engine.step import Refused
+    from sopflow.engine.runtime import Result
+    from sopflow.engine.step import Refused
 
     org = engine.org()
     engine.actor(actor)
@@ -176,7 +185,7 @@ def _acting_as(org: Org, actor: str, role: str | None) -> str | None:
 
 
 def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_user: str) -> None:
-    from engine.step import Refused
+    from sopflow.engine.step import Refused
 
     if state.final or state.is_choice:
         raise Refused(NotPermitted(f"a case in `{state.name}` has no step to reassign"), None, {})
@@ -206,7 +215,7 @@ def tasks(engine: Engine, user_id: str, *, limit: int = 50) -> list[Task]:
     waiting). Candidates come from indexed searches (assigned to them; in each state their roles act in),
     never from a scan of all cases, sent as one statement; the votes cast on the approval candidates and
     the running deadlines of the tasks found are read in one statement each."""
-    from engine.runtime import check_limit
+    from sopflow.engine.runtime import check_limit
 
     org = engine.org()
     person = engine._actor(org, user_id)
@@ -271,8 +280,8 @@ def _what_they_may_do(
 ) -> tuple[tuple[str, ...], str]:
     """The events `person` may fire on the case now, and why it is theirs; `votes` are the case's
     accepted votes with their audit seq (those of its current visit count)."""
-    from engine.runtime import required_fields, votes_of
-    from engine.step import Snapshot
+    from sopflow.engine.runtime import required_fields, votes_of
+    from sopflow.engine.step import Snapshot
 
     compiled = engine.compiled(row.definition_id, row.definition_version)
     state = compiled.definition.states[row.state]

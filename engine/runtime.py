@@ -14,13 +14,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine import people
-from engine.audit import AuditRecord, ChainBreak, canonical_json, iso, seal, sealed, utc_now, verify_chain
-from engine.compile import CompiledDefinition
-from engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
-from engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
-from engine.people import Task
-from engine.step import (
+from sopflow.engine import people
+from sopflow.engine.audit import (
+    AuditRecord,
+    ChainBreak,
+    canonical_json,
+    iso,
+    seal,
+    sealed,
+    utc_now,
+    verify_chain,
+)
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
+from sopflow.engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
+from sopflow.engine.people import Task
+from sopflow.engine.step import (
     Actor,
     People,
     Refused,
@@ -31,7 +40,7 @@ from engine.step import (
     start_step,
     take_step,
 )
-from engine.store import (
+from sopflow.engine.store import (
     CaseChange,
     CaseQuery,
     CaseRow,
@@ -44,7 +53,7 @@ from engine.store import (
     StoredVote,
     Write,
 )
-from engine.timers import on_entry
+from sopflow.engine.timers import on_entry
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
 MAX_DATA_BYTES = 256 * 1024
@@ -193,7 +202,7 @@ class Engine:
         """Check and store definitions and the org from files or folders. Nothing is stored unless
         every file is free of errors. Identical content is a no-op; changed content under an unchanged
         `version:` is a Conflict."""
-        from engine.definition.validate import validate_paths
+        from sopflow.engine.definition.validate import validate_paths
 
         report = validate_paths(paths)
         if not report.ok:
@@ -264,8 +273,8 @@ class Engine:
         key = (row.definition_id, row.version)
         found = self._compiled.get(key)
         if found is None:
-            from engine.definition.build import build_definition
-            from engine.definition.loader import parse_yaml
+            from sopflow.engine.definition.build import build_definition
+            from sopflow.engine.definition.loader import parse_yaml
 
             definition = build_definition(parse_yaml(row.source_text, row.file))
             found = CompiledDefinition(definition)
@@ -282,8 +291,8 @@ class Engine:
             )
         found = self._orgs.get(row.content_hash)
         if found is None:
-            from engine.definition.build import build_org
-            from engine.definition.loader import parse_yaml
+            from sopflow.engine.definition.build import build_org
+            from sopflow.engine.definition.loader import parse_yaml
 
             found = build_org(parse_yaml(row.source_text, row.file))
             self._orgs[row.content_hash] = found
@@ -614,7 +623,7 @@ class Engine:
         return self._options(compiled, row, actor)
 
     def _options(self, compiled: CompiledDefinition, row: CaseRow, actor: str) -> list[Option]:
-        from engine.step import CLAIM
+        from sopflow.engine.step import CLAIM
 
         org = self.org()
         person = self._actor(org, actor)

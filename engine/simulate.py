@@ -11,11 +11,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from engine.audit import GENESIS, AuditRecord, iso, seal, utc_now
-from engine.compile import CompiledDefinition
-from engine.definition.model import APPROVE, REJECT, Org
-from engine.errors import SopflowError
-from engine.step import Actor, People, Refused, Snapshot, Step, Vote, actor_from_org, start_step, take_step
+from sopflow.engine.audit import GENESIS, AuditRecord, iso, seal, utc_now
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import APPROVE, REJECT, Org
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.step import (
+    Actor,
+    People,
+    Refused,
+    Snapshot,
+    Step,
+    Vote,
+    actor_from_org,
+    start_step,
+    take_step,
+)
 
 __all__ = ["SimCase", "Simulation", "iso", "utc_now"]  # iso and utc_now are engine.audit's, kept here too
 

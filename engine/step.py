@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from engine.compile import APPROVED, REJECTED, ROUTE, CompiledDefinition, GuardContext
-from engine.definition.model import (
+from sopflow.engine.compile import APPROVED, REJECTED, ROUTE, CompiledDefinition, GuardContext
+from sopflow.engine.definition.model import (
     APPROVE,
     ASSIGNEE,
     REJECT,
@@ -28,7 +28,14 @@ from engine.definition.model import (
     State,
     Transition,
 )
-from engine.errors import GuardRefused, InvalidData, NotAvailable, NotFound, NotPermitted, SopflowError
+from sopflow.engine.errors import (
+    GuardRefused,
+    InvalidData,
+    NotAvailable,
+    NotFound,
+    NotPermitted,
+    SopflowError,
+)
 
 CLAIM = "claim"
 """The built-in event with which a member of a role takes a case of a state with `assign: {claim: role}`."""

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from engine.calendar import add_working_time
-from engine.definition.model import Deadline, Definition, WorkingCalendar
-from engine.store.records import TimerSpec
+from sopflow.engine.calendar import add_working_time
+from sopflow.engine.definition.model import Deadline, Definition, WorkingCalendar
+from sopflow.engine.store.records import TimerSpec
 
 TIMEOUT_PREFIX = "timeout:"
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from engine.audit import AuditRecord
-from engine.compile import CompiledDefinition
-from engine.definition.model import Definition, Escalation, Org
-from engine.runtime import Engine
-from engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
-from engine.store import (
+from sopflow.engine.audit import AuditRecord
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import Definition, Escalation, Org
+from sopflow.engine.runtime import Engine
+from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
+from sopflow.engine.store import (
     CaseChange,
     CaseRow,
     NotificationRow,
@@ -37,7 +37,7 @@ from engine.store import (
     TimerSpec,
     Write,
 )
-from engine.timers import TIMEOUT_PREFIX
+from sopflow.engine.timers import TIMEOUT_PREFIX
 
 log = logging.getLogger("sopflow.worker")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import Engine
+from sopflow.engine.runtime import Engine
 from tests.helpers.pgcluster import PgCluster, postgres_bindir
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from cli.main import cli
+from sopflow.cli.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFINITIONS = ROOT / "definitions"
@@ -835,7 +835,7 @@ def test_environment_variables_give_the_database_and_the_user(sop: Sop) -> None:
 
 
 def test_an_internal_error_is_exit_3_with_a_hint(sop: Sop, monkeypatch: pytest.MonkeyPatch) -> None:
-    from engine.runtime import Engine
+    from sopflow.engine.runtime import Engine
 
     def broken(self: Engine) -> list[Any]:
         raise RuntimeError("boom")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import Engine
+from sopflow.engine.runtime import Engine
 
 ROOT = Path(__file__).resolve().parent.parent
 MINI = Path(__file__).parent / "fixtures" / "mini"
@@ -138,7 +138,7 @@ def test_timers_fire_exactly_once_while_workers_are_killed(database_url: str, co
 
     from sqlalchemy import func, select
 
-    from engine.store.tables import audit, timers
+    from sopflow.engine.store.tables import audit, timers
 
     workers_wanted = 4 if database_url.startswith("postgresql") else 2
     past = datetime.now(UTC) - timedelta(hours=1)

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from engine.definition.loader import read_yaml
-from engine.definition.semantic import ORG_CODES, SEMANTIC_CODES
-from engine.definition.validate import validate_paths
+from sopflow.engine.definition.loader import read_yaml
+from sopflow.engine.definition.semantic import ORG_CODES, SEMANTIC_CODES
+from sopflow.engine.definition.validate import validate_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "language.md"

@@ -13,9 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.definition import expressions
-from engine.definition.expressions import ExpressionIssue, ExpressionRejected, Guard, compile_guard
-from engine.errors import GuardRefused
+from sopflow.engine.definition import expressions
+from sopflow.engine.definition.expressions import ExpressionIssue, ExpressionRejected, Guard, compile_guard
+from sopflow.engine.errors import GuardRefused
 
 ROOT = Path(__file__).resolve().parents[1]
 

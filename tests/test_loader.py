@@ -16,9 +16,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.definition import loader
-from engine.definition.loader import Document, Limits, parse_yaml, read_yaml
-from engine.errors import DefinitionError, Problem
+from sopflow.engine.definition import loader
+from sopflow.engine.definition.loader import Document, Limits, parse_yaml, read_yaml
+from sopflow.engine.errors import DefinitionError, Problem
 
 PARSERS = [pytest.param(yaml.SafeLoader, id="python")]
 if getattr(yaml, "__with_libyaml__", False):

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from engine.definition import model
-from engine.definition.schema import load_schema
+from sopflow.engine.definition import model
+from sopflow.engine.definition.schema import load_schema
 
 DERIVED = {"path", "name", "event", "source", "content_hash", "file", "rule", "kind", "action", "at_least"}
 """Model fields that are not a schema key of their own: places, names taken from mapping keys, hashes,

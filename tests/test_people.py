@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import InvalidData, NotPermitted, UsageError
-from engine.runtime import Engine
+from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
+from sopflow.engine.runtime import Engine
 from tests.conftest import Clock, engine_on
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"

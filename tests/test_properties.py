@@ -15,13 +15,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.compile import CompiledDefinition
-from engine.definition.model import APPROVE, REJECT, Approval
-from engine.definition.validate import load_definition_file, load_org_file
-from engine.errors import SopflowError
-from engine.runtime import Engine
-from engine.simulate import Simulation
-from engine.step import CLAIM, People, rule_met
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import APPROVE, REJECT, Approval
+from sopflow.engine.definition.validate import load_definition_file, load_org_file
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.runtime import Engine
+from sopflow.engine.simulate import Simulation
+from sopflow.engine.step import CLAIM, People, rule_met
 from tests.helpers.walks import payloads, start_data
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
@@ -115,7 +115,7 @@ PEOPLE = People(ORG, lambda role: None)
     veto=st.booleans(),
 )
 def test_approval_completes_iff_the_rule_is_met(votes: list[tuple[str, str]], rule: str, veto: bool) -> None:
-    from engine.definition.model import Definition, State, Text
+    from sopflow.engine.definition.model import Definition, State, Text
 
     roles: tuple[str, ...] = (
         ("operations_director", "technology_director")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import (
+from sopflow.engine import (
     Conflict,
     DefinitionError,
     GuardRefused,
@@ -19,7 +19,7 @@ from engine import (
     NotFound,
     NotPermitted,
 )
-from engine.runtime import Engine
+from sopflow.engine.runtime import Engine
 from tests.conftest import MINI, Clock, engine_on
 
 

@@ -10,9 +10,14 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from engine.definition.loader import parse_yaml, read_yaml
-from engine.definition.schema import SCHEMA_NAMES, check_definition_schema, check_org_schema, load_schema
-from engine.errors import Problem
+from sopflow.engine.definition.loader import parse_yaml, read_yaml
+from sopflow.engine.definition.schema import (
+    SCHEMA_NAMES,
+    check_definition_schema,
+    check_org_schema,
+    load_schema,
+)
+from sopflow.engine.errors import Problem
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -13,12 +13,18 @@ from types import MappingProxyType
 
 import pytest
 
-from engine.definition.build import build_definition, build_org, build_text, content_hash, parse_duration
-from engine.definition.loader import parse_yaml
-from engine.definition.model import Definition, Org, Text
-from engine.definition.semantic import ORG_CODES, SEMANTIC_CODES, check_definition
-from engine.definition.validate import load_definition_file, load_org_file, validate_paths
-from engine.errors import DefinitionError, UsageError
+from sopflow.engine.definition.build import (
+    build_definition,
+    build_org,
+    build_text,
+    content_hash,
+    parse_duration,
+)
+from sopflow.engine.definition.loader import parse_yaml
+from sopflow.engine.definition.model import Definition, Org, Text
+from sopflow.engine.definition.semantic import ORG_CODES, SEMANTIC_CODES, check_definition
+from sopflow.engine.definition.validate import load_definition_file, load_org_file, validate_paths
+from sopflow.engine.errors import DefinitionError, UsageError
 
 BAD = pathlib.Path(__file__).parent / "bad"
 SHARED_ORG = BAD / "org.yaml"

@@ -15,15 +15,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import DatabaseError
 
-from engine.audit import AuditRecord, canonical_json, iso, seal
-from engine.compile import CompiledDefinition
-from engine.definition.build import build_definition
-from engine.definition.loader import _NOT_PRINTABLE, parse_yaml
-from engine.definition.validate import load_org_file
-from engine.errors import DefinitionError
-from engine.runtime import Engine
-from engine.step import People, Snapshot, actor_from_org, take_step
-from engine.store import database
+from sopflow.engine.audit import AuditRecord, canonical_json, iso, seal
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.build import build_definition
+from sopflow.engine.definition.loader import _NOT_PRINTABLE, parse_yaml
+from sopflow.engine.definition.validate import load_org_file
+from sopflow.engine.errors import DefinitionError
+from sopflow.engine.runtime import Engine
+from sopflow.engine.step import People, Snapshot, actor_from_org, take_step
+from sopflow.engine.store import database
 from tests.conftest import MINI
 
 ROOT = Path(__file__).resolve().parents[1]

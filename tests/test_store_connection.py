@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import event
 
-from engine.runtime import Engine
-from engine.store import database
+from sopflow.engine.runtime import Engine
+from sopflow.engine.store import database
 from tests.conftest import MINI, Clock, engine_on, fresh_postgres_database
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
-from engine.errors import NotPermitted
-from engine.runtime import Engine
-from engine.store import CaseQuery, TimerSpec
-from engine.store.driver import Sql, decode_json, when
-from engine.store.tables import cases, timers
+from sopflow.engine.errors import NotPermitted
+from sopflow.engine.runtime import Engine
+from sopflow.engine.store import CaseQuery, TimerSpec
+from sopflow.engine.store.driver import Sql, decode_json, when
+from sopflow.engine.store.tables import cases, timers
 from tests.conftest import MINI, Clock, engine_on
 
 EAST = timezone(timedelta(hours=8))

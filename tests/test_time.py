@@ -11,8 +11,8 @@ from typing import ClassVar
 
 import pytest
 
-from engine.runtime import Engine
-from engine.worker import ConsoleChannel, WebhookChannel, Worker
+from sopflow.engine.runtime import Engine
+from sopflow.engine.worker import ConsoleChannel, WebhookChannel, Worker
 from tests.conftest import MINI, Clock, engine_on
 
 
@@ -187,8 +187,8 @@ def test_webhook_is_retried_with_backoff_until_delivered(engine: Engine, clock: 
 def test_working_time_deadline_skips_nights_weekends_and_holidays() -> None:
     from datetime import UTC, datetime
 
-    from engine.calendar import add_working_time
-    from engine.definition.model import WorkingCalendar
+    from sopflow.engine.calendar import add_working_time
+    from sopflow.engine.definition.model import WorkingCalendar
 
     cal = WorkingCalendar(
         timezone="Asia/Shanghai",

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from engine.compile import CompiledDefinition
-from engine.definition.validate import load_definition_file, load_org_file
-from engine.errors import SopflowError
-from engine.simulate import Simulation
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.validate import load_definition_file, load_org_file
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.simulate import Simulation
 from tests.helpers.walks import walk_cases, walk_files
 
 DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
@@ -53,6 +53,6 @@ def test_walk(definition_id: str, name: str, case: dict[str, Any], org: Any) -> 
             if "expect_state" in step:
                 assert running.state == step["expect_state"], where
     assert running.state == case["end_state"]
-    from engine.audit import verify_chain
+    from sopflow.engine.audit import verify_chain
 
     assert verify_chain(running.id, running.history, running.history[-1].hash) is None

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from engine.errors import SopflowError
-from engine.runtime import Engine
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.runtime import Engine
 from tests.conftest import fresh_postgres_database
 from tests.helpers.walks import walk_cases
 

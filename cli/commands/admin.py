@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cli.main import emit, settings
+from sopflow.cli.main import emit, settings
 
 
 @click.group()
@@ -19,7 +19,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Create the schema, or upgrade it to this sopflow's version (back the database up first)."""
-    from engine.store import database
+    from sopflow.engine.store import database
 
     engine = database.create(settings().db)
     try:
@@ -46,8 +46,8 @@ def audit() -> None:
 def audit_verify(case: str | None, all_cases: bool) -> None:
     """Recompute each case's hash chain, replay its steps through the definition, and compare with the
     stored case. Names the first broken record of each case; exit 1 when anything is off."""
-    from cli.commands.cases import _case_id
-    from engine.errors import UsageError
+    from sopflow.cli.commands.cases import _case_id
+    from sopflow.engine.errors import UsageError
 
     if (case is None) == (not all_cases):
         raise UsageError("give a CASE number or --all", hint="sopflow audit verify --all")
@@ -88,7 +88,7 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
 
 
 def _parse_time(raw: str | None) -> datetime | None:
-    from engine.errors import UsageError
+    from sopflow.engine.errors import UsageError
 
     if raw is None:
         return None
@@ -102,7 +102,7 @@ def _parse_time(raw: str | None) -> datetime | None:
 
 
 def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
-    from engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
+    from sopflow.engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
 
     # With --json, stdout carries only the JSON answer: the notifications go to stderr.
     as_json = settings().json
@@ -186,7 +186,7 @@ def demo(ctx: click.Context) -> None:
     """The tour: deploy the seed definitions, walk a content-review case and a tiered-approval case through
     the people of the sample org, then show their history, verify the audit trail and draw a diagram.
     Uses --db if given, else a fresh sopflow-demo.db."""
-    from cli.demo import run_demo
+    from sopflow.cli.demo import run_demo
 
     root = ctx.find_root()
     explicit = root.get_parameter_source("db") not in (None, click.core.ParameterSource.DEFAULT)

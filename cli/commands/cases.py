@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.main import emit, settings
-from cli.render import ago, dumps, table, text
+from sopflow.cli.main import emit, settings
+from sopflow.cli.render import ago, dumps, table, text
 
 if TYPE_CHECKING:
-    from engine.audit import AuditRecord
-    from engine.runtime import Case, Engine, Result
+    from sopflow.engine.audit import AuditRecord
+    from sopflow.engine.runtime import Case, Engine, Result
 
 
 def case_dict(case: Case) -> dict[str, Any]:
@@ -40,8 +40,8 @@ def record_dict(rec: AuditRecord) -> dict[str, Any]:
 
 
 def _data(data_json: str | None, data_file: Path | None) -> dict[str, Any]:
-    from cli.commands.definitions import _parse_json
-    from engine.errors import UsageError
+    from sopflow.cli.commands.definitions import _parse_json
+    from sopflow.engine.errors import UsageError
 
     if data_json is not None and data_file is not None:
         raise UsageError("give --data or --data-file, not both", hint="drop one of them")
@@ -57,7 +57,7 @@ def _data(data_json: str | None, data_file: Path | None) -> dict[str, Any]:
 
 
 def _case_id(raw: str) -> int:
-    from engine.errors import UsageError
+    from sopflow.engine.errors import UsageError
 
     value = raw.lstrip("#")
     if not value.isdigit():

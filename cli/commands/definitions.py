@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from cli.main import emit, settings
-from cli.render import dot, mermaid, shipped_definitions, table, text
+from sopflow.cli.main import emit, settings
+from sopflow.cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
-    from engine.definition.model import Definition, Org, State
+    from sopflow.engine.definition.model import Definition, Org, State
 
 
 def _paths(paths: tuple[Path, ...]) -> list[Path]:
@@ -27,7 +27,7 @@ def validate(paths: tuple[Path, ...]) -> None:
     Every problem of every file is reported as FILE:LINE:COL: error[CODE]: message. Exit 0 when clean
     (warnings allowed), 1 when a definition has errors, 2 when a path is missing or holds no definition.
     """
-    from engine.definition.validate import validate_paths
+    from sopflow.engine.definition.validate import validate_paths
 
     report = validate_paths(_paths(paths))
     errors = [p for p in report.problems if p.severity == "error"]
@@ -55,7 +55,7 @@ def validate(paths: tuple[Path, ...]) -> None:
 
 def resolve_definition_file(name: str) -> Path:
     """A definition named by path, or by id: ./definitions/ID.yaml, else the one shipped with sopflow."""
-    from engine.errors import UsageError
+    from sopflow.engine.errors import UsageError
 
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or path.exists():
@@ -77,8 +77,8 @@ def resolve_definition_file(name: str) -> Path:
 
 
 def load_with_org(name: str, org_path: Path | None) -> tuple[Definition, Org]:
-    from engine.definition.validate import load_definition_file, load_org_file
-    from engine.errors import UsageError
+    from sopflow.engine.definition.validate import load_definition_file, load_org_file
+    from sopflow.engine.errors import UsageError
 
     file = resolve_definition_file(name)
     org_file = org_path or file.parent / "org.yaml"
@@ -89,7 +89,7 @@ def load_with_org(name: str, org_path: Path | None) -> tuple[Definition, Org]:
 
 
 def _parse_json(raw: str | None, what: str) -> dict[str, Any]:
-    from engine.errors import UsageError
+    from sopflow.engine.errors import UsageError
 
     if raw is None:
         return {}
@@ -127,9 +127,9 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
     sopflow --as li.na simulate content-review submit pass_screening@wang.fang \\
         --data '{"title": "春季活动", "origin": "original"}'
     """
-    from engine.compile import CompiledDefinition
-    from engine.errors import SopflowError, UsageError
-    from engine.simulate import Simulation
+    from sopflow.engine.compile import CompiledDefinition
+    from sopflow.engine.errors import SopflowError, UsageError
+    from sopflow.engine.simulate import Simulation
 
     parsed = [_parse_step(s) for s in steps]
     starter = settings().user or (parsed[0][1] if parsed else None)
@@ -213,7 +213,7 @@ def diagram(target: str, fmt: str) -> None:
         defn = engine.definition(case.definition_id, case.definition_version)
         click.echo(draw(defn, [*path, *routes], case.state))
         return
-    from engine.definition.validate import load_definition_file
+    from sopflow.engine.definition.validate import load_definition_file
 
     click.echo(draw(load_definition_file(resolve_definition_file(target))))
 
@@ -292,7 +292,7 @@ def defs_show(definition_id: str, version: int | None) -> None:
     """A deployed definition: its states, who owns them, their events, deadlines and data fields."""
     d = settings().engine().definition(definition_id, version)
     if settings().json:
-        from engine.definition.model import thawed_json
+        from sopflow.engine.definition.model import thawed_json
 
         emit(
             {

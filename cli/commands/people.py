@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from cli.commands.admin import _parse_time
-from cli.commands.cases import _case_id, _result, case_dict
-from cli.main import emit, settings
-from cli.render import ago, table
+from sopflow.cli.commands.admin import _parse_time
+from sopflow.cli.commands.cases import _case_id, _result, case_dict
+from sopflow.cli.main import emit, settings
+from sopflow.cli.render import ago, table
 
 
 @click.command()

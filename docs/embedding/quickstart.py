@@ -4,7 +4,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine import Engine, NotPermitted
+from sopflow.engine import Engine, NotPermitted
 
 definitions = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("definitions")
 database = Path(tempfile.mkdtemp()) / "cases.db"

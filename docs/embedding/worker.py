@@ -5,8 +5,8 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from engine import Engine
-from engine.worker import ConsoleChannel, Worker
+from sopflow.engine import Engine
+from sopflow.engine.worker import ConsoleChannel, Worker
 
 definitions = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("definitions")
 database = Path(tempfile.mkdtemp()) / "cases.db"

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
-from engine.definition.loader import Document
-from engine.definition.model import (
+from sopflow.engine.definition.loader import Document
+from sopflow.engine.definition.model import (
     Approval,
     ApprovalRule,
     AssignKind,

@@ -41,7 +41,7 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 from typing import Any, Protocol, cast
 
-from engine.errors import GuardRefused
+from sopflow.engine.errors import GuardRefused
 
 MAX_LENGTH = 1000
 MAX_NESTING = 32

@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from engine.definition.model import Path
-from engine.errors import DefinitionError, Problem
+from sopflow.engine.definition.model import Path
+from sopflow.engine.errors import DefinitionError, Problem
 
 Position = tuple[int, int]
 """1-based (line, column)."""

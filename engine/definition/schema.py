@@ -20,9 +20,9 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from engine.definition.loader import Document
-from engine.definition.model import Path
-from engine.errors import Problem
+from sopflow.engine.definition.loader import Document
+from sopflow.engine.definition.model import Path
+from sopflow.engine.errors import Problem
 
 SCHEMA_NAMES = ("definition", "org")
 
@@ -58,7 +58,7 @@ def load_schema(name: str) -> dict[str, Any]:
     """The shipped JSON Schema `name` ("definition" or "org"), freshly read (callers may change it)."""
     if name not in SCHEMA_NAMES:
         raise ValueError(f"unknown schema {name!r}; expected one of {', '.join(SCHEMA_NAMES)}")
-    text = files("schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
+    text = files("sopflow.schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
     schema = json.loads(text)
     if not isinstance(schema, dict):
         raise ValueError(f"schemas/{name}.schema.json does not hold a JSON object")

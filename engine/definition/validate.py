@@ -10,12 +10,12 @@ import pathlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from engine.definition.build import build_definition, build_org
-from engine.definition.loader import Document, read_yaml
-from engine.definition.model import Definition, Org
-from engine.definition.schema import check_definition_schema, check_org_schema
-from engine.definition.semantic import check_definition, check_org, sort_problems
-from engine.errors import DefinitionError, Problem, UsageError
+from sopflow.engine.definition.build import build_definition, build_org
+from sopflow.engine.definition.loader import Document, read_yaml
+from sopflow.engine.definition.model import Definition, Org
+from sopflow.engine.definition.schema import check_definition_schema, check_org_schema
+from sopflow.engine.definition.semantic import check_definition, check_org, sort_problems
+from sopflow.engine.errors import DefinitionError, Problem, UsageError
 
 ORG_FILE = "org.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")

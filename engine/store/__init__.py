@@ -1,6 +1,6 @@
 """sopflow's database: the only package that imports SQLAlchemy and Alembic."""
 
-from engine.store.records import (
+from sopflow.engine.store.records import (
     CaseChange,
     CaseQuery,
     CaseRow,
@@ -16,7 +16,7 @@ from engine.store.records import (
     TimerSpec,
     Write,
 )
-from engine.store.store import Reads, Store
+from sopflow.engine.store.store import Reads, Store
 
 __all__ = [
     "CaseChange",

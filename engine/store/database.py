@@ -27,7 +27,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from engine.errors import ConfigurationError, SopflowError
+from sopflow.engine.errors import ConfigurationError, SopflowError
 
 WRITE = "sopflow_write"
 """Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite)."""
@@ -134,7 +134,7 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
     from alembic.config import Config
 
     cfg = Config()
-    cfg.set_main_option("script_location", str(files("engine.store").joinpath("migrations")))
+    cfg.set_main_option("script_location", str(files("sopflow.engine.store").joinpath("migrations")))
     with connect_or_explain(engine) as conn, conn.begin():
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)

@@ -28,8 +28,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from engine.audit import AuditRecord, canonical_json
-from engine.store.records import CaseQuery, CaseRow, TimerSpec, Write
+from sopflow.engine.audit import AuditRecord, canonical_json
+from sopflow.engine.store.records import CaseQuery, CaseRow, TimerSpec, Write
 
 CASE_COLUMNS = tuple(f.name for f in fields(CaseRow))
 """The columns of `cases` in `CaseRow`'s order, so that a row builds a CaseRow positionally."""

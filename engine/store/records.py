@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from engine.audit import AuditRecord
+from sopflow.engine.audit import AuditRecord
 
 
 @dataclass(frozen=True, slots=True)

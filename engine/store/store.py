@@ -21,11 +21,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from engine.audit import GENESIS, AuditRecord, canonical_json
-from engine.errors import Conflict, NotFound
-from engine.store import database
-from engine.store.driver import Sql, chunks, decode_json, run, when
-from engine.store.records import (
+from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
+from sopflow.engine.errors import Conflict, NotFound
+from sopflow.engine.store import database
+from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
+from sopflow.engine.store.records import (
     CaseChange,
     CaseQuery,
     CaseRow,
@@ -39,7 +39,7 @@ from engine.store.records import (
     TimerRow,
     Write,
 )
-from engine.store.tables import (
+from sopflow.engine.store.tables import (
     audit,
     cases,
     definitions,

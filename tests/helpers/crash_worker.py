@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.errors import SopflowError
-from engine.runtime import Engine
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.runtime import Engine
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.errors import SopflowError
-from engine.runtime import Engine
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.runtime import Engine
 
 
 def main() -> None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from datetime import timedelta
 
-from engine.runtime import Engine
-from engine.worker import ConsoleChannel, Worker
+from sopflow.engine.runtime import Engine
+from sopflow.engine.worker import ConsoleChannel, Worker
 
 
 def main() -> None:

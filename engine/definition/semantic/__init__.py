@@ -13,11 +13,11 @@ file); `context` holds what they share.
 
 from __future__ import annotations
 
-from engine.definition.loader import Document
-from engine.definition.model import Definition, Org
-from engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
-from engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
-from engine.definition.semantic.graph import (
+from sopflow.engine.definition.loader import Document
+from sopflow.engine.definition.model import Definition, Org
+from sopflow.engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
+from sopflow.engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
+from sopflow.engine.definition.semantic.graph import (
     check_choice_branches,
     check_choice_mixed,
     check_final_exits,
@@ -26,10 +26,18 @@ from engine.definition.semantic.graph import (
     check_state_kinds,
     check_unknown_states,
 )
-from engine.definition.semantic.guards import check_alternative_payloads, check_duplicate_events, check_guards
-from engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
-from engine.definition.semantic.schemas import check_data_fields, check_schema_keywords, check_schema_validity
-from engine.definition.semantic.timing import (
+from sopflow.engine.definition.semantic.guards import (
+    check_alternative_payloads,
+    check_duplicate_events,
+    check_guards,
+)
+from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
+from sopflow.engine.definition.semantic.schemas import (
+    check_data_fields,
+    check_schema_keywords,
+    check_schema_validity,
+)
+from sopflow.engine.definition.semantic.timing import (
     check_deadline_closes,
     check_deadline_ends,
     check_durations,
@@ -37,7 +45,7 @@ from engine.definition.semantic.timing import (
     check_events,
     check_timed_guards,
 )
-from engine.errors import Problem
+from sopflow.engine.errors import Problem
 
 __all__ = [
     "DEFINITION_CHECKS",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from engine.definition.model import SPECIAL_ACTORS, Approval, Definition, Org, Path, State
-from engine.definition.semantic.context import Context, did_you_mean
-from engine.errors import Problem
+from sopflow.engine.definition.model import SPECIAL_ACTORS, Approval, Definition, Org, Path, State
+from sopflow.engine.definition.semantic.context import Context, did_you_mean
+from sopflow.engine.errors import Problem
 
 
 def _role_refs(ctx: Context) -> Iterator[tuple[str, Path, bool]]:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from engine.definition.loader import Document
-from engine.definition.model import Definition, Org, Path
-from engine.errors import Problem, Severity
+from sopflow.engine.definition.loader import Document
+from sopflow.engine.definition.model import Definition, Org, Path
+from sopflow.engine.errors import Problem, Severity
 
 
 @dataclass(frozen=True, slots=True)

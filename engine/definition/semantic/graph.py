@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Collection, Iterable, Iterator, Mapping
 
-from engine.definition.model import Definition, Path, State
-from engine.definition.semantic.context import Context, did_you_mean
-from engine.errors import Problem
+from sopflow.engine.definition.model import Definition, Path, State
+from sopflow.engine.definition.semantic.context import Context, did_you_mean
+from sopflow.engine.errors import Problem
 
 # --- graph helpers --------------------------------------------------------------------------------
 

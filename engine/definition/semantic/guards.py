@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from engine.definition.expressions import ExpressionRejected, compile_guard
-from engine.definition.model import (
+from sopflow.engine.definition.expressions import ExpressionRejected, compile_guard
+from sopflow.engine.definition.model import (
     APPROVE,
     REJECT,
     SPECIAL_ACTORS,
@@ -18,8 +18,8 @@ from engine.definition.model import (
     Transition,
     thawed_json,
 )
-from engine.definition.semantic.context import Context
-from engine.errors import Problem
+from sopflow.engine.definition.semantic.context import Context
+from sopflow.engine.errors import Problem
 
 CLAIM = "claim"
 """The built-in event with which a member of the role takes a case of an `assign: {claim: ...}` state."""

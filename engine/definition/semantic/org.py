@@ -6,10 +6,10 @@ import datetime
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 
-from engine.definition.loader import Document
-from engine.definition.model import Org, Path
-from engine.definition.semantic.context import did_you_mean, problem, raw, sort_problems
-from engine.errors import Problem
+from sopflow.engine.definition.loader import Document
+from sopflow.engine.definition.model import Org, Path
+from sopflow.engine.definition.semantic.context import did_you_mean, problem, raw, sort_problems
+from sopflow.engine.errors import Problem
 
 ORG_CODES = ("unknown-role", "unknown-department", "no-administrator", "bad-calendar")
 """Every code `check_org` reports."""

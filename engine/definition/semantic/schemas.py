@@ -10,9 +10,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from engine.definition.model import Path, Transition, thawed_json
-from engine.definition.semantic.context import Context, did_you_mean
-from engine.errors import Problem
+from sopflow.engine.definition.model import Path, Transition, thawed_json
+from sopflow.engine.definition.semantic.context import Context, did_you_mean
+from sopflow.engine.errors import Problem
 
 # --- embedded JSON Schemas ------------------------------------------------------------------------
 

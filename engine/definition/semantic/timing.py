@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 
-from engine.definition.build import parse_duration
-from engine.definition.model import Definition, Path
-from engine.definition.semantic.context import Context, did_you_mean
-from engine.definition.semantic.graph import graph_complete, reachable, state_edges
-from engine.errors import Problem
+from sopflow.engine.definition.build import parse_duration
+from sopflow.engine.definition.model import Definition, Path
+from sopflow.engine.definition.semantic.context import Context, did_you_mean
+from sopflow.engine.definition.semantic.graph import graph_complete, reachable, state_edges
+from sopflow.engine.errors import Problem
 
 DURATION_HINT = "write durations like 4h, 30m, 1h30m, 2d"
 MAX_DURATION_SECONDS = 100 * 365 * 86400

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from engine.store.tables import CaseId, UTCDateTime
+from sopflow.engine.store.tables import CaseId, UTCDateTime
 
 revision = "0001"
 down_revision = None
