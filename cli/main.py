@@ -12,7 +12,8 @@ from __future__ import annotations
 import gc
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
@@ -70,6 +71,11 @@ def emit(data: Any) -> None:
 class SopflowGroup(click.Group):
     """A click group that turns sopflow's errors into their message and exit code, never a traceback."""
 
+    def main(self, args: Sequence[str] | None = None, *rest: Any, **extra: Any) -> Any:
+        given = list(sys.argv[1:] if args is None else args)
+        _refuse_undecodable(given)
+        return super().main(given, *rest, **extra)
+
     def invoke(self, ctx: click.Context) -> Any:
         from sopflow.engine.errors import SopflowError
 
@@ -91,11 +97,37 @@ class SopflowGroup(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
+def _refuse_undecodable(args: Sequence[str]) -> None:
+    """Refuse an argument that is not text before anything runs. Python hands bytes that are not UTF-8 to
+    the program as lone surrogates, which no database or JSON can hold: a terminal in GBK or Latin-1."""
+    from sopflow.cli.params import not_text, show
+
+    for n, arg in enumerate(args):
+        why = not_text(arg)
+        if why is None:
+            continue
+        where = f"argument {n + 1}"
+        if n and args[n - 1].startswith("-") and not_text(args[n - 1]) is None:
+            where = f"the argument after `{args[n - 1]}`"
+        message = f"{where}, {show(arg)}, is not UTF-8 text ({why}): this terminal's encoding is not UTF-8"
+        hint = (
+            "switch the terminal to UTF-8 (e.g. `export LANG=C.UTF-8`, or `chcp 65001` on Windows) and type "
+            "it again; for a file, convert it with `iconv -f GBK -t UTF-8`"
+        )
+        if "--json" in args:
+            emit({"error": "usage", "message": message, "hint": hint})
+        click.echo(f"error: {message}\n  hint: {hint}", err=True)
+        sys.exit(2)
+
+
 def _fail(error: Any, ctx: click.Context) -> NoReturn:
     obj = ctx.find_object(Settings)
     if obj is not None and obj.json:
         emit(error.as_dict())
-    click.echo(f"error: {error}", err=True)
+    from sopflow.cli.render import safe_lines
+
+    # The message may quote what someone typed or stored (a user id, a comment): shown, not acted on.
+    click.echo(f"error: {safe_lines(str(error))}", err=True)
     ctx.exit(error.exit_code)
 
 
@@ -165,9 +197,9 @@ def _accept_global_options(command: click.Command) -> None:
 
 
 def _register() -> None:
-    from sopflow.cli.commands import admin, cases, definitions, people
+    from sopflow.cli.commands import admin, cases, definitions, people, scenarios
 
-    for module in (definitions, cases, people, admin):
+    for module in (definitions, cases, people, admin, scenarios):
         for command in module.COMMANDS:
             _accept_global_options(command)
             cli.add_command(command)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,8 +29,54 @@ def width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return _NAMED.get(ch) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def _harmful(ch: str) -> bool:
+    """A character a terminal acts on instead of showing: C0 and C1 controls (ESC starts colour changes,
+    title rewrites, cursor moves), DEL, bidirectional overrides that reorder what follows, and the line
+    and paragraph separators."""
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F or ch in _BIDI or code in (0x2028, 0x2029)
+
+
+def safe(value: str, limit: int | None = None) -> str:
+    """People's text as a terminal should show it: each control character written as an escape (`\\x1b`,
+    `\\n`), and, given a `limit` of columns, cut there with `…`. `--json` output is never passed here."""
+    if any(_harmful(ch) for ch in value):
+        value = "".join(_escape(ch) if _harmful(ch) else ch for ch in value)
+    if limit is not None and width(value) > limit:
+        kept: list[str] = []
+        used = 0
+        for ch in value:
+            used += width(ch)
+            if used > limit - 1:
+                break
+            kept.append(ch)
+        value = "".join(kept) + "…"
+    return value
+
+
+def safe_lines(value: str) -> str:
+    """`safe` for text whose own line breaks are meant (a message, an indented JSON block)."""
+    return "\n".join(safe(line) for line in value.split("\n"))
+
+
+def table(
+    headers: Sequence[str], rows: Iterable[Sequence[Any]], *, limits: Mapping[int, int] | None = None
+) -> str:
+    """Aligned columns, one line per row: every cell passes through `safe`, and a column named in
+    `limits` (index → columns) is cut to that width."""
+    cut = limits or {}
+    cells = [[str(h) for h in headers]] + [
+        ["" if c is None else safe(str(c), cut.get(i)) for i, c in enumerate(row)] for row in rows
+    ]
     widths = [max(width(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
@@ -54,7 +100,10 @@ def ago(moment: datetime, now: datetime) -> str:
 
 
 def duration(span: timedelta) -> str:
-    seconds = int(abs(span.total_seconds()))
+    """A span as `2d3h`, `3h05m` or `12m`; a negative span (a time still to come) with a leading `-`."""
+    if span < timedelta(0):
+        return "-" + duration(-span)
+    seconds = int(span.total_seconds())
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes = rest // 60

@@ -9,34 +9,56 @@ manager role or an administrator may take.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Org, State
+from sopflow.engine.audit import AuditRecord
+from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
 from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
-from sopflow.engine.step import CLAIM, Actor, acting_role
+from sopflow.engine.step import CLAIM, Actor, Refused, Snapshot, acting_role
 from sopflow.engine.store import (
     CaseChange,
     CaseQuery,
     CaseRow,
     DelegationRow,
+    Fired,
     Reads,
+    Store,
     StoredVote,
     TimerRow,
     Write,
 )
 
-if TYPE_CHECKING:
-    from sopflow.engine.runtime import Case, Engine, Result
+
+class Host(Protocol):
+    """What this module needs of the engine, all of it public: the runtime hands itself in (it imports
+    this module, never the other way round)."""
+
+    store: Store
+    clock: Callable[[], datetime]
+
+    def org(self) -> Org: ...
+
+    def actor(self, user_id: str) -> Actor: ...
+
+    def definitions(self) -> list[Definition]: ...
+
+    def compiled(self, definition_id: str, version: int | None = None) -> CompiledDefinition: ...
+
+    @property
+    def audit_record(self) -> Callable[..., AuditRecord]: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Task:
-    """A case where one person can act now, and how urgent it is."""
+class Waiting:
+    """A case where one person can act now, as stored, and how urgent it is (the runtime makes a Task of
+    it)."""
 
-    case: Case
+    row: CaseRow
     events: tuple[str, ...]
     reason: str
     """Why it is theirs: assigned, a role they hold (or hold for someone), an approval awaiting their vote."""
@@ -51,7 +73,7 @@ def is_administrator(org: Org, user_id: str) -> bool:
 
 
 def delegate(
-    engine: Engine,
+    engine: Host,
     delegator: str,
     delegate_to: str,
     *,
@@ -91,7 +113,7 @@ def delegate(
     )
 
 
-def revoke(engine: Engine, delegation_id: int, *, actor: str, reason: str | None = None) -> DelegationRow:
+def revoke(engine: Host, delegation_id: int, *, actor: str, reason: str | None = None) -> DelegationRow:
     grant = engine.store.delegation(delegation_id)
     org = engine.org()
     engine.actor(actor)
@@ -108,12 +130,10 @@ def revoke(engine: Engine, delegation_id: int, *, actor: str, reason: str | None
     )
 
 
-def reassign(engine: Engine, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
+def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Fired:
     """Give the case's current step to `to_user`, who must hold the state's owning role. Allowed to the
     manager role of that role and to administrators; refusals are audited like any other."""
-    from sopflow.engine.runtime import Result
-    from sopflow.engine.step import Refused
-
+    check_comment(comment)
     org = engine.org()
     engine.actor(actor)
     engine.actor(to_user)
@@ -168,7 +188,7 @@ def reassign(engine: Engine, case_id: int, to_user: str, *, actor: str, comment:
     fired = engine.store.fire(case_id, decide, now=now)
     if refusal:
         raise refusal[0]
-    return Result(engine.case(fired.case.id), fired.record)
+    return fired
 
 
 def _owning_role(state: State) -> str | None:
@@ -185,8 +205,6 @@ def _acting_as(org: Org, actor: str, role: str | None) -> str | None:
 
 
 def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_user: str) -> None:
-    from sopflow.engine.step import Refused
-
     if state.final or state.is_choice:
         raise Refused(NotPermitted(f"a case in `{state.name}` has no step to reassign"), None, {})
     if _acting_as(org, actor, role) is None:
@@ -210,15 +228,12 @@ def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_use
         )
 
 
-def tasks(engine: Engine, user_id: str, *, limit: int = 50) -> list[Task]:
+def tasks(engine: Host, org: Org, person: Actor, *, limit: int = 50) -> list[Waiting]:
     """Every open case where `user_id` can act now, most urgent first (nearest deadline, then the longest
     waiting). Candidates come from indexed searches (assigned to them; in each state their roles act in),
     never from a scan of all cases, sent as one statement; the votes cast on the approval candidates and
     the running deadlines of the tasks found are read in one statement each."""
-    from sopflow.engine.runtime import check_limit
-
-    org = engine.org()
-    person = engine._actor(org, user_id)
+    user_id = person.id
     page = limit * 4
     check_limit(page)
     places = {
@@ -246,15 +261,15 @@ def tasks(engine: Engine, user_id: str, *, limit: int = 50) -> list[Task]:
         soonest = running[case_id][0] if case_id in running else None  # soonest first
         urgent.append((soonest.due_at if soonest else far, row.entered_at, case_id, soonest))
     urgent.sort(key=lambda u: u[:3])
-    out: list[Task] = []
+    out: list[Waiting] = []
     for _due, waiting, case_id, soonest in urgent[:limit]:
         row, events, reason = found[case_id]
         due_at, deadline = (soonest.due_at, soonest.name) if soonest else (None, None)
-        out.append(Task(engine._case(row), events, reason, waiting, due_at, deadline))
+        out.append(Waiting(row, events, reason, waiting, due_at, deadline))
     return out
 
 
-def _state_of(engine: Engine, row: CaseRow) -> State:
+def _state_of(engine: Host, row: CaseRow) -> State:
     return engine.compiled(row.definition_id, row.definition_version).definition.states[row.state]
 
 
@@ -276,13 +291,10 @@ def _role_may_act(state: State, roles: frozenset[str]) -> bool:
 
 
 def _what_they_may_do(
-    engine: Engine, row: CaseRow, person: Actor, org: Org, votes: Sequence[tuple[int, StoredVote]]
+    engine: Host, row: CaseRow, person: Actor, org: Org, votes: Sequence[tuple[int, StoredVote]]
 ) -> tuple[tuple[str, ...], str]:
     """The events `person` may fire on the case now, and why it is theirs; `votes` are the case's
     accepted votes with their audit seq (those of its current visit count)."""
-    from sopflow.engine.runtime import required_fields, votes_of
-    from sopflow.engine.step import Snapshot
-
     compiled = engine.compiled(row.definition_id, row.definition_version)
     state = compiled.definition.states[row.state]
     snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
@@ -300,7 +312,7 @@ def _what_they_may_do(
         current = votes_of(v for seq, v in votes if seq > row.entered_seq)
         voting = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, current)
         fields = required_fields(compiled.alternatives(state.name, APPROVE))
-        allowed, _ = engine._try(compiled, voting, person, APPROVE, org, fields)
+        allowed, _ = may_fire(compiled, voting, person, APPROVE, org, fields)
         if allowed:
             events += [APPROVE, REJECT]
             reasons.append("your vote is awaited")

@@ -8,7 +8,7 @@ transaction. Everything an embedder needs is a method here; the CLI is one such 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,10 +25,10 @@ from sopflow.engine.audit import (
     utc_now,
     verify_chain,
 )
+from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
+from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text
 from sopflow.engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
-from sopflow.engine.people import Task
 from sopflow.engine.step import (
     Actor,
     People,
@@ -50,7 +50,6 @@ from sopflow.engine.store import (
     OverdueRow,
     Reads,
     Store,
-    StoredVote,
     Write,
 )
 from sopflow.engine.timers import on_entry
@@ -92,6 +91,19 @@ class Result:
     case: Case
     record: AuditRecord
     replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """A case where one person can act now, and how urgent it is."""
+
+    case: Case
+    events: tuple[str, ...]
+    reason: str
+    """Why it is theirs: assigned, a role they hold (or hold for someone), an approval awaiting their vote."""
+    waiting_since: datetime
+    due_at: datetime | None
+    deadline: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +431,7 @@ class Engine:
         """Fire `event` on a case as `actor`. Not permitted and guard refusals are recorded in the
         audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
         payload = dict(payload or {})
+        check_comment(comment)
         if payload:
             _check_size(payload)
         self._org_knowing(actor)
@@ -643,33 +656,9 @@ class Engine:
             if state.approval is not None and event in (APPROVE, REJECT):
                 targets = (state.approval.approved if event == APPROVE else state.approval.rejected,)
             title = alternatives[0].title if alternatives else None
-            allowed, reason = self._try(compiled, snapshot, person, event, org, fields)
+            allowed, reason = may_fire(compiled, snapshot, person, event, org, fields)
             out.append(Option(event, title, allowed, reason, targets, by, fields))
         return out
-
-    @staticmethod
-    def _try(
-        compiled: CompiledDefinition,
-        snapshot: Snapshot,
-        person: Actor,
-        event: str,
-        org: Org,
-        fields: tuple[str, ...],
-    ) -> tuple[bool, str | None]:
-        """Whether `person` may fire `event` on a case as `snapshot` shows it (nothing is written), and if
-        not, why; `fields` are the payload fields the event requires, which a dry run cannot give."""
-        people = People(org, lambda role: org.members(role)[0] if org.members(role) else None)
-        try:
-            take_step(compiled, snapshot, person, event, {}, people)
-        except Refused as refused:
-            return False, refused.error.message
-        except InvalidData as exc:
-            if fields:
-                return True, f"needs {', '.join(fields)}"
-            return False, exc.message
-        except SopflowError as exc:
-            return False, exc.message
-        return True, None
 
     def deadlines(self, case_id: int) -> list[DeadlineStatus]:
         """The case's running deadlines, soonest first."""
@@ -740,12 +729,17 @@ class Engine:
     def tasks(self, user_id: str, *, limit: int = 50) -> list[Task]:
         """Every open case where `user_id` can act now (assigned, a role they hold or hold for someone,
         an approval awaiting their vote, a case to claim), most urgent first."""
-        return people.tasks(self, user_id, limit=limit)
+        org = self.org()
+        found = people.tasks(self, org, self._actor(org, user_id), limit=limit)
+        return [
+            Task(self._case(w.row), w.events, w.reason, w.waiting_since, w.due_at, w.deadline) for w in found
+        ]
 
     def reassign(self, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
         """Give the case's current step to `to_user` (audited); for the owning role's manager role or an
         administrator."""
-        return people.reassign(self, case_id, to_user, actor=actor, comment=comment)
+        fired = people.reassign(self, case_id, to_user, actor=actor, comment=comment)
+        return Result(self.case(fired.case.id), fired.record)
 
     def delegate(
         self,
@@ -833,28 +827,17 @@ class Engine:
         return None
 
 
-def check_limit(limit: int) -> None:
-    """A page of cases holds 1 to 10,000."""
-    if limit < 1 or limit > 10_000:
-        raise UsageError(f"limit {limit} is out of range", hint="use 1 to 10000 and page with after_id")
-
-
-def votes_of(stored: Iterable[StoredVote]) -> tuple[Vote, ...]:
-    """The votes of an approval as the step's rules count them: a vote cast on someone's behalf is theirs."""
-    return tuple(
-        Vote(v.on_behalf_of or v.voter, v.role or "", "approve" if v.event == APPROVE else "reject")
-        for v in stored
-        if v.event in (APPROVE, REJECT)
-    )
-
-
-def required_fields(alternatives: Sequence[Transition]) -> tuple[str, ...]:
-    """The payload fields an event requires (those of its first alternative)."""
-    return tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))
-
-
 def _check_size(value: Mapping[str, Any]) -> None:
-    size = len(canonical_json(value).encode("utf-8"))
+    try:
+        size = len(canonical_json(value).encode("utf-8"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        # NaN and Infinity (ValueError) and lone surrogates (UnicodeEncodeError) have no JSON form: the
+        # audit trail could not seal them.
+        what = "a lone UTF-16 surrogate" if isinstance(exc, UnicodeEncodeError) else "NaN or Infinity"
+        raise InvalidData(
+            f"the data holds {what}, which JSON cannot carry",
+            hint="give numbers as finite numbers and text as UTF-8",
+        ) from None
     if size > MAX_DATA_BYTES:
         raise InvalidData(
             f"the data is {size} bytes, more than the {MAX_DATA_BYTES} a case may hold",

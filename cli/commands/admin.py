@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from sopflow.cli.main import emit, settings
+from sopflow.cli.params import CASE, TIME
 
 
 @click.group()
@@ -41,12 +42,11 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("case", required=False)
+@click.argument("case", type=CASE, required=False)
 @click.option("--all", "all_cases", is_flag=True, help="Verify every case.")
-def audit_verify(case: str | None, all_cases: bool) -> None:
+def audit_verify(case: int | None, all_cases: bool) -> None:
     """Recompute each case's hash chain, replay its steps through the definition, and compare with the
     stored case. Names the first broken record of each case; exit 1 when anything is off."""
-    from sopflow.cli.commands.cases import _case_id
     from sopflow.engine.errors import UsageError
 
     if (case is None) == (not all_cases):
@@ -58,7 +58,7 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
         if show_progress and done % 100 == 0:
             click.echo(f"\rverified {done} cases…", err=True, nl=False)
 
-    report = engine.verify(_case_id(case) if case else None, progress=progress)
+    report = engine.verify(case, progress=progress)
     if show_progress:
         click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
     if settings().json:
@@ -87,20 +87,6 @@ def audit_verify(case: str | None, all_cases: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-def _parse_time(raw: str | None) -> datetime | None:
-    from sopflow.engine.errors import UsageError
-
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"`{raw}` is not a time", hint="use ISO 8601, e.g. 2026-11-24T14:00:00+08:00"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
     from sopflow.engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
 
@@ -124,14 +110,14 @@ _lease = click.option(
 
 
 @click.command()
-@click.option("--now", "now_text", help="Fire what is due at this time instead of now (ISO 8601).")
+@click.option("--now", "now", type=TIME, help="Fire what is due at this time instead of now (ISO 8601).")
 @_webhook
 @_lease
-def tick(now_text: str | None, webhook: str | None, lease: int) -> None:
+def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
     """Fire every timer due now (deadline breaches, escalations, timeouts) once, deliver the notification
     outbox, and exit. For cron; safe to run while workers run."""
     worker = _worker(webhook, lease, None)
-    report = worker.tick(_parse_time(now_text))
+    report = worker.tick(now)
     if settings().json:
         emit(
             {

@@ -3,118 +3,53 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import click
 
 from sopflow.cli.main import emit, settings
-from sopflow.cli.render import ago, dumps, table, text
-
-if TYPE_CHECKING:
-    from sopflow.engine.audit import AuditRecord
-    from sopflow.engine.runtime import Case, Engine, Result
-
-
-def case_dict(case: Case) -> dict[str, Any]:
-    return {
-        "id": case.id,
-        "definition": case.definition_key,
-        "state": case.state,
-        "state_title": {"zh": case.state_title.zh, "en": case.state_title.en},
-        "open": case.open,
-        "version": case.version,
-        "data": dict(case.data),
-        "starter": case.starter,
-        "assignee": case.assignee,
-        "created_at": case.created_at.isoformat(),
-        "updated_at": case.updated_at.isoformat(),
-        "entered_at": case.entered_at.isoformat(),
-    }
-
-
-def record_dict(rec: AuditRecord) -> dict[str, Any]:
-    body = rec.body()
-    body["hash"] = rec.hash
-    return body
-
-
-def _data(data_json: str | None, data_file: Path | None) -> dict[str, Any]:
-    from sopflow.cli.commands.definitions import _parse_json
-    from sopflow.engine.errors import UsageError
-
-    if data_json is not None and data_file is not None:
-        raise UsageError("give --data or --data-file, not both", hint="drop one of them")
-    if data_file is not None:
-        try:
-            raw = data_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"cannot read `{data_file}`: {exc}", hint="check the path given to --data-file"
-            ) from None
-        return _parse_json(raw, f"`{data_file}`")
-    return _parse_json(data_json, "--data")
-
-
-def _case_id(raw: str) -> int:
-    from sopflow.engine.errors import UsageError
-
-    value = raw.lstrip("#")
-    if not value.isdigit():
-        raise UsageError(f"`{raw}` is not a case number", hint="case numbers are shown by `sopflow list`")
-    return int(value)
-
-
-def _result(result: Result) -> None:
-    if settings().json:
-        emit(
-            {
-                "case": case_dict(result.case),
-                "record": record_dict(result.record),
-                "replayed": result.replayed,
-            }
-        )
-        return
-    case = result.case
-    again = " (already done: this key was used before, nothing new was written)" if result.replayed else ""
-    click.echo(
-        f"case {case.id} ({case.definition_key}) is now in {case.state}: {text(case.state_title)}{again}"
-    )
-    for route in result.record.detail.get("routes", []):
-        click.echo(f"  routed by {route['choice']}: {route['when']} {dumps(route['values'])} → {route['to']}")
-    outcome = result.record.detail.get("outcome")
-    if outcome == "pending":
-        click.echo("  vote recorded; the approval is still pending")
+from sopflow.cli.output import case_dict, print_result, record_dict
+from sopflow.cli.params import CASE, JSON_FILE, JSON_OBJECT, LIMIT, VERSION, WHERE, Where, data_of
+from sopflow.cli.render import ago, safe_lines, table, text
 
 
 @click.command()
 @click.argument("definition")
-@click.option("--data", "data_json", help="The case's data, as a JSON object.")
-@click.option("--data-file", type=click.Path(path_type=Path), help="A JSON file with the case's data.")
+@click.option("--data", "data_json", type=JSON_OBJECT, help="The case's data, as a JSON object.")
+@click.option("--data-file", type=JSON_FILE, help="A file holding the case's data as a JSON object.")
 @click.option("--key", help="An idempotency key: starting again with the same key returns the same case.")
-@click.option("--version", type=int, help="A definition version (default: the newest deployed).")
+@click.option("--version", type=VERSION, help="A definition version (default: the newest deployed).")
 def start(
-    definition: str, data_json: str | None, data_file: Path | None, key: str | None, version: int | None
+    definition: str,
+    data_json: dict[str, Any] | None,
+    data_file: dict[str, Any] | None,
+    key: str | None,
+    version: int | None,
 ) -> None:
     """Start a case of a deployed definition, as the --as user."""
     s = settings()
     result = s.engine().start(
-        definition, _data(data_json, data_file), actor=s.actor(), key=key, version=version
+        definition, data_of(data_json, data_file), actor=s.actor(), key=key, version=version
     )
-    _result(result)
+    print_result(result)
 
 
 @click.command()
-@click.argument("case")
+@click.argument("case", type=CASE)
 @click.argument("event")
-@click.option("--data", "data_json", help="The event's payload, as a JSON object.")
-@click.option("--comment", help="A comment, kept in the audit trail.")
-@click.option("--expect-version", type=int, help="Refuse (conflict) if the case changed since this version.")
+@click.option("--data", "data_json", type=JSON_OBJECT, help="The event's payload, as a JSON object.")
+@click.option("--data-file", type=JSON_FILE, help="A file holding the payload as a JSON object.")
+@click.option("--comment", help="A comment, kept in the audit trail (at most 16 KiB).")
+@click.option(
+    "--expect-version", type=VERSION, help="Refuse (conflict) if the case changed since this version."
+)
 @click.option("--key", help="An idempotency key: firing again with the same key writes nothing.")
 def fire(
-    case: str,
+    case: int,
     event: str,
-    data_json: str | None,
+    data_json: dict[str, Any] | None,
+    data_file: dict[str, Any] | None,
     comment: str | None,
     expect_version: int | None,
     key: str | None,
@@ -122,24 +57,24 @@ def fire(
     """Fire EVENT on CASE as the --as user (exit 1 if refused; the refusal is audited)."""
     s = settings()
     result = s.engine().fire(
-        _case_id(case),
+        case,
         event,
         actor=s.actor(),
-        payload=_data(data_json, None),
+        payload=data_of(data_json, data_file),
         comment=comment,
         expect_version=expect_version,
         key=key,
     )
-    _result(result)
+    print_result(result)
 
 
 @click.command()
-@click.argument("case")
-def show(case: str) -> None:
+@click.argument("case", type=CASE)
+def show(case: int) -> None:
     """A case: its state, data, who may do what now (and why not), and its deadlines."""
     s = settings()
     engine = s.engine()
-    c = engine.case(_case_id(case))
+    c = engine.case(case)
     definition = engine.definition(c.definition_id, c.definition_version)
     viewer = s.user
     options = engine.options(c.id, viewer) if viewer else []
@@ -164,33 +99,32 @@ def show(case: str) -> None:
             }
         )
         return
+    echo = _safe_echo
     state = definition.states[c.state]
-    click.echo(f"case {c.id}  {c.definition_key}  {text(definition.title)}")
-    click.echo(f"state    {c.state}: {text(state.title)}" + ("" if c.open else "  (closed)"))
+    echo(f"case {c.id}  {c.definition_key}  {text(definition.title)}")
+    echo(f"state    {c.state}: {text(state.title)}" + ("" if c.open else "  (closed)"))
     if state.owner:
-        click.echo(f"owner    {state.owner}" + (f"   assignee: {c.assignee}" if c.assignee else ""))
+        echo(f"owner    {state.owner}" + (f"   assignee: {c.assignee}" if c.assignee else ""))
     if state.output:
-        click.echo(f"output   {text(state.output)}")
+        echo(f"output   {text(state.output)}")
     if state.instructions:
-        click.echo(f"do       {text(state.instructions)}")
-    click.echo(
+        echo(f"do       {text(state.instructions)}")
+    echo(
         f"started  by {c.starter}, {ago(c.created_at, now)} ago; in this state for {ago(c.entered_at, now)}"
         f"; version {c.version}"
     )
-    click.echo(
-        "data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         ")
-    )
+    echo("data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         "))
     approval = engine.approval_progress(c.id)
     if approval is not None:
-        click.echo(f"approval {approval}")
+        echo(f"approval {approval}")
     for d in deadlines:
-        click.echo(f"deadline {d.describe(now)}")
+        echo(f"deadline {d.describe(now)}")
     if not c.open:
         return
     if not viewer:
-        click.echo("(pass --as USER to see what that person may do now)")
+        echo("(pass --as USER to see what that person may do now)")
         return
-    click.echo(f"what {viewer} may do now:")
+    echo(f"what {viewer} may do now:")
     for o in options:
         mark = "yes" if o.allowed else "no "
         why = f"  ({o.reason})" if o.reason else ""
@@ -198,7 +132,12 @@ def show(case: str) -> None:
         where = ", ".join(o.targets) or "(stays)"
         if vote:
             where = f"{where} when the rule is met (a vote)"
-        click.echo(f"  {mark} {o.event} → {where}{why}")
+        echo(f"  {mark} {o.event} → {where}{why}")
+
+
+def _safe_echo(line: str) -> None:
+    """Print a line of `show`: the case's data and people's names are shown, never acted on."""
+    click.echo(safe_lines(line))
 
 
 @click.command("list")
@@ -206,16 +145,22 @@ def show(case: str) -> None:
 @click.option("--state", help="Only cases in this state.")
 @click.option("--mine", is_flag=True, help="Only cases assigned to the --as user.")
 @click.option("--all", "include_closed", is_flag=True, help="Include closed cases.")
-@click.option("--where", "where", multiple=True, help="FIELD=JSON: a data field equals a value (repeatable).")
-@click.option("--limit", default=50, show_default=True, help="At most this many (oldest first).")
-@click.option("--after", type=int, help="Only cases after this case number (to page).")
+@click.option(
+    "--where",
+    "where",
+    type=WHERE,
+    multiple=True,
+    help="FIELD=VALUE: a data field equals a JSON value or a bare word (repeatable).",
+)
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many (oldest first).")
+@click.option("--after", type=CASE, help="Only cases after this case number (to page).")
 @click.option("--overdue", is_flag=True, help="Cases with a breached deadline, oldest breach first.")
 def list_cases(
     definition: str | None,
     state: str | None,
     mine: bool,
     include_closed: bool,
-    where: tuple[str, ...],
+    where: tuple[Where, ...],
     limit: int,
     after: int | None,
     overdue: bool,
@@ -246,19 +191,20 @@ def list_cases(
             table(
                 ["case", "definition", "state", "assignee", "deadline", "overdue by"],
                 [
-                    (r.case_id, r.definition_id, r.state, r.assignee or "", r.name, ago(r.due_at, now))
+                    (
+                        r.case_id,
+                        r.definition_id,
+                        r.state,
+                        r.assignee or "",
+                        r.name,
+                        _overdue_by(r.due_at, now),
+                    )
                     for r in rows
                 ],
             )
         )
         return
-    data: dict[str, Any] = {}
-    for item in where:
-        name, _, raw = item.partition("=")
-        try:
-            data[name] = json.loads(raw)
-        except json.JSONDecodeError:
-            data[name] = raw
+    data = {w.field: w.value for w in where}
     cases = engine.cases(
         definition=definition,
         state=state,
@@ -291,11 +237,11 @@ def list_cases(
 
 
 @click.command()
-@click.argument("case")
-def history(case: str) -> None:
+@click.argument("case", type=CASE)
+def history(case: int) -> None:
     """A case's audit trail: every step and refused attempt, who, when, in which role."""
     s = settings()
-    records = s.engine().history(_case_id(case))
+    records = s.engine().history(case)
     if s.json:
         emit([record_dict(r) for r in records])
         return
@@ -303,28 +249,21 @@ def history(case: str) -> None:
     for r in records:
         who = r.actor + (f" for {r.on_behalf_of}" if r.on_behalf_of else "")
         move = f"{r.from_state or '·'} → {r.to_state}" if r.outcome == "accepted" else f"REFUSED: {r.reason}"
-        note = r.comment or ""
-        rows.append((r.seq, r.at[:19].replace("T", " "), who, r.role or "", r.event, move, note))
-    click.echo(table(["#", "at (UTC)", "actor", "role", "event", "step", "comment"], rows))
+        role = ROLE_WORDS.get(r.role or "", r.role or "")
+        rows.append((r.seq, r.at[:19].replace("T", " "), who, role, r.event, move, r.comment or ""))
+    # One line per record, about a terminal wide: long reasons and comments are cut (`--json` has them
+    # whole), and a comment's line breaks are shown as \n.
+    limits = {2: 24, 3: 24, 4: 20, 5: 44, 6: 40}
+    click.echo(table(["#", "at (UTC)", "actor", "role", "event", "step", "comment"], rows, limits=limits))
 
 
-def print_case_summary(engine: Engine, case_id: int) -> None:
-    click.echo(
-        table(
-            ["#", "actor", "event", "step"],
-            [
-                (
-                    r.seq,
-                    r.actor,
-                    r.event,
-                    f"{r.from_state or '·'} → {r.to_state}"
-                    if r.outcome == "accepted"
-                    else f"REFUSED ({r.reason})",
-                )
-                for r in engine.history(case_id)
-            ],
-        )
-    )
+ROLE_WORDS = {"$assignee": "(assignee)", "$starter": "(starter)"}
+"""How history names the people a step allows by their place in the case rather than by a role."""
+
+
+def _overdue_by(due_at: datetime, now: datetime) -> str:
+    """The breach's age; a deadline that a tick run for a later time marked before it is due, as such."""
+    return ago(due_at, now) if due_at <= now else f"not yet: due in {ago(now, due_at)}"
 
 
 COMMANDS = [start, fire, show, list_cases, history]

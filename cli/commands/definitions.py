@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from sopflow.cli.main import emit, settings
+from sopflow.cli.params import CASE, JSON_OBJECT, json_object
 from sopflow.cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
@@ -88,34 +88,16 @@ def load_with_org(name: str, org_path: Path | None) -> tuple[Definition, Org]:
     return load_definition_file(file, org), org
 
 
-def _parse_json(raw: str | None, what: str) -> dict[str, Any]:
-    from sopflow.engine.errors import UsageError
-
-    if raw is None:
-        return {}
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise UsageError(
-            f"{what} is not valid JSON: {exc.msg} at column {exc.colno}",
-            hint='quote it for the shell: --data \'{"field": "value"}\'',
-        ) from None
-    if not isinstance(value, dict):
-        raise UsageError(
-            f"{what} must be a JSON object, not {type(value).__name__}",
-            hint='give the fields by name: --data \'{"field": "value"}\'',
-        )
-    return value
-
-
 @click.command()
 @click.argument("definition")
 @click.argument("steps", nargs=-1)
-@click.option("--data", "data_json", help="The case's start data, as a JSON object.")
+@click.option("--data", "data_json", type=JSON_OBJECT, help="The case's start data, as a JSON object.")
 @click.option(
     "--org", "org_path", type=click.Path(path_type=Path), help="org.yaml (default: beside the file)."
 )
-def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org_path: Path | None) -> None:
+def simulate(
+    definition: str, steps: tuple[str, ...], data_json: dict[str, Any] | None, org_path: Path | None
+) -> None:
     """Run a case through a definition in memory, no database: try a change before it goes live.
 
     Each STEP is EVENT, EVENT@USER or EVENT@USER=JSON (the payload). Without @USER the step is fired as
@@ -124,7 +106,9 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
     (exit 1).
 
     \b
-    sopflow --as li.na simulate content-review submit pass_screening@wang.fang \\
+    sopflow --as li.na simulate content-review \\
+        'submit={"material_url": "https://cms.example.com/m/1"}' claim@wang.fang \\
+        'pass_screening@wang.fang={"topic_compliant": true, "typo_free": true}' \\
         --data '{"title": "春季活动", "origin": "original"}'
     """
     from sopflow.engine.compile import CompiledDefinition
@@ -137,7 +121,7 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
         raise UsageError("who starts the case?", hint="pass --as USER or write the first step as EVENT@USER")
     defn, org = load_with_org(definition, org_path)
     sim = Simulation(CompiledDefinition(defn), org)
-    case = sim.start(starter, _parse_json(data_json, "--data"))
+    case = sim.start(starter, data_json or {})
     out: list[dict[str, Any]] = [{"step": "start", "as": starter, "state": case.state}]
     as_json = settings().json
     if not as_json:
@@ -179,7 +163,10 @@ def simulate(definition: str, steps: tuple[str, ...], data_json: str | None, org
 def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:
     head, _, payload = raw.partition("=")
     event, _, user = head.partition("@")
-    return event, user or None, _parse_json(payload, f"the payload of `{event}`") if payload else {}
+    if not payload:
+        return event, user or None, {}
+    hint = f'quote the step for the shell: \'{head}={{"field": "value"}}\''
+    return event, user or None, json_object(payload, f"the payload of `{event}`", hint)
 
 
 def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
@@ -205,17 +192,28 @@ def diagram(target: str, fmt: str) -> None:
     """Draw a definition (a file or id) or a case (a number) as a flow chart, with each step's owner and
     output; for a case, the path it took and its current state are marked."""
     draw = mermaid if fmt == "mermaid" else dot
-    if target.isdigit():
+    if target.lstrip("#").isascii() and target.lstrip("#").isdigit():
         engine = settings().engine()
-        case = engine.case(int(target))
-        path = [r.to_state for r in engine.history(case.id) if r.outcome == "accepted" and r.to_state]
-        routes = [r["choice"] for rec in engine.history(case.id) for r in rec.detail.get("routes", [])]
+        ctx = click.get_current_context()
+        param = next(p for p in ctx.command.params if p.name == "target")
+        case = engine.case(CASE.convert(target, param, ctx))
+        history = engine.history(case.id)
+        path = [r.to_state for r in history if r.outcome == "accepted" and r.to_state]
+        routes = [r["choice"] for rec in history for r in rec.detail.get("routes", [])]
         defn = engine.definition(case.definition_id, case.definition_version)
-        click.echo(draw(defn, [*path, *routes], case.state))
+        _drawn(defn, fmt, draw(defn, [*path, *routes], case.state), case.id, case.state)
         return
     from sopflow.engine.definition.validate import load_definition_file
 
-    click.echo(draw(load_definition_file(resolve_definition_file(target))))
+    defn = load_definition_file(resolve_definition_file(target))
+    _drawn(defn, fmt, draw(defn), None, None)
+
+
+def _drawn(defn: Definition, fmt: str, chart: str, case: int | None, current: str | None) -> None:
+    if settings().json:
+        emit({"definition": defn.key, "case": case, "current": current, "format": fmt, "diagram": chart})
+    else:
+        click.echo(chart)
 
 
 @click.command()

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
 
-from sopflow.cli.commands.admin import _parse_time
-from sopflow.cli.commands.cases import _case_id, _result, case_dict
 from sopflow.cli.main import emit, settings
+from sopflow.cli.output import case_dict, print_result
+from sopflow.cli.params import CASE, DELEGATION, LIMIT, TIME
 from sopflow.cli.render import ago, table
 
 
 @click.command()
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@click.option("--limit", type=LIMIT, default=50, show_default=True, help="At most this many.")
 def tasks(limit: int) -> None:
     """Every case where the --as user can act now (assigned, their roles, a vote awaited, a case to
     claim, roles delegated to them), most urgent first: nearest deadline, then longest waiting."""
@@ -60,27 +62,27 @@ def tasks(limit: int) -> None:
 
 
 @click.command()
-@click.argument("case")
+@click.argument("case", type=CASE)
 @click.argument("user")
-@click.option("--comment", help="Why, kept in the audit trail.")
-def reassign(case: str, user: str, comment: str | None) -> None:
+@click.option("--comment", help="Why, kept in the audit trail (at most 16 KiB).")
+def reassign(case: int, user: str, comment: str | None) -> None:
     """Give CASE's current step to USER (who must hold the owning role). For the owning role's manager
     role or an administrator; audited either way."""
     s = settings()
-    _result(s.engine().reassign(_case_id(case), user, actor=s.actor(), comment=comment))
+    print_result(s.engine().reassign(case, user, actor=s.actor(), comment=comment))
 
 
 @click.command()
 @click.argument("to_user")
-@click.option("--until", "until", required=True, help="When it ends by itself (ISO 8601).")
-@click.option("--from", "starts", help="When it starts (ISO 8601; default now).")
+@click.option("--until", "until", type=TIME, required=True, help="When it ends by itself (ISO 8601).")
+@click.option("--from", "starts", type=TIME, help="When it starts (ISO 8601; default now).")
 @click.option("--role", "roles", multiple=True, help="A role to hand over (repeatable; default all).")
 @click.option("--for", "for_user", help="Delegate someone else's roles (administrators only).")
 @click.option("--reason", help="Why (absence, holiday), kept with the delegation.")
 def delegate(
     to_user: str,
-    until: str,
-    starts: str | None,
+    until: datetime,
+    starts: datetime | None,
     roles: tuple[str, ...],
     for_user: str | None,
     reason: str | None,
@@ -89,14 +91,12 @@ def delegate(
     behalf. The delegation is kept in an append-only table and ends by itself."""
     s = settings()
     actor = s.actor()
-    ends = _parse_time(until)
-    assert ends is not None
     grant = s.engine().delegate(
         for_user or actor,
         to_user,
         actor=actor,
-        ends_at=ends,
-        starts_at=_parse_time(starts),
+        ends_at=until,
+        starts_at=starts,
         roles=roles,
         reason=reason,
     )
@@ -168,12 +168,15 @@ def delegations(user: str | None) -> None:
 
 
 @click.command()
-@click.argument("delegation_id", type=int)
+@click.argument("delegation_id", type=DELEGATION)
 @click.option("--reason", help="Why it ends early.")
 def undelegate(delegation_id: int, reason: str | None) -> None:
     """End a delegation now (the delegator, the delegate or an administrator)."""
     s = settings()
-    s.engine().revoke_delegation(delegation_id, actor=s.actor(), reason=reason)
+    revoked = s.engine().revoke_delegation(delegation_id, actor=s.actor(), reason=reason)
+    if s.json:
+        emit({"id": delegation_id, "revoked": True, "revocation": revoked.id})
+        return
     click.echo(f"delegation {delegation_id} revoked")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +52,9 @@ from sopflow.engine.store.tables import (
 )
 
 MAX_ATTEMPTS = 20
+MAX_ID = 2**63 - 1
+"""The largest row id either database stores (a 64-bit integer): a larger number names nothing, and SQLite
+cannot even be asked about it."""
 _TIMER_COLUMNS = (
     timers.c.id,
     timers.c.case_id,
@@ -199,6 +202,8 @@ class Store:
     def definition(self, definition_id: str, version: int | None = None) -> DefinitionRow | None:
         """One deployed version, or the newest when `version` is None."""
         query = select(definitions).where(definitions.c.definition_id == definition_id)
+        if version is not None and not 0 < version <= MAX_ID:
+            return None
         if version is not None:
             query = query.where(definitions.c.version == version)
         with self._read() as conn:
@@ -351,7 +356,9 @@ class Store:
         """The case, the `Reads` of its step (knowing the org's hash and whether `actor` may hold a
         delegation at `stamp`, the step's time as the driver binds it), and the audit seq that `key`
         already wrote (None: not used yet) — one statement."""
-        found = run(conn, self._sql.step_read, (actor, stamp, key, case_id)).fetchone()
+        found = None
+        if 0 < case_id <= MAX_ID:
+            found = run(conn, self._sql.step_read, (actor, stamp, key, case_id)).fetchone()
         if found is None:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
         width = len(CaseRow.__slots__)
@@ -650,7 +657,11 @@ class Store:
             return self._delegation(conn, delegation_id)
 
     def _delegation(self, conn: Connection, delegation_id: int) -> DelegationRow:
-        row = conn.execute(select(delegations).where(delegations.c.id == delegation_id)).first()
+        row = (
+            conn.execute(select(delegations).where(delegations.c.id == delegation_id)).first()
+            if 0 < delegation_id <= MAX_ID
+            else None
+        )
         if row is None:
             raise NotFound(
                 f"delegation {delegation_id} does not exist", hint="`sopflow delegations` lists them"
@@ -674,13 +685,18 @@ class Store:
             return self._case(conn, case_id)
 
     def _case(self, conn: Connection, case_id: int) -> CaseRow:
-        row = run(conn, self._sql.case_by_id, (case_id,)).fetchone()
+        row = run(conn, self._sql.case_by_id, (case_id,)).fetchone() if 0 < case_id <= MAX_ID else None
         if row is None:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
         return self._sql.case_row(row)
 
     def cases(self, query: CaseQuery) -> list[CaseRow]:
         """Cases matching `query`, oldest first (or newest first), one page of at most `limit`."""
+        _check_query(query)
+        if query.after_id is not None and not query.newest_first and query.after_id >= MAX_ID:
+            return []  # nothing comes after the largest id
+        if query.after_id is not None and query.after_id > MAX_ID:
+            query = replace(query, after_id=MAX_ID)
         sql, params = self._sql.cases(query)
         with self._read() as conn:
             return [self._sql.case_row(r) for r in run(conn, sql, params).fetchall()]
@@ -740,6 +756,8 @@ class Store:
             return int(conn.execute(select(func.count()).select_from(cases)).scalar_one())
 
     def history(self, case_id: int) -> list[AuditRecord]:
+        if not 0 < case_id <= MAX_ID:
+            return []
         with self._read() as conn:
             rows = conn.execute(select(audit).where(audit.c.case_id == case_id).order_by(audit.c.seq))
             return [_audit_record(r) for r in rows]
@@ -755,6 +773,8 @@ class Store:
             return Reads(conn, self._sql).least_loaded(members)
 
     def pending_timers(self, case_id: int) -> list[TimerRow]:
+        if not 0 < case_id <= MAX_ID:
+            return []
         with self._read() as conn:
             rows = conn.execute(
                 select(*_TIMER_COLUMNS)
@@ -806,3 +826,16 @@ def _audit_record(row: Row[Any]) -> AuditRecord:
         m[name] = json.loads(m[name])
     m["case_id"] = int(m["case_id"])
     return AuditRecord(**m)
+
+def _check_query(query: CaseQuery) -> None:
+    """Refuse a data filter that has no JSON form (NaN, Infinity): neither database can compare with it."""
+    from sopflow.engine.errors import UsageError
+
+    for name, value in query.data_equals.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise UsageError(
+                f"the filter on data field `{name}` compares with {value!r}, which has no JSON form",
+                hint="compare with a finite number, text, true, false or null",
+            ) from None
