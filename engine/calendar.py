@@ -31,8 +31,8 @@ def add_working_time(start: datetime, seconds: int, calendar: WorkingCalendar) -
     for _ in range(MAX_DAYS):
         if is_working_day(day, calendar):
             for begin, end in calendar.working_hours:
-                span_start = datetime.combine(day, _clock(begin), zone)
-                span_end = datetime.combine(day, _clock(end), zone)
+                span_start = _at(day, begin, zone)
+                span_end = _at(day, end, zone)
                 cursor = max(local, span_start)
                 if cursor >= span_end:
                     continue
@@ -44,7 +44,10 @@ def add_working_time(start: datetime, seconds: int, calendar: WorkingCalendar) -
     raise ValueError("the calendar has no working time in the next ten years")
 
 
-def _clock(minutes: int) -> time:
+def _at(day: date, minutes: int, zone: ZoneInfo) -> datetime:
+    """The local moment `minutes` after midnight of `day`. A span ending at 24:00 ends at the next day's
+    midnight: taking a microsecond off instead would lose it every day, and a deadline due exactly at
+    24:00 would move to the next working day."""
     if minutes >= 24 * 60:
-        return time(23, 59, 59, 999999)
-    return time(minutes // 60, minutes % 60)
+        return datetime.combine(day + timedelta(days=1), time(0, 0), zone)
+    return datetime.combine(day, time(minutes // 60, minutes % 60), zone)

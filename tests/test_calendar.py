@@ -1,0 +1,132 @@
+"""Working time (engine/calendar.py): spans, breaks, weekends, holidays and swapped work days, a span
+that ends at 24:00, a calendar with no working time at all, and time zones. No database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sopflow.engine.calendar import add_working_time, is_working_day
+from sopflow.engine.definition.model import WorkingCalendar
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+OFFICE = WorkingCalendar(
+    timezone="Asia/Shanghai",
+    working_hours=((9 * 60, 12 * 60), (13 * 60, 18 * 60)),
+    holidays=("2026-10-01", "2026-10-02"),
+    extra_working_days=("2026-10-10",),
+)
+"""Monday to Friday 09:00-12:00 and 13:00-18:00 Beijing time; 1-2 October off; Saturday 10 October worked."""
+HOUR = 3600
+
+
+def local(*args: int) -> datetime:
+    return datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+
+
+def due(start: datetime, seconds: int, calendar: WorkingCalendar = OFFICE) -> datetime:
+    end = add_working_time(start, seconds, calendar)
+    assert end.tzinfo is UTC
+    return end.astimezone(SHANGHAI)
+
+
+@pytest.mark.parametrize(
+    ("start", "seconds", "expected"),
+    [
+        (local(2026, 3, 2, 10, 0), HOUR, local(2026, 3, 2, 11, 0)),  # Monday, inside a span
+        (local(2026, 3, 2, 9, 0), 3 * HOUR, local(2026, 3, 2, 12, 0)),  # fills the morning exactly
+        (local(2026, 3, 2, 9, 0), 3 * HOUR + 1, local(2026, 3, 2, 13, 0, 1)),  # one second into the afternoon
+        (local(2026, 3, 2, 7, 30), HOUR, local(2026, 3, 2, 10, 0)),  # before opening: counts from 09:00
+        (local(2026, 3, 2, 12, 0), HOUR, local(2026, 3, 2, 14, 0)),  # at the break: counts from 13:00
+        (local(2026, 3, 2, 12, 30), 30 * 60, local(2026, 3, 2, 13, 30)),  # during the break
+        (local(2026, 3, 2, 17, 0), 2 * HOUR, local(2026, 3, 3, 10, 0)),  # over the night
+        (local(2026, 3, 2, 19, 0), HOUR, local(2026, 3, 3, 10, 0)),  # after closing
+        (local(2026, 3, 6, 17, 0), 4 * HOUR, local(2026, 3, 9, 12, 0)),  # Friday over the weekend
+        (local(2026, 3, 7, 10, 0), HOUR, local(2026, 3, 9, 10, 0)),  # from a Saturday
+        (local(2026, 3, 2, 9, 0), 8 * HOUR, local(2026, 3, 2, 18, 0)),  # one whole working day
+        (local(2026, 3, 2, 9, 0), 8 * HOUR * 5, local(2026, 3, 6, 18, 0)),  # a whole working week
+        (local(2026, 9, 30, 17, 0), 2 * HOUR, local(2026, 10, 5, 10, 0)),  # over two holidays and a weekend
+        (local(2026, 10, 9, 17, 0), 2 * HOUR, local(2026, 10, 10, 10, 0)),  # into a swapped Saturday
+    ],
+)
+def test_working_time_counts_only_working_hours(start: datetime, seconds: int, expected: datetime) -> None:
+    assert due(start, seconds) == expected
+
+
+def test_the_start_may_be_given_in_any_zone() -> None:
+    monday_nine_utc = datetime(2026, 3, 2, 1, 0, tzinfo=UTC)  # 09:00 in Beijing
+    assert add_working_time(monday_nine_utc, HOUR, OFFICE) == datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
+
+
+def test_working_days_holidays_and_swapped_days() -> None:
+    assert is_working_day(date(2026, 3, 2), OFFICE)  # a Monday
+    assert not is_working_day(date(2026, 3, 7), OFFICE)  # a Saturday
+    assert not is_working_day(date(2026, 10, 1), OFFICE)  # a Thursday off
+    assert is_working_day(date(2026, 10, 10), OFFICE)  # a Saturday worked
+    both = WorkingCalendar(holidays=("2026-10-10",), extra_working_days=("2026-10-10",))
+    assert not is_working_day(date(2026, 10, 10), both)  # a holiday wins
+
+
+EVENINGS = WorkingCalendar(timezone="Asia/Shanghai", working_hours=((20 * 60, 24 * 60),))
+"""Weekday evenings until midnight."""
+ALWAYS = WorkingCalendar(
+    timezone="Asia/Shanghai", working_days=tuple(range(7)), working_hours=((0, 24 * 60),)
+)
+"""Every hour of every day."""
+
+
+@pytest.mark.parametrize(
+    ("calendar", "start", "seconds", "expected"),
+    [
+        (EVENINGS, local(2026, 3, 2, 22, 0), HOUR, local(2026, 3, 2, 23, 0)),
+        (EVENINGS, local(2026, 3, 2, 22, 0), 2 * HOUR, local(2026, 3, 3, 0, 0)),  # due at 24:00 itself
+        (EVENINGS, local(2026, 3, 2, 22, 0), 2 * HOUR + 1, local(2026, 3, 3, 20, 0, 1)),
+        (EVENINGS, local(2026, 3, 2, 22, 0), 3 * HOUR, local(2026, 3, 3, 21, 0)),
+        (EVENINGS, local(2026, 3, 6, 23, 0), 2 * HOUR, local(2026, 3, 9, 21, 0)),  # Friday to Monday
+        (ALWAYS, local(2026, 3, 2, 12, 0), 24 * HOUR, local(2026, 3, 3, 12, 0)),
+        (ALWAYS, local(2026, 3, 2, 12, 0), 7 * 24 * HOUR, local(2026, 3, 9, 12, 0)),  # not a microsecond lost
+    ],
+)
+def test_a_span_that_ends_at_midnight_loses_no_time(
+    calendar: WorkingCalendar, start: datetime, seconds: int, expected: datetime
+) -> None:
+    assert due(start, seconds, calendar) == expected
+
+
+@pytest.mark.parametrize(
+    "calendar",
+    [
+        WorkingCalendar(working_days=()),
+        WorkingCalendar(working_days=(), extra_working_days=("2020-01-04",)),  # a swapped day long past
+        WorkingCalendar(working_hours=()),
+    ],
+    ids=["no working days", "only a past swapped day", "no working hours"],
+)
+def test_a_calendar_without_working_time_says_so_instead_of_looping(calendar: WorkingCalendar) -> None:
+    with pytest.raises(ValueError, match="no working time in the next ten years"):
+        add_working_time(datetime(2026, 3, 2, 9, 0, tzinfo=UTC), HOUR, calendar)
+
+
+def test_working_time_ten_years_away_is_still_found() -> None:
+    # A calendar whose only working day is nine years ahead: far, but within the search.
+    later = WorkingCalendar(working_days=(), extra_working_days=("2035-03-01",))
+    assert add_working_time(datetime(2026, 3, 2, tzinfo=UTC), HOUR, later) == datetime(
+        2035, 3, 1, 10, 0, tzinfo=UTC
+    )
+    assert add_working_time(datetime(2026, 3, 2, tzinfo=UTC), 0, later) == datetime(
+        2035, 3, 1, 9, 0, tzinfo=UTC
+    )
+
+
+def test_a_deadline_of_no_working_time_from_outside_the_hours_is_the_next_opening() -> None:
+    assert due(local(2026, 3, 2, 19, 0), 0) == local(2026, 3, 3, 9, 0)
+    assert due(local(2026, 3, 2, 10, 0), 0) == local(2026, 3, 2, 10, 0)
+
+
+def test_a_long_stretch_adds_up_to_the_same_as_its_parts() -> None:
+    start = local(2026, 3, 2, 10, 15)
+    step = due(start, 5 * HOUR)
+    assert due(step, 7 * HOUR) == due(start, 12 * HOUR)
+    assert due(start, 12 * HOUR) - start > timedelta(hours=12)
