@@ -1,58 +1,55 @@
-"""Every seed definition walked in memory along its documented main path and its main refusal
-(tests/walks/*.yaml), through the same step logic the durable runtime uses."""
+"""Every seed scenario (definitions/*.test.yaml) walked again through the in-memory `Simulation`, up to
+its first clock step: the step logic alone, with no database, agrees with the durable runtime that
+`sopflow test` drives (tests/test_scenarios.py), refusals included."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from sopflow.engine.audit import verify_chain
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.validate import load_definition_file, load_org_file
 from sopflow.engine.errors import SopflowError
+from sopflow.engine.scenario.load import load_scenario_file
+from sopflow.engine.scenario.model import Advance, Fire, Scenario
 from sopflow.engine.simulate import Simulation
-from tests.helpers.walks import walk_cases, walk_files
+from tests.helpers.walks import DEFINITIONS, scenario_paths
 
-DEFINITIONS = Path(__file__).resolve().parent.parent / "definitions"
-
-
-@pytest.fixture(scope="module")
-def org() -> Any:
-    return load_org_file(DEFINITIONS / "org.yaml")
-
-
-def test_every_definition_has_a_walk() -> None:
-    defined = {p.stem for p in DEFINITIONS.glob("*.yaml")} - {"org"}
-    walked = {p.stem for p in walk_files()}
-    assert defined == walked
+CASES = [
+    (path, scenario)
+    for path in scenario_paths()
+    for scenario in load_scenario_file(path)[0].scenarios
+    if scenario.start.expect.refused is None
+]
 
 
-@pytest.mark.parametrize(
-    ("definition_id", "name", "case"), list(walk_cases()), ids=[f"{d}: {n}" for d, n, _ in walk_cases()]
-)
-def test_walk(definition_id: str, name: str, case: dict[str, Any], org: Any) -> None:
-    definition = load_definition_file(DEFINITIONS / f"{definition_id}.yaml", org)
+def test_every_definition_has_scenarios() -> None:
+    defined = {p.stem for p in DEFINITIONS.glob("*.yaml") if not p.name.endswith(".test.yaml")} - {"org"}
+    covered = {p.name.removesuffix(".test.yaml") for p in scenario_paths()}
+    assert defined == covered
+
+
+@pytest.mark.parametrize(("path", "scenario"), CASES, ids=[f"{p.stem}: {s.name}" for p, s in CASES])
+def test_walk_in_memory(path: Path, scenario: Scenario) -> None:
+    _files, definition, org = load_scenario_file(path)
     sim = Simulation(CompiledDefinition(definition), org)
-    running = sim.start(case["start"]["as"], case["start"]["data"])
-    if "expect_start_state" in case:
-        assert running.state == case["expect_start_state"]
-    for n, step in enumerate(case["steps"], 1):
-        where = f"step {n} ({step['event']} as {step['as']})"
-        if "expect_refused" in step:
-            before = (running.state, dict(running.data))
-            with pytest.raises(SopflowError) as caught:
-                sim.fire(running, step["as"], step["event"], step.get("payload"), step.get("comment"))
-            assert caught.value.kind == step["expect_refused"], f"{where}: {caught.value}"
+    running = sim.start(scenario.start.actor, scenario.start.data)
+    if scenario.start.expect.state is not None:
+        assert running.state == scenario.start.expect.state
+    for step in scenario.steps:
+        if isinstance(step.action, Advance):
+            break  # time is the durable runtime's: its worker fires the timers
+        action: Fire = step.action
+        where = f"{path.name}:{step.line}: {step.describe()}"
+        before = (running.state, dict(running.data))
+        try:
+            sim.fire(running, action.actor, action.event, action.payload, action.comment)
+        except SopflowError as exc:
+            assert step.expect.refused == exc.kind, f"{where}: {exc}"
             assert (running.state, dict(running.data)) == before, f"{where} changed the case"
-        else:
-            try:
-                sim.fire(running, step["as"], step["event"], step.get("payload"), step.get("comment"))
-            except SopflowError as exc:
-                pytest.fail(f"{where} was refused: {exc}")
-            if "expect_state" in step:
-                assert running.state == step["expect_state"], where
-    assert running.state == case["end_state"]
-    from sopflow.engine.audit import verify_chain
-
+            continue
+        assert step.expect.refused is None, f"{where} should have been refused"
+        if step.expect.state is not None:
+            assert running.state == step.expect.state, where
     assert verify_chain(running.id, running.history, running.history[-1].hash) is None

@@ -24,7 +24,7 @@ from sopflow.engine.definition.loader import Document
 from sopflow.engine.definition.model import Path
 from sopflow.engine.errors import Problem
 
-SCHEMA_NAMES = ("definition", "org")
+SCHEMA_NAMES = ("definition", "org", "scenario")
 
 _KINDS = {
     "string": "a string",
@@ -55,7 +55,8 @@ _FORMAT_WORDS = {"date": "date (YYYY-MM-DD)", "date-time": "date and time (ISO 8
 
 
 def load_schema(name: str) -> dict[str, Any]:
-    """The shipped JSON Schema `name` ("definition" or "org"), freshly read (callers may change it)."""
+    """The shipped JSON Schema `name` ("definition", "org" or "scenario"), freshly read (callers may change
+    it)."""
     if name not in SCHEMA_NAMES:
         raise ValueError(f"unknown schema {name!r}; expected one of {', '.join(SCHEMA_NAMES)}")
     text = files("sopflow.schemas").joinpath(f"{name}.schema.json").read_text(encoding="utf-8")
@@ -79,6 +80,11 @@ def check_definition_schema(doc: Document) -> list[Problem]:
 def check_org_schema(doc: Document) -> list[Problem]:
     """Every way `doc` breaks schemas/org.schema.json, sorted by line and column."""
     return _check(doc, "org")
+
+
+def check_scenario_schema(doc: Document) -> list[Problem]:
+    """Every way `doc` breaks schemas/scenario.schema.json (a `sopflow test` file), sorted by position."""
+    return _check(doc, "scenario")
 
 
 def _check(doc: Document, name: str) -> list[Problem]:

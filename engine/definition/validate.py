@@ -19,6 +19,8 @@ from sopflow.engine.errors import DefinitionError, Problem, UsageError
 
 ORG_FILE = "org.yaml"
 YAML_SUFFIXES = (".yaml", ".yml")
+SCENARIO_SUFFIXES = (".test.yaml", ".test.yml")
+"""Scenario files (`sopflow test`) kept beside the definitions: a folder's definitions leave them out."""
 
 
 @dataclass(frozen=True)
@@ -59,19 +61,28 @@ def _has_errors(problems: Iterable[Problem]) -> bool:
 
 
 def expand_paths(paths: Sequence[pathlib.Path]) -> list[pathlib.Path]:
-    """The files to check: each file given, and every *.yaml/*.yml of each folder given, in name order."""
+    """The files to check: each file given, and every *.yaml/*.yml of each folder given, in name order,
+    except scenario files (*.test.yaml), which `sopflow test` reads."""
     if not paths:
         raise UsageError("no file or folder given", hint="give definition files or a folder of them")
     files: list[pathlib.Path] = []
     for path in paths:
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in YAML_SUFFIXES and p.is_file())
+            found = sorted(
+                p
+                for p in path.iterdir()
+                if p.suffix in YAML_SUFFIXES and not p.name.endswith(SCENARIO_SUFFIXES) and p.is_file()
+            )
             if not found:
                 raise UsageError(
                     f"{path}: the folder holds no .yaml or .yml file", hint="give a definition file"
                 )
             files += found
         elif path.is_file():
+            if path.name.endswith(SCENARIO_SUFFIXES):
+                raise UsageError(
+                    f"{path}: a scenario file, not a definition", hint=f"run it with `sopflow test {path}`"
+                )
             files.append(path)
         else:
             raise UsageError(f"{path}: no such file or folder", hint="check the path")

@@ -1,53 +1,38 @@
-"""Walk files (tests/walks/*.yaml): each definition's documented main path and its main refusal."""
+"""The seed definitions' scenario files (definitions/*.test.yaml) as other tests use them: the start data
+and event payloads they give, for tests that wander through the definitions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
+from sopflow.engine.scenario.load import load_scenario_file
+from sopflow.engine.scenario.model import Fire, ScenarioFile
 
-WALKS = Path(__file__).resolve().parent.parent / "walks"
-KINDS = {"not-permitted", "guard-refused", "invalid-data", "not-found", "not-available", "conflict"}
-
-
-def walk_files() -> list[Path]:
-    return sorted(WALKS.glob("*.yaml"))
+DEFINITIONS = Path(__file__).resolve().parent.parent.parent / "definitions"
 
 
-def load(path: Path) -> dict[str, Any]:
-    data: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return data
+def scenario_paths() -> list[Path]:
+    return sorted(DEFINITIONS.glob("*.test.yaml"))
 
 
-def walk_cases() -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(definition id, case name, case) for every case of every walk file."""
-    for path in walk_files():
-        walk = load(path)
-        for case in walk["cases"]:
-            yield walk["definition"], case["name"], case
+@cache
+def scenarios_of(definition_id: str) -> ScenarioFile:
+    loaded, _definition, _org = load_scenario_file(DEFINITIONS / f"{definition_id}.test.yaml")
+    return loaded
 
 
 def payloads(definition_id: str) -> dict[str, dict[str, Any]]:
-    """For each event of a definition, the first payload its walk file gives it."""
+    """For each event of a definition, the first payload its scenarios give it in a step not refused."""
     found: dict[str, dict[str, Any]] = {}
-    for path in walk_files():
-        walk = load(path)
-        if walk["definition"] != definition_id:
-            continue
-        for case in walk["cases"]:
-            for step in case["steps"]:
-                if "payload" in step and "expect_refused" not in step:
-                    found.setdefault(step["event"], step["payload"])
+    for scenario in scenarios_of(definition_id).scenarios:
+        for step in scenario.steps:
+            if isinstance(step.action, Fire) and step.expect.refused is None and step.action.payload:
+                found.setdefault(step.action.event, dict(step.action.payload))
     return found
 
 
 def start_data(definition_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every (starter, data) a walk file starts a case with."""
-    out = []
-    for path in walk_files():
-        walk = load(path)
-        if walk["definition"] == definition_id:
-            out += [(c["start"]["as"], c["start"]["data"]) for c in walk["cases"]]
-    return out
+    """Every (starter, data) a scenario starts a case with."""
+    return [(s.start.actor, dict(s.start.data)) for s in scenarios_of(definition_id).scenarios]

@@ -1,0 +1,96 @@
+"""The scenario model: small frozen values built from a checked scenario file, each with its line."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectedNotice:
+    """A notification a step must send: to a role or user, its subject containing some words."""
+
+    to: str
+    subject_contains: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """What must be true after a step; None (or absent) means not checked."""
+
+    state: str | None = None
+    refused: str | None = None
+    data: Mapping[str, Any] | None = None
+    assignee_given: bool = False
+    assignee: str | None = None
+    deadlines: tuple[str, ...] | None = None
+    timers_fired: tuple[str, ...] | None = None
+    notifications: tuple[ExpectedNotice, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fire:
+    """Fire an event as a user."""
+
+    event: str
+    actor: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    comment: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """Move the clock on: `seconds` of wall time, or of working time by the org's calendar."""
+
+    seconds: int
+    working: bool
+    text: str
+    """As written, for messages: `3h30m` or `working 2h`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a scenario: what it does, what is expected after it, and where it was written."""
+
+    number: int
+    """1-based; the start is step 0."""
+    line: int
+    action: Fire | Advance
+    expect: Expect = field(default_factory=Expect)
+
+    def describe(self) -> str:
+        if isinstance(self.action, Fire):
+            return f"step {self.number} (fire {self.action.event} as {self.action.actor})"
+        return f"step {self.number} (after {self.action.text})"
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    actor: str
+    data: Mapping[str, Any]
+    line: int
+    expect: Expect = field(default_factory=Expect)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    line: int
+    start: Start
+    steps: tuple[Step, ...]
+    at: datetime
+    """When the case starts (aware)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioFile:
+    """A checked scenario file: its scenarios and the definition and org files they run."""
+
+    file: str
+    definition_file: Path
+    org_file: Path
+    definition_id: str
+    scenarios: tuple[Scenario, ...]

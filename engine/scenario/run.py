@@ -1,0 +1,456 @@
+"""Running scenarios against the real engine on a fake clock.
+
+Each scenario starts one case in a database of its own (a throwaway SQLite file by default), with the
+scenario's definition and org deployed, so deadlines, escalations, timeouts and notifications behave as
+in production: a clock step moves the fake clock from one due timer to the next and lets the worker fire
+each at its time. With a database given (`sopflow test --db URL`), every scenario runs on that one
+database, which must hold no case when the run begins.
+
+The first expectation that does not hold ends its scenario: later steps would start from a case that is
+not what the owner described.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sopflow.engine.audit import AuditRecord
+from sopflow.engine.calendar import add_working_time
+from sopflow.engine.definition.model import Org
+from sopflow.engine.errors import ConfigurationError, SopflowError
+from sopflow.engine.runtime import Engine
+from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
+from sopflow.engine.store import NotificationRow
+from sopflow.engine.worker import Worker
+
+SYSTEM = "$system"
+MAX_TIMER_ROUNDS = 10_000
+"""A clock step fires at most this many due moments: a timer that re-arms itself forever must not hang."""
+
+
+class FakeClock:
+    """The time the engine and its worker read; only the scenario moves it."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class _Recorder:
+    """A notification channel that only records: scenarios read what was sent from the outbox."""
+
+    name: str = "scenario"
+
+    def deliver(self, notification: NotificationRow) -> str:
+        return "recorded"
+
+
+# -- results -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Difference:
+    """The first expectation of a scenario that did not hold."""
+
+    step: int
+    """0 for the start, then 1, 2, ..."""
+    where: str
+    """The step in words: `step 3 (fire approve as wang.fang)`."""
+    line: int
+    what: str
+    """What differs: state, refused, assignee, data.FIELD, deadlines, timers_fired, notifications."""
+    expected: Any
+    actual: Any
+
+    def render(self) -> str:
+        return (
+            f"{self.where}, line {self.line}: {self.what}: expected {show(self.expected)}, "
+            f"got {show(self.actual)}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "where": self.where,
+            "line": self.line,
+            "what": self.what,
+            "expected": self.expected,
+            "actual": self.actual,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ScenarioResult:
+    file: str
+    name: str
+    line: int
+    seconds: float
+    difference: Difference | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.difference is None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "name": self.name,
+            "line": self.line,
+            "passed": self.passed,
+            "seconds": round(self.seconds, 4),
+            "difference": self.difference.as_dict() if self.difference else None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    results: tuple[ScenarioResult, ...]
+    seconds: float
+
+    @property
+    def passed(self) -> int:
+        return sum(1 for r in self.results if r.passed)
+
+    @property
+    def failed(self) -> int:
+        return len(self.results) - self.passed
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0
+
+
+def show(value: Any) -> str:
+    """A value as a reader of the scenario file would write it."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+# -- where scenarios run ---------------------------------------------------------------------------
+
+
+class Databases:
+    """Where each scenario's case runs: a fresh SQLite file per scenario (the default), or one database
+    given for the whole run."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url
+        self._folder: Path | None = None
+        self._shared: Engine | None = None
+        self._templates: dict[tuple[Path, Path], Path] = {}
+        self._count = 0
+
+    @contextmanager
+    def engine(self, files: ScenarioFile, clock: FakeClock) -> Iterator[Engine]:
+        """An engine with `files`' definition and org deployed, reading time from `clock`."""
+        if self.url is not None:
+            yield self._shared_engine(files, clock)
+            return
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="sopflow-test-"))
+        self._count += 1
+        target = self._folder / f"scenario-{self._count}.db"
+        key = (files.definition_file.resolve(), files.org_file.resolve())
+        template = self._templates.get(key)
+        if template is None:
+            # Deploying checks the definition again; a deployed empty database is copied for each
+            # scenario of the file instead, which takes a millisecond.
+            template = self._folder / f"template-{len(self._templates) + 1}.db"
+            with Engine(f"sqlite:///{template}", durable=False, clock=clock) as first:
+                first.deploy([files.definition_file, files.org_file])
+            self._templates[key] = template
+        shutil.copyfile(template, target)
+        sop = Engine(f"sqlite:///{target}", durable=False, clock=clock)
+        try:
+            yield sop
+        finally:
+            sop.close()
+            target.unlink(missing_ok=True)
+
+    def _shared_engine(self, files: ScenarioFile, clock: FakeClock) -> Engine:
+        assert self.url is not None
+        if self._shared is None:
+            self._shared = Engine(self.url, clock=clock)
+            cases = self._shared.store.count_cases()
+            if cases:
+                self._shared.close()
+                self._shared = None
+                raise ConfigurationError(
+                    f"the database holds {cases} case(s); `sopflow test --db` needs one that holds none",
+                    hint="the cases a test run writes and their audit trail can never be deleted, and "
+                    "cases already there would change who is least loaded and which timers fire: give "
+                    "it a database made for the run (createdb sopflow_test; sopflow test --db ...)",
+                )
+        self._shared.clock = clock
+        self._shared.deploy([files.definition_file, files.org_file])
+        return self._shared
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+def run_files(
+    loaded: Sequence[tuple[ScenarioFile, Org]],
+    *,
+    database: str | None = None,
+    on_result: Callable[[ScenarioResult], None] | None = None,
+) -> RunReport:
+    """Run every scenario of every file, in order; `on_result` hears of each as it finishes."""
+    began = time.perf_counter()
+    results: list[ScenarioResult] = []
+    databases = Databases(database)
+    try:
+        for files, org in loaded:
+            for scenario in files.scenarios:
+                result = run_scenario(files, scenario, org, databases)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+    finally:
+        databases.close()
+    return RunReport(tuple(results), time.perf_counter() - began)
+
+
+def run_scenario(files: ScenarioFile, scenario: Scenario, org: Org, databases: Databases) -> ScenarioResult:
+    began = time.perf_counter()
+    clock = FakeClock(scenario.at)
+    with databases.engine(files, clock) as sop:
+        difference = _Play(sop, clock, org, files.definition_id).scenario(scenario)
+    return ScenarioResult(files.file, scenario.name, scenario.line, time.perf_counter() - began, difference)
+
+
+# -- one case, step by step ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one step did to the case: refused (and why) or not, the timers it fired, what it sent."""
+
+    refused: SopflowError | None
+    timers_fired: tuple[str, ...]
+    notifications: tuple[tuple[str, str], ...]
+    """(recipient, subject) of each notification sent."""
+    records: tuple[AuditRecord, ...]
+
+
+class CaseDriver:
+    """One case on an engine with a fake clock: start it, fire events, move the clock. Shared by the
+    scenario runner and `sopflow simulate`."""
+
+    def __init__(self, sop: Engine, clock: FakeClock, org: Org) -> None:
+        self.sop = sop
+        self.clock = clock
+        self.org = org
+        self.worker = Worker(sop, name="sopflow-test", channels=[_Recorder()])
+        self.case_id: int | None = None
+        self._seen_records = 0
+        self._seen_notices = 0
+
+    def start(self, definition_id: str, actor: str, data: Mapping[str, Any]) -> Outcome:
+        try:
+            self.case_id = self.sop.start(definition_id, data, actor=actor).case.id
+        except SopflowError as exc:
+            return Outcome(exc, (), (), ())
+        return self._outcome(None)
+
+    def fire(self, event: str, actor: str, payload: Mapping[str, Any], comment: str | None = None) -> Outcome:
+        assert self.case_id is not None
+        try:
+            self.sop.fire(self.case_id, event, actor=actor, payload=payload, comment=comment)
+        except SopflowError as exc:
+            return self._outcome(exc)
+        return self._outcome(None)
+
+    def advance(self, seconds: int, *, working: bool = False) -> Outcome:
+        """Move the clock on, firing each due timer at its own time, as a worker that never sleeps would."""
+        now = self.clock.now
+        if working:
+            target = add_working_time(now, seconds, self.org.calendar) if seconds else now
+        else:
+            target = now + timedelta(seconds=seconds)
+        for _ in range(MAX_TIMER_ROUNDS):
+            due = self.sop.store.next_due()
+            if due is None or due > target:
+                break
+            self.clock.now = max(due, self.clock.now)
+            if not self.worker.tick().total:
+                break  # a timer leased elsewhere: it is not ours to fire now
+        self.clock.now = target
+        self.worker.tick()
+        return self._outcome(None)
+
+    def _outcome(self, refused: SopflowError | None) -> Outcome:
+        assert self.case_id is not None
+        history = self.sop.history(self.case_id)
+        new = history[self._seen_records :]
+        self._seen_records = len(history)
+        notices = self.sop.store.notification_log(self.case_id)
+        sent = tuple((str(n["recipient"]), str(n["subject"])) for n in notices[self._seen_notices :])
+        self._seen_notices = len(notices)
+        fired = tuple(name for name in (timer_name(r) for r in new) if name is not None)
+        return Outcome(refused, fired, sent, tuple(new))
+
+
+def timer_name(record: AuditRecord) -> str | None:
+    """The timer a record of the system's was written for: DEADLINE when breached, DEADLINE/N for rung N
+    of its escalation ladder, timeout:STATE for a state's timeout; None for a person's step."""
+    if record.actor != SYSTEM:
+        return None
+    detail = record.detail
+    if "rung" in detail and "deadline" in detail:
+        return f"{detail['deadline']}/{detail['rung']}"
+    if record.event == "deadline_breached":
+        return str(detail.get("deadline"))
+    if detail.get("timer") == "timeout":
+        return f"timeout:{record.from_state}"
+    return None
+
+
+class _Play:
+    """Plays one scenario and compares each step with what the owner expects."""
+
+    def __init__(self, sop: Engine, clock: FakeClock, org: Org, definition_id: str) -> None:
+        self.sop = sop
+        self.driver = CaseDriver(sop, clock, org)
+        self.definition_id = definition_id
+
+    def scenario(self, scenario: Scenario) -> Difference | None:
+        start = scenario.start
+        outcome = self.driver.start(self.definition_id, start.actor, start.data)
+        where = f"start (as {start.actor})"
+        if outcome.refused is not None or self.driver.case_id is None:
+            return self._refusal(0, where, start.line, start.expect, outcome)
+        found = self._check(0, where, start.line, start.expect, outcome)
+        if found is not None:
+            return found
+        for step in scenario.steps:
+            action = step.action
+            before = self.sop.case(self.driver.case_id)
+            if isinstance(action, Fire):
+                outcome = self.driver.fire(action.event, action.actor, action.payload, action.comment)
+            else:
+                outcome = self._advance(action)
+            where = step.describe()
+            if outcome.refused is not None or step.expect.refused is not None:
+                found = self._refusal(step.number, where, step.line, step.expect, outcome)
+                if found is None and outcome.refused is not None:
+                    after = self.sop.case(self.driver.case_id)
+                    if (after.state, after.version, canonical(after.data)) != (
+                        before.state,
+                        before.version,
+                        canonical(before.data),
+                    ):
+                        found = Difference(
+                            step.number, where, step.line, "case", "left as it was", "changed by a refusal"
+                        )
+            if found is None:
+                found = self._check(step.number, where, step.line, step.expect, outcome)
+            if found is not None:
+                return found
+        return None
+
+    def _advance(self, action: Advance) -> Outcome:
+        return self.driver.advance(action.seconds, working=action.working)
+
+    @staticmethod
+    def _refusal(number: int, where: str, line: int, expect: Expect, outcome: Outcome) -> Difference | None:
+        refused = outcome.refused
+        if refused is None:
+            return Difference(number, where, line, "refused", expect.refused, "accepted")
+        if expect.refused != refused.kind:
+            expected = expect.refused or "accepted"
+            return Difference(number, where, line, "refused", expected, f"{refused.kind}: {refused.message}")
+        return None
+
+    def _check(
+        self, number: int, where: str, line: int, expect: Expect, outcome: Outcome
+    ) -> Difference | None:
+        assert self.driver.case_id is not None
+        case = self.sop.case(self.driver.case_id)
+
+        def differ(what: str, expected: Any, actual: Any) -> Difference:
+            return Difference(number, where, line, what, expected, actual)
+
+        if expect.state is not None and case.state != expect.state:
+            return differ("state", expect.state, case.state)
+        if expect.assignee_given and case.assignee != expect.assignee:
+            return differ("assignee", expect.assignee, case.assignee)
+        for name, value in (expect.data or {}).items():
+            if name not in case.data:
+                return differ(f"data.{name}", value, "(no such field in the case's data)")
+            if not same(case.data[name], value):
+                return differ(f"data.{name}", value, case.data[name])
+        if expect.deadlines is not None:
+            running = sorted(d.name for d in self.sop.deadlines(case.id))
+            if running != sorted(expect.deadlines):
+                return differ("deadlines", sorted(expect.deadlines), running)
+        if expect.timers_fired is not None and list(outcome.timers_fired) != list(expect.timers_fired):
+            return differ("timers_fired", list(expect.timers_fired), list(outcome.timers_fired))
+        if expect.notifications is not None and not _notices_match(
+            expect.notifications, outcome.notifications
+        ):
+            wanted = [_notice_text(n) for n in expect.notifications]
+            return differ(
+                "notifications", wanted, [f"to {to}: {subject}" for to, subject in outcome.notifications]
+            )
+        return None
+
+
+def _notices_match(expected: Sequence[ExpectedNotice], sent: Sequence[tuple[str, str]]) -> bool:
+    """Whether each expected notification is one sent, one for one (order does not matter)."""
+    if len(expected) != len(sent):
+        return False
+    left = list(sent)
+    for notice in expected:
+        match = next(
+            (
+                i
+                for i, (to, subject) in enumerate(left)
+                if to == notice.to and (notice.subject_contains is None or notice.subject_contains in subject)
+            ),
+            None,
+        )
+        if match is None:
+            return False
+        left.pop(match)
+    return True
+
+
+def _notice_text(notice: ExpectedNotice) -> str:
+    words = f" containing `{notice.subject_contains}`" if notice.subject_contains else ""
+    return f"to {notice.to}{words}"
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def same(actual: Any, expected: Any) -> bool:
+    """JSON equality: true is not 1, 1 is 1.0, and mappings and lists compare item by item."""
+    if isinstance(actual, bool) or isinstance(expected, bool):
+        return type(actual) is type(expected) and actual == expected
+    if isinstance(actual, int | float) and isinstance(expected, int | float):
+        return actual == expected
+    if isinstance(actual, Mapping) and isinstance(expected, Mapping):
+        return actual.keys() == expected.keys() and all(same(actual[k], expected[k]) for k in actual)
+    if isinstance(actual, list | tuple) and isinstance(expected, list | tuple):
+        return len(actual) == len(expected) and all(same(a, e) for a, e in zip(actual, expected, strict=True))
+    return bool(actual == expected)
