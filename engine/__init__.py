@@ -30,7 +30,8 @@ from sopflow.engine.errors import (
 if TYPE_CHECKING:
     from sopflow.engine.audit import AuditRecord
     from sopflow.engine.definition.model import Definition, Org
-    from sopflow.engine.runtime import Case, Engine, Option, Result, VerifyReport
+    from sopflow.engine.runtime import Case, Engine, Option, Result
+    from sopflow.engine.verify import VerifyReport
 
 __all__ = [
     "AuditBroken",
@@ -60,7 +61,7 @@ _LAZY = {
     "Case": "sopflow.engine.runtime",
     "Option": "sopflow.engine.runtime",
     "Result": "sopflow.engine.runtime",
-    "VerifyReport": "sopflow.engine.runtime",
+    "VerifyReport": "sopflow.engine.verify",
     "AuditRecord": "sopflow.engine.audit",
     "Definition": "sopflow.engine.definition.model",
     "Org": "sopflow.engine.definition.model",

@@ -191,6 +191,14 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
     return fired
 
 
+def reassign_role(org: Org, state: State, actor: str, to_user: str) -> str | None:
+    """The role in which `actor` may give a case in `state` to `to_user` (the role its record names);
+    raises `Refused` when they may not. `audit verify` checks recorded reassignments with it."""
+    role = _owning_role(state)
+    _check_reassign(org, state, role, actor, to_user)
+    return _acting_as(org, actor, role)
+
+
 def _owning_role(state: State) -> str | None:
     if state.assign is not None and state.assign.kind != "from_data":
         return state.assign.value

@@ -8,22 +8,20 @@ transaction. Everything an embedder needs is a method here; the CLI is one such 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sopflow.engine import people
 from sopflow.engine.audit import (
     AuditRecord,
-    ChainBreak,
     canonical_json,
     iso,
     seal,
     sealed,
     utc_now,
-    verify_chain,
 )
 from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
 from sopflow.engine.compile import CompiledDefinition
@@ -53,6 +51,10 @@ from sopflow.engine.store import (
     Write,
 )
 from sopflow.engine.timers import on_entry
+from sopflow.engine.verify import VerifyReport, verify
+
+if TYPE_CHECKING:
+    from sopflow.engine.anchor import Anchor
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
 MAX_DATA_BYTES = 256 * 1024
@@ -154,24 +156,6 @@ class DeadlineStatus:
             "seconds_left": round(self.left(now)),
             "overdue": self.left(now) < 0,
         }
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyFinding:
-    case_id: int
-    seq: int
-    problem: str
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    cases: int
-    records: int
-    findings: tuple[VerifyFinding, ...] = field(default_factory=tuple)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
 
 
 class Engine:
@@ -776,55 +760,22 @@ class Engine:
     # -- verifying ---------------------------------------------------------------------------------
 
     def verify(
-        self, case_id: int | None = None, *, progress: Callable[[int], None] | None = None
+        self,
+        case_id: int | None = None,
+        *,
+        progress: Callable[[int], None] | None = None,
+        anchors: Sequence[Anchor] = (),
     ) -> VerifyReport:
-        """Recompute every hash chain (or one case's), replay the accepted steps through the definition
-        and compare with the stored case; report the first broken record of each case."""
-        ids: Iterator[int] = iter([case_id]) if case_id is not None else self.store.iter_case_ids()
-        findings: list[VerifyFinding] = []
-        cases = records = 0
-        for cid in ids:
-            row = self.store.case(cid)
-            history = self.store.history(cid)
-            cases += 1
-            records += len(history)
-            broken = verify_chain(cid, history, row.last_hash) or self._replay(row, history)
-            if broken is not None:
-                findings.append(VerifyFinding(broken.case_id, broken.seq, broken.problem))
-            if progress is not None:
-                progress(cases)
-        return VerifyReport(cases, records, tuple(findings))
+        """Check the definitions and orgs against their content hashes, every hash chain (or one case's),
+        every accepted step against the rules in force when it was taken, the case rows against their
+        replay, and the trail against `anchors` (`engine.verify`)."""
+        return verify(self, case_id, progress=progress, anchors=anchors)
 
-    def _replay(self, row: CaseRow, history: Sequence[AuditRecord]) -> ChainBreak | None:
-        """Fold the accepted records: each must be a move the definition allows, and together they must
-        give the stored state and data."""
-        compiled = self.compiled(row.definition_id, row.definition_version)
-        definition = compiled.definition
-        state: str | None = None
-        data: dict[str, Any] = {}
-        for rec in history:
-            if rec.outcome != "accepted":
-                continue
-            if rec.from_state != state:
-                return ChainBreak(
-                    row.id, rec.seq, f"it starts from `{rec.from_state}`, the case was in `{state}`"
-                )
-            if rec.to_state is None or rec.to_state not in definition.states:
-                return ChainBreak(row.id, rec.seq, f"it moves to unknown state `{rec.to_state}`")
-            if state is not None and rec.to_state != state:
-                routes = rec.detail.get("routes", [])
-                first = routes[0]["choice"] if routes else rec.to_state
-                source = definition.states[state]
-                if first not in source.targets():
-                    return ChainBreak(row.id, rec.seq, f"`{state}` has no way to `{first}`")
-            for name, change in rec.data_change.items():
-                data[name] = change[1]
-            state = rec.to_state
-        if state != row.state:
-            return ChainBreak(row.id, len(history), f"replay ends in `{state}`, the case is in `{row.state}`")
-        if canonical_json(data) != canonical_json(row.data):
-            return ChainBreak(row.id, len(history), "replayed data differs from the stored data")
-        return None
+    def anchor(self, key: bytes, *, previous: Anchor | None = None) -> Anchor:
+        """A keyed snapshot of every case's chain head, to keep outside the database (`engine.anchor`)."""
+        from sopflow.engine.anchor import make
+
+        return make(self, key, previous=previous)
 
 
 def _check_size(value: Mapping[str, Any]) -> None:

@@ -287,6 +287,9 @@ def _enter(
         detail["routes"] = routes
     final = definition.states[entered[-1]]
     assignee = _assignee(final, data, people)
+    if final.assign is not None and final.assign.kind == "least_loaded":
+        # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
+        detail["assignee"] = assignee
     change = {
         k: [snapshot.data.get(k), data[k]]
         for k in sorted(data)

@@ -264,4 +264,4 @@ def test_a_forged_state_fails_replay(engine: Engine) -> None:
     with engine.store.engine.begin() as conn:
         conn.execute(text(f"UPDATE cases SET state = 'paid' WHERE id = {case_id}"))
     (finding,) = engine.verify(case_id).findings
-    assert "replay ends in `draft`" in finding.problem
+    assert "the case's state is `paid`, its records give `draft`" in finding.problem

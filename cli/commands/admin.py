@@ -1,15 +1,15 @@
-"""Commands for administrators: db upgrade, audit verify, demo."""
+"""Commands for administrators: db upgrade, tick, worker, demo; `audit` lives in `audit.py`."""
 
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
+from sopflow.cli.commands.audit import audit
 from sopflow.cli.main import emit, settings
-from sopflow.cli.params import CASE, TIME
+from sopflow.cli.params import TIME
 
 
 @click.group()
@@ -34,57 +34,6 @@ def db_upgrade() -> None:
         click.echo(f"the schema is up to date (revision {after})")
     else:
         click.echo(f"schema upgraded from {before or 'nothing'} to revision {after}")
-
-
-@click.group()
-def audit() -> None:
-    """The tamper-evident audit trail."""
-
-
-@audit.command("verify")
-@click.argument("case", type=CASE, required=False)
-@click.option("--all", "all_cases", is_flag=True, help="Verify every case.")
-def audit_verify(case: int | None, all_cases: bool) -> None:
-    """Recompute each case's hash chain, replay its steps through the definition, and compare with the
-    stored case. Names the first broken record of each case; exit 1 when anything is off."""
-    from sopflow.engine.errors import UsageError
-
-    if (case is None) == (not all_cases):
-        raise UsageError("give a CASE number or --all", hint="sopflow audit verify --all")
-    engine = settings().engine()
-    show_progress = sys.stderr.isatty() and not settings().json
-
-    def progress(done: int) -> None:
-        if show_progress and done % 100 == 0:
-            click.echo(f"\rverified {done} cases…", err=True, nl=False)
-
-    report = engine.verify(case, progress=progress)
-    if show_progress:
-        click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
-    if settings().json:
-        emit(
-            {
-                "ok": report.ok,
-                "cases": report.cases,
-                "records": report.records,
-                "findings": [
-                    {"case": f.case_id, "seq": f.seq, "problem": f.problem} for f in report.findings
-                ],
-            }
-        )
-    else:
-        for f in report.findings:
-            click.echo(f"case {f.case_id}, record {f.seq}: {f.problem}", err=True)
-        verdict = "intact" if report.ok else f"BROKEN in {len(report.findings)} case(s)"
-        click.echo(f"audit trail {verdict}: {report.cases} case(s), {report.records} record(s) checked")
-        if not report.ok:
-            click.echo(
-                "  hint: records were changed or removed outside sopflow: keep this database as evidence "
-                "and compare it with a backup",
-                err=True,
-            )
-    if not report.ok:
-        raise click.exceptions.Exit(1)
 
 
 def _worker(webhook: str | None, lease: int, name: str | None) -> Any:

@@ -789,6 +789,51 @@ class Store:
             )
             return [TimerRow(**r._mapping) for r in rows]
 
+    # -- reads for `audit verify` and anchors -------------------------------------------------------
+
+    def org_history(self) -> list[tuple[int, OrgRow]]:
+        """Every org ever deployed, as (row id, row), in deployment order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(
+                    orgs.c.id, orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file,
+                    orgs.c.deployed_at,
+                ).order_by(orgs.c.id)
+            )  # fmt: skip
+            return [
+                (int(r.id), OrgRow(r.org_id, r.content_hash, r.source_text, r.file, r.deployed_at))
+                for r in rows
+            ]
+
+    def delegation_log(self) -> list[DelegationRow]:
+        """Every grant and revocation, oldest first."""
+        with self._read() as conn:
+            return [_delegation_row(r) for r in conn.execute(select(delegations).order_by(delegations.c.id))]
+
+    def audit_heads(self) -> list[tuple[int, int, str]]:
+        """(case id, seq, hash) of the last audit record of every case that has one, by case id: read from
+        the trail itself, not from the case rows, in one transaction."""
+        last = (
+            select(audit.c.case_id, func.max(audit.c.seq).label("seq")).group_by(audit.c.case_id).subquery()
+        )
+        query = (
+            select(audit.c.case_id, audit.c.seq, audit.c.hash)
+            .join(last, and_(audit.c.case_id == last.c.case_id, audit.c.seq == last.c.seq))
+            .order_by(audit.c.case_id)
+        )
+        with self._read() as conn, conn.begin():
+            return [(int(r.case_id), int(r.seq), str(r.hash)) for r in conn.execute(query)]
+
+    def cases_without_row(self) -> list[int]:
+        """Ids of cases that have audit records but no case row (a deleted case row)."""
+        query = (
+            select(audit.c.case_id)
+            .where(audit.c.seq == 1, audit.c.case_id.not_in(select(cases.c.id)))
+            .order_by(audit.c.case_id)
+        )
+        with self._read() as conn:
+            return [int(r) for r in conn.execute(query).scalars()]
+
     def _record(self, conn: Connection, case_id: int, seq: int) -> AuditRecord:
         row = conn.execute(select(audit).where(audit.c.case_id == case_id, audit.c.seq == seq)).one()
         return _audit_record(row)

@@ -1,0 +1,178 @@
+"""`sopflow audit`: verify the tamper-evident audit trail, and write anchors of it to keep elsewhere."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from sopflow.cli.main import emit, settings
+from sopflow.cli.params import CASE
+
+if TYPE_CHECKING:
+    from sopflow.engine.anchor import Anchor
+    from sopflow.engine.verify import VerifyFinding
+
+_key_file = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SOPFLOW_ANCHOR_KEY_FILE",
+    help="The anchor key: a file of at least 32 bytes kept away from the database (env "
+    "SOPFLOW_ANCHOR_KEY_FILE).",
+)
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.argument("case", type=CASE, required=False)
+@click.option("--all", "all_cases", is_flag=True, help="Verify every case.")
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also prove that the trail only grew since this anchor was written (repeatable).",
+)
+@click.option(
+    "--anchors",
+    "anchor_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Check the series of anchors in this folder (none missing, each chained onto the one before) "
+    "and the trail against every one of them.",
+)
+@_key_file
+def audit_verify(
+    case: int | None,
+    all_cases: bool,
+    anchor_files: tuple[Path, ...],
+    anchor_dir: Path | None,
+    key_file: Path | None,
+) -> None:
+    """Check the stored definitions and orgs against their content hashes, recompute each case's hash
+    chain, decide every accepted step again under the definition, org and delegations in force when it
+    was taken, and compare the case with its replay. With anchors, also prove that no case was deleted,
+    cut short or rewritten since they were written. Names the first broken record of each case; exit 1
+    when anything is off."""
+    from sopflow.engine import anchor as anchors_module
+    from sopflow.engine.errors import UsageError
+
+    anchored = bool(anchor_files or anchor_dir)
+    if case is not None and all_cases:
+        raise UsageError("give a CASE number or --all, not both", hint="sopflow audit verify --all")
+    if case is None and not all_cases and not anchored:
+        raise UsageError("give a CASE number or --all", hint="sopflow audit verify --all")
+    anchors: list[Anchor] = []
+    findings: list[VerifyFinding] = []
+    if anchored:
+        key = anchors_module.load_key(key_file)
+        anchors += [anchors_module.read(path, key) for path in anchor_files]
+        if anchor_dir is not None:
+            series, problems = anchors_module.read_series(anchor_dir, key)
+            anchors += series
+            findings += problems
+    engine = settings().engine()
+    show_progress = sys.stderr.isatty() and not settings().json
+
+    def progress(done: int) -> None:
+        if show_progress and done % 100 == 0:
+            click.echo(f"\rverified {done} cases…", err=True, nl=False)
+
+    report = engine.verify(case, progress=progress, anchors=anchors)
+    if show_progress:
+        click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
+    findings = [*findings, *report.findings]
+    if settings().json:
+        emit(
+            {
+                "ok": not findings,
+                "cases": report.cases,
+                "records": report.records,
+                "anchors": report.anchors,
+                "findings": [f.as_dict() for f in findings],
+            }
+        )
+    else:
+        for f in findings:
+            click.echo(f"{f.where}: {f.problem}", err=True)
+        verdict = "intact" if not findings else f"BROKEN ({len(findings)} finding(s))"
+        against = ""
+        if anchors:
+            newest = max(anchors, key=lambda a: a.created_at)
+            against = f", against {len(anchors)} anchor(s), the newest of {newest.created_at}"
+        click.echo(
+            f"audit trail {verdict}: {report.cases} case(s), {report.records} record(s) checked{against}"
+        )
+        if findings:
+            click.echo(
+                "  hint: records were changed or removed outside sopflow: keep this database as evidence "
+                "and compare it with a backup",
+                err=True,
+            )
+    if findings:
+        raise click.exceptions.Exit(1)
+
+
+@audit.command("anchor")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the anchor to this new file (default: print it).",
+)
+@click.option(
+    "--after",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Chain the anchor onto this earlier one (its number follows, it names its digest).",
+)
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the next anchor of the series in this folder (anchor-NNNNNN.json), chained onto its newest.",
+)
+@_key_file
+def audit_anchor(out: Path | None, after: Path | None, folder: Path | None, key_file: Path | None) -> None:
+    """Write the trail's current heads (every case's last record number and hash, one Merkle root over
+    them, every deployed definition and org) as a keyed document to keep outside the database: a
+    write-once bucket, another host, a printout. `audit verify --anchor` proves against it later."""
+    from sopflow.engine import anchor as anchors_module
+    from sopflow.engine.errors import UsageError
+
+    if folder is not None and (out is not None or after is not None):
+        raise UsageError(
+            "--dir chooses the file and the anchor before it by itself",
+            hint="give --dir alone, or --out (and --after)",
+        )
+    key = anchors_module.load_key(key_file)
+    engine = settings().engine()
+    path: Path | None = out
+    if folder is not None:
+        anchor, path = anchors_module.write_next(engine, folder, key)
+    else:
+        previous = anchors_module.read(after, key) if after is not None else None
+        anchor = engine.anchor(key, previous=previous)
+        if out is not None:
+            anchors_module.write(anchor, out)
+    if out is None and folder is None:
+        click.echo(anchor.text(), nl=False)
+        return
+    if settings().json:
+        emit(
+            {
+                "file": str(path),
+                "number": anchor.number,
+                "cases": len(anchor.cases),
+                "merkle_root": anchor.merkle_root,
+                "created_at": anchor.created_at,
+            }
+        )
+        return
+    click.echo(
+        f"anchor {anchor.number} written to {path}: {len(anchor.cases)} case(s), "
+        f"Merkle root {anchor.merkle_root[:16]}…, at {anchor.created_at}"
+    )

@@ -1,0 +1,580 @@
+"""`audit verify`: prove that the database still says what its audit trail says.
+
+Four things are checked, and each finding names the record (or the definition, org or anchor) at fault:
+
+1. every stored definition and org equals its content hash (its source text, parsed, hashes to it), and
+   every audit record was written under the definition its case runs on;
+2. every case's chain is whole (`engine.audit.verify_chain`);
+3. every accepted step was allowed: it is decided again (`engine.step`) with the definition of the case,
+   the org in force when it was taken and the delegations running then, and must give the record's
+   move, role, data change and detail; the case row's derived columns (state, data, starter, submitter,
+   assignee, version, the visit's start, its times) must equal what the replay ends with;
+4. against anchors (`engine.anchor`) written earlier and kept outside the database: every anchored case
+   still exists, holds at least the anchored records, and its anchored head has the anchored hash.
+
+Nothing here writes: verification only reads the store, and builds from the stored texts the definitions
+and orgs it replays with (it does not trust the engine's caches, filled before a possible tamper).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import APPROVE, REJECT, SYSTEM, Definition, Org
+from sopflow.engine.errors import SopflowError
+from sopflow.engine.step import (
+    SYSTEM_ACTOR,
+    Actor,
+    People,
+    Refused,
+    Snapshot,
+    Step,
+    actor_from_org,
+    start_step,
+    take_step,
+)
+from sopflow.engine.store import CaseRow, DelegationRow, StoredVote
+
+if TYPE_CHECKING:
+    from sopflow.engine.anchor import Anchor
+    from sopflow.engine.runtime import Engine
+
+NO_CHANGE_SYSTEM_EVENTS = frozenset({"deadline_breached", "escalate"})
+"""Records the worker appends without changing the case (a breach noted, an escalation notice)."""
+
+_SOME_MEMBER = "\x00"
+"""Prefix of the replayed assignee of an old record that did not record whom the load picked."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyFinding:
+    """One thing found wrong: in a case (its id and the record), or elsewhere (`subject` names it)."""
+
+    case_id: int | None
+    seq: int | None
+    problem: str
+    subject: str | None = None
+
+    @property
+    def where(self) -> str:
+        if self.case_id is None:
+            return self.subject or "the database"
+        return f"case {self.case_id}, record {self.seq}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"case": self.case_id, "seq": self.seq, "subject": self.subject, "problem": self.problem}
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    cases: int
+    records: int
+    findings: tuple[VerifyFinding, ...] = field(default_factory=tuple)
+    anchors: int = 0
+    """How many anchors the trail was checked against."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def verify(
+    engine: Engine,
+    case_id: int | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+    anchors: Sequence[Anchor] = (),
+) -> VerifyReport:
+    """Verify one case or every case (see the module); `anchors` are checked and already trusted (their
+    signatures and their series were verified by `engine.anchor`)."""
+    checker = _Checker(engine)
+    findings = checker.registry(anchors)
+    anchored = _anchored_heads(anchors)
+    ids: Iterator[int] = iter([case_id]) if case_id is not None else engine.store.iter_case_ids()
+    cases = records = 0
+    for cid in ids:
+        row = engine.store.case(cid)
+        history = engine.store.history(cid)
+        cases += 1
+        records += len(history)
+        found = (
+            _chain(row, history)
+            or _against_anchors(cid, history, anchored.pop(cid, []))
+            or checker.replay(row, history)
+        )
+        if found is not None:
+            findings.append(found)
+        if progress is not None:
+            progress(cases)
+    if case_id is None:
+        for orphan in engine.store.cases_without_row():
+            anchored.pop(orphan, None)
+            findings.append(
+                VerifyFinding(orphan, 1, "the case row is gone but its audit records remain (it was deleted)")
+            )
+        for cid, points in sorted(anchored.items()):
+            seq, _hash, label = max(points)
+            findings.append(
+                VerifyFinding(
+                    cid, seq, f"the case is gone: {label} holds it with {seq} record(s) (it was deleted)"
+                )
+            )
+    return VerifyReport(cases, records, tuple(findings), len(anchors))
+
+
+def _chain(row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
+    broken = verify_chain(row.id, history, row.last_hash)
+    if broken is None and row.audit_seq != len(history):
+        return VerifyFinding(
+            row.id, len(history), f"the case row says {row.audit_seq} records, the trail holds {len(history)}"
+        )
+    return None if broken is None else VerifyFinding(broken.case_id, broken.seq, broken.problem)
+
+
+def _anchored_heads(anchors: Sequence[Anchor]) -> dict[int, list[tuple[int, str, str]]]:
+    """Case id → every (seq, hash, anchor label) the anchors hold for it."""
+    found: dict[int, list[tuple[int, str, str]]] = {}
+    for anchor in anchors:
+        for cid, seq, digest in anchor.cases:
+            found.setdefault(cid, []).append((seq, digest, anchor.label))
+    return found
+
+
+def _against_anchors(
+    case_id: int, history: Sequence[AuditRecord], points: Sequence[tuple[int, str, str]]
+) -> VerifyFinding | None:
+    """The first anchored head the trail no longer holds as anchored, oldest head first."""
+    previous = 0
+    for seq, digest, label in sorted(points):
+        if seq > len(history):
+            return VerifyFinding(
+                case_id,
+                len(history) + 1,
+                f"records {len(history) + 1} to {seq} are gone: {label} holds {seq} record(s) "
+                "(the tail was cut)",
+            )
+        if history[seq - 1].hash != digest:
+            span = f"record {seq}" if seq - previous == 1 else f"one of records {previous + 1} to {seq}"
+            return VerifyFinding(
+                case_id,
+                seq,
+                f"its hash is not the one {label} holds: {span} was rewritten "
+                "and the hashes after it recomputed",
+            )
+        previous = seq
+    return None
+
+
+@dataclass(slots=True)
+class _Replay:
+    """A case as its records, replayed so far, say it is."""
+
+    state: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    starter: str | None = None
+    assignee: str | None = None
+    submitter: str | None = None
+    version: int = 0
+    entered_seq: int = 0
+    entered_at: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    votes: list[tuple[int, StoredVote]] = field(default_factory=list)
+
+    def snapshot(self) -> Snapshot:
+        from sopflow.engine.casework import votes_of
+
+        current = votes_of(v for seq, v in self.votes if seq > self.entered_seq)
+        return Snapshot(
+            self.state or "", self.data, self.starter or "", self.assignee, self.submitter, current
+        )
+
+
+class _Checker:
+    """What verification needs of the registry: definitions and orgs built from their stored texts, which
+    org and which delegations were in force at a moment."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._definitions: dict[tuple[str, int], CompiledDefinition | str] = {}
+        self._orgs: list[tuple[int, datetime, Org | None]] = []
+        self._log: list[DelegationRow] = []
+        self._revoked: dict[int, datetime] = {}
+
+    # -- definitions and orgs ----------------------------------------------------------------------
+
+    def registry(self, anchors: Sequence[Anchor]) -> list[VerifyFinding]:
+        """Findings about the stored definitions and orgs: each must equal its content hash, and every
+        definition and org an anchor holds must still be stored as it held it."""
+        from sopflow.engine.definition.build import build_definition, build_org, content_hash
+        from sopflow.engine.definition.loader import parse_yaml
+
+        store = self.engine.store
+        findings: list[VerifyFinding] = []
+        stored: dict[str, str] = {}
+        for row in store.definitions():
+            key = f"{row.definition_id}@{row.version}"
+            stored[key] = row.content_hash
+            subject = f"definition {key}"
+            try:
+                doc = parse_yaml(row.source_text, row.file)
+                actual = content_hash(doc.data)
+                if actual != row.content_hash:
+                    raise _Tampered(
+                        f"its source text hashes to {actual[:12]}…, not its content hash "
+                        f"{row.content_hash[:12]}…: the text was rewritten after it was deployed"
+                    )
+                definition = build_definition(doc)
+                if (definition.id, definition.version) != (row.definition_id, row.version):
+                    raise _Tampered(f"its source text is {definition.key}, not {key}")
+                self._definitions[(row.definition_id, row.version)] = self._compiled(definition)
+            except Exception as exc:  # a rewritten text may break the builder anywhere: it is a finding
+                problem = _problem(exc)
+                self._definitions[(row.definition_id, row.version)] = f"{subject} is not intact"
+                findings.append(VerifyFinding(None, None, problem, subject))
+        hashes: list[str] = []
+        for row_id, deployed in store.org_history():
+            hashes.append(deployed.content_hash)
+            org: Org | None = None
+            subject = f"org {deployed.org_id} (deployment {row_id})"
+            try:
+                doc = parse_yaml(deployed.source_text, deployed.file)
+                actual = content_hash(doc.data)
+                if actual != deployed.content_hash:
+                    raise _Tampered(
+                        f"its source text hashes to {actual[:12]}…, not its content hash "
+                        f"{deployed.content_hash[:12]}…: the text was rewritten after it was deployed"
+                    )
+                org = build_org(doc)
+            except Exception as exc:  # a rewritten text may break the builder anywhere: it is a finding
+                problem = _problem(exc)
+                findings.append(VerifyFinding(None, None, problem, subject))
+            self._orgs.append((row_id, deployed.deployed_at, org))
+        self._log = store.delegation_log()
+        for entry in self._log:
+            if entry.kind == "revoke" and entry.revokes is not None:
+                self._revoked.setdefault(entry.revokes, entry.created_at)
+        for anchor in anchors:
+            findings += _registry_against(anchor, stored, hashes)
+        return findings
+
+    def _compiled(self, definition: Definition) -> CompiledDefinition:
+        """The engine's compiled definition when it is this one (same content), else a new one."""
+        try:
+            cached = self.engine.compiled(definition.id, definition.version)
+        except SopflowError:
+            cached = None
+        if cached is not None and cached.definition.content_hash == definition.content_hash:
+            return cached
+        return CompiledDefinition(definition)
+
+    def orgs_at(self, at: datetime) -> list[Org | None]:
+        """The orgs that may have been in force at `at`: the last deployed at or before it, and, when
+        deployments share that very time, the ones before them too (which came first is unknowable)."""
+        if not self._orgs:
+            return []
+        last = 0
+        for i, (_id, deployed, _org) in enumerate(self._orgs):
+            if deployed <= at:
+                last = i
+        found = [self._orgs[last][2]]
+        while last > 0 and self._orgs[last][1] == at:
+            last -= 1
+            found.append(self._orgs[last][2])
+        return found
+
+    def actor(self, org: Org, user: str, at: datetime) -> Actor:
+        """`user` as `org` knew them at `at`, with the roles the delegations running then handed them."""
+        revoked = self._revoked
+        delegated: dict[str, str] = {}
+        for grant in reversed(self._log):  # newest first, as the step read them
+            if grant.kind != "grant" or grant.delegate != user or grant.created_at > at:
+                continue
+            # Revoked strictly before the step: a revocation at the same instant may have come after it.
+            if grant.id in revoked and revoked[grant.id] < at:
+                continue
+            if grant.starts_at <= at < grant.ends_at and grant.delegator in org.users:
+                held = org.users[grant.delegator].roles
+                for role in grant.roles or held:
+                    if role in held:
+                        delegated.setdefault(role, grant.delegator)
+        return actor_from_org(org, user, delegated)
+
+    # -- a case ------------------------------------------------------------------------------------
+
+    def replay(self, row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
+        compiled = self._definitions.get((row.definition_id, row.definition_version))
+        key = f"{row.definition_id}@{row.definition_version}"
+        if compiled is None:
+            return VerifyFinding(row.id, 1, f"its definition {key} is not deployed")
+        if isinstance(compiled, str):
+            return VerifyFinding(row.id, 1, f"it cannot be replayed: {compiled}")
+        definition = compiled.definition
+        replay = _Replay()
+        for rec in history:
+            if rec.definition_hash != definition.content_hash:
+                return VerifyFinding(
+                    row.id,
+                    rec.seq,
+                    f"it was written under definition {rec.definition_hash[:12]}…, but the case runs on "
+                    f"{key} ({definition.content_hash[:12]}…)",
+                )
+            if rec.outcome != "accepted":
+                if rec.seq == 1 or rec.from_state != replay.state:
+                    return VerifyFinding(
+                        row.id,
+                        rec.seq,
+                        f"it was refused in `{rec.from_state}`, the case was in `{replay.state}`",
+                    )
+                continue
+            problem = self._apply(compiled, replay, rec)
+            if problem is not None:
+                return VerifyFinding(row.id, rec.seq, problem)
+        return _compare(row, definition, replay, history, self.orgs_at(row.updated_at))
+
+    def _apply(self, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord) -> str | None:
+        """Decide the accepted record's step again and fold it into `replay`; what is wrong, or None."""
+        if (rec.seq == 1) != (rec.event == "start") or (rec.seq == 1 and rec.from_state is not None):
+            return "a case's first record, and only it, is its start"
+        if rec.seq > 1 and rec.from_state != replay.state:
+            return f"it starts from `{rec.from_state}`, the case was in `{replay.state}`"
+        at = _moment(rec.at)
+        if at is None:
+            return f"its time `{rec.at}` is not a time"
+        if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
+            return _system_note(compiled.definition, replay, rec)
+        orgs = self.orgs_at(at)
+        if not orgs:
+            return "no org was deployed when it was taken"
+        why = "the org in force then is not intact"
+        for org in orgs:
+            if org is None:
+                continue
+            decided = self._decide(compiled, replay, rec, org, at)
+            if isinstance(decided, str):
+                why = decided
+                continue
+            step, assignee = decided
+            if step is not None:
+                mismatch = _differs(step, rec)
+            elif rec.to_state != replay.state:
+                mismatch = f"a reassignment moves the case to `{rec.to_state}`"
+            else:
+                mismatch = None
+            if mismatch is not None:
+                why = mismatch
+                continue
+            _fold(replay, rec, step, assignee, org)
+            return None
+        return why
+
+    def _decide(
+        self, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord, org: Org, at: datetime
+    ) -> tuple[Step | None, str | None] | str:
+        """The step the rules give for `rec` under `org` and the assignee after it (a reassignment has
+        no `Step`); or why the rules refuse it."""
+        from sopflow.engine import people as people_module
+
+        def least_loaded(role: str) -> str | None:
+            members = org.members(role)
+            recorded = rec.detail.get("assignee", _SOME_MEMBER)
+            if recorded in members or (recorded is None and not members):
+                return str(recorded) if recorded is not None else None
+            return _SOME_MEMBER + role if "assignee" not in rec.detail else "\x00not a member"
+
+        people = People(org, least_loaded)
+        try:
+            if rec.actor == SYSTEM:
+                person = SYSTEM_ACTOR
+                problem = _system_cause(compiled.definition, replay, rec, org)
+                if problem is not None:
+                    return problem
+                if rec.event == "reassign":
+                    return None, rec.detail.get("to")
+            else:
+                person = self.actor(org, rec.actor, at)
+            if rec.event == "start":
+                data = {name: change[1] for name, change in rec.data_change.items()}
+                step = start_step(compiled, person, data, people)
+                return step, step.assignee
+            if rec.event == "reassign" and person.id != SYSTEM:
+                to = rec.detail.get("to")
+                if not isinstance(to, str) or to not in org.users:
+                    return f"it reassigns to `{to}`, who is not in the org in force then"
+                state = compiled.definition.states[replay.state or ""]
+                role = people_module.reassign_role(org, state, person.id, to)
+                if role != rec.role:
+                    return f"it names the role `{rec.role}`, the reassignment was {rec.actor}'s as `{role}`"
+                return None, to
+            step = take_step(compiled, replay.snapshot(), person, rec.event, rec.payload, people)
+        except Refused as refused:
+            return f"it was not allowed: {refused.error.message}"
+        except SopflowError as exc:
+            return f"it was not allowed: {exc.message}"
+        return step, step.assignee
+
+
+class _Tampered(Exception):
+    pass
+
+
+def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> str | None:
+    """A breach or escalation notice: it changes nothing, and names a deadline of the definition."""
+    name = rec.detail.get("deadline")
+    if not any(d.name == name for d in definition.deadlines):
+        return f"it notes deadline `{name}`, which the definition does not have"
+    if rec.to_state != replay.state:
+        return f"a {rec.event} record moves the case to `{rec.to_state}`"
+    return None
+
+
+def _system_cause(definition: Definition, replay: _Replay, rec: AuditRecord, org: Org) -> str | None:
+    """The system acts only for a timer: a state's timeout, or an escalation rung of a deadline."""
+    state = definition.states.get(replay.state or "")
+    if rec.detail.get("timer") == "timeout":
+        if state is None or state.timeout is None or state.timeout.fire != rec.event:
+            return f"the system fired `{rec.event}` for a timeout that `{replay.state}` does not have"
+        return None
+    deadline = next((d for d in definition.deadlines if d.name == rec.detail.get("deadline")), None)
+    rung_number = rec.detail.get("rung")
+    if deadline is None or not isinstance(rung_number, int) or not 1 <= rung_number <= len(deadline.escalate):
+        return f"the system fired `{rec.event}` without a timer of the definition that fires it"
+    rung = deadline.escalate[rung_number - 1]
+    if rec.event == "reassign":
+        to = rec.detail.get("to")
+        if rung.action != "reassign" or (to is not None and to not in org.members(rung.target)):
+            return f"the system reassigned to `{to}`, which rung {rung_number} of `{deadline.name}` does not"
+        return None
+    if rung.action != "fire" or rung.target != rec.event:
+        return f"the system fired `{rec.event}`, which rung {rung_number} of `{deadline.name}` does not"
+    return None
+
+
+def _differs(step: Step, rec: AuditRecord) -> str | None:
+    """How the record differs from the step the rules give, or None."""
+    if step.to_state != rec.to_state:
+        return f"it moves to `{rec.to_state}`, the rules give `{step.to_state}`"
+    # A start's record names the role only (the runtime never records whom a starter acted for).
+    behalf = None if step.event == "start" else step.on_behalf_of
+    if (step.role, behalf) != (rec.role, rec.on_behalf_of):
+        said = rec.role + (f" for {rec.on_behalf_of}" if rec.on_behalf_of else "") if rec.role else "no role"
+        given = step.role + (f" for {behalf}" if behalf else "") if step.role else "none"
+        return f"it says {rec.actor} acted as {said}, the rules give {given}"
+    if canonical_json(step.data_change) != canonical_json(dict(rec.data_change)):
+        return "its data change is not the one the rules give"
+    for name, value in step.detail.items():
+        if name == "assignee" and name not in rec.detail:
+            continue  # written before the load's pick was recorded: `_compare` checks the role instead
+        if canonical_json(value) != canonical_json(rec.detail.get(name)):
+            return f"its `{name}` is not the one the rules give"
+    return None
+
+
+def _fold(replay: _Replay, rec: AuditRecord, step: Step | None, assignee: str | None, org: Org) -> None:
+    """`replay` after the accepted step `rec` (a reassignment when `step` is None)."""
+    if step is not None and (step.moved or rec.event == "start"):
+        replay.submitter = rec.actor
+        replay.entered_seq = rec.seq
+        replay.entered_at = rec.at
+    if rec.seq == 1:
+        replay.starter = rec.actor
+        replay.created_at = rec.at
+    if step is not None:
+        replay.state = step.to_state
+        replay.data = step.data
+        if rec.event in (APPROVE, REJECT):
+            replay.votes.append((rec.seq, StoredVote(rec.actor, rec.role, rec.event, rec.on_behalf_of)))
+    replay.assignee = assignee
+    replay.version += 1
+    replay.updated_at = rec.at
+
+
+def _compare(
+    row: CaseRow,
+    definition: Definition,
+    replay: _Replay,
+    history: Sequence[AuditRecord],
+    orgs: Sequence[Org | None],
+) -> VerifyFinding | None:
+    """The first column of the case row that its replay does not give."""
+    seq = len(history)
+    state = definition.states.get(replay.state or "")
+    expected: list[tuple[str, Any, Any]] = [
+        ("state", row.state, replay.state),
+        ("open", row.open, state is not None and not state.final),
+        ("data", canonical_json(row.data), canonical_json(replay.data)),
+        ("starter", row.starter, replay.starter),
+        ("submitter", row.submitter, replay.submitter),
+        ("version", row.version, replay.version),
+        ("entered_seq", row.entered_seq, replay.entered_seq),
+        ("entered_at", iso(row.entered_at), replay.entered_at),
+        ("created_at", iso(row.created_at), replay.created_at),
+        ("updated_at", iso(row.updated_at), replay.updated_at),
+    ]
+    for column, stored, replayed in expected:
+        if stored != replayed:
+            return VerifyFinding(
+                row.id, seq, f"the case's {column} is {_shown(stored)}, its records give {_shown(replayed)}"
+            )
+    if replay.assignee is not None and replay.assignee.startswith(_SOME_MEMBER):
+        role = replay.assignee[len(_SOME_MEMBER) :]
+        if not any(org is not None and row.assignee in org.members(role) for org in orgs):
+            return VerifyFinding(row.id, seq, f"the case's assignee {row.assignee} does not hold {role}")
+    elif row.assignee != replay.assignee:
+        return VerifyFinding(
+            row.id,
+            seq,
+            f"the case's assignee is {_shown(row.assignee)}, its records give {_shown(replay.assignee)}",
+        )
+    return None
+
+
+def _registry_against(anchor: Anchor, stored: Mapping[str, str], orgs: Sequence[str]) -> list[VerifyFinding]:
+    found: list[VerifyFinding] = []
+    for key, digest in sorted(anchor.definitions.items()):
+        if key not in stored:
+            found.append(
+                VerifyFinding(None, None, f"it is gone: {anchor.label} holds it", f"definition {key}")
+            )
+        elif stored[key] != digest:
+            found.append(
+                VerifyFinding(
+                    None, None, f"its content hash is not the one {anchor.label} holds", f"definition {key}"
+                )
+            )
+    for i, digest in enumerate(anchor.orgs):
+        if i >= len(orgs) or orgs[i] != digest:
+            found.append(
+                VerifyFinding(
+                    None,
+                    None,
+                    f"it is not the org {anchor.label} holds as deployment {i + 1} (deleted or rewritten)",
+                    f"org deployment {i + 1}",
+                )
+            )
+            break
+    return found
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, SopflowError):
+        return exc.message
+    if isinstance(exc, _Tampered):
+        return str(exc)
+    return f"its source text cannot be read back ({type(exc).__name__}: {exc})"
+
+
+def _moment(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else f"`{value}`"
