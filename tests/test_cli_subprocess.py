@@ -168,10 +168,12 @@ def test_a_reader_that_goes_away_is_not_an_error() -> None:
 def test_a_database_that_is_not_at_this_schema_is_a_configuration_error(tmp_path: Path) -> None:
     import sqlite3
 
+    from sopflow.engine.store.database import SCHEMA_REVISION
+
     path = tmp_path / "old.db"
     with sqlite3.connect(path) as conn:
         conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
-        conn.execute("INSERT INTO alembic_version VALUES ('0001')")
+        conn.execute("INSERT INTO alembic_version VALUES (?)", (SCHEMA_REVISION,))
     done = sopflow("--db", f"sqlite:///{path}", "list")
     no_traceback(done)
     assert done.returncode == 2
