@@ -22,8 +22,8 @@ OFFICE = WorkingCalendar(
 HOUR = 3600
 
 
-def local(*args: int) -> datetime:
-    return datetime(*args, tzinfo=SHANGHAI)  # type: ignore[misc]
+def local(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=SHANGHAI)
 
 
 def due(start: datetime, seconds: int, calendar: WorkingCalendar = OFFICE) -> datetime:
