@@ -133,7 +133,7 @@ def test_an_org_that_gives_someone_a_role_is_named(engine: Engine) -> None:
         ("assignee", "'root'"),
         ("version", "7"),
         ("entered_seq", "1"),
-        ("data", "'{\"amount\": 1, \"purpose\": \"taxi\"}'"),
+        ("data", '\'{"amount": 1, "purpose": "taxi"}\''),
         ("state", "'paid'"),
         ("open", "false"),
     ],
