@@ -196,7 +196,7 @@ def _transition(
     if errors:
         raise InvalidData(
             f"the payload of `{event}` is not valid: {errors[0]}",
-            hint='supply the fields the step asks for, e.g. --data \'{"comment": "..."}\'',
+            hint=_payload_hint(event, first),
             errors=errors,
         )
     context = GuardContext(
@@ -476,6 +476,18 @@ def _matching_covers(roles: list[str], holders: Mapping[str, set[str]]) -> bool:
         return False
 
     return all(place(role, set()) for role in roles)
+
+
+def _payload_hint(event: str, transition: Transition) -> str:
+    """The fields `event` takes, named from its payload schema (required ones first, marked *)."""
+    schema = transition.payload or {}
+    required = list(schema.get("required", ()))
+    fields = required + [f for f in schema.get("properties", {}) if f not in required]
+    if not fields:
+        return f"`{event}` takes no payload: fire it without --data"
+    named = ", ".join(f + ("*" if f in required else "") for f in fields)
+    example = ", ".join(f'"{f}": ...' for f in (required or fields[:1]))
+    return f"`{event}` takes {named} (* required), e.g. --data '{{{example}}}'"
 
 
 def _values(expression: str, data: Mapping[str, Any]) -> dict[str, Any]:

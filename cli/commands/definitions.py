@@ -44,7 +44,7 @@ def validate(paths: tuple[Path, ...]) -> None:
     else:
         for problem in report.problems:
             click.echo(problem.render(), err=problem.severity == "error")
-        checked = len(report.definitions) + (1 if report.org else 0)
+        checked = len(report.files)
         click.echo(
             f"{checked} file(s) checked: {len(errors)} error(s), {len(warnings)} warning(s)",
             err=bool(errors),

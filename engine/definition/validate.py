@@ -7,8 +7,9 @@ stops the others from being checked: each file's problems are collected, so one 
 from __future__ import annotations
 
 import pathlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sopflow.engine.definition.build import build_definition, build_org
 from sopflow.engine.definition.loader import Document, read_yaml
@@ -18,6 +19,8 @@ from sopflow.engine.definition.semantic import check_definition, check_org, sort
 from sopflow.engine.errors import DefinitionError, Problem, UsageError
 
 ORG_FILE = "org.yaml"
+LONG_NAME = 60
+"""A name quoted in a message longer than this is cut short."""
 YAML_SUFFIXES = (".yaml", ".yml")
 SCENARIO_SUFFIXES = (".test.yaml", ".test.yml")
 """Scenario files (`sopflow test`) kept beside the definitions: a folder's definitions leave them out."""
@@ -32,6 +35,8 @@ class Report:
     problems: tuple[Problem, ...]
     sources: Mapping[str, str] = field(default_factory=dict)
     """The text each definition and the org was checked from, by file: what a deploy stores."""
+    files: tuple[str, ...] = ()
+    """Every file checked, whether or not it could be read (the org found beside them included)."""
 
     @property
     def ok(self) -> bool:
@@ -183,12 +188,34 @@ def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
     sources = {doc.file: doc.text for _, doc, _ in checked}
     if org_read is not None and org_read.doc is not None:
         sources[org_read.doc.file] = org_read.doc.text
+    files = [str(r.path) for r in reads]
+    if org_read is not None and not org_reads:
+        files.append(str(org_read.path))
     return Report(
         definitions=tuple(d for d, _, failed in checked if not failed),
         org=org,
-        problems=tuple(sort_problems(problems)),
+        problems=tuple(sort_problems(shorten(p) for p in problems)),
         sources=sources,
+        files=tuple(files),
     )
+
+
+_LONG_NAME = re.compile("`([^`\n]{" + str(LONG_NAME + 1) + ",})`")
+
+
+def shorten(problem: Problem) -> Problem:
+    """The problem with every quoted name longer than LONG_NAME characters cut short: a 10,000-character
+    state name is named by its start and its length, not echoed whole in each message."""
+
+    def cut(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"`{name[:LONG_NAME // 2]}…` ({len(name)} characters)"
+
+    message = _LONG_NAME.sub(cut, problem.message)
+    hint = _LONG_NAME.sub(cut, problem.hint) if problem.hint else problem.hint
+    if message == problem.message and hint == problem.hint:
+        return problem
+    return replace(problem, message=message, hint=hint)
 
 
 def load_org_file(path: pathlib.Path) -> Org:
@@ -196,7 +223,7 @@ def load_org_file(path: pathlib.Path) -> Org:
     doc = _read_or_raise(path)
     org, problems = _org_problems(doc)
     if org is None or _has_errors(problems):
-        raise DefinitionError(sort_problems(problems))
+        raise DefinitionError(sort_problems(shorten(p) for p in problems))
     return org
 
 
@@ -205,7 +232,7 @@ def load_definition_file(path: pathlib.Path, org: Org | None = None) -> Definiti
     doc = _read_or_raise(path)
     defn, problems = _definition_problems(doc, org)
     if defn is None or _has_errors(problems):
-        raise DefinitionError(sort_problems(problems))
+        raise DefinitionError(sort_problems(shorten(p) for p in problems))
     return defn
 
 

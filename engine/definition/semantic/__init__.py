@@ -35,6 +35,7 @@ from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_
 from sopflow.engine.definition.semantic.schemas import (
     check_data_fields,
     check_schema_keywords,
+    check_schema_satisfiable,
     check_schema_validity,
 )
 from sopflow.engine.definition.semantic.timing import (
@@ -83,6 +84,7 @@ SEMANTIC_CODES = (
     "no-owner",
     "bad-data-schema",
     "unknown-schema-keyword",
+    "unsatisfiable-schema",
     "payload-in-choice",
     "deadline-outlives-case",
     "alternatives-differ",
@@ -115,6 +117,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_data_fields,
     check_schema_validity,
     check_schema_keywords,
+    check_schema_satisfiable,
     check_guards,
 )
 

@@ -182,6 +182,51 @@ def _unknown_keywords(schema: Any, path: Path) -> Iterator[tuple[Path, Any]]:
                 yield from _unknown_keywords(item, (*here, name))
 
 
+def check_schema_satisfiable(ctx: Context) -> Iterator[Problem]:
+    for schema, root, what in _embedded_schemas(ctx):
+        for path, name, allowed in _forbidden_required(schema, root):
+            yield ctx.problem(
+                path,
+                "unsatisfiable-schema",
+                f"{what} requires `{name}`, which its `additionalProperties: false` forbids: "
+                "no case can satisfy it",
+                did_you_mean(name, allowed)
+                or f"declare `{name}` under `properties:`, or drop it from `required`",
+            )
+
+
+def _forbidden_required(schema: Any, path: Path) -> Iterator[tuple[Path, str, Collection[str]]]:
+    """(path, name, the names allowed) of each `required` name that the same object schema forbids with
+    `additionalProperties: false` (not in `properties`, matching no `patternProperties`), here and in
+    the schemas of its properties."""
+    if not isinstance(schema, Mapping):
+        return
+    props = schema.get("properties")
+    props = props if isinstance(props, Mapping) else {}
+    patterns = schema.get("patternProperties")
+    required = schema.get("required")
+    if schema.get("additionalProperties") is False and isinstance(required, list):
+        for i, name in enumerate(required):
+            if isinstance(name, str) and name not in props and not _matches_any(name, patterns):
+                yield (*path, "required", i), name, list(props)
+    for name, sub in props.items():
+        yield from _forbidden_required(sub, (*path, "properties", name))
+
+
+def _matches_any(name: str, patterns: Any) -> bool:
+    import re
+
+    if not isinstance(patterns, Mapping):
+        return False
+    for pattern in patterns:
+        try:
+            if re.search(str(pattern), name):
+                return True
+        except re.error:
+            return True  # a bad pattern is bad-data-schema's to report; do not pile on
+    return False
+
+
 # --- data and payload fields ----------------------------------------------------------------------
 
 
