@@ -243,3 +243,65 @@ def test_the_cli_writes_anchors_and_verifies_against_them(
     wrong.write_bytes(os.urandom(32))
     code, out, err = sop("audit", "verify", "--anchors", str(folder), "--key-file", str(wrong))
     assert code == 1 and "was not signed with this key" in err
+
+
+def test_the_worker_writes_anchors_on_its_schedule(tmp_path: Path, key_file: Path) -> None:
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    binary = shutil.which("sopflow", path=str(Path(sys.executable).parent))
+    assert binary is not None
+    folder = tmp_path / "anchors"
+    folder.mkdir()
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOPFLOW_")}
+    env["SOPFLOW_ANCHOR_KEY_FILE"] = str(key_file)
+    subprocess.run([binary, "--db", db, "deploy", str(MINI)], env=env, check=True, capture_output=True)
+    log = tmp_path / "worker.err"
+    with log.open("w", encoding="utf-8") as err:
+        proc = subprocess.Popen(
+            [
+                binary,
+                "--db",
+                db,
+                "worker",
+                "--idle",
+                "0.2",
+                "--anchor-dir",
+                str(folder),
+                "--anchor-every",
+                "1h",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not (folder / "anchor-000001.json").exists():
+                assert proc.poll() is None, log.read_text(encoding="utf-8")
+                assert time.monotonic() < deadline, "no anchor was written"
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert code == 0, log.read_text(encoding="utf-8")
+    series, problems = anchors.read_series(folder, anchors.load_key(key_file))
+    assert len(series) == 1 and not problems
+    with Engine(db) as engine:
+        assert engine.verify(anchors=series).ok
+    bad = subprocess.run(
+        [binary, "--db", db, "worker", "--anchor-dir", str(folder), "--anchor-every", "soon"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "--anchor-every `soon` is not a duration" in bad.stderr

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
 
-from sopflow.cli.commands.audit import audit
+from sopflow.cli.commands.audit import anchor_options, audit, start_anchoring
 from sopflow.cli.main import emit, settings
 from sopflow.cli.params import TIME
 
@@ -88,7 +89,16 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
 @_lease
 @click.option("--idle", default=1.0, show_default=True, help="Longest wait between ticks, in seconds.")
 @click.option("--name", help="This worker's name in leases (default: host:pid:random).")
-def worker(webhook: str | None, lease: int, idle: float, name: str | None) -> None:
+@anchor_options
+def worker(
+    webhook: str | None,
+    lease: int,
+    idle: float,
+    name: str | None,
+    anchor_dir: Path | None,
+    anchor_every: str,
+    anchor_key_file: Path | None,
+) -> None:
     """Fire timers as they fall due until SIGTERM or SIGINT; stops cleanly between timers. Run as many
     as you like on one database."""
     import signal
@@ -103,6 +113,7 @@ def worker(webhook: str | None, lease: int, idle: float, name: str | None) -> No
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
     click.echo(f"worker {w.name} running on {settings().db}", err=True)
 
     def report(r: Any) -> None:
@@ -112,6 +123,8 @@ def worker(webhook: str | None, lease: int, idle: float, name: str | None) -> No
         )
 
     w.run(stop, idle=idle, on_tick=report)
+    if anchoring is not None:
+        anchoring.join()
     click.echo("worker stopped", err=True)
 
 

@@ -1,8 +1,12 @@
-"""`sopflow audit`: verify the tamper-evident audit trail, and write anchors of it to keep elsewhere."""
+"""`sopflow audit`: verify the tamper-evident audit trail, and write anchors of it to keep elsewhere (also
+the worker's options that write anchors on a schedule)."""
 
 from __future__ import annotations
 
 import sys
+import threading
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -176,3 +180,48 @@ def audit_anchor(out: Path | None, after: Path | None, folder: Path | None, key_
         f"anchor {anchor.number} written to {path}: {len(anchor.cases)} case(s), "
         f"Merkle root {anchor.merkle_root[:16]}…, at {anchor.created_at}"
     )
+
+
+def anchor_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--anchor-dir`, `--anchor-every` and `--anchor-key-file` for `sopflow worker`."""
+    command = click.option(
+        "--anchor-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="SOPFLOW_ANCHOR_KEY_FILE",
+        help="The anchor key for --anchor-dir (env SOPFLOW_ANCHOR_KEY_FILE).",
+    )(command)
+    command = click.option(
+        "--anchor-every",
+        default="1h",
+        show_default=True,
+        help="How often to write an anchor with --anchor-dir (e.g. 15m, 1h, 1d).",
+    )(command)
+    return click.option(
+        "--anchor-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Also write an anchor of the audit trail into this folder on start and then every "
+        "--anchor-every, chained onto the one before (keep the folder off the database's host).",
+    )(command)
+
+
+def start_anchoring(
+    stop: threading.Event, folder: Path | None, every: str, key_file: Path | None
+) -> threading.Thread | None:
+    """Start writing anchors into `folder` until `stop` (None without a folder). Checks the key, the
+    folder and the interval first, so that a worker misconfigured for anchors does not start."""
+    if folder is None:
+        return None
+    from sopflow.engine import anchor as anchors_module
+    from sopflow.engine.definition.build import parse_duration
+    from sopflow.engine.errors import UsageError
+
+    seconds = parse_duration(every)
+    if not seconds:
+        raise UsageError(f"--anchor-every `{every}` is not a duration", hint="e.g. 15m, 1h or 1d")
+    key = anchors_module.load_key(key_file)
+    schedule = anchors_module.AnchorSchedule(settings().engine(), folder, key, timedelta(seconds=seconds))
+    # A daemon: a worker that ends on an error must not wait for it (an anchor is written whole or not
+    # at all).
+    thread = threading.Thread(target=schedule.run, args=(stop,), name="sopflow-anchors", daemon=True)
+    thread.start()
+    return thread
