@@ -1,15 +1,20 @@
-"""Run cases of a definition in memory, with no database: for `sopflow simulate`, for tests that walk the
-documented paths, and as the reference the durable runtime is checked against (replay).
+"""Run cases of a definition in memory, with no database: for tests that walk the documented paths, and as
+the reference the durable runtime is checked against (replay). `ClockedSimulation`, for `sopflow
+simulate`, runs a case on the real engine in a throwaway database instead, so that time can pass.
 
 A simulated case keeps the same audit records, hash chain included, that the runtime would store.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from sopflow.engine.audit import GENESIS, AuditRecord, iso, seal, utc_now
 from sopflow.engine.compile import CompiledDefinition
@@ -27,7 +32,18 @@ from sopflow.engine.step import (
     take_step,
 )
 
-__all__ = ["SimCase", "Simulation", "iso", "utc_now"]  # iso and utc_now are engine.audit's, kept here too
+if TYPE_CHECKING:
+    from sopflow.engine.runtime import Case
+
+__all__ = [
+    "ClockStep",
+    "ClockedSimulation",
+    "SimCase",
+    "SimulatedStep",
+    "Simulation",
+    "iso",
+    "utc_now",
+]  # iso and utc_now are engine.audit's, kept here too
 
 
 @dataclass
@@ -188,3 +204,108 @@ class Simulation:
         )
         case.history.append(record)
         return record
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedStep:
+    """What a step did to a case of a `ClockedSimulation`, as `Step` says it for a `Simulation`."""
+
+    event: str
+    from_state: str
+    to_state: str
+    entered: tuple[str, ...]
+    """Every state the case entered, in order (the choices it passed, then where it came to rest)."""
+    detail: Mapping[str, Any]
+
+    @property
+    def moved(self) -> bool:
+        return bool(self.entered)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockStep:
+    """What moving the clock did: the timers that fired (as `sopflow test` names them) and the
+    notifications sent, as (recipient, subject)."""
+
+    now: datetime
+    timers_fired: tuple[str, ...]
+    notifications: tuple[tuple[str, str], ...]
+
+
+class ClockedSimulation:
+    """One case run on the real engine in a throwaway SQLite database, on a clock that moves only when
+    told to: deadlines, escalations, timeouts and notifications fire as in production. For `sopflow
+    simulate` (whose steps may move the clock) and, through `engine.scenario`, for `sopflow test`."""
+
+    def __init__(
+        self, definition_file: Path, org_file: Path, org: Org, start: datetime | None = None
+    ) -> None:
+        from sopflow.engine.runtime import Engine
+        from sopflow.engine.scenario.load import DEFAULT_START
+        from sopflow.engine.scenario.run import CaseDriver, FakeClock
+
+        self.org = org
+        self.clock = FakeClock(start or datetime(*DEFAULT_START, tzinfo=ZoneInfo(org.calendar.timezone)))
+        self._folder = tempfile.mkdtemp(prefix="sopflow-simulate-")
+        self.engine = Engine(f"sqlite:///{self._folder}/simulate.db", durable=False, clock=self.clock)
+        try:
+            self.engine.deploy([definition_file, org_file])
+        except BaseException:
+            self.close()
+            raise
+        self.driver = CaseDriver(self.engine, self.clock, org)
+
+    def close(self) -> None:
+        self.engine.close()
+        shutil.rmtree(self._folder, ignore_errors=True)
+
+    def __enter__(self) -> ClockedSimulation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self, definition_id: str, user_id: str, data: Mapping[str, Any]) -> None:
+        outcome = self.driver.start(definition_id, user_id, data)
+        if outcome.refused is not None:
+            raise outcome.refused
+
+    @property
+    def state(self) -> str:
+        return self._case().state
+
+    @property
+    def data(self) -> Mapping[str, Any]:
+        return self._case().data
+
+    @property
+    def assignee(self) -> str | None:
+        return self._case().assignee
+
+    def fire(self, user_id: str, event: str, payload: Mapping[str, Any] | None = None) -> SimulatedStep:
+        """Fire an event as a user; a refusal is recorded in the case's history, then raised."""
+        outcome = self.driver.fire(event, user_id, dict(payload or {}))
+        if outcome.refused is not None:
+            raise outcome.refused
+        record = outcome.records[0]
+        assert self.driver.case_id is not None
+        moved = self.engine.store.case(self.driver.case_id).entered_seq == record.seq
+        routes = [str(r["choice"]) for r in record.detail.get("routes", [])]
+        to_state = record.to_state or ""
+        return SimulatedStep(
+            event=event,
+            from_state=record.from_state or "",
+            to_state=to_state,
+            entered=(*routes, to_state) if moved else (),
+            detail=record.detail,
+        )
+
+    def advance(self, seconds: int, *, working: bool = False) -> ClockStep:
+        """Move the clock on (by working time if `working`), firing each due timer at its own time."""
+        outcome = self.driver.advance(seconds, working=working)
+        now = self.clock.now.astimezone(ZoneInfo(self.org.calendar.timezone))
+        return ClockStep(now, outcome.timers_fired, outcome.notifications)
+
+    def _case(self) -> Case:
+        assert self.driver.case_id is not None
+        return self.engine.case(self.driver.case_id)

@@ -215,7 +215,7 @@ def test_simulate_walks_the_main_path_without_a_database(sop: Sop, db_path: Path
     assert not db_path.exists()
 
 
-def test_simulate_stops_at_a_refused_step_with_its_reason(sop: Sop) -> None:
+def test_simulate_reports_a_refused_step_with_its_reason_and_goes_on(sop: Sop) -> None:
     typo = {"topic_compliant": True, "typo_free": False}
     steps = [*_steps(MAIN_PATH[:2]), f"pass_screening@wang.fang={json.dumps(typo)}", "tag@li.na"]
     result = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), user="li.na")
@@ -225,14 +225,14 @@ def test_simulate_stops_at_a_refused_step_with_its_reason(sop: Sop) -> None:
         result.stdout.splitlines()[-1]
         == "  next: reject_noncompliant by the case's assignee (assignee: wang.fang)"
     )
-    assert "tag as li.na" not in result.output
+    assert "error: tag as li.na: REFUSED (not-available)" in result.stderr
 
     as_json = sop("simulate", "content-review", *steps, "--data", json.dumps(CONTENT), as_json=True)
     assert as_json.exit_code == 1
     run = json.loads(as_json.stdout)
     assert run["state"] == "screening"
     assert run["steps"][0] == {"step": "start", "as": "li.na", "state": "collect"}
-    assert run["steps"][-1]["refused"]["error"] == "guard-refused"
+    assert [s["refused"]["error"] for s in run["steps"][-2:]] == ["guard-refused", "not-available"]
 
 
 def test_simulate_rejects_bad_json_as_a_usage_error(sop: Sop) -> None:

@@ -30,9 +30,9 @@ SPECIAL_ACTORS = ("$assignee", "$starter")
 MAX_FRAGMENTS = 8
 
 FENCE = re.compile(r"^```(?P<info>[^\n`]*)\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
-FILE_LINE = re.compile(r"# file: docs/examples/(?P<name>[a-z0-9-]+\.yaml)\n")
+FILE_LINE = re.compile(r"# file: docs/examples/(?P<name>[a-z0-9-]+(?:\.test)?\.yaml)\n")
 SCHEMA_LINE = re.compile(
-    r"# yaml-language-server: \$schema=\.\./\.\./schemas/(?P<kind>definition|org)\.schema\.json\n"
+    r"# yaml-language-server: \$schema=\.\./\.\./schemas/(?P<kind>definition|org|scenario)\.schema\.json\n"
 )
 CODE_ROW = re.compile(r"^\| `(?P<code>[a-z]+(?:-[a-z]+)*)` \|", re.M)
 ROW_SEVERITY = re.compile(r"^\| `([a-z]+(?:-[a-z]+)*)` \| (\w+) \|", re.M)
@@ -40,7 +40,8 @@ CHECKS_HEADING = "## Checking your files"
 
 
 def example_files() -> list[Path]:
-    return sorted(EXAMPLES.glob("*.yaml"))
+    """The example definitions and their org; scenario files (*.test.yaml) are tests/test_scenarios.py's."""
+    return sorted(p for p in EXAMPLES.glob("*.yaml") if not p.name.endswith(".test.yaml"))
 
 
 def without_schema_line(path: Path) -> str:
@@ -124,7 +125,7 @@ def test_included_example_is_verbatim(name: str) -> None:
 
 
 def test_every_example_file_is_shown() -> None:
-    missing = {p.name for p in example_files()} - set(included_examples())
+    missing = {p.name for p in [*example_files(), *EXAMPLES.glob("*.test.yaml")]} - set(included_examples())
     assert not missing, f"example files the reference never shows: {sorted(missing)}"
 
 

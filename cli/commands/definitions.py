@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,7 @@ from sopflow.cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
     from sopflow.engine.definition.model import Definition, Org, State
+    from sopflow.engine.simulate import ClockedSimulation
 
 
 def _paths(paths: tuple[Path, ...]) -> list[Path]:
@@ -102,8 +104,10 @@ def simulate(
 
     Each STEP is EVENT, EVENT@USER or EVENT@USER=JSON (the payload). Without @USER the step is fired as
     the --as user. The case starts as the --as user (or the first step's user). Every step prints the new
-    state, who may act next, and why a refused step was refused; the run stops at the first refusal
-    (exit 1).
+    state, who may act next, and why a refused step was refused; the run goes on after a refusal and
+    exits 1 at the end. A STEP +DURATION (+3h30m) or +working:DURATION moves the clock: deadlines,
+    escalations and timeouts due on the way fire, each at its time (the case starts on Monday
+    2026-03-02 09:00 in the org's time zone, in a throwaway database).
 
     \b
     sopflow --as li.na simulate content-review \\
@@ -111,34 +115,39 @@ def simulate(
         'pass_screening@wang.fang={"topic_compliant": true, "typo_free": true}' \\
         --data '{"title": "春季活动", "origin": "original"}'
     """
-    from sopflow.engine.compile import CompiledDefinition
     from sopflow.engine.errors import SopflowError, UsageError
-    from sopflow.engine.simulate import Simulation
+    from sopflow.engine.simulate import ClockedSimulation
 
-    parsed = [_parse_step(s) for s in steps]
-    starter = settings().user or (parsed[0][1] if parsed else None)
+    parsed = [_parse_clock(s) if s.startswith("+") else _parse_step(s) for s in steps]
+    starter = settings().user or (parsed[0][1] if parsed and isinstance(parsed[0], tuple) else None)
     if starter is None:
         raise UsageError("who starts the case?", hint="pass --as USER or write the first step as EVENT@USER")
     defn, org = load_with_org(definition, org_path)
-    sim = Simulation(CompiledDefinition(defn), org)
-    case = sim.start(starter, data_json or {})
-    out: list[dict[str, Any]] = [{"step": "start", "as": starter, "state": case.state}]
+    file = resolve_definition_file(definition)
+    sim = ClockedSimulation(file, org_path or file.parent / "org.yaml", org)
+    click.get_current_context().call_on_close(sim.close)
+    sim.start(defn.id, starter, data_json or {})
+    out: list[dict[str, Any]] = [{"step": "start", "as": starter, "state": sim.state}]
     as_json = settings().json
     if not as_json:
-        click.echo(f"start as {starter} → {case.state} ({text(defn.states[case.state].title)})")
-        _next(defn, case.state, case.snapshot.assignee)
+        click.echo(f"start as {starter} → {sim.state} ({text(defn.states[sim.state].title)})")
+        _next(defn, sim.state, sim.assignee)
     failed: SopflowError | None = None
-    for event, user, payload in parsed:
+    for item in parsed:
+        if isinstance(item, _Clock):
+            _advance(defn, sim, item, out, as_json)
+            continue
+        event, user, payload = item
         who = user or settings().user or starter
         try:
-            step = sim.fire(case, who, event, payload)
+            step = sim.fire(who, event, payload)
         except SopflowError as exc:
-            failed = exc
+            failed = failed or exc
             out.append({"step": event, "as": who, "refused": exc.as_dict()})
             if not as_json:
                 click.echo(f"error: {event} as {who}: REFUSED ({exc.kind}): {exc}", err=True)
-            break
-        out.append({"step": event, "as": who, "state": case.state, "detail": step.detail})
+            continue  # reported; the next step is tried on the case as it stands
+        out.append({"step": event, "as": who, "state": sim.state, "detail": dict(step.detail)})
         if not as_json:
             routes = step.detail.get("routes", [])
             path = (
@@ -153,11 +162,57 @@ def simulate(
                 else ""
             )
             click.echo(f"{event} as {who}: {path}{routed}{stay}")
-            _next(defn, case.state, case.snapshot.assignee)
+            _next(defn, sim.state, sim.assignee)
     if as_json:
-        emit({"definition": defn.key, "steps": out, "state": case.state, "data": dict(case.data)})
+        emit({"definition": defn.key, "steps": out, "state": sim.state, "data": dict(sim.data)})
     if failed is not None:
         raise click.exceptions.Exit(failed.exit_code)
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """A simulate step that moves the clock: +3h30m, or +working:2h by the org's calendar."""
+
+    seconds: int
+    working: bool
+    text: str
+
+
+def _parse_clock(raw: str) -> _Clock:
+    from sopflow.engine.definition.build import parse_duration
+    from sopflow.engine.errors import UsageError
+
+    text = raw.removeprefix("+")
+    working = text.startswith("working:")
+    seconds = parse_duration(text.removeprefix("working:"))
+    if seconds is None:
+        raise UsageError(
+            f"`{raw}` is not a clock step",
+            hint="write +DURATION or +working:DURATION, e.g. +3h30m, +working:2h",
+        )
+    return _Clock(seconds, working, text)
+
+
+def _advance(
+    defn: Definition, sim: ClockedSimulation, clock: _Clock, out: list[dict[str, Any]], as_json: bool
+) -> None:
+    moved = sim.advance(clock.seconds, working=clock.working)
+    out.append(
+        {
+            "step": f"+{clock.text}",
+            "now": moved.now.isoformat(),
+            "timers_fired": list(moved.timers_fired),
+            "notifications": [{"to": to, "subject": subject} for to, subject in moved.notifications],
+            "state": sim.state,
+        }
+    )
+    if as_json:
+        return
+    fired = ", ".join(moved.timers_fired) or "no timer fired"
+    click.echo(f"+{clock.text} → {moved.now:%Y-%m-%d %H:%M %Z}: {fired}")
+    for to, subject in moved.notifications:
+        click.echo(f"  notified {to}: {subject}")
+    _next(defn, sim.state, sim.assignee)
 
 
 def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:

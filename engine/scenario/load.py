@@ -37,6 +37,8 @@ from sopflow.engine.scenario.model import (
 )
 from sopflow.engine.step import CLAIM
 
+MAX_LISTED = 12
+"""A hint lists the names allowed only when they are few; more, and it says where to find them."""
 DEFAULT_START = (2026, 3, 2, 9, 0)
 """Monday 2 March 2026, 09:00 in the org calendar's time zone: a working day, at the start of work."""
 
@@ -172,7 +174,12 @@ class _Checker:
         if value in options:
             return
         close = difflib.get_close_matches(value, options, n=1, cutoff=0.6)
-        hint = f"did you mean `{close[0]}`?" if close else "known: " + ", ".join(f"`{o}`" for o in options)
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif len(options) > MAX_LISTED:
+            hint = f"the {noun}s are listed in {self._where(code)}"
+        else:
+            hint = "known: " + ", ".join(f"`{o}`" for o in options)
         self.fail(path, code, f"{noun} `{value}` is not in {self._where(code)}", hint)
 
     def _where(self, code: str) -> str:
@@ -213,8 +220,16 @@ class _Checker:
         action: Fire | Advance
         if "fire" in raw:
             self.known((*path, "fire"), raw["fire"], self.events, "unknown-event", "event")
-            self.known((*path, "as"), raw["as"], self.org.users, "unknown-user", "user")
-            action = Fire(raw["fire"], raw["as"], dict(raw.get("data") or {}), raw.get("comment"))
+            if "as" in raw:
+                self.known((*path, "as"), raw["as"], self.org.users, "unknown-user", "user")
+            else:
+                self.fail(
+                    path,
+                    "missing-key",
+                    f"missing key `as` in step {number}: who fires `{raw['fire']}`?",
+                    "write the user id, e.g. `as: li.na`",
+                )
+            action = Fire(raw["fire"], raw.get("as", ""), dict(raw.get("data") or {}), raw.get("comment"))
         else:
             action = self.advance((*path, "after"), raw["after"])
             for key in ("as", "data", "comment"):

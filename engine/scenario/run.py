@@ -3,8 +3,8 @@
 Each scenario starts one case in a database of its own (a throwaway SQLite file by default), with the
 scenario's definition and org deployed, so deadlines, escalations, timeouts and notifications behave as
 in production: a clock step moves the fake clock from one due timer to the next and lets the worker fire
-each at its time. With a database given (`sopflow test --db URL`), every scenario runs on that one
-database, which must hold no case when the run begins.
+each at its time. With a database given (`sopflow test --db URL`), each scenario runs in a scratch place
+of its own inside that database (engine/store/scratch.py), which is left as it was.
 
 The first expectation that does not hold ends its scenario: later steps would start from a case that is
 not what the owner described.
@@ -26,7 +26,7 @@ from typing import Any
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.calendar import add_working_time
 from sopflow.engine.definition.model import Org
-from sopflow.engine.errors import ConfigurationError, SopflowError
+from sopflow.engine.errors import SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
 from sopflow.engine.store import NotificationRow
@@ -143,13 +143,13 @@ def show(value: Any) -> str:
 
 
 class Databases:
-    """Where each scenario's case runs: a fresh SQLite file per scenario (the default), or one database
-    given for the whole run."""
+    """Where each scenario's case runs: an empty database of its own, so that no scenario sees another's
+    cases. By default a throwaway SQLite file; with a database URL given, a scratch place inside that
+    database (a schema on PostgreSQL, a file beside it on SQLite), removed when the scenario ends."""
 
     def __init__(self, url: str | None = None) -> None:
         self.url = url
         self._folder: Path | None = None
-        self._shared: Engine | None = None
         self._templates: dict[tuple[Path, Path], Path] = {}
         self._count = 0
 
@@ -157,7 +157,8 @@ class Databases:
     def engine(self, files: ScenarioFile, clock: FakeClock) -> Iterator[Engine]:
         """An engine with `files`' definition and org deployed, reading time from `clock`."""
         if self.url is not None:
-            yield self._shared_engine(files, clock)
+            with self._scratch_engine(files, clock) as sop:
+                yield sop
             return
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="sopflow-test-"))
@@ -180,28 +181,21 @@ class Databases:
             sop.close()
             target.unlink(missing_ok=True)
 
-    def _shared_engine(self, files: ScenarioFile, clock: FakeClock) -> Engine:
+    @contextmanager
+    def _scratch_engine(self, files: ScenarioFile, clock: FakeClock) -> Iterator[Engine]:
+        from sopflow.engine.store.scratch import Scratch
+
         assert self.url is not None
-        if self._shared is None:
-            self._shared = Engine(self.url, clock=clock)
-            cases = self._shared.store.count_cases()
-            if cases:
-                self._shared.close()
-                self._shared = None
-                raise ConfigurationError(
-                    f"the database holds {cases} case(s); `sopflow test --db` needs one that holds none",
-                    hint="the cases a test run writes and their audit trail can never be deleted, and "
-                    "cases already there would change who is least loaded and which timers fire: give "
-                    "it a database made for the run (createdb sopflow_test; sopflow test --db ...)",
-                )
-        self._shared.clock = clock
-        self._shared.deploy([files.definition_file, files.org_file])
-        return self._shared
+        scratch = Scratch(self.url)
+        url = scratch.make()
+        try:
+            with Engine(url, durable=False, clock=clock) as sop:
+                sop.deploy([files.definition_file, files.org_file])
+                yield sop
+        finally:
+            scratch.remove(url)
 
     def close(self) -> None:
-        if self._shared is not None:
-            self._shared.close()
-            self._shared = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
@@ -365,6 +359,11 @@ class _Play:
                 found = self._check(step.number, where, step.line, step.expect, outcome)
             if found is not None:
                 return found
+        if not self.sop.verify(self.driver.case_id).ok:
+            last = scenario.steps[-1] if scenario.steps else None
+            where = last.describe() if last else "start"
+            line = last.line if last else start.line
+            return Difference(len(scenario.steps), where, line, "audit trail", "verified", "broken")
         return None
 
     def _advance(self, action: Advance) -> Outcome:
