@@ -80,6 +80,15 @@ class ConfigurationError(SopflowError):
     kind = "configuration"
 
 
+class DatabaseUnavailable(ConfigurationError):
+    """The database cannot serve now but may later: the server is down or restarting, the connection
+    was lost, SQLite's write lock is held past the busy timeout, the disk is full, a statement ran
+    past its timeout. Nothing of the command was written; trying again later may succeed, and a
+    worker does so by itself. (A ConfigurationError that is not this one needs a person.)"""
+
+    kind = "database-unavailable"
+
+
 class DefinitionError(SopflowError):
     """One or more definitions are invalid; `problems` lists every finding, errors and warnings."""
 

@@ -4,27 +4,41 @@ delivering the notification outbox through channels.
 `Worker.tick()` fires what is due and returns (for cron: `sopflow tick`); `Worker.run()` loops until told
 to stop (`sopflow worker`). Any number of workers may share one database: a timer is leased before it
 is fired, the lease of a dead worker expires, and the effect of a timer and marking it done commit in
-one transaction, so a timer fires once even when workers crash.
+one transaction, so a timer fires once even when workers crash. A notification is leased the same way,
+and only the holder of its lease records its delivery: a worker whose lease ran out while a slow channel
+delivered finds the notification taken over, skips it and logs that.
+
+Leases are measured on the clock when they are taken, not from the time a tick fires things for, so a
+long tick never hands out leases that have already run out.
+
+`run()` rides out a database that goes away (a restart, a crash, an outage, SQLite's lock held past the
+busy timeout, a full disk): the cycle fails as a whole, the worker waits with capped, jittered backoff
+and tries again, logging the failure once and the recovery once; its `health` tells a supervisor when it
+last completed a cycle. Errors no retry can fix (credentials, the wrong schema) end it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Definition, Escalation, Org
+from sopflow.engine.errors import Conflict, DatabaseUnavailable
 from sopflow.engine.runtime import Engine
 from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
 from sopflow.engine.store import (
@@ -37,11 +51,17 @@ from sopflow.engine.store import (
     TimerSpec,
     Write,
 )
+from sopflow.engine.store.database import LOCK_WAIT
 from sopflow.engine.timers import TIMEOUT_PREFIX
 
 log = logging.getLogger("sopflow.worker")
 
 MAX_BACKOFF = timedelta(hours=1)
+"""The longest wait between two attempts at delivering one notification."""
+RETRY_FIRST_S = 0.5
+"""The first wait after a cycle failed because the database was unavailable; it doubles up to the cap."""
+RETRY_CAP_S = 30.0
+"""The longest wait between two attempts at reaching the database."""
 
 
 class Channel(Protocol):
@@ -114,10 +134,74 @@ class TickReport:
     stale: int = 0
     delivered: int = 0
     failed_deliveries: int = 0
+    lost_claims: int = 0
+    """Timers and notifications another worker took over while this one worked on them (skipped)."""
 
     @property
     def total(self) -> int:
         return sum(self.fired.values())
+
+
+@dataclass
+class Backoff:
+    """Waits between attempts at something that fails for a while: doubling from `first` up to `cap`,
+    each wait drawn between half and all of that ("equal jitter"), so that workers which failed together
+    do not all come back at the same moment."""
+
+    first: float = RETRY_FIRST_S
+    cap: float = RETRY_CAP_S
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next(self) -> float:
+        """The seconds to wait after one more failure."""
+        self.failures += 1
+        ceiling = min(self.cap, self.first * 2.0 ** min(self.failures - 1, 32))
+        return ceiling / 2 + self.rng.uniform(0.0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class Health:
+    """What a supervisor needs to tell a worker that waits for its database from one that is stuck: a
+    healthy worker completes a cycle at least every `idle` seconds; a waiting one has `failing_since`
+    and its `last_error`, and still reports after every attempt; a stuck one stops reporting at all."""
+
+    worker: str
+    started_at: datetime
+    last_success: datetime | None = None
+    """When the last cycle (fire what is due, deliver, look for the next due timer) completed."""
+    failing_since: datetime | None = None
+    """When the database became unavailable (None while it answers)."""
+    failures: int = 0
+    """Cycles that failed in a row."""
+    last_error: str | None = None
+    """The last failure's message (kept after a recovery, for the record)."""
+    last_attempt: datetime | None = None
+
+    @property
+    def state(self) -> str:
+        if self.failing_since is not None:
+            return "waiting for the database"
+        return "running" if self.last_success is not None else "starting"
+
+    def as_dict(self) -> dict[str, Any]:
+        def iso(moment: datetime | None) -> str | None:
+            return None if moment is None else moment.isoformat()
+
+        return {
+            "worker": self.worker,
+            "pid": os.getpid(),
+            "state": self.state,
+            "started_at": iso(self.started_at),
+            "last_success": iso(self.last_success),
+            "last_attempt": iso(self.last_attempt),
+            "failing_since": iso(self.failing_since),
+            "failures": self.failures,
+            "last_error": self.last_error,
+        }
 
 
 class Worker:
@@ -131,24 +215,33 @@ class Worker:
         lease: timedelta = timedelta(seconds=60),
         batch: int = 100,
         channels: Sequence[Channel] = (),
+        retry_cap: float = RETRY_CAP_S,
     ) -> None:
         self.engine = engine
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = lease
         self.batch = batch
         self.channels: dict[str, Channel] = {c.name: c for c in channels} or {"console": ConsoleChannel()}
+        self.retry_cap = retry_cap
+        self.health = Health(self.name, datetime.now(UTC))
 
     # -- timers ------------------------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None, *, deliver: bool = True) -> TickReport:
-        """Fire every timer due at `now` (default: the engine's clock), then deliver notifications."""
+        """Fire every timer due at `now` (default: the engine's clock), then deliver notifications.
+        Leases are taken on the engine's clock at each claim, whatever `now` says."""
         report = TickReport()
         moment = now or self.engine.clock()
+        tried: set[int] = set()
         while True:
-            due = self.engine.store.claim_timers(moment, self.name, self.lease, self.batch)
-            if not due:
+            due = self.engine.store.claim_timers(
+                moment, self.name, self.lease, self.batch, at=self.engine.clock()
+            )
+            fresh = [t for t in due if t.id not in tried]
+            if not fresh:
                 break
-            for timer in due:
+            for timer in fresh:
+                tried.add(timer.id)
                 self._fire(timer, moment, report)
         if deliver:
             self.deliver(moment, report)
@@ -156,13 +249,19 @@ class Worker:
 
     def _fire(self, timer: TimerRow, now: datetime, report: TickReport) -> None:
         outcome = "breached" if timer.kind == "deadline" else "fired"
-        fired = self.engine.store.fire_timer(
-            timer,
-            self.name,
-            lambda row, reads: self._decide(timer, row, reads, now),
-            now=now,
-            outcome=outcome,
-        )
+        try:
+            fired = self.engine.store.fire_timer(
+                timer,
+                self.name,
+                lambda row, reads: self._decide(timer, row, reads, now),
+                now=now,
+                outcome=outcome,
+            )
+        except Conflict as exc:
+            # The case kept changing under people's steps: the timer keeps its lease, which runs out,
+            # and it is fired by a later tick. Another case's business never ends this worker.
+            log.warning("timer %s of case %s put off: %s", timer.id, timer.case_id, exc.message)
+            return
         if fired is None:
             report.stale += 1
         else:
@@ -339,11 +438,16 @@ class Worker:
     # -- notifications -----------------------------------------------------------------------------
 
     def deliver(self, now: datetime | None = None, report: TickReport | None = None) -> TickReport:
-        """Try every due notification once; failures are logged and retried later with backoff."""
+        """Try every notification due at `now` once; failures are logged and retried later with backoff.
+        Each attempt is recorded with the moment it ended, by this worker only if it still holds the
+        notification's lease; one it lost to another worker is skipped and logged."""
         report = report or TickReport()
         moment = now or self.engine.clock()
+        store = self.engine.store
         while True:
-            batch = self.engine.store.claim_notifications(moment, self.lease, self.batch)
+            batch = store.claim_notifications(
+                moment, self.name, self.lease, self.batch, at=self.engine.clock()
+            )
             if not batch:
                 return report
             for item in batch:
@@ -353,27 +457,183 @@ class Worker:
                         raise DeliveryFailed(f"channel `{item.channel}` is not configured on this worker")
                     note = channel.deliver(item)
                 except DeliveryFailed as exc:
-                    retry = moment + min(timedelta(seconds=5 * 2**item.attempts), MAX_BACKOFF)
-                    self.engine.store.record_delivery(item, moment, False, str(exc), retry)
-                    report.failed_deliveries += 1
-                    log.warning("delivery of notification %s failed: %s", item.id, exc)
+                    at = self.engine.clock()
+                    retry = max(moment, at) + min(timedelta(seconds=5 * 2**item.attempts), MAX_BACKOFF)
+                    if store.record_delivery(item, self.name, at, False, str(exc), retry):
+                        report.failed_deliveries += 1
+                        log.warning("delivery of notification %s failed: %s", item.id, exc)
+                    else:
+                        self._lost(item, report)
                     continue
-                self.engine.store.record_delivery(item, moment, True, note, None)
-                report.delivered += 1
+                if store.record_delivery(item, self.name, self.engine.clock(), True, note, None):
+                    report.delivered += 1
+                else:
+                    self._lost(item, report)
+
+    def _lost(self, item: NotificationRow, report: TickReport) -> None:
+        report.lost_claims += 1
+        log.warning(
+            "notification %s: another worker took it over after this worker's lease of %s s ran out "
+            "(a slow channel?); its attempt is not recorded here",
+            item.id,
+            self.lease.total_seconds(),
+        )
 
     # -- the loop ----------------------------------------------------------------------------------
 
     def run(
-        self, stop: threading.Event, *, idle: float = 1.0, on_tick: Callable[[TickReport], None] | None = None
+        self,
+        stop: threading.Event,
+        *,
+        idle: float = 1.0,
+        on_tick: Callable[[TickReport], None] | None = None,
+        on_health: Callable[[Health], None] | None = None,
     ) -> None:
         """Tick until `stop` is set; between ticks wait at most `idle` seconds (less if a timer is due
-        sooner). Stopping happens between timers, never in the middle of one."""
-        while not stop.is_set():
-            report = self.tick()
-            if on_tick is not None and (report.total or report.delivered or report.failed_deliveries):
-                on_tick(report)
-            upcoming = self.engine.store.next_due()
-            wait = idle
-            if upcoming is not None:
-                wait = max(0.0, min(idle, (upcoming - self.engine.clock()).total_seconds()))
-            stop.wait(wait)
+        sooner). Stopping happens between timers, never in the middle of one.
+
+        A cycle the database could not serve (`DatabaseUnavailable`) is tried again after a capped,
+        jittered backoff; the failure is logged when it starts and when its message changes, the
+        recovery once. `on_health` hears `health` after every cycle, failed or not. Any other error ends
+        the loop: a `ConfigurationError` (credentials, the schema) needs a person. On the way out the
+        worker hands back the leases it holds, so other workers take those timers at once."""
+        backoff = Backoff(cap=self.retry_cap)
+        quiet = _QuietWhileFailing(self.health)
+        store_log = logging.getLogger("sopflow.store")
+        store_log.addFilter(quiet)
+        try:
+            while not stop.is_set():
+                try:
+                    report = self.tick()
+                    upcoming = self.engine.store.next_due()
+                except DatabaseUnavailable as exc:
+                    self._failed(exc)
+                    if on_health is not None:
+                        on_health(self.health)
+                    stop.wait(backoff.next())
+                    continue
+                if backoff.failures:
+                    backoff.reset()
+                    self._recovered()
+                self.health.last_success = self.health.last_attempt = datetime.now(UTC)
+                if on_health is not None:
+                    on_health(self.health)
+                if on_tick is not None and (
+                    report.total or report.delivered or report.failed_deliveries or report.lost_claims
+                ):
+                    on_tick(report)
+                wait = idle
+                if upcoming is not None:
+                    wait = max(0.0, min(idle, (upcoming - self.engine.clock()).total_seconds()))
+                stop.wait(wait)
+        finally:
+            store_log.removeFilter(quiet)
+            self._release()
+
+    def _failed(self, exc: DatabaseUnavailable) -> None:
+        health = self.health
+        health.last_attempt = datetime.now(UTC)
+        health.failures += 1
+        if health.failing_since is None or exc.message != health.last_error:
+            log.warning("%s; retrying with backoff (up to %g s apart)", exc.message, self.retry_cap)
+        if health.failing_since is None:
+            health.failing_since = health.last_attempt
+        health.last_error = exc.message
+
+    def _recovered(self) -> None:
+        health = self.health
+        since = health.failing_since
+        waited = 0.0 if since is None else (datetime.now(UTC) - since).total_seconds()
+        log.warning(
+            "the database answers again after %.1f s (%d failed attempts); carrying on",
+            waited,
+            health.failures,
+        )
+        health.failing_since = None
+        health.failures = 0
+        # The claims taken before the failure are still this worker's until their lease runs out; handed
+        # back, what they hold is fired now instead.
+        self._release()
+
+    def _release(self) -> None:
+        with contextlib.suppress(DatabaseUnavailable):  # else the leases run out by themselves
+            self.engine.store.release_leases(self.name)
+
+
+def open_patiently(
+    open_engine: Callable[[], Engine], stop: threading.Event, *, retry_cap: float = RETRY_CAP_S
+) -> Engine | None:
+    """`open_engine()`, tried again with backoff while the database is unavailable (a worker started
+    before its database, or during an outage); None when `stop` is set first. A ConfigurationError that
+    no retry can fix is raised."""
+    backoff = Backoff(cap=retry_cap)
+    last: str | None = None
+    while not stop.is_set():
+        try:
+            engine = open_engine()
+        except DatabaseUnavailable as exc:
+            if exc.message != last:
+                log.warning("%s; retrying with backoff (up to %g s apart)", exc.message, retry_cap)
+                last = exc.message
+            stop.wait(backoff.next())
+            continue
+        if last is not None:
+            log.warning("the database answers; starting")
+        return engine
+    return None
+
+
+@dataclass
+class HealthFile:
+    """Writes a worker's health as JSON to `path` after every cycle (`Worker.run(on_health=...)`): a new
+    file renamed over the old one, so a reader never sees half of it."""
+
+    path: str
+
+    def __call__(self, health: Health) -> None:
+        target = Path(self.path)
+        fresh = target.with_name(f".{target.name}.{os.getpid()}")
+        try:
+            fresh.write_text(json.dumps(health.as_dict(), indent=2) + "\n", encoding="utf-8")
+            fresh.replace(target)
+        except OSError as exc:
+            log.warning("cannot write the health file %s: %s", target, exc)
+
+
+class _QuietWhileFailing(logging.Filter):
+    """Drops the store's "waiting for the write lock" notices while the worker is already reporting that
+    the database is unavailable: the failure is logged once, not at every retry."""
+
+    def __init__(self, health: Health) -> None:
+        super().__init__()
+        self.health = health
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.health.failing_since is None or not getattr(record, LOCK_WAIT, False)
+
+
+class _LineHandler(logging.Handler):
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write(record.getMessage())
+
+
+@contextlib.contextmanager
+def log_lines_to(write: Callable[[str], None]) -> Iterator[None]:
+    """While inside, sopflow's log records (logger `sopflow` and below, INFO and up) go to `write` as
+    plain message lines, never with a traceback, and not to the application's other handlers."""
+    logger = logging.getLogger("sopflow")
+    handler = _LineHandler(write)
+    logger.addHandler(handler)
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate

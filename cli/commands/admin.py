@@ -75,6 +75,7 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
                 "stale": report.stale,
                 "delivered": report.delivered,
                 "failed_deliveries": report.failed_deliveries,
+                "lost_claims": report.lost_claims,
             }
         )
         return
@@ -89,22 +90,39 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
 @_lease
 @click.option("--idle", default=1.0, show_default=True, help="Longest wait between ticks, in seconds.")
 @click.option("--name", help="This worker's name in leases (default: host:pid:random).")
+@click.option(
+    "--health-file",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Write the worker's health (JSON: last successful cycle, failing since, last error) here after "
+    "every cycle, for a supervisor.",
+)
+@click.option(
+    "--max-backoff",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0.5),
+    help="Longest wait, in seconds, between attempts to reach a database that is unavailable.",
+)
 @anchor_options
 def worker(
     webhook: str | None,
     lease: int,
     idle: float,
     name: str | None,
+    health_file: str | None,
+    max_backoff: float,
     anchor_dir: Path | None,
     anchor_every: str,
     anchor_key_file: Path | None,
 ) -> None:
     """Fire timers as they fall due until SIGTERM or SIGINT; stops cleanly between timers. Run as many
-    as you like on one database."""
+    as you like on one database. Rides out database restarts and outages (backs off and retries); ends,
+    with exit code 2, only on what no retry can fix (credentials, the schema version)."""
     import signal
     import threading
 
-    w = _worker(webhook, lease, name)
+    from sopflow.engine.worker import HealthFile, log_lines_to, open_patiently
+
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -113,18 +131,26 @@ def worker(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
-    click.echo(f"worker {w.name} running on {settings().db}", err=True)
+    # sopflow's warnings (the database unavailable and back, a lost claim, waiting for SQLite's lock) as
+    # plain lines on stderr, never with a traceback.
+    with log_lines_to(lambda line: click.echo(line, err=True)):
+        if open_patiently(settings().engine, stop, retry_cap=max_backoff) is None:
+            click.echo("worker stopped", err=True)
+            return
+        w = _worker(webhook, lease, name)
+        w.retry_cap = max_backoff
+        anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
+        click.echo(f"worker {w.name} running on {settings().db}", err=True)
 
-    def report(r: Any) -> None:
-        fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
-        click.echo(
-            f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True
-        )
+        def report(r: Any) -> None:
+            fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
+            click.echo(
+                f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True
+            )
 
-    w.run(stop, idle=idle, on_tick=report)
-    if anchoring is not None:
-        anchoring.join()
+        w.run(stop, idle=idle, on_tick=report, on_health=HealthFile(health_file) if health_file else None)
+        if anchoring is not None:
+            anchoring.join()
     click.echo("worker stopped", err=True)
 
 

@@ -4,10 +4,20 @@ SQLite runs in WAL mode with `synchronous=FULL` (a transition reported done surv
 busy timeout; write transactions start with `BEGIN IMMEDIATE` so that two writers queue for the lock up
 front instead of failing half-way. `durable=False` selects `synchronous=NORMAL`, which is faster and can
 lose the last transactions on a power cut (never corrupts): an explicit opt-in.
+
+PostgreSQL connections get a connect timeout and a statement timeout unless the URL (or libpq's
+environment) sets them, so that a server that accepts connections but never answers fails the command.
+
+A database failure becomes one of two errors: `DatabaseUnavailable` when trying again later may work (the
+server is down or restarting, a lost connection, SQLite's lock held past the busy timeout, a full disk, a
+statement past its timeout), `ConfigurationError` when a person must act (credentials, a database that
+does not exist, the wrong schema). Each names the cure in its hint. A connection that broke is discarded
+from the pool without the reset (a ROLLBACK) that would fail on it and log a traceback.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,7 +37,9 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from sopflow.engine.errors import ConfigurationError, SopflowError
+from sopflow.engine.errors import ConfigurationError, DatabaseUnavailable, SopflowError
+
+log = logging.getLogger("sopflow.store")
 
 WRITE = "sopflow_write"
 """Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite)."""
@@ -37,6 +49,18 @@ SCHEMA_REVISION = "0004"
 one SELECT keeps Alembic out of every command but `db upgrade` and the first use of a new database."""
 
 BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite writer waits for the write lock by default; `?timeout=SECONDS` in the URL changes it."""
+LOCK_NOTICE_MS = 1_000
+"""A writer still waiting for SQLite's write lock after this long says so (a warning on `sopflow.store`,
+which the CLI prints on stderr) and goes on waiting for the rest of the busy timeout."""
+LOCK_WAIT = "sopflow_lock_wait"
+"""Set (true) on the log record of that notice, so that a caller who reports the failure itself (a worker
+retrying) can drop it."""
+CONNECT_TIMEOUT_S = 10
+"""PostgreSQL: the default seconds to wait for a connection (URL `?connect_timeout=`; PGCONNECT_TIMEOUT)."""
+STATEMENT_TIMEOUT_MS = 60_000
+"""PostgreSQL: the default longest statement (URL `?options=-c statement_timeout=…`, or PGOPTIONS); a
+schema upgrade is exempt."""
 URL_HINT = "use sqlite:///path/to/file.db or postgresql+psycopg://user:password@host:5432/dbname"
 
 
@@ -58,9 +82,38 @@ def create(url: str, *, durable: bool = True) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite(parsed, durable)
-        return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+        return create_engine(
+            parsed, pool_pre_ping=True, pool_size=5, max_overflow=5, connect_args=_postgres_args(parsed)
+        )
     except NoSuchModuleError as exc:  # pragma: no cover - a broken install
         raise ConfigurationError(f"no driver for `{parsed.drivername}`: {exc}") from None
+
+
+def _postgres_args(url: URL) -> dict[str, Any]:
+    """The timeouts sopflow adds to a PostgreSQL connection, unless the URL or libpq's environment sets
+    them (SQLAlchemy's connect arguments would override the URL's)."""
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query and "PGCONNECT_TIMEOUT" not in os.environ:
+        args["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "options" not in url.query and "PGOPTIONS" not in os.environ:
+        args["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    return args
+
+
+def _busy_timeout_ms(url: URL) -> int:
+    raw = url.query.get("timeout")
+    if raw is None:
+        return BUSY_TIMEOUT_MS
+    try:
+        seconds = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 86_400:
+        raise ConfigurationError(
+            f"`timeout={raw}` in the SQLite URL is not a number of seconds",
+            hint="give the seconds a writer waits for the lock, e.g. sqlite:///sopflow.db?timeout=30",
+        )
+    return int(seconds * 1000)
 
 
 def _sqlite(url: URL, durable: bool) -> Engine:
@@ -76,20 +129,30 @@ def _sqlite(url: URL, durable: bool) -> Engine:
             f"the folder `{folder}` for the SQLite database does not exist",
             hint="create the folder or point --db at an existing one",
         )
+    if Path(database).expanduser().is_dir():
+        raise ConfigurationError(
+            f"`{database}` is a folder, not a SQLite database file",
+            hint=f"name a file in it: sqlite:///{Path(database) / 'sopflow.db'}",
+        )
+    busy_ms = _busy_timeout_ms(url)
     engine = create_engine(
         url,
-        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        connect_args={"timeout": busy_ms / 1000, "isolation_level": None},
         poolclass=NullPool if url.query.get("pool") == "none" else None,
     )
     sync = "FULL" if durable else "NORMAL"
+    notice_ms = min(LOCK_NOTICE_MS, busy_ms)
 
     @event.listens_for(engine, "connect")
     def _settings(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {sync}")
         cursor.execute("PRAGMA foreign_keys = ON")
+        # Every write begins with BEGIN IMMEDIATE (`begin_immediate`), which waits for the lock in two
+        # parts so it can say that it waits; readers in WAL mode do not wait for the writer.
+        cursor.execute(f"PRAGMA busy_timeout = {notice_ms}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -98,10 +161,46 @@ def _sqlite(url: URL, durable: bool) -> Engine:
         if driver.in_transaction:  # a StepTransaction began it; a Core statement ran inside it
             return
         write = connection.get_execution_options().get(WRITE, False)
-        # Straight to the driver: this runs once per transaction.
-        driver.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Straight to the driver: this runs once per transaction. SQLAlchemy does not wrap what a `begin`
+        # listener raises, so the driver's error is wrapped here, as every other one in the store is.
+        dbapi = engine.dialect.loaded_dbapi
+        try:
+            if write:
+                begin_immediate(driver, engine)
+            else:
+                driver.execute("BEGIN")
+        except dbapi.Error as exc:
+            raise DBAPIError.instance("BEGIN", (), exc, dbapi.Error, dialect=engine.dialect) from exc
 
     return engine
+
+
+def begin_immediate(driver: Any, engine: Engine) -> None:
+    """`BEGIN IMMEDIATE` on a SQLite driver connection whose busy timeout is `LOCK_NOTICE_MS`: when the
+    lock is not free by then, say so and wait for the rest of the configured busy timeout."""
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+        return
+    except engine.dialect.loaded_dbapi.OperationalError as exc:
+        if not _locked(str(exc)):
+            raise
+    busy_ms = _busy_timeout_ms(engine.url)
+    notice_ms = min(LOCK_NOTICE_MS, busy_ms)
+    if busy_ms <= notice_ms:
+        driver.execute("BEGIN IMMEDIATE")  # raises "database is locked" again: the wait is over
+        return
+    log.warning(
+        "waiting up to %g s more for the write lock of %s: another process holds it (a sopflow command "
+        "or worker in a long write, or a tool such as the sqlite3 shell or a backup in a write transaction)",
+        round((busy_ms - notice_ms) / 1000, 1),
+        engine.url.database,
+        extra={LOCK_WAIT: True},
+    )
+    driver.execute(f"PRAGMA busy_timeout = {busy_ms - notice_ms}")
+    try:
+        driver.execute("BEGIN IMMEDIATE")
+    finally:
+        driver.execute(f"PRAGMA busy_timeout = {notice_ms}")
 
 
 _REVISION = text("SELECT version_num FROM alembic_version")
@@ -135,7 +234,11 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(files("sopflow.engine.store").joinpath("migrations")))
-    with connect_or_explain(engine) as conn, conn.begin():
+    # A write transaction from the start: SQLite's lock is waited for up front, as for every write.
+    with connect_or_explain(engine, write=True) as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            # Building an index on a large table may take longer than a statement is otherwise allowed.
+            conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current_revision(engine) or ""
@@ -162,24 +265,109 @@ def ensure_schema(engine: Engine) -> None:
     )
 
 
+LOCKED_HINT = (
+    "another process holds SQLite's write lock: a sopflow command or worker in a long write, or a tool "
+    "with the file open in a write transaction (the sqlite3 shell, a backup or copy program, a migration "
+    "script); finish or stop it and try again (a worker retries by itself)"
+)
+_FULL_HINT = (
+    "free space on the disk that holds the database (and its -wal file), then try again; "
+    "nothing of this command was written"
+)
+_DOWN_HINT = (
+    "the server is down, restarting or unreachable: check that it is running and that --db (or "
+    "SOPFLOW_DB) points at it, then try again (a worker retries by itself)"
+)
+_TIMEOUT_HINT = (
+    f"a statement ran longer than PostgreSQL's statement_timeout ({STATEMENT_TIMEOUT_MS // 1000} s unless "
+    "the URL's `options` set it): look for a long transaction holding a lock on sopflow's tables, or raise "
+    "it, e.g. ?options=-c%20statement_timeout%3D120000"
+)
+_CREDENTIALS_HINT = "check the user name and password in --db (or SOPFLOW_DB) and the server's pg_hba.conf"
+_MISSING_HINT = "create the database first (`createdb`), or fix its name in --db (or SOPFLOW_DB)"
+_SCHEMA_HINT = (
+    "check that --db points at a sopflow database at this version (`sopflow db upgrade`); then try again"
+)
+_PERMANENT_SQLSTATES = {"28000": _CREDENTIALS_HINT, "28P01": _CREDENTIALS_HINT, "3D000": _MISSING_HINT}
+_PERMANENT_WORDS = (
+    ("password authentication failed", _CREDENTIALS_HINT),
+    ("no pg_hba.conf entry", _CREDENTIALS_HINT),
+    ("authentication failed", _CREDENTIALS_HINT),
+    ("role \"", _CREDENTIALS_HINT),
+    ("database \"", _MISSING_HINT),
+    ("unable to open database file", "check --db: the file's folder must exist and be writable"),
+    ("file is not a database", "--db names a file that is not a SQLite database"),
+    ("readonly database", "the database file (or its folder) is read-only: give this user write access"),
+    ("no such table", _SCHEMA_HINT),
+    ("no such column", _SCHEMA_HINT),
+    ("has no column", _SCHEMA_HINT),
+)
+_SQLITE_HINT = "check the disk that holds the database file and its -wal file; then try again"
+
+
+def _locked(message: str) -> bool:
+    return "database is locked" in message or "database table is locked" in message
+
+
+def _first_line(exc: DBAPIError) -> str:
+    return str(exc.orig).strip().splitlines()[0] if exc.orig and str(exc.orig).strip() else type(exc).__name__
+
+
+def classify(engine: Engine, exc: DBAPIError, *, connecting: bool = False) -> ConfigurationError:
+    """The error to raise for a database failure: `DatabaseUnavailable` when trying again later may work,
+    a plain ConfigurationError when a person must change something; each with the hint that fits."""
+    where = engine.url.render_as_string(hide_password=True)
+    detail = _first_line(exc)
+    if connecting:
+        what = f"cannot open the database {where}: {detail}"
+    else:
+        what = f"the database {where} failed: {detail}"
+    message = str(exc.orig) if exc.orig else detail
+    state = getattr(exc.orig, "sqlstate", None)
+    if state in _PERMANENT_SQLSTATES:
+        return ConfigurationError(what, hint=_PERMANENT_SQLSTATES[state])
+    if _locked(message):
+        busy = _busy_timeout_ms(engine.url) / 1000
+        return DatabaseUnavailable(
+            f"the database {where} is locked: the write lock was still held after {busy:g} s",
+            hint=LOCKED_HINT,
+        )
+    if "database or disk is full" in message or state == "53100":
+        return DatabaseUnavailable(f"the database {where} is full: {detail}", hint=_FULL_HINT)
+    if state == "57014":
+        return DatabaseUnavailable(what, hint=_TIMEOUT_HINT)
+    if isinstance(exc, ProgrammingError) or (state or "").startswith("42"):
+        return ConfigurationError(what, hint=_SCHEMA_HINT)
+    for words, hint in _PERMANENT_WORDS:
+        if words in message:
+            return ConfigurationError(what, hint=hint)
+    if engine.dialect.name == "sqlite":
+        return DatabaseUnavailable(what, hint=_SQLITE_HINT)
+    return DatabaseUnavailable(what, hint=_DOWN_HINT)
+
+
 def _explain_connect(engine: Engine, exc: OperationalError) -> ConfigurationError:
-    return ConfigurationError(
-        f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
-        f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}",
-        hint="check --db (or SOPFLOW_DB), that the server is running and the credentials",
-    )
+    return classify(engine, exc, connecting=True)
 
 
 def _explain_failure(engine: Engine, exc: object) -> None:
-    """Raise a ConfigurationError for a database that went away, is locked beyond the busy timeout, or is
-    not the schema this code expects, instead of an internal error with SQL in it."""
+    """Raise `classify`'s error for a database that went away, is locked beyond the busy timeout, is
+    full, or is not the schema this code expects, instead of an internal error with SQL in it."""
     if isinstance(exc, OperationalError | ProgrammingError) and not isinstance(exc, IntegrityError):
-        detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        raise ConfigurationError(
-            f"the database {engine.url.render_as_string(hide_password=True)} failed: {detail}",
-            hint="check that it is reachable and is a sopflow database at this version "
-            "(`sopflow db upgrade`); then try again",
-        ) from exc
+        raise classify(engine, exc) from exc
+
+
+def discard_if_broken(conn: Any) -> None:
+    """Invalidate `conn` when its driver connection is broken (a PostgreSQL connection the server ended),
+    so that closing it drops it instead of resetting it: the pool's reset would fail and log a traceback."""
+    if conn.invalidated or conn.closed:
+        return
+    try:
+        driver = conn.connection.driver_connection
+    except DBAPIError:  # pragma: no cover - a connection that cannot even be reached is invalid already
+        return
+    if getattr(driver, "broken", False) or getattr(driver, "closed", False) is True:
+        conn.invalidate()
 
 
 class connect_or_explain:
@@ -199,6 +387,8 @@ class connect_or_explain:
         return self._conn
 
     def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
+        if exc is not None:
+            discard_if_broken(self._conn)
         self._conn.close()
         _explain_failure(self.engine, exc)
 
@@ -220,7 +410,7 @@ class StepTransaction:
         self._driver = conn.connection.driver_connection
         self.active = True
         if conn.dialect.name == "sqlite":
-            self._call("BEGIN IMMEDIATE", self._driver.execute, "BEGIN IMMEDIATE")
+            self._call("BEGIN IMMEDIATE", begin_immediate, self._driver, conn.engine)
 
     def commit(self) -> None:
         self.active = False
@@ -231,6 +421,8 @@ class StepTransaction:
 
     def rollback(self) -> None:
         self.active = False
+        if self._conn.invalidated:  # the connection broke: the server has ended the transaction
+            return
         if self._conn.in_transaction():
             self._conn.rollback()
         else:
@@ -242,6 +434,7 @@ class StepTransaction:
             method(*args)
         except dbapi.Error as exc:
             self.active = False
+            discard_if_broken(self._conn)
             raise DBAPIError.instance(sql, (), exc, dbapi.Error, dialect=self._conn.dialect) from exc
 
 
@@ -321,7 +514,8 @@ class WriteConnection:
             return
         if failed:
             # A database error may have left the connection broken: return it to the pool, which rolls
-            # back and discards it if it is. (A refusal or a conflict the engine raises leaves it clean.)
+            # back, or drop it if it is broken. (A refusal or a conflict the engine raises leaves it clean.)
+            discard_if_broken(conn)
             conn.close()
             self._conn = None
             return

@@ -51,9 +51,14 @@ def run(conn: Connection, sql: str, params: Sequence[Any] = ()) -> Any:
     whatever transaction SQLAlchemy has begun there; returns the driver's cursor. A driver error is
     raised as SQLAlchemy's wrapper of it (IntegrityError, OperationalError, …), as Core would."""
     dbapi = conn.dialect.loaded_dbapi
+    driver = conn.connection.driver_connection
     try:
-        return conn.connection.driver_connection.execute(sql, params)  # type: ignore[union-attr]
+        return driver.execute(sql, params)  # type: ignore[union-attr]
     except dbapi.Error as exc:
+        if conn.dialect.is_disconnect(exc, driver, None):
+            # As Core does for its statements: the pool then drops the connection instead of resetting
+            # it, which would fail on it and log a traceback.
+            conn.invalidate()
         raise DBAPIError.instance(sql, params, exc, dbapi.Error, dialect=conn.dialect) from exc
 
 

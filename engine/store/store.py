@@ -459,16 +459,20 @@ class Store:
 
     # -- timers and the outbox ---------------------------------------------------------------------
 
-    def claim_timers(self, now: datetime, owner: str, lease: timedelta, limit: int) -> list[TimerRow]:
-        """Lease up to `limit` due timers to `owner`. Rows another worker holds are skipped (PostgreSQL:
-        FOR UPDATE SKIP LOCKED; SQLite: the write lock); a lease that expires frees the timer again."""
+    def claim_timers(
+        self, now: datetime, owner: str, lease: timedelta, limit: int, *, at: datetime | None = None
+    ) -> list[TimerRow]:
+        """Lease up to `limit` timers due at `now` to `owner`, until `at` (the time of the claim, default
+        `now`) plus `lease`. Rows another worker holds are skipped (PostgreSQL: FOR UPDATE SKIP LOCKED;
+        SQLite: the write lock); a lease that expires frees the timer again."""
+        moment = now if at is None else at
         with self._write() as conn, conn.begin():
             query = (
                 select(timers.c.id)
                 .where(
                     timers.c.pending.is_(True),
                     timers.c.due_at <= now,
-                    or_(timers.c.lease_until.is_(None), timers.c.lease_until < now),
+                    or_(timers.c.lease_until.is_(None), timers.c.lease_until < moment),
                 )
                 .order_by(timers.c.due_at, timers.c.id)
                 .limit(limit)
@@ -479,7 +483,9 @@ class Store:
             if not ids:
                 return []
             conn.execute(
-                update(timers).where(timers.c.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease)
+                update(timers)
+                .where(timers.c.id.in_(ids))
+                .values(lease_owner=owner, lease_until=moment + lease)
             )
             rows = conn.execute(
                 select(*_TIMER_COLUMNS).where(timers.c.id.in_(ids)).order_by(timers.c.due_at, timers.c.id)
@@ -562,12 +568,21 @@ class Store:
             )
             return [(r.kind, r.name, r.rung, r.outcome) for r in rows]
 
-    def claim_notifications(self, now: datetime, lease: timedelta, limit: int) -> list[NotificationRow]:
-        """Lease undelivered notifications that are due (their next attempt pushed past the lease)."""
+    def claim_notifications(
+        self, now: datetime, owner: str, lease: timedelta, limit: int, *, at: datetime | None = None
+    ) -> list[NotificationRow]:
+        """Lease to `owner` up to `limit` undelivered notifications due at `now` that no one else holds,
+        until `at` (the time of the claim, default `now`) plus `lease`. Only the holder of a claim may
+        record the delivery (`record_delivery`)."""
+        moment = now if at is None else at
         with self._write() as conn, conn.begin():
             query = (
                 select(notifications)
-                .where(notifications.c.delivered_at.is_(None), notifications.c.next_attempt_at <= now)
+                .where(
+                    notifications.c.delivered_at.is_(None),
+                    notifications.c.next_attempt_at <= now,
+                    or_(notifications.c.lease_until.is_(None), notifications.c.lease_until < moment),
+                )
                 .order_by(notifications.c.next_attempt_at, notifications.c.id)
                 .limit(limit)
             )
@@ -578,7 +593,7 @@ class Store:
                 conn.execute(
                     update(notifications)
                     .where(notifications.c.id.in_([r.id for r in rows]))
-                    .values(next_attempt_at=now + lease)
+                    .values(lease_owner=owner, lease_until=moment + lease)
                 )
             return [
                 NotificationRow(
@@ -594,24 +609,71 @@ class Store:
             ]
 
     def record_delivery(
-        self, notification: NotificationRow, now: datetime, ok: bool, detail: str, retry_at: datetime | None
-    ) -> None:
-        """Log one delivery attempt; a failure schedules the next attempt, nothing is ever dropped."""
+        self,
+        notification: NotificationRow,
+        owner: str,
+        at: datetime,
+        ok: bool,
+        detail: str,
+        retry_at: datetime | None,
+    ) -> bool:
+        """Log one delivery attempt made at `at`, if `owner` still holds the claim on `notification` as
+        claimed; a failure schedules the next attempt, nothing is ever dropped. False, and nothing
+        written, when the claim was lost: its lease ran out and another worker took the notification over
+        (and records its own attempt), or it was delivered meanwhile."""
         attempt = notification.attempts + 1
+        values: dict[str, Any] = {"attempts": attempt, "lease_owner": None, "lease_until": None}
+        if ok:
+            values["delivered_at"] = at
+            values["last_error"] = None
+        else:
+            values["last_error"] = detail
+            values["next_attempt_at"] = retry_at or at
+        # The claim is checked and released by the same UPDATE that moves the attempt count on, so two
+        # workers can never both record the same attempt (PostgreSQL re-checks the row after a wait).
+        held = (
+            update(notifications)
+            .where(
+                notifications.c.id == notification.id,
+                notifications.c.lease_owner == owner,
+                notifications.c.attempts == notification.attempts,
+                notifications.c.delivered_at.is_(None),
+            )
+            .values(**values)
+        )
+        try:
+            with self._write() as conn, conn.begin():
+                if conn.execute(held).rowcount != 1:
+                    return False  # nothing was written: the (empty) transaction commits
+                conn.execute(
+                    insert(deliveries).values(
+                        notification_id=notification.id, attempt=attempt, at=at, ok=ok, detail=detail
+                    )
+                )
+        except IntegrityError:  # pragma: no cover - the claim check above leaves no way to this
+            return False
+        return True
+
+    def undelivered(self) -> int:
+        """How many notifications wait to be delivered (a worker's backlog)."""
+        with self._read() as conn:
+            query = select(func.count()).select_from(notifications)
+            return int(conn.execute(query.where(notifications.c.delivered_at.is_(None))).scalar_one())
+
+    def release_leases(self, owner: str) -> None:
+        """Hand back the timers and notifications leased to `owner` and not done: a worker that stops, or
+        comes back after losing its database, lets them go at once instead of when the lease runs out."""
         with self._write() as conn, conn.begin():
             conn.execute(
-                insert(deliveries).values(
-                    notification_id=notification.id, attempt=attempt, at=now, ok=ok, detail=detail
-                )
+                update(timers)
+                .where(timers.c.pending.is_(True), timers.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
             )
-            values: dict[str, Any] = {"attempts": attempt}
-            if ok:
-                values["delivered_at"] = now
-                values["last_error"] = None
-            else:
-                values["last_error"] = detail
-                values["next_attempt_at"] = retry_at or now
-            conn.execute(update(notifications).where(notifications.c.id == notification.id).values(**values))
+            conn.execute(
+                update(notifications)
+                .where(notifications.c.delivered_at.is_(None), notifications.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
 
     def notification_log(self, case_id: int) -> list[dict[str, Any]]:
         with self._read() as conn:

@@ -169,6 +169,9 @@ notifications = Table(
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("delivered_at", UTCDateTime),
     Column("last_error", Text),
+    # The worker holding a delivery and until when (migration 0004): only the holder records it.
+    Column("lease_owner", String(100)),
+    Column("lease_until", UTCDateTime),
     Index("ix_notifications_due", "delivered_at", "next_attempt_at"),
 )
 
