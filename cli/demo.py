@@ -113,9 +113,33 @@ def run_demo(database_url: str | None) -> None:
         case = engine.case(content)
         path = [r.to_state for r in engine.history(content) if r.outcome == "accepted" and r.to_state]
         click.echo(mermaid(engine.definition(case.definition_id, case.definition_version), path, case.state))
-        click.echo(f"\nTry: sopflow --db {database_url} --as chen.jing show {reform}")
+        program, activate = _program()
+        click.echo(f"\nTry: {program} --db {database_url} --as chen.jing show {reform}")
+        if activate:
+            click.echo(f"  (sopflow is not on your PATH: `{activate}` lets you type just `sopflow`)")
         if not report.ok:
             raise click.exceptions.Exit(1)
+
+
+def _program() -> tuple[str, str | None]:
+    """How to call sopflow from this shell: `sopflow` when it is on PATH; else the script beside this
+    Python (`.venv/bin/sopflow` after `make demo`), with the command that puts it on PATH."""
+    import os
+    import shutil
+    import sys
+
+    found = shutil.which("sopflow")
+    beside = Path(sys.executable).parent / "sopflow"
+    if found is not None or not beside.is_file():
+        return "sopflow", None
+    try:
+        shown = os.path.relpath(beside)
+    except ValueError:  # another drive on Windows
+        shown = str(beside)
+    if shown.startswith(".."):
+        shown = str(beside)
+    activate = beside.parent / "activate"
+    return shown, f"source {os.path.relpath(activate) if shown != str(beside) else activate}"
 
 
 def _walk(

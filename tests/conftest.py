@@ -91,13 +91,21 @@ def fresh_postgres_database(server: str) -> str:
     return f"{server}/{name}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each store test runs twice: on a new SQLite file and on a new PostgreSQL database."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sopflow.db'}"
     server = request.getfixturevalue("postgres_server")
     return fresh_postgres_database(server)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `postgres` every test that asks for the server itself, so that `-m "not postgres"` runs
+    without one (the `database_url` fixture marks its PostgreSQL parameter)."""
+    for item in items:
+        if "postgres_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.postgres)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -81,7 +82,7 @@ def test_demo_in_a_fresh_folder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "sopflow-demo.db").is_file()
     assert "audit trail intact" in done.stdout
-    assert "Try: sopflow --db sqlite:///sopflow-demo.db" in done.stdout
+    assert re.search(r"^Try: \S*sopflow --db sqlite:///sopflow-demo\.db ", done.stdout, re.MULTILINE)
 
 
 def test_a_refused_fire_exits_1_with_error_and_hint(tmp_path: Path) -> None:

@@ -164,6 +164,7 @@ def demo(ctx: click.Context) -> None:
 
     root = ctx.find_root()
     explicit = root.get_parameter_source("db") not in (None, click.core.ParameterSource.DEFAULT)
+    explicit = explicit or settings().db != root.params.get("db")  # `sopflow demo --db URL`
     run_demo(settings().db if explicit else None)
 
 
