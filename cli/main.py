@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 refused (a definition with errors, not found, not permitted, guard refused,
 invalid data, conflict, a broken audit trail); 2 a usage or configuration problem; 3 an internal error
-(a bug: please report it; SOPFLOW_DEBUG=1 shows the traceback).
+(a bug: please report it; SOPFLOW_DEBUG=1 shows the traceback); 4 the outcome is unknown (the connection
+broke while a start or fire was committing; repeat it with the `--key` the message shows).
 
 Only click is imported at start-up; each command imports the engine parts it needs when it runs.
 """

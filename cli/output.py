@@ -59,6 +59,7 @@ def print_result(result: Result) -> None:
                 "case": case_dict(result.case),
                 "record": record_dict(result.record),
                 "replayed": result.replayed,
+                "key": result.key,
             }
         )
         return

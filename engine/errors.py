@@ -2,7 +2,8 @@
 
 Exit codes: 0 done; 1 refused (a definition with errors, not found, not permitted, guard refused,
 invalid data, conflict, a broken audit chain); 2 a usage or configuration problem (bad arguments,
-an unreadable path, a database that cannot be opened).
+an unreadable path, a database that cannot be opened); 4 the outcome is unknown (the connection broke
+while a write was committing: it may or may not be stored; repeat it with its idempotency key).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Literal
 EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_UNKNOWN = 4
 
 Severity = Literal["error", "warning"]
 
@@ -157,3 +159,31 @@ class NotAvailable(SopflowError):
     """The event does not exist in the case's current state, or the case is closed (nothing is written)."""
 
     kind = "not-available"
+
+
+class OutcomeUnknown(SopflowError):
+    """The connection to the database broke while a write was committing: the server may have stored it
+    or not, and nobody can tell from here. `key` is the write's idempotency key: repeating the write with
+    it applies it at most once (or answers that it was already done); repeating it without would apply
+    it twice if the first did commit."""
+
+    exit_code = EXIT_UNKNOWN
+    kind = "outcome-unknown"
+
+    def __init__(self, message: str, *, hint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.key = key
+
+    def of(self, what: str, key: str) -> OutcomeUnknown:
+        """This failure, said of `what` was committing under the idempotency `key`."""
+        return OutcomeUnknown(
+            f"{what} may or may not have been stored: {self.message}",
+            hint=f"repeat it with the same idempotency key, `--key {key}` (key={key!r} in the API): it is "
+            "then applied once, or answered as already done; never repeat it without the key",
+            key=key,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        out["key"] = self.key
+        return out

@@ -26,7 +26,15 @@ from sopflow.engine.audit import (
 from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text
-from sopflow.engine.errors import Conflict, DefinitionError, InvalidData, NotFound, SopflowError, UsageError
+from sopflow.engine.errors import (
+    Conflict,
+    DefinitionError,
+    InvalidData,
+    NotFound,
+    OutcomeUnknown,
+    SopflowError,
+    UsageError,
+)
 from sopflow.engine.step import (
     Actor,
     People,
@@ -50,6 +58,7 @@ from sopflow.engine.store import (
     Store,
     Write,
 )
+from sopflow.engine.store.keys import KeyClaim, check_key, new_key
 from sopflow.engine.timers import on_entry
 from sopflow.engine.verify import VerifyReport, verify
 
@@ -87,12 +96,14 @@ class Case:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """What a start or a fire did: the case after it and its audit record. `replayed` is True when an
-    idempotency key matched an earlier call, which wrote nothing this time."""
+    """What a start or a fire did: the case after it and its audit record. `key` is the idempotency key
+    the write was stored under (the caller's, or one made for it); `replayed` is True when the key
+    matched an earlier call of the same request, and nothing was written this time."""
 
     case: Case
     record: AuditRecord
     replayed: bool = False
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,12 +365,18 @@ class Engine:
         key: str | None = None,
         version: int | None = None,
     ) -> Result:
-        """Start a case of the newest (or the given) version of a definition, as `actor`."""
+        """Start a case of the newest (or the given) version of a definition, as `actor`, under the
+        idempotency `key` (one is made when none is given; `Result.key` has it): the same start with the
+        same key returns the first case; the key reused by another person, for another definition or with
+        other data is a Conflict. `OutcomeUnknown` when the database connection broke while committing:
+        retry with `result`'s key (the error's `key`), which starts the case at most once."""
+        _check_size(data)  # first: data without a JSON form cannot even be fingerprinted for the key
+        key = new_key() if key is None else check_key(key)
+        claim = KeyClaim.start(key, actor, definition_id, version, data)
         compiled = self.compiled(definition_id, version)
         definition = compiled.definition
         org = self.org()
         person = self._actor(org, actor)
-        _check_size(data)
         now = self.clock()
 
         def least_loaded(role: str) -> str | None:
@@ -396,10 +413,13 @@ class Engine:
             )
             return Write(record, change, start_timers=timers.start)
 
-        fired = self.store.start(
-            definition.id, definition.version, person.id, now, change, make_write, key=key
-        )
-        return Result(self._case(fired.case), fired.record, fired.replayed)
+        try:
+            fired = self.store.start(
+                definition.id, definition.version, person.id, now, change, make_write, key=claim
+            )
+        except OutcomeUnknown as exc:
+            raise exc.of(f"the start of a `{definition.id}` case", key) from exc
+        return Result(self._case(fired.case), fired.record, fired.replayed, key)
 
     def fire(
         self,
@@ -413,11 +433,19 @@ class Engine:
         key: str | None = None,
     ) -> Result:
         """Fire `event` on a case as `actor`. Not permitted and guard refusals are recorded in the
-        audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written."""
+        audit trail and raised; a stale `expect_version` raises Conflict; nothing is half-written.
+
+        The step is stored under the idempotency `key` (one is made when none is given; `Result.key`
+        has it): the same fire with the same key returns the first result and writes nothing; the key
+        reused by another person, for another case or event, or with another payload or comment is a
+        Conflict, recorded as a refusal on the case. `OutcomeUnknown` when the database connection broke
+        while committing: retry with the error's `key`, which applies the step at most once."""
         payload = dict(payload or {})
         check_comment(comment)
-        if payload:
+        if payload:  # first: a payload without a JSON form cannot even be fingerprinted for the key
             _check_size(payload)
+        key = new_key() if key is None else check_key(key)
+        claim = KeyClaim.fire(key, actor, case_id, event, payload, comment)
         self._org_knowing(actor)
         refusal: list[SopflowError] = []
         now = self.clock()
@@ -429,13 +457,23 @@ class Engine:
             # statement, so this usually sends nothing.
             org = self.org_in(reads)
             person = self._delegated(org, actor, reads.delegations(actor), now)
+            compiled = self.compiled(row.definition_id, row.definition_version)
+            if reads.key_clash is not None:
+                clash = claim.conflict(reads.key_clash)
+                refusal.append(clash)
+                reason = f"{clash.kind}: {clash.message}"
+                return Write(
+                    self.audit_record(
+                        row, compiled, now, actor=person.id, event=event, to_state=None, accepted=False,
+                        payload=payload, comment=comment, reason=reason,
+                    )
+                )
             if expect_version is not None and row.version != expect_version:
                 raise Conflict(
                     f"case {row.id} is at version {row.version}, not {expect_version}: "
                     "someone changed it since you looked",
                     hint=f"run `sopflow show {row.id}` and decide again",
                 )
-            compiled = self.compiled(row.definition_id, row.definition_version)
             snapshot = self._snapshot(compiled, row, reads)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))
             try:
@@ -461,16 +499,13 @@ class Engine:
                 _check_size(step.data)
             return self.step_write(compiled, row, org, person, step, payload, comment, now)
 
-        fired = self.store.fire(case_id, decide, now=now, key=key, actor=actor)
+        try:
+            fired = self.store.fire(case_id, decide, now=now, key=claim, actor=actor)
+        except OutcomeUnknown as exc:
+            raise exc.of(f"`{event}` on case {case_id}", key) from exc
         if refusal:
             raise refusal[0]
-        if fired.replayed and fired.record.event != event:
-            raise Conflict(
-                f"idempotency key `{key}` was used for `{fired.record.event}` on case {case_id}, "
-                f"not `{event}`",
-                hint="use a new key for a new step",
-            )
-        return Result(self._case(fired.case), fired.record, fired.replayed)
+        return Result(self._case(fired.case), fired.record, fired.replayed, key)
 
     def _snapshot(self, compiled: CompiledDefinition, row: CaseRow, reads: Reads) -> Snapshot:
         votes: tuple[Vote, ...] = ()

@@ -407,7 +407,7 @@ def test_start_with_data_data_file_and_key(deployed: Sop, tmp_path: Path) -> Non
 
 def test_start_json_shape(deployed: Sop) -> None:
     answer = deployed.json("start", "content-review", "--data", json.dumps(CONTENT), user="li.na")
-    assert set(answer) == {"case", "record", "replayed"}
+    assert set(answer) == {"case", "record", "replayed", "key"}
     assert answer["replayed"] is False
     case = answer["case"]
     assert case["definition"] == "content-review@1"

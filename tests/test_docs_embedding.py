@@ -35,6 +35,7 @@ def test_every_example_file_is_shown_verbatim() -> None:
             ["major_reform_approval", "refused:", "approved False", "audit records verified"],
         ),
         ("docs/embedding/worker.py", ["0 timers due at once", "OVERDUE"]),
+        ("docs/embedding/retry.py", ["replayed: True", "same step: True True", "with other content"]),
     ],
 )
 def test_example_runs(name: str, expected: list[str], tmp_path: Path) -> None:

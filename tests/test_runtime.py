@@ -120,7 +120,7 @@ def test_idempotency_keys_return_the_first_result(engine: Engine) -> None:
     assert not one.replayed and two.replayed
     assert two.record.hash == one.record.hash
     assert [r.event for r in engine.history(first.case.id)] == ["start", "submit"]
-    with pytest.raises(Conflict, match="used for `submit`"):
+    with pytest.raises(Conflict, match="used by another person: alice fired `submit` on case 1"):
         engine.fire(first.case.id, "send_back", actor="mia", key="f-1")
 
 

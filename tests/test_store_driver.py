@@ -144,9 +144,14 @@ def test_a_step_sends_about_as_many_statements_as_the_bare_transaction(on_sqlite
     seen.clear()
     on_sqlite.fire(case_id, "send_back", actor="mia")
     # BEGIN, the case (with the org's hash and the delegation check), [the least-loaded count],
-    # UPDATE, the audit INSERT, the timers' INSERT or UPDATE, COMMIT.
-    assert len(submit) == 7, submit
-    assert len(seen) == 6, seen
+    # UPDATE, the audit INSERT, the timers' INSERT or UPDATE, the idempotency key's INSERT, COMMIT. (A
+    # trigger's run is traced as its statement again: counted once.)
+    assert len(_once(submit)) == 8, submit
+    assert len(_once(seen)) == 7, seen
+
+
+def _once(statements: list[str]) -> list[str]:
+    return [s for n, s in enumerate(statements) if n == 0 or statements[n - 1] != s]
 
 
 def _plans(path: Path, statements: list[str]) -> list[str]:

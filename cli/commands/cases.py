@@ -18,7 +18,10 @@ from sopflow.cli.render import ago, safe_lines, table, text
 @click.argument("definition")
 @click.option("--data", "data_json", type=JSON_OBJECT, help="The case's data, as a JSON object.")
 @click.option("--data-file", type=JSON_FILE, help="A file holding the case's data as a JSON object.")
-@click.option("--key", help="An idempotency key: starting again with the same key returns the same case.")
+@click.option(
+    "--key",
+    help="An idempotency key (default: a new one): the same start again with it returns the same case.",
+)
 @click.option("--version", type=VERSION, help="A definition version (default: the newest deployed).")
 def start(
     definition: str,
@@ -44,7 +47,9 @@ def start(
 @click.option(
     "--expect-version", type=VERSION, help="Refuse (conflict) if the case changed since this version."
 )
-@click.option("--key", help="An idempotency key: firing again with the same key writes nothing.")
+@click.option(
+    "--key", help="An idempotency key (default: a new one): the same step again with it writes nothing."
+)
 def fire(
     case: int,
     event: str,

@@ -37,7 +37,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.pool import NullPool
 
-from sopflow.engine.errors import ConfigurationError, DatabaseUnavailable, SopflowError
+from sopflow.engine.errors import ConfigurationError, DatabaseUnavailable, OutcomeUnknown, SopflowError
 
 log = logging.getLogger("sopflow.store")
 
@@ -413,11 +413,24 @@ class StepTransaction:
             self._call("BEGIN IMMEDIATE", begin_immediate, self._driver, conn.engine)
 
     def commit(self) -> None:
+        """COMMIT; `OutcomeUnknown` when it fails. The server may have committed before the connection
+        broke (or committed nothing): only a retry under the write's idempotency key can tell, so this is
+        never reported as a database failure, whose advice to try again would apply the write twice."""
         self.active = False
-        if self._conn.in_transaction():
-            self._conn.commit()
-        else:
-            self._call("COMMIT", self._driver.commit)
+        try:
+            if self._conn.in_transaction():
+                self._conn.commit()
+            else:
+                self._call("COMMIT", self._driver.commit)
+        except IntegrityError:
+            raise  # a constraint checked at COMMIT refused it: nothing was stored
+        except DBAPIError as exc:
+            discard_if_broken(self._conn)
+            detail = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise OutcomeUnknown(
+                f"the database connection failed while committing ({detail})",
+                hint="it may have been stored: look (`sopflow history CASE`) before doing it again",
+            ) from exc
 
     def rollback(self) -> None:
         self.active = False
@@ -556,7 +569,9 @@ class _Held:
 
     def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         try:
-            self.owner._give_back(failed=exc is not None and not isinstance(exc, SopflowError))
+            # An unknown outcome broke the connection, unlike the engine's other errors.
+            broken = isinstance(exc, OutcomeUnknown) or not isinstance(exc, SopflowError)
+            self.owner._give_back(failed=exc is not None and broken)
         finally:
             self.owner._lock.release()
         _explain_failure(self.owner.engine, exc)

@@ -123,9 +123,11 @@ _STEP_READ = (
     + ", ".join(f"c.{name}" for name in CASE_COLUMNS)
     + ", (SELECT o.content_hash FROM orgs o ORDER BY o.id DESC LIMIT 1)"
     ", EXISTS (SELECT 1 FROM delegations d WHERE d.delegate = ? AND d.kind = 'grant' AND d.ends_at > ?)"
-    ", (SELECT k.seq FROM fire_keys k WHERE k.case_id = c.id AND k.key = ?)"
-    " FROM cases c WHERE c.id = ?"
+    ", k.operation, k.actor, k.target, k.case_id, k.seq, k.fingerprint"
+    " FROM cases c LEFT JOIN idempotency_keys k ON k.key = ? WHERE c.id = ?"
 )
+KEY_COLUMNS = ("key", "operation", "actor", "target", "fingerprint", "case_id", "seq", "created_at")
+_INSERT_KEY = f"INSERT INTO idempotency_keys ({', '.join(KEY_COLUMNS)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +138,9 @@ class Sql:
     postgres: bool
     step_read: str
     """The case, with what a step needs besides: the deployed org's hash, whether any grant to the acting
-    person may still run (their delegations are loaded only then), and the audit seq an idempotency key
-    already wrote. Parameters: delegate, now, key, case id."""
+    person may still run (their delegations are loaded only then), and the earlier use of an idempotency
+    key (operation, actor, target, case id, seq, fingerprint; NULLs when unused). Parameters: delegate,
+    now, key, case id."""
     case_by_id: str
     update_step: str
     """The conditional update of a case row (only if its version and audit seq are still the ones read).
@@ -155,6 +158,12 @@ class Sql:
     insert_audit_after: str
     """PostgreSQL's combined step statement (`together`): the audit insert, only if the case update `u`
     matched."""
+    insert_key: str
+    """An idempotency key, in `KEY_COLUMNS` order."""
+    insert_key_after: str
+    """As `insert_key`, for the combined statement (`together`)."""
+    key_use: str
+    """An idempotency key's earlier use, as `step_read` reads it. Parameters: key."""
     votes: str
     """Accepted votes of one case after an audit seq. Parameters: case id, seq."""
     org_hash: str
@@ -184,6 +193,13 @@ class Sql:
             ),
             insert_audit_after=_text(
                 f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) SELECT {_marks(len(AUDIT_COLUMNS))} FROM u",
+                pg,
+            ),
+            insert_key=_text(f"{_INSERT_KEY} VALUES ({_marks(len(KEY_COLUMNS))})", pg),
+            insert_key_after=_text(f"{_INSERT_KEY} SELECT {_marks(len(KEY_COLUMNS))} FROM u", pg),
+            key_use=_text(
+                "SELECT operation, actor, target, case_id, seq, fingerprint FROM idempotency_keys "
+                "WHERE key = ?",
                 pg,
             ),
             votes=_text(
@@ -287,8 +303,9 @@ class Sql:
         self, write: Write, stamp: Any, *, after_update: bool = False, start: bool = True
     ) -> list[tuple[str, Sequence[Any]]]:
         """What a step writes after its case update, in order: the audit record, the timers it cancels,
-        the timers it starts (unless not `start`). `stamp` is the step's time as the driver binds it.
-        With `after_update`, each is written for PostgreSQL's combined statement (`together`)."""
+        the timers it starts (unless not `start`), its idempotency key. `stamp` is the step's time as the
+        driver binds it. With `after_update`, each is written for PostgreSQL's combined statement
+        (`together`)."""
         rec = write.record
         parts: list[tuple[str, Sequence[Any]]] = [
             (self.insert_audit_after if after_update else self.insert_audit, self.audit_values(rec))
@@ -303,6 +320,10 @@ class Sql:
         if start and write.start_timers:
             starts = self.start_timers(rec.case_id, rec.seq, write.start_timers, after_update=after_update)
             parts.append(starts)
+        if write.key is not None:
+            k = write.key
+            key = (k.key, k.operation, k.actor, k.target, k.fingerprint, rec.case_id, rec.seq, stamp)
+            parts.append((self.insert_key_after if after_update else self.insert_key, key))
         return parts
 
     @staticmethod

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from sopflow.engine.audit import AuditRecord
+from sopflow.engine.store.keys import KeyClaim
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,8 @@ class Write:
     cancel_state_timers: bool = False
     """Cancel every pending `timeout` timer of the case (its state was left)."""
     notify: tuple[NotificationSpec, ...] = ()
+    key: KeyClaim | None = None
+    """The idempotency key an accepted start or fire stores with its record (the store sets it)."""
 
 
 @dataclass(frozen=True, slots=True)

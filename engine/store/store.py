@@ -25,6 +25,7 @@ from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
 from sopflow.engine.errors import Conflict, NotFound
 from sopflow.engine.store import database
 from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
+from sopflow.engine.store.keys import KeyClaim, KeyUse
 from sopflow.engine.store.records import (
     CaseChange,
     CaseQuery,
@@ -45,7 +46,6 @@ from sopflow.engine.store.tables import (
     definitions,
     delegations,
     deliveries,
-    fire_keys,
     notifications,
     orgs,
     timers,
@@ -67,7 +67,6 @@ _TIMER_COLUMNS = (
 
 # Statements off the hot path that a step may still need, built once: building a statement (coercing
 # each value into a bound parameter, computing its cache key) costs more than running it.
-_INSERT_FIRE_KEY = insert(fire_keys)
 _INSERT_NOTIFICATIONS = insert(notifications)
 _LATEST_ORG = (
     select(orgs.c.org_id, orgs.c.content_hash, orgs.c.source_text, orgs.c.file, orgs.c.deployed_at)
@@ -102,6 +101,8 @@ class Reads:
         self._conn = conn
         self._sql = sql
         self._context = context
+        self.key_clash: KeyUse | None = None
+        """The earlier use of the step's idempotency key by another request: `decide` must refuse."""
 
     def votes(self, case_id: int, since_seq: int) -> list[StoredVote]:
         """Accepted approve/reject records after `since_seq` (the current visit of an approval state)."""
@@ -241,64 +242,65 @@ class Store:
         now: datetime,
         change: CaseChange,
         make_write: Callable[[int], Write],
-        key: str | None = None,
+        key: KeyClaim | None = None,
     ) -> Fired:
-        """Create a case and its first audit record. With `key`, a repeated start returns the case
-        the first one created."""
-        try:
-            with self._write() as conn, conn.begin():
-                if key is not None:
-                    found = self._started(conn, definition_id, key)
-                    if found is not None:
-                        return found
-                sql = self._sql
-                stamp = sql.time(now)
-                data = canonical_json(change.data)
-                values = (
-                    definition_id, definition_version, change.state, change.open, data, 1, starter,
-                    change.assignee, change.submitter, 1, stamp, stamp, stamp, 0, GENESIS, key,
-                )  # fmt: skip
-                case_id = int(run(conn, sql.insert_case, values).fetchall()[0][0])
-                write = make_write(case_id)
-                run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
-                self._append(conn, write, now, stamp)
-                at = now.astimezone(UTC)
-                row = CaseRow(
-                    case_id,
-                    definition_id,
-                    definition_version,
-                    change.state,
-                    change.open,
-                    json.loads(data),
-                    1,
-                    starter,
-                    change.assignee,
-                    change.submitter,
-                    1,
-                    at,
-                    at,
-                    at,
-                    write.record.seq,
-                    write.record.hash,
-                    key,
-                )
-                return Fired(row, write.record)
-        except IntegrityError:
-            if key is None:
-                raise
-            with self._read() as conn:
-                found = self._started(conn, definition_id, key)
-            if found is None:
-                raise
-            return found
+        """Create a case and its first audit record in one transaction, with its idempotency `key`: the
+        same request again returns the case the first one created (`replayed`); the key used by another
+        request raises the Conflict `key.conflict` describes. A COMMIT whose outcome is unknown raises
+        `OutcomeUnknown`."""
+        sql = self._sql
+        stamp = sql.time(now)
+        data = canonical_json(change.data)
+        for _attempt in range(MAX_ATTEMPTS):
+            with self._write() as conn:
+                tx = database.StepTransaction(conn)
+                try:
+                    if key is not None:
+                        found = run(conn, sql.key_use, (key.key,)).fetchone()
+                        if found is not None:
+                            replayed = self._replay(conn, key, _key_use(key.key, found))
+                            tx.rollback()
+                            return replayed
+                    values = (
+                        definition_id, definition_version, change.state, change.open, data, 1, starter,
+                        change.assignee, change.submitter, 1, stamp, stamp, stamp, 0, GENESIS,
+                        None if key is None else key.key,
+                    )  # fmt: skip
+                    case_id = int(run(conn, sql.insert_case, values).fetchall()[0][0])
+                    write = make_write(case_id)
+                    if key is not None:
+                        write = replace(write, key=key)
+                    run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
+                    self._append(conn, write, now, stamp)
+                    tx.commit()
+                except IntegrityError:
+                    # Another writer stored the same key first (PostgreSQL; SQLite's write lock queues
+                    # the two): read again, and find its use.
+                    tx.rollback()
+                    if key is None:
+                        raise
+                    continue
+                except BaseException:
+                    if tx.active:
+                        tx.rollback()
+                    raise
+            at = now.astimezone(UTC)
+            row = CaseRow(
+                case_id, definition_id, definition_version, change.state, change.open, json.loads(data), 1,
+                starter, change.assignee, change.submitter, 1, at, at, at, write.record.seq,
+                write.record.hash, None if key is None else key.key,
+            )  # fmt: skip
+            return Fired(row, write.record)
+        raise Conflict(
+            f"idempotency key `{key.key if key else ''}` kept being written by another start",
+            hint="try again with the same key",
+        )
 
-    def _started(self, conn: Connection, definition_id: str, key: str) -> Fired | None:
-        case_id = conn.execute(
-            select(cases.c.id).where(cases.c.definition_id == definition_id, cases.c.start_key == key)
-        ).scalar()
-        if case_id is None:
-            return None
-        return Fired(self._case(conn, case_id), self._record(conn, case_id, 1), replayed=True)
+    def _replay(self, conn: Connection, key: KeyClaim, use: KeyUse) -> Fired:
+        """The first result of `key`'s request, repeated; the Conflict of another request's key."""
+        if not key.same_request(use):
+            raise key.conflict(use)
+        return Fired(self._case(conn, use.case_id), self._record(conn, use.case_id, use.seq), replayed=True)
 
     def fire(
         self,
@@ -306,30 +308,40 @@ class Store:
         decide: Callable[[CaseRow, Reads], Write],
         *,
         now: datetime,
-        key: str | None = None,
+        key: KeyClaim | None = None,
         actor: str | None = None,
     ) -> Fired:
         """Read the case, decide, and write the step (or the refusal) in one transaction. With `actor`,
         the read also finds out whether any delegation to them may run at `now`, so that
-        `Reads.delegations(actor)` costs a statement only when one does."""
+        `Reads.delegations(actor)` costs a statement only when one does.
+
+        With an idempotency `key`: the same request again returns its first result (`replayed`) and
+        writes nothing; the key used by another request is put in `Reads.key_clash` for `decide` to
+        refuse (recorded on this case). An accepted step stores the key with its record. A COMMIT whose
+        outcome is unknown raises `OutcomeUnknown`."""
         stamp = self._sql.time(now)
         for _attempt in range(MAX_ATTEMPTS):
             with self._write() as conn:
                 tx = database.StepTransaction(conn)
                 try:
-                    row, reads, seq = self._step_read(conn, case_id, stamp, actor=actor, key=key)
-                    if seq is not None:
-                        tx.rollback()
-                        return Fired(row, self._record(conn, case_id, seq), replayed=True)
+                    row, reads, use = self._step_read(
+                        conn, case_id, stamp, actor=actor, key=None if key is None else key.key
+                    )
+                    if key is not None and use is not None:
+                        if key.same_request(use):
+                            replayed = Fired(row, self._record(conn, use.case_id, use.seq), replayed=True)
+                            tx.rollback()
+                            return replayed
+                        reads.key_clash = use
                     write = decide(row, reads)
+                    if key is not None and write.change is not None:
+                        if use is not None:  # `decide` must refuse a clash; never let one through
+                            raise key.conflict(use)
+                        write = replace(write, key=key)
                     after = self._write_step(conn, row, write, now, stamp)
                     if after is None:
                         tx.rollback()
                         continue
-                    if key is not None and write.change is not None:
-                        conn.execute(
-                            _INSERT_FIRE_KEY, {"case_id": case_id, "key": key, "seq": write.record.seq}
-                        )
                     tx.commit()
                     return Fired(after, write.record)
                 except IntegrityError:
@@ -352,10 +364,10 @@ class Store:
         *,
         actor: str | None = None,
         key: str | None = None,
-    ) -> tuple[CaseRow, Reads, int | None]:
+    ) -> tuple[CaseRow, Reads, KeyUse | None]:
         """The case, the `Reads` of its step (knowing the org's hash and whether `actor` may hold a
-        delegation at `stamp`, the step's time as the driver binds it), and the audit seq that `key`
-        already wrote (None: not used yet) — one statement."""
+        delegation at `stamp`, the step's time as the driver binds it), and the earlier use of the
+        idempotency `key` (None: not used yet) — one statement."""
         found = None
         if 0 < case_id <= MAX_ID:
             found = run(conn, self._sql.step_read, (actor, stamp, key, case_id)).fetchone()
@@ -363,8 +375,8 @@ class Store:
             raise NotFound(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
         width = len(CaseRow.__slots__)
         context = _StepContext(found[width], actor, bool(found[width + 1]))
-        seq = found[width + 2]
-        return self._sql.case_row(found), Reads(conn, self._sql, context), None if seq is None else int(seq)
+        use = None if key is None or found[width + 2] is None else _key_use(key, found[width + 2 :])
+        return self._sql.case_row(found), Reads(conn, self._sql, context), use
 
     def _write_step(
         self, conn: Connection, row: CaseRow, write: Write, now: datetime, stamp: Any
@@ -908,6 +920,12 @@ class Store:
     def _read(self) -> database.connect_or_explain:
         self._writer.own_process()  # after a fork, never a pooled connection of the parent's
         return database.connect_or_explain(self.engine)
+
+
+def _key_use(key: str, found: Sequence[Any]) -> KeyUse:
+    """A key's use from its columns as `Sql.key_use` (and `step_read`) read them."""
+    operation, actor, target, case_id, seq, fingerprint = found[:6]
+    return KeyUse(key, operation, actor, target, int(case_id), int(seq), fingerprint)
 
 
 def _fields(row: Any) -> dict[str, Any]:

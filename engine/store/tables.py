@@ -124,13 +124,19 @@ audit = Table(
     PrimaryKeyConstraint("case_id", "seq", name="pk_audit"),
 )
 
-fire_keys = Table(
-    "fire_keys",
+idempotency_keys = Table(
+    "idempotency_keys",
     metadata,
-    Column("case_id", CaseId, nullable=False),
+    # One key names one write request across the whole database (engine/store/keys.py).
     Column("key", String(200), nullable=False),
+    Column("operation", String(8), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("fingerprint", String(64)),
+    Column("case_id", CaseId, nullable=False),
     Column("seq", Integer, nullable=False),
-    PrimaryKeyConstraint("case_id", "key", name="pk_fire_keys"),
+    Column("created_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("key", name="pk_idempotency_keys"),
 )
 
 timers = Table(
