@@ -98,19 +98,26 @@ class SopflowGroup(click.Group):
             ctx.exit(EXIT_INTERNAL)
 
 
+ENVIRONMENT = ("SOPFLOW_DB", "SOPFLOW_USER", "SOPFLOW_WEBHOOK")
+"""The variables sopflow reads, checked like arguments."""
+
+
 def _refuse_undecodable(args: Sequence[str]) -> None:
-    """Refuse an argument that is not text before anything runs. Python hands bytes that are not UTF-8 to
-    the program as lone surrogates, which no database or JSON can hold: a terminal in GBK or Latin-1."""
+    """Refuse an argument (or a variable sopflow reads) that is not text before anything runs. Python hands
+    bytes that are not UTF-8 to the program as lone surrogates, which no database or JSON can hold: a
+    terminal in GBK or Latin-1."""
     from sopflow.cli.params import not_text, show
 
-    for n, arg in enumerate(args):
-        why = not_text(arg)
+    given = [(f"argument {n + 1}", arg) for n, arg in enumerate(args)]
+    given += [(f"the variable {name}", os.environ[name]) for name in ENVIRONMENT if name in os.environ]
+    for n, (place, value) in enumerate(given):
+        why = not_text(value)
         if why is None:
             continue
-        where = f"argument {n + 1}"
-        if n and args[n - 1].startswith("-") and not_text(args[n - 1]) is None:
+        where = place
+        if place.startswith("argument") and n and args[n - 1].startswith("-") and not not_text(args[n - 1]):
             where = f"the argument after `{args[n - 1]}`"
-        message = f"{where}, {show(arg)}, is not UTF-8 text ({why}): this terminal's encoding is not UTF-8"
+        message = f"{where}, {show(value)}, is not UTF-8 text ({why}): this terminal's encoding is not UTF-8"
         hint = (
             "switch the terminal to UTF-8 (e.g. `export LANG=C.UTF-8`, or `chcp 65001` on Windows) and type "
             "it again; for a file, convert it with `iconv -f GBK -t UTF-8`"

@@ -11,6 +11,7 @@ other.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -130,6 +131,39 @@ class Count(click.ParamType[int]):
 
 
 LIMIT = Count(1, 10_000, "give --limit 1 to 10000, and page on with --after LAST_CASE_NUMBER")
+LEASE = Count(1, 86_400, "give the lease in seconds, 1 to 86400 (a day)")
+
+
+class Seconds(click.ParamType[float]):
+    """A span in seconds within bounds: a finite number (`nan` and `inf` are numbers to Python, not here)."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low = low
+        self.high = high
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            number = float(value)
+        else:
+            raw = str(value).strip()
+            try:
+                number = float(raw) if len(raw) <= 32 else float("nan")
+            except ValueError:
+                number = float("nan")
+            if math.isnan(number) and raw.lower() != "nan":
+                _fail(param, f"{show(raw)} is not a number of seconds", self._hint())
+        if not self.low <= number <= self.high:  # also false for nan
+            _fail(param, f"{number:g} seconds is out of range ({self.low:g} to {self.high:g})", self._hint())
+        return number
+
+    def _hint(self) -> str:
+        return f"give a number of seconds from {self.low:g} to {self.high:g}, e.g. 1 or 0.5"
+
+
+IDLE = Seconds(0.01, 3600)
+BACKOFF = Seconds(0.5, 3600)
 
 
 # -- JSON --------------------------------------------------------------------------------------------

@@ -320,3 +320,31 @@ def test_list_where_nan_on_postgresql_through_a_real_process(postgres_server: st
     assert done.returncode == 2, done.stderr
     assert b"NaN is not a JSON number" in done.stderr and b"Traceback" not in done.stderr
     assert b'title="NaN"' in done.stderr
+
+
+# -- every other option that takes a number ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["tick", "--lease", "99999999999999999999"], ["--lease", "out of range (1 to 86400)"]),
+        (["tick", "--lease", "-5"], ["--lease", "out of range"]),
+        (["worker", "--idle", "nan"], ["--idle", "out of range"]),
+        (["worker", "--idle", "inf"], ["--idle", "out of range"]),
+        (["worker", "--idle", "soon"], ["--idle", "is not a number of seconds"]),
+        (["worker", "--max-backoff", "nan"], ["--max-backoff", "out of range"]),
+        (["defs", "show", "content-review", "--version", "99999999999999999999"], ["--version", "too large"]),
+        (["tasks", "--limit", "99999999999999999999"], ["--limit"]),
+    ],
+)
+def test_numbers_out_of_range_in_any_option(sop: Sop, args: list[str], words: list[str]) -> None:
+    before = footprint(sop)
+    refused(sop(*args, user="li.na"), 2, *words)
+    unchanged(sop, before)
+
+
+def test_a_variable_that_is_not_utf8_is_refused_like_an_argument(sop: Sop) -> None:
+    user = "li\udcff"  # SOPFLOW_USER=$'li\xff' in a Latin-1 shell
+    result = sop("show", "1", env={"SOPFLOW_USER": user})
+    refused(result, 2, "the variable SOPFLOW_USER", "byte 0xff is not UTF-8")

@@ -10,7 +10,7 @@ import click
 
 from sopflow.cli.commands.audit import anchor_options, audit, start_anchoring
 from sopflow.cli.main import emit, settings
-from sopflow.cli.params import TIME
+from sopflow.cli.params import BACKOFF, IDLE, LEASE, TIME
 
 
 @click.group()
@@ -53,6 +53,7 @@ _webhook = click.option(
 )
 _lease = click.option(
     "--lease",
+    type=LEASE,
     default=60,
     show_default=True,
     help="Seconds a claimed timer stays this worker's before another may take it.",
@@ -88,7 +89,9 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
 @click.command()
 @_webhook
 @_lease
-@click.option("--idle", default=1.0, show_default=True, help="Longest wait between ticks, in seconds.")
+@click.option(
+    "--idle", type=IDLE, default=1.0, show_default=True, help="Longest wait between ticks, in seconds."
+)
 @click.option("--name", help="This worker's name in leases (default: host:pid:random).")
 @click.option(
     "--health-file",
@@ -100,7 +103,7 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
     "--max-backoff",
     default=30.0,
     show_default=True,
-    type=click.FloatRange(min=0.5),
+    type=BACKOFF,
     help="Longest wait, in seconds, between attempts to reach a database that is unavailable.",
 )
 @anchor_options

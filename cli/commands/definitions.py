@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sopflow.cli.main import emit, settings
-from sopflow.cli.params import CASE, JSON_OBJECT, json_object
+from sopflow.cli.params import CASE, JSON_OBJECT, VERSION, json_object
 from sopflow.cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
@@ -340,7 +340,7 @@ def _ways(state: State) -> list[str]:
 
 @defs.command("show")
 @click.argument("definition_id")
-@click.option("--version", type=int, help="A version (default: the newest).")
+@click.option("--version", type=VERSION, help="A version (default: the newest).")
 def defs_show(definition_id: str, version: int | None) -> None:
     """A deployed definition: its states, who owns them, their events, deadlines and data fields."""
     d = settings().engine().definition(definition_id, version)
