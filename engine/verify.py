@@ -67,7 +67,10 @@ class VerifyFinding:
         return f"case {self.case_id}, record {self.seq}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"case": self.case_id, "seq": self.seq, "subject": self.subject, "problem": self.problem}
+        found: dict[str, Any] = {"case": self.case_id, "seq": self.seq, "problem": self.problem}
+        if self.subject is not None:
+            found["subject"] = self.subject
+        return found
 
 
 @dataclass(frozen=True, slots=True)

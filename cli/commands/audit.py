@@ -92,19 +92,18 @@ def audit_verify(
         click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
     findings = [*findings, *report.findings]
     if settings().json:
-        emit(
-            {
-                "ok": not findings,
-                "cases": report.cases,
-                "records": report.records,
-                "anchors": report.anchors,
-                "findings": [f.as_dict() for f in findings],
-            }
-        )
+        answer = {"ok": not findings, "cases": report.cases, "records": report.records}
+        if anchors:
+            answer["anchors"] = report.anchors
+        emit({**answer, "findings": [f.as_dict() for f in findings]})
     else:
         for f in findings:
             click.echo(f"{f.where}: {f.problem}", err=True)
-        verdict = "intact" if not findings else f"BROKEN ({len(findings)} finding(s))"
+        broken = len({f.case_id for f in findings if f.case_id is not None})
+        others = sum(1 for f in findings if f.case_id is None)
+        verdict = "intact" if not findings else f"BROKEN in {broken} case(s)"
+        if others:
+            verdict += f" and {others} other place(s)"
         against = ""
         if anchors:
             newest = max(anchors, key=lambda a: a.created_at)
