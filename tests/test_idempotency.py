@@ -14,6 +14,7 @@ before the COMMIT is sent.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -177,6 +178,55 @@ def test_keys_stored_before_fingerprints_match_on_actor_operation_and_target() -
     assert claim.same_request(legacy)
     assert not KeyClaim.fire("k", "alice", 4, "submit", {}, None).same_request(legacy)
     assert not KeyClaim.fire("k", "bob", 3, "submit", {}, None).same_request(legacy)
+
+
+def _at_once(database_url: str, clock: Clock, calls: list[Callable[[Engine], Any]]) -> list[Any]:
+    """Run each call on its own engine and thread, released together; each one's result or error."""
+    engines = [Engine(database_url, clock=clock) for _ in calls]
+    barrier = threading.Barrier(len(calls))
+    out: list[Any] = [None] * len(calls)
+
+    def run_one(n: int) -> None:
+        barrier.wait()
+        try:
+            out[n] = calls[n](engines[n])
+        except Exception as exc:  # collected for the test to judge
+            out[n] = exc
+
+    threads = [threading.Thread(target=run_one, args=(n,)) for n in range(len(calls))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for e in engines:
+            e.close()
+    return out
+
+
+def test_the_same_keyed_request_at_once_is_applied_once(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    case_id = engine.start("expense", EXPENSE, actor="alice").case.id
+    fires = _at_once(database_url, clock, [lambda e: e.fire(case_id, "submit", actor="alice", key="k")] * 4)
+    assert all(not isinstance(r, Exception) for r in fires), fires
+    assert sorted(r.replayed for r in fires) == [False, True, True, True]
+    assert [e for _, e, _ in events(engine, case_id)] == ["start", "submit"]
+    starts = _at_once(database_url, clock, [lambda e: e.start("expense", EXPENSE, actor="bob", key="s")] * 4)
+    assert all(not isinstance(r, Exception) for r in starts), starts
+    assert len({r.case.id for r in starts}) == 1 and sum(not r.replayed for r in starts) == 1
+    assert engine.store.count_cases() == 2
+
+
+def test_one_key_on_two_cases_at_once_applies_one_and_refuses_the_other(
+    engine: Engine, database_url: str, clock: Clock
+) -> None:
+    ids = [engine.start("expense", EXPENSE, actor="alice").case.id for _ in range(2)]
+    calls = [lambda e, c=c: e.fire(c, "submit", actor="alice", key="k") for c in ids]
+    results = _at_once(database_url, clock, calls)
+    assert sorted(type(r).__name__ for r in results) == ["Conflict", "Result"], results
+    assert sorted(engine.case(c).state for c in ids) == ["draft", "manager_review"]
 
 
 # -- the COMMIT whose outcome is unknown ----------------------------------------------------------------
