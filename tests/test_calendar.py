@@ -60,6 +60,23 @@ def test_the_start_may_be_given_in_any_zone() -> None:
     assert add_working_time(monday_nine_utc, HOUR, OFFICE) == datetime(2026, 3, 2, 2, 0, tzinfo=UTC)
 
 
+def test_the_day_is_the_calendars_own_not_greenwichs() -> None:
+    # Monday 22:00 in New York is already Tuesday in UTC: Monday evening's work still counts.
+    new_york = ZoneInfo("America/New_York")
+    evenings = WorkingCalendar(timezone="America/New_York", working_hours=((20 * 60, 23 * 60),))
+    monday_ten_pm = datetime(2026, 3, 3, 3, 0, tzinfo=UTC)
+    assert monday_ten_pm.astimezone(new_york).hour == 22
+    assert add_working_time(monday_ten_pm, 30 * 60, evenings).astimezone(new_york) == datetime(
+        2026, 3, 2, 22, 30, tzinfo=new_york
+    )
+
+
+def test_spans_may_start_and_end_at_any_minute() -> None:
+    quarters = WorkingCalendar(timezone="Asia/Shanghai", working_hours=((8 * 60 + 30, 12 * 60 + 15),))
+    assert due(local(2026, 3, 2, 7, 0), 60 * 60, quarters) == local(2026, 3, 2, 9, 30)
+    assert due(local(2026, 3, 2, 12, 0), 30 * 60, quarters) == local(2026, 3, 3, 8, 45)
+
+
 def test_working_days_holidays_and_swapped_days() -> None:
     assert is_working_day(date(2026, 3, 2), OFFICE)  # a Monday
     assert not is_working_day(date(2026, 3, 7), OFFICE)  # a Saturday
@@ -105,7 +122,7 @@ def test_a_span_that_ends_at_midnight_loses_no_time(
     ids=["no working days", "only a past swapped day", "no working hours"],
 )
 def test_a_calendar_without_working_time_says_so_instead_of_looping(calendar: WorkingCalendar) -> None:
-    with pytest.raises(ValueError, match="no working time in the next ten years"):
+    with pytest.raises(ValueError, match=r"^the calendar has no working time in the next ten years$"):
         add_working_time(datetime(2026, 3, 2, 9, 0, tzinfo=UTC), HOUR, calendar)
 
 

@@ -14,18 +14,19 @@ The test bed is tests/fixtures/rules/rules.yaml with the mini org.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, Approval, Definition, Org, State, Text
+from sopflow.engine.definition.model import APPROVE, REJECT, Approval, Branch, Definition, Org, State, Text
 from sopflow.engine.definition.validate import load_definition_file, load_org_file
-from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted
+from sopflow.engine.errors import InvalidData, NotAvailable, NotFound, NotPermitted, SopflowError
 from sopflow.engine.simulate import SimCase, Simulation
 from sopflow.engine.step import (
     Actor,
@@ -36,6 +37,7 @@ from sopflow.engine.step import (
     Vote,
     actor_from_org,
     rule_met,
+    start_step,
     take_step,
 )
 
@@ -198,7 +200,7 @@ def test_a_closed_case_and_an_unknown_event_change_nothing() -> None:
     with pytest.raises(NotAvailable, match="closed"):
         sim.fire(case, "alice", "submit")
     other = started(sim)
-    with pytest.raises(NotAvailable, match=r"events here: submit, rush, cancel"):
+    with pytest.raises(NotAvailable, match=r"events here: submit, rush, cancel, sort, queue$"):
         sim.fire(other, "alice", "pass")
 
 
@@ -258,10 +260,16 @@ def test_one_person_counts_once_whoever_casts_the_vote() -> None:
     sim = Delegating({"bob": {"finance": "fay"}})
     case = in_joint(sim, by="dual")
     sim.fire(case, "fay", APPROVE)
-    with pytest.raises(NotPermitted, match="fay has already voted"):
-        sim.fire(case, "bob", APPROVE)
-    with pytest.raises(NotPermitted, match="fay has already voted"):
-        sim.fire(case, "fay", REJECT)
+    error = error_of(sim, case, "bob", APPROVE)
+    assert (error.message, error.hint) == (
+        "fay has already voted in `joint`; one person counts once",
+        "another approver must vote",
+    )
+    assert case.history[-1].role == "finance"
+    assert (
+        error_of(sim, case, "fay", REJECT).message
+        == "fay has already voted in `joint`; one person counts once"
+    )
     assert case.history[-1].detail == {"rule": "one-person-one-vote"}
     assert case.state == "joint"
     sim.fire(case, "mia", APPROVE)
@@ -271,12 +279,34 @@ def test_one_person_counts_once_whoever_casts_the_vote() -> None:
 def test_a_delegate_for_the_submitter_may_not_vote() -> None:
     sim = Delegating({"bob": {"finance": "fay"}})
     case = in_joint(sim, by="fay")
-    with pytest.raises(NotPermitted, match="bob acts for fay, who submitted this case"):
-        sim.fire(case, "bob", APPROVE)
-    with pytest.raises(NotPermitted, match="fay submitted this case"):
-        sim.fire(case, "fay", APPROVE)
-    assert case.history[-1].detail == {"rule": "separation-of-duties"}
+    error = error_of(sim, case, "bob", APPROVE)
+    assert (
+        error.message
+        == "bob acts for fay, who submitted this case, and may not vote on it (separation of duties)"
+    )
+    error = error_of(sim, case, "fay", APPROVE)
+    assert (error.message, error.hint) == (
+        "fay submitted this case into `joint` and may not vote on it (separation of duties)",
+        "another holder of the approving role must vote",
+    )
+    assert (case.history[-1].role, case.history[-1].detail) == ("finance", {"rule": "separation-of-duties"})
     assert case.state == "joint"
+
+
+def test_a_voter_votes_in_their_own_seat_before_a_delegated_one() -> None:
+    sim = Delegating({"max": {"finance": "fay"}})
+    case = in_joint(sim, by="dual")
+    step = sim.fire(case, "max", APPROVE)
+    assert votes(step) == [("max", "manager", "approve")]
+    assert (step.role, step.on_behalf_of) == ("manager", None)
+
+
+def test_with_a_veto_the_first_rejection_rejects() -> None:
+    sim = Delegating()
+    case = in_joint(sim)
+    step = sim.fire(case, "mia", REJECT)
+    assert (step.detail["outcome"], step.detail["rule"], case.state) == ("rejected", "all_of", "draft")
+    assert votes(step) == [("mia", "manager", "reject")]
 
 
 def test_only_holders_of_the_approving_roles_vote() -> None:
@@ -375,6 +405,8 @@ RULE_ROLES = {"all_of": ("manager", "finance"), "any_of": ("manager",), "quorum"
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)
+# The submitter may vote here, so they count among those who still could: one rejection leaves four.
+@example(ballots=[("b2", REJECT)], rule="quorum", veto=False, submitter_may_approve=True, at_least=4)
 @given(
     ballots=st.lists(
         st.tuples(st.sampled_from(sorted(ORG.users)), st.sampled_from([APPROVE, REJECT])), max_size=10
@@ -429,3 +461,332 @@ def test_a_case_waits_in_voting_only_while_its_rule_can_be_met(
 def _last(step: Step) -> Vote:
     last = step.detail["votes"][-1]
     return Vote(last["voter"], last["role"], last["decision"])
+
+
+# -- every refusal names the thing and the fix ------------------------------------------------------------
+
+
+def error_of(
+    sim: Simulation, case: SimCase, user: str, event: str, payload: dict[str, Any] | None = None
+) -> Any:
+    """The error an event is refused with; the case's state and data are unchanged."""
+    before = (case.state, dict(case.data), case.snapshot.assignee)
+    with pytest.raises(SopflowError) as caught:
+        sim.fire(case, user, event, payload)
+    assert (case.state, dict(case.data), case.snapshot.assignee) == before
+    return caught.value
+
+
+def test_not_permitted_names_the_roles_needed_and_held() -> None:
+    sim = Delegating()
+    case = started(sim)
+    error = error_of(sim, case, "bob", "submit")
+    assert isinstance(error, NotPermitted)
+    assert (error.message, error.hint) == (
+        "bob may not fire `submit` in state `draft`: it needs whoever started the case",
+        "bob holds employee",
+    )
+    record = case.history[-1]
+    assert (record.outcome, record.actor, record.role, record.to_state) == ("refused", "bob", None, None)
+    assert record.detail == {"needed": ["$starter"]}
+    assert record.reason == "not-permitted: " + error.message
+    sim.fire(case, "alice", "submit")
+    error = error_of(sim, case, "dual", "hand_over")
+    assert error.message == (
+        "dual may not fire `hand_over` in state `check`: "
+        "it needs the case's assignee or whoever started the case"
+    )
+    assert error.hint == "dual holds finance or manager"
+    assert case.history[-1].detail == {"needed": ["$assignee", "$starter"]}
+    error = error_of(sim, case, "root", "pass")
+    assert error.message == "root may not fire `pass` in state `check`: it needs finance or manager"
+    assert case.history[-1].detail == {"needed": ["finance", "manager"]}
+    ghost = Actor(id="ghost", roles=frozenset())
+    with pytest.raises(Refused) as caught:
+        take_step(sim.compiled, case.snapshot, ghost, "pass", {}, sim.people)
+    assert caught.value.error.hint == "ghost holds no role"
+    assert str(caught.value) == str(caught.value.error)
+    assert (caught.value.role, caught.value.detail) == (None, {"needed": ["finance", "manager"]})
+
+
+def test_an_invalid_payload_is_refused_with_its_first_error_and_no_record() -> None:
+    sim = Delegating()
+    case = started(sim)
+    records = len(case.history)
+    error = error_of(sim, case, "alice", "submit", {"amount": "ten"})
+    assert isinstance(error, InvalidData)
+    assert error.message == "the payload of `submit` is not valid: amount: 'ten' is not of type 'number'"
+    assert error.hint == "`submit` takes amount (* required), e.g. --data '{\"amount\": ...}'"
+    assert error.errors == ("amount: 'ten' is not of type 'number'",)
+    assert len(case.history) == records
+
+
+def test_an_invalid_payload_hint_names_the_required_fields_first() -> None:
+    sim = Delegating()
+    case = in_pool(sim, 10)
+    sim.fire(case, "fay", "claim")
+    sim.fire(case, "fay", "to_desk")
+    sim.fire(case, case.snapshot.assignee or "", "park")
+    who = case.snapshot.assignee or ""
+    error = error_of(sim, case, who, "close", {"note": "fine"})
+    assert error.message == "the payload of `close` is not valid: 'verdict' is a required property"
+    assert error.hint == "`close` takes verdict*, note (* required), e.g. --data '{\"verdict\": ...}'"
+    error = error_of(sim, case, who, "park", {"note": "fine"})
+    assert error.hint == "`park` takes no payload: fire it without --data"
+    assert sim.fire(case, who, "close", {"verdict": "ok"}).detail == {"payload": {"verdict": "ok"}}
+
+
+def in_pool(sim: Simulation, amount: int) -> SimCase:
+    case = started(sim, amount=amount)
+    sim.fire(case, "alice", "queue")
+    assert case.state == "pool"
+    return case
+
+
+def test_a_guard_refusal_gives_the_explanation_and_the_values_that_decided() -> None:
+    sim = Delegating()
+    case = in_pool(sim, 150)
+    error = error_of(sim, case, "fay", "small")
+    assert (error.kind, error.message, error.hint) == (
+        "guard-refused",
+        "`small` is refused in state `pool`: finance passes sums up to 100 alone (财务只能单独放行100以内)",
+        "the condition is `data.amount <= 100`",
+    )
+    record = case.history[-1]
+    assert (record.outcome, record.role) == ("refused", "finance")
+    assert record.detail == {"guard": "data.amount <= 100", "values": {"amount": 150}}
+    sim.fire(case, "fay", "plain")
+    assert case.state == "joint"
+
+
+def test_a_guard_refusal_without_an_explanation_names_the_condition() -> None:
+    sim = Delegating()
+    case = in_pool(sim, 250)
+    error = error_of(sim, case, "fay", "plain")
+    assert (error.message, error.hint) == (
+        "`plain` is refused in state `pool`: the condition `data.amount <= 200` does not hold",
+        "change the case's data or the payload",
+    )
+    assert case.history[-1].detail == {"guard": "data.amount <= 200", "values": {"amount": 250}}
+
+
+def test_an_event_of_another_state_is_not_available_here() -> None:
+    sim = Delegating()
+    case = started(sim)
+    error = error_of(sim, case, "alice", APPROVE)
+    assert (error.kind, error.message, error.hint) == (
+        "not-available",
+        "`approve` is not an event of state `draft` (Draft (草稿))",
+        "events here: submit, rush, cancel, sort, queue",
+    )
+    assert error_of(sim, case, "fay", "claim").kind == "not-available"
+    joint = in_joint(sim)
+    assert error_of(sim, joint, "mia", "submit").hint == "events here: approve, reject"
+    sim.fire(case, "alice", "cancel")
+    error = error_of(sim, case, "alice", "submit")
+    assert (error.message, error.hint) == (
+        "the case is closed: it ended in `cancelled` (Cancelled (取消))",
+        "a closed case takes no more events; start a new case",
+    )
+
+
+# -- claims and assignees -------------------------------------------------------------------------------
+
+
+def test_a_member_of_the_role_claims_a_case_once() -> None:
+    sim = Delegating()
+    case = in_pool(sim, 10)
+    assert case.snapshot.assignee is None
+    error = error_of(sim, case, "mia", "claim")
+    assert error.message == "mia may not claim a case in `pool`: it needs the role finance"
+    assert (case.history[-1].role, case.history[-1].detail) == (None, {"needed": ["finance"]})
+    step = sim.fire(case, "fay", "claim")
+    assert (step.event, step.from_state, step.to_state, step.role, step.on_behalf_of) == (
+        "claim",
+        "pool",
+        "pool",
+        "finance",
+        None,
+    )
+    assert (step.assignee, step.detail, step.data_change, step.moved) == (
+        "fay",
+        {"claimed_by": "fay"},
+        {},
+        False,
+    )
+    assert step.data == dict(case.data) and case.snapshot.assignee == "fay"
+    error = error_of(sim, case, "dual", "claim")
+    assert (error.message, error.hint) == (
+        "the case is already claimed by fay",
+        "ask the role's manager to reassign it",
+    )
+    assert (case.history[-1].role, case.history[-1].detail) == ("finance", {"assignee": "fay"})
+    assert sim.fire(case, "fay", "to_desk").role == "$assignee"
+
+
+def test_a_delegate_claims_on_behalf_of_the_delegator() -> None:
+    sim = Delegating({"bob": {"finance": "fay"}})
+    case = in_pool(sim, 10)
+    step = sim.fire(case, "bob", "claim")
+    assert (step.role, step.on_behalf_of, step.assignee) == ("finance", "fay", "bob")
+
+
+def test_the_least_loaded_member_is_assigned() -> None:
+    snapshot = Snapshot(state="pool", data={"title": "t", "amount": 1}, starter="alice", assignee="fay")
+    people = People(ORG, lambda role: {"manager": "max"}[role])
+    step = take_step(CompiledDefinition(RULES), snapshot, actor_from_org(ORG, "fay"), "to_desk", {}, people)
+    assert (step.to_state, step.assignee) == ("desk", "max")
+    assert step.detail == {"assignee": "max"}  # the load of other cases decided it: recorded for replay
+
+
+def test_an_assignee_from_the_data_must_be_a_user_of_the_org() -> None:
+    sim = Delegating()
+    case = in_check(sim, checker="fay")
+    assert case.snapshot.assignee == "fay"
+    assert in_check(sim).snapshot.assignee is None
+    bad = started(sim, checker=5)
+    error = error_of(sim, bad, "alice", "submit")
+    assert (error.kind, error.message) == ("invalid-data", "data field `checker` must hold a user id, not 5")
+    unknown = started(sim, checker="nobody")
+    error = error_of(sim, unknown, "alice", "submit")
+    assert (error.message, error.hint) == (
+        "data field `checker` names `nobody`, who is not in the org",
+        "use a user id from org.yaml",
+    )
+
+
+# -- choices ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "entered", "when", "values"),
+    [
+        (
+            {"amount": 500, "level": "urgent"},
+            ("sorter", "joint"),
+            "data.amount > 100 && data.level == 'urgent'",
+            {"amount": 500, "level": "urgent"},
+        ),
+        ({"amount": 80}, ("sorter", "check"), "data.amount > 50", {"amount": 80, "level": None}),
+        ({"amount": 10}, ("sorter", "pool"), "else", {"amount": 10, "level": None}),
+    ],
+)
+def test_a_choice_routes_at_once_and_records_what_decided(
+    data: dict[str, Any], entered: tuple[str, ...], when: str, values: dict[str, Any]
+) -> None:
+    sim = Delegating()
+    case = started(sim, **data)
+    step = sim.fire(case, "alice", "sort")
+    assert (step.entered, step.to_state, case.state) == (entered, entered[-1], entered[-1])
+    routes = [{"choice": "sorter", "to": entered[-1], "when": when, "values": values}]
+    assert step.detail == {"routes": routes}
+    assert case.history[-1].detail == {"routes": routes}
+
+
+def _with_sorter(*branches: Branch) -> CompiledDefinition:
+    """The rules with the choice `sorter` given other branches, as if the checks had been skipped."""
+    sorter = dataclasses.replace(RULES.states["sorter"], choice=branches)
+    return CompiledDefinition(dataclasses.replace(RULES, states={**RULES.states, "sorter": sorter}))
+
+
+def test_a_choice_without_a_branch_for_the_data_is_invalid_data() -> None:
+    first = RULES.states["sorter"].choice[0]
+    compiled = _with_sorter(first)
+    snapshot = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="alice")
+    with pytest.raises(InvalidData) as caught:
+        take_step(compiled, snapshot, actor_from_org(ORG, "alice"), "sort", {}, PEOPLE)
+    assert caught.value.message == "choice state `sorter` has no branch for this data (no `else`)"
+
+
+def test_choices_that_route_in_a_loop_are_stopped() -> None:
+    compiled = _with_sorter(Branch(target="sorter", path=("states", "sorter", "choice", 0)))
+    snapshot = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="alice")
+    with pytest.raises(InvalidData) as caught:
+        take_step(compiled, snapshot, actor_from_org(ORG, "alice"), "sort", {}, PEOPLE)
+    loop = " → ".join(["sorter"] * (len(RULES.states) + 1))
+    assert caught.value.message == f"choice states route in a loop: {loop}"
+
+
+# -- starting a case -------------------------------------------------------------------------------------
+
+
+def test_a_case_starts_with_valid_data_in_the_starters_first_role() -> None:
+    sim = Delegating()
+    case = sim.start("dual", {"title": "t"})
+    record = case.history[0]
+    assert (record.event, record.from_state, record.to_state, record.role) == (
+        "start",
+        None,
+        "draft",
+        "finance",
+    )
+    assert (record.actor, record.on_behalf_of, record.data_change) == ("dual", None, {"title": [None, "t"]})
+    assert case.snapshot.starter == "dual" and case.snapshot.submitter == "dual"
+    with pytest.raises(InvalidData) as caught:
+        sim.start("alice", [1])  # type: ignore[arg-type]
+    assert (caught.value.message, caught.value.hint) == (
+        "a case's data must be a JSON object",
+        'e.g. --data \'{"title": "..."}\'',
+    )
+    with pytest.raises(InvalidData) as caught:
+        sim.start("alice", {"title": ""})
+    assert (caught.value.message, caught.value.hint) == (
+        "the data does not fit rules@1: title: '' should be non-empty",
+        "`sopflow defs show ID` lists the fields a case needs",
+    )
+    assert caught.value.errors == ("title: '' should be non-empty",)
+    nobody = Actor(id="ghost", roles=frozenset())
+    assert start_step(sim.compiled, nobody, {"title": "t"}, sim.people).role is None
+
+
+def test_a_start_routes_through_a_choice_and_assigns() -> None:
+    compiled = CompiledDefinition(dataclasses.replace(RULES, initial="sorter"))
+    step = start_step(
+        compiled, actor_from_org(ORG, "alice"), {"title": "t", "amount": 60, "checker": "fay"}, PEOPLE
+    )
+    assert (step.from_state, step.entered, step.to_state, step.assignee) == (
+        "",
+        ("sorter", "check"),
+        "check",
+        "fay",
+    )
+
+
+# -- people ----------------------------------------------------------------------------------------------
+
+
+def test_an_unknown_user_is_not_found_with_a_suggestion() -> None:
+    with pytest.raises(NotFound) as caught:
+        actor_from_org(ORG, "alcie")
+    assert (caught.value.message, caught.value.hint) == (
+        "user `alcie` is not in the org `mini-co`",
+        "did you mean `alice`?",
+    )
+    with pytest.raises(NotFound) as caught:
+        actor_from_org(ORG, "zzzzzz")
+    assert caught.value.hint == "pass a user id from org.yaml with --as"
+
+
+def test_an_actor_holds_their_own_roles_and_the_delegated_ones() -> None:
+    max_ = actor_from_org(ORG, "max", {"finance": "fay", "manager": "mia"})
+    assert (max_.id, max_.roles, max_.department) == ("max", frozenset({"manager", "finance"}), "office")
+    assert max_.delegated == {"finance": "fay"}  # his own role is not held for anyone
+    assert max_.guard_view() == {"id": "max", "roles": ["finance", "manager"], "department": "office"}
+    root = actor_from_org(ORG, "root")
+    assert root.guard_view() == {"id": "root", "roles": ["admin"], "department": ""}
+    assert actor_from_org(ORG, "alice").delegated == {}
+
+
+def test_all_of_needs_a_different_person_for_each_role() -> None:
+    joint = RULES.states["joint"].approval
+    assert joint is not None
+    assert not rule_met(joint, {"dual"}, PEOPLE)  # one person, two roles: one seat
+    assert not rule_met(joint, {"mia", "max"}, PEOPLE)
+    assert rule_met(joint, {"dual", "mia"}, PEOPLE)  # dual must move to the finance seat
+    assert rule_met(joint, {"dual", "fay"}, PEOPLE)
+    assert rule_met(joint, {"mia", "fay", "alice"}, PEOPLE)
+    any_of = dataclasses.replace(joint, rule="any_of")
+    assert rule_met(any_of, {"fay"}, PEOPLE) and not rule_met(any_of, {"alice"}, PEOPLE)
+    board = RULES.states["board"].approval
+    assert board is not None
+    assert rule_met(board, {"b1", "b2", "b3"}, PEOPLE) and not rule_met(board, {"b1", "b2", "mia"}, PEOPLE)
