@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sopflow.engine.definition.model import WorkingCalendar
+from sopflow.engine.errors import ConfigurationError
 
 MAX_DAYS = 3660
 """A calendar with no working time at all must not loop forever."""
@@ -41,7 +42,13 @@ def add_working_time(start: datetime, seconds: int, calendar: WorkingCalendar) -
                     return (cursor + remaining).astimezone(UTC)
                 remaining -= available
         day += timedelta(days=1)
-    raise ValueError("the calendar has no working time in the next ten years")
+    # An org file may pass its checks with no working day at all; the deadline that needs one is the
+    # first to find out, and must say so rather than fail as a bug.
+    raise ConfigurationError(
+        "the org calendar has no working time in the next ten years, so a deadline that counts "
+        "working time can never end",
+        hint="give the calendar working_days (or extra_working_days ahead) in org.yaml and deploy it",
+    )
 
 
 def _at(day: date, minutes: int, zone: ZoneInfo) -> datetime:

@@ -10,6 +10,7 @@ import pytest
 
 from sopflow.engine.calendar import add_working_time, is_working_day
 from sopflow.engine.definition.model import WorkingCalendar
+from sopflow.engine.errors import ConfigurationError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 OFFICE = WorkingCalendar(
@@ -122,8 +123,14 @@ def test_a_span_that_ends_at_midnight_loses_no_time(
     ids=["no working days", "only a past swapped day", "no working hours"],
 )
 def test_a_calendar_without_working_time_says_so_instead_of_looping(calendar: WorkingCalendar) -> None:
-    with pytest.raises(ValueError, match=r"^the calendar has no working time in the next ten years$"):
+    with pytest.raises(ConfigurationError) as caught:
         add_working_time(datetime(2026, 3, 2, 9, 0, tzinfo=UTC), HOUR, calendar)
+    assert (caught.value.message, caught.value.hint, caught.value.exit_code) == (
+        "the org calendar has no working time in the next ten years, so a deadline that counts "
+        "working time can never end",
+        "give the calendar working_days (or extra_working_days ahead) in org.yaml and deploy it",
+        2,
+    )
 
 
 def test_working_time_ten_years_away_is_still_found() -> None:
