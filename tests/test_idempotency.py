@@ -27,7 +27,7 @@ from sqlalchemy.engine.default import DefaultDialect
 
 from sopflow.cli.main import cli
 from sopflow.engine import Conflict, OutcomeUnknown, UsageError
-from sopflow.engine.errors import EXIT_UNKNOWN
+from sopflow.engine.errors import EXIT_UNKNOWN, DatabaseUnavailable
 from sopflow.engine.runtime import Engine
 from sopflow.engine.store import database
 from sopflow.engine.store.keys import KeyClaim, KeyUse
@@ -233,18 +233,21 @@ def test_one_key_on_two_cases_at_once_applies_one_and_refuses_the_other(
 
 
 class Breaker:
-    """Breaks the next COMMIT of a write, at the driver's commit call, whichever way the store ends the
-    transaction (on the driver connection, or through SQLAlchemy's dialect): the server commits first
-    (`applied`) or does not, then the call fails as a broken connection does."""
+    """Breaks the next COMMIT of a step's transaction (a start, a fire, a timer), at the driver's commit
+    call, whichever way the store ends the transaction (on the driver connection, or through SQLAlchemy's
+    dialect): the server commits first (`applied`) or does not, then the call fails as a broken
+    connection does."""
 
     def __init__(self, applied: bool, before: Callable[[Any], None] | None = None) -> None:
         self.applied = applied
         self.before = before
         self.armed = False
+        self.inside = False
+        """Whether a step transaction is committing (other transactions commit as usual)."""
         self.broke = 0
 
     def commit(self, driver: Any, real: Callable[[], None]) -> None:
-        if not self.armed:
+        if not (self.armed and self.inside):
             real()
             return
         self.armed = False
@@ -280,11 +283,19 @@ def broken_commit(
 ) -> Iterator[Breaker]:
     breaker = Breaker(applied, before)
     init = database.StepTransaction.__init__
+    step_commit = database.StepTransaction.commit
     do_commit = DefaultDialect.do_commit
 
     def step_init(self: database.StepTransaction, conn: Any) -> None:
         init(self, conn)
         self._driver = _Driver(self._driver, breaker)
+
+    def commit(self: database.StepTransaction) -> None:
+        breaker.inside = True
+        try:
+            step_commit(self)
+        finally:
+            breaker.inside = False
 
     def dialect_commit(self: DefaultDialect, dbapi_connection: Any) -> None:
         driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
@@ -292,6 +303,7 @@ def broken_commit(
 
     with monkeypatch.context() as patch:
         patch.setattr(database.StepTransaction, "__init__", step_init)
+        patch.setattr(database.StepTransaction, "commit", commit)
         patch.setattr(DefaultDialect, "do_commit", dialect_commit)
         breaker.armed = True
         yield breaker
@@ -361,6 +373,26 @@ def test_a_backend_terminated_at_commit_is_unknown_and_the_retry_applies_once(
         assert [r.event for r in sop.history(case_id)] == ["start", "submit"]
         again = sop.fire(case_id, "submit", actor="alice", key=err.value.key)
         assert again.replayed
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["committed", "not-committed"])
+def test_a_timer_whose_commit_broke_is_an_outage_the_worker_rides_out_and_fires_once(
+    engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch, applied: bool
+) -> None:
+    from sopflow.engine.worker import ConsoleChannel, Worker
+
+    case_id = engine.start("expense", EXPENSE, actor="alice").case.id
+    engine.fire(case_id, "submit", actor="alice")
+    clock.advance(days=2, minutes=1)  # the deadline pay-within-2d is breached
+    worker = Worker(engine, channels=[ConsoleChannel(write=lambda _text: None)])
+    with broken_commit(monkeypatch, applied=applied) as breaker, pytest.raises(DatabaseUnavailable) as err:
+        worker.tick()
+    assert breaker.broke == 1 and "fires once" in str(err.value)
+    clock.advance(seconds=61)  # the lease taken before the failure has run out
+    worker.tick()
+    breaches = [r for r in engine.history(case_id) if r.event == "deadline_breached"]
+    assert len(breaches) == 1
+    assert engine.verify(case_id).ok
 
 
 # -- the command line ---------------------------------------------------------------------------------

@@ -569,8 +569,10 @@ class _Held:
 
     def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         try:
-            # An unknown outcome broke the connection, unlike the engine's other errors.
-            broken = isinstance(exc, OutcomeUnknown) or not isinstance(exc, SopflowError)
+            # An unknown outcome or an unavailable database may have broken the connection, unlike the
+            # engine's other errors (a refusal, a conflict).
+            failure = isinstance(exc, OutcomeUnknown | DatabaseUnavailable)
+            broken = failure or not isinstance(exc, SopflowError)
             self.owner._give_back(failed=exc is not None and broken)
         finally:
             self.owner._lock.release()

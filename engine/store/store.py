@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select,
 from sqlalchemy.exc import IntegrityError
 
 from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
-from sopflow.engine.errors import Conflict, NotFound
+from sopflow.engine.errors import Conflict, DatabaseUnavailable, NotFound, OutcomeUnknown
 from sopflow.engine.store import database
 from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
 from sopflow.engine.store.keys import KeyClaim, KeyUse
@@ -536,6 +536,13 @@ class Store:
                     self._finish_timer(conn, timer.id, stamp, outcome)
                     tx.commit()
                     return Fired(after, write.record)
+                except OutcomeUnknown as exc:
+                    # The timer's effect and its completion commit together: tried again, it fires at
+                    # most once (or finds itself done), so this is an outage to ride out, like any other.
+                    raise DatabaseUnavailable(
+                        f"timer {timer.id} of case {timer.case_id}: {exc.message}",
+                        hint="a worker tries again by itself; the timer fires once",
+                    ) from exc
                 except BaseException:
                     if tx.active:
                         tx.rollback()
