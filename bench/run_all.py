@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("durable", "inmemory", "listing", "cli_startup", "validate", "timers", "guards")
+BENCHMARKS = ("durable", "inmemory", "listing", "cli_startup", "validate", "timers", "guards", "scenarios")
 POSTGRES_ONLY = ("timers",)
 NO_QUICK_FLAG = ("guards",)
 

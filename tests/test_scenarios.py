@@ -87,7 +87,7 @@ def test_sopflow_test_definitions_passes() -> None:
 def test_seed_scenarios_pass_on_a_given_database(path: Path, database_url: str) -> None:
     """`sopflow test --db URL`: every scenario of a file on one SQLite or PostgreSQL database."""
     files, _definition, org = load_scenario_file(path)
-    report = run_files([(files, org)], database=database_url)
+    report = run_files([(files, org)], database=database_url, verify=True)
     failures = [f"{r.name}: {r.difference.render()}" for r in report.results if r.difference]
     assert failures == []
     with Engine(database_url) as sop:
@@ -331,3 +331,40 @@ def test_simulate_refuses_a_clock_step_that_is_not_one() -> None:
     result = sopflow("--as", "li.na", "simulate", "content-review", "+4 hours")
     assert result.exit_code == 2
     assert "`+4 hours` is not a clock step" in result.output
+
+
+def test_the_failure_shown_in_the_language_reference_is_what_a_run_prints(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "language.md").read_text(encoding="utf-8")
+    shown = [
+        line
+        for line in doc.splitlines()
+        if line.startswith(("PASS  docs/examples/", "FAIL  docs/", "      step"))
+    ]
+    folder = tmp_path / "docs" / "examples"
+    shutil.copytree(EXAMPLES, folder)
+    path = folder / "takedown-request.test.yaml"
+    text = path.read_text(encoding="utf-8")
+    path.write_text(
+        text.replace(
+            "{refused: not-permitted, state: reviewing}", "{refused: invalid-data, state: reviewing}"
+        )
+    )
+
+    def untimed(line: str) -> str:
+        return line.rsplit("  (", 1)[0]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = CliRunner().invoke(
+            cli, ["test", "docs/examples/takedown-request.yaml"], catch_exceptions=False
+        )
+    assert result.exit_code == 1
+    printed = result.output.splitlines()
+    assert [untimed(line) for line in printed[:-1]] == [untimed(line) for line in shown]
+    assert printed[-1].startswith("3 passed, 1 failed in ")
+
+
+def test_every_seed_scenario_passes_in_memory_with_its_trail_verified() -> None:
+    loaded = [load_scenario_file(p) for p in scenario_paths()]
+    report = run_files([(files, org) for files, _definition, org in loaded], verify=True)
+    assert [r.name for r in report.results if not r.passed] == []

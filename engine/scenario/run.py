@@ -13,6 +13,7 @@ not what the owner described.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -29,7 +30,7 @@ from sopflow.engine.definition.model import Org
 from sopflow.engine.errors import SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
-from sopflow.engine.store import NotificationRow
+from sopflow.engine.store import NotificationRow, Store
 from sopflow.engine.worker import Worker
 
 SYSTEM = "$system"
@@ -147,10 +148,12 @@ class Databases:
     cases. By default a throwaway SQLite file; with a database URL given, a scratch place inside that
     database (a schema on PostgreSQL, a file beside it on SQLite), removed when the scenario ends."""
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, verify: bool = False) -> None:
         self.url = url
+        self.verify = verify
+        """Also verify each case's audit trail (hash chain and replay) when its scenario ends."""
         self._folder: Path | None = None
-        self._templates: dict[tuple[Path, Path], Path] = {}
+        self._engines: dict[tuple[Path, Path], tuple[Engine, Path]] = {}
         self._count = 0
 
     @contextmanager
@@ -161,24 +164,29 @@ class Databases:
                 yield sop
             return
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="sopflow-test-"))
+            self._folder = Path(tempfile.mkdtemp(prefix="sopflow-test-", dir=_memory_folder()))
+        key = (files.definition_file.resolve(), files.org_file.resolve())
+        found = self._engines.get(key)
+        if found is None:
+            # One engine per scenario file, deployed once into a template database; each scenario gets
+            # a copy of it (a millisecond) under a store of its own, and the engine keeps the definition
+            # and org it has compiled: deploying and compiling again per scenario cost more than the
+            # scenario itself.
+            template = self._folder / f"template-{len(self._engines) + 1}.db"
+            found = (Engine(f"sqlite:///{template}", durable=False, clock=clock), template)
+            found[0].deploy([files.definition_file, files.org_file])
+            found[0].store.close()
+            self._engines[key] = found
+        sop, template = found
         self._count += 1
         target = self._folder / f"scenario-{self._count}.db"
-        key = (files.definition_file.resolve(), files.org_file.resolve())
-        template = self._templates.get(key)
-        if template is None:
-            # Deploying checks the definition again; a deployed empty database is copied for each
-            # scenario of the file instead, which takes a millisecond.
-            template = self._folder / f"template-{len(self._templates) + 1}.db"
-            with Engine(f"sqlite:///{template}", durable=False, clock=clock) as first:
-                first.deploy([files.definition_file, files.org_file])
-            self._templates[key] = template
         shutil.copyfile(template, target)
-        sop = Engine(f"sqlite:///{target}", durable=False, clock=clock)
+        sop.store = Store(f"sqlite:///{target}", durable=False, create=False)
+        sop.clock = clock
         try:
             yield sop
         finally:
-            sop.close()
+            sop.store.close()
             target.unlink(missing_ok=True)
 
     @contextmanager
@@ -196,21 +204,31 @@ class Databases:
             scratch.remove(url)
 
     def close(self) -> None:
+        self._engines.clear()
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None
+
+
+def _memory_folder() -> str | None:
+    """A folder in memory (Linux's /dev/shm) when there is one: the throwaway databases are opened, closed
+    and deleted per scenario, and on a busy disk that took most of a run. None: the usual temp folder."""
+    shm = Path("/dev/shm")  # noqa: S108 - a private folder is made inside it with mkdtemp
+    return str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
 
 
 def run_files(
     loaded: Sequence[tuple[ScenarioFile, Org]],
     *,
     database: str | None = None,
+    verify: bool = False,
     on_result: Callable[[ScenarioResult], None] | None = None,
 ) -> RunReport:
-    """Run every scenario of every file, in order; `on_result` hears of each as it finishes."""
+    """Run every scenario of every file, in order; `on_result` hears of each as it finishes. With `verify`,
+    each case's audit trail is verified too when its scenario ends (what `sopflow audit verify` does)."""
     began = time.perf_counter()
     results: list[ScenarioResult] = []
-    databases = Databases(database)
+    databases = Databases(database, verify=verify)
     try:
         for files, org in loaded:
             for scenario in files.scenarios:
@@ -227,7 +245,7 @@ def run_scenario(files: ScenarioFile, scenario: Scenario, org: Org, databases: D
     began = time.perf_counter()
     clock = FakeClock(scenario.at)
     with databases.engine(files, clock) as sop:
-        difference = _Play(sop, clock, org, files.definition_id).scenario(scenario)
+        difference = _Play(sop, clock, org, files.definition_id, databases.verify).scenario(scenario)
     return ScenarioResult(files.file, scenario.name, scenario.line, time.perf_counter() - began, difference)
 
 
@@ -255,26 +273,30 @@ class CaseDriver:
         self.org = org
         self.worker = Worker(sop, name="sopflow-test", channels=[_Recorder()])
         self.case_id: int | None = None
-        self._seen_records = 0
-        self._seen_notices = 0
 
     def start(self, definition_id: str, actor: str, data: Mapping[str, Any]) -> Outcome:
         try:
-            self.case_id = self.sop.start(definition_id, data, actor=actor).case.id
+            result = self.sop.start(definition_id, data, actor=actor)
         except SopflowError as exc:
             return Outcome(exc, (), (), ())
-        return self._outcome(None)
+        self.case_id = result.case.id
+        return Outcome(None, (), (), (result.record,))
 
     def fire(self, event: str, actor: str, payload: Mapping[str, Any], comment: str | None = None) -> Outcome:
+        # A person's step fires no timer and sends no notification (only the worker does), so the
+        # trail and the outbox are read around clock steps only.
         assert self.case_id is not None
         try:
-            self.sop.fire(self.case_id, event, actor=actor, payload=payload, comment=comment)
+            result = self.sop.fire(self.case_id, event, actor=actor, payload=payload, comment=comment)
         except SopflowError as exc:
-            return self._outcome(exc)
-        return self._outcome(None)
+            return Outcome(exc, (), (), ())
+        return Outcome(None, (), (), (result.record,))
 
     def advance(self, seconds: int, *, working: bool = False) -> Outcome:
         """Move the clock on, firing each due timer at its own time, as a worker that never sleeps would."""
+        assert self.case_id is not None
+        records = len(self.sop.history(self.case_id))
+        notices = len(self.sop.store.notification_log(self.case_id))
         now = self.clock.now
         if working:
             target = add_working_time(now, seconds, self.org.calendar) if seconds else now
@@ -289,18 +311,13 @@ class CaseDriver:
                 break  # a timer leased elsewhere: it is not ours to fire now
         self.clock.now = target
         self.worker.tick()
-        return self._outcome(None)
-
-    def _outcome(self, refused: SopflowError | None) -> Outcome:
-        assert self.case_id is not None
-        history = self.sop.history(self.case_id)
-        new = history[self._seen_records :]
-        self._seen_records = len(history)
-        notices = self.sop.store.notification_log(self.case_id)
-        sent = tuple((str(n["recipient"]), str(n["subject"])) for n in notices[self._seen_notices :])
-        self._seen_notices = len(notices)
+        new = self.sop.history(self.case_id)[records:]
+        sent = tuple(
+            (str(n["recipient"]), str(n["subject"]))
+            for n in self.sop.store.notification_log(self.case_id)[notices:]
+        )
         fired = tuple(name for name in (timer_name(r) for r in new) if name is not None)
-        return Outcome(refused, fired, sent, tuple(new))
+        return Outcome(None, fired, sent, tuple(new))
 
 
 def timer_name(record: AuditRecord) -> str | None:
@@ -321,7 +338,8 @@ def timer_name(record: AuditRecord) -> str | None:
 class _Play:
     """Plays one scenario and compares each step with what the owner expects."""
 
-    def __init__(self, sop: Engine, clock: FakeClock, org: Org, definition_id: str) -> None:
+    def __init__(self, sop: Engine, clock: FakeClock, org: Org, definition_id: str, verify: bool) -> None:
+        self.verify = verify
         self.sop = sop
         self.driver = CaseDriver(sop, clock, org)
         self.definition_id = definition_id
@@ -359,7 +377,7 @@ class _Play:
                 found = self._check(step.number, where, step.line, step.expect, outcome)
             if found is not None:
                 return found
-        if not self.sop.verify(self.driver.case_id).ok:
+        if self.verify and not self.sop.verify(self.driver.case_id).ok:
             last = scenario.steps[-1] if scenario.steps else None
             where = last.describe() if last else "start"
             line = last.line if last else start.line
