@@ -368,3 +368,19 @@ def test_every_seed_scenario_passes_in_memory_with_its_trail_verified() -> None:
     loaded = [load_scenario_file(p) for p in scenario_paths()]
     report = run_files([(files, org) for files, _definition, org in loaded], verify=True)
     assert [r.name for r in report.results if not r.passed] == []
+
+
+def test_steps_that_cannot_be_are_refused_when_the_file_is_read(folder: Path) -> None:
+    path = scenario(
+        folder,
+        """scenarios:
+  - name: nothing after a refused start
+    start: {as: li.na, data: {}, expect: {refused: invalid-data}}
+    steps:
+      - {after: 1h, as: li.na, expect: {refused: not-permitted}}
+""",
+    )
+    with pytest.raises(DefinitionError) as caught:
+        load_scenario_file(path)
+    found = [(p.line, p.code) for p in caught.value.problems]
+    assert found == [(5, "after-a-refused-start"), (5, "not-for-the-clock"), (5, "not-for-the-clock")]

@@ -198,6 +198,13 @@ class _Checker:
             expect=self.expect((*base, "start", "expect"), start_raw.get("expect")),
         )
         steps = tuple(self.step((*base, "steps", n), n + 1, s) for n, s in enumerate(raw.get("steps") or ()))
+        if start.expect.refused is not None and steps:
+            self.fail(
+                (*base, "steps"),
+                "after-a-refused-start",
+                "steps follow a start that is expected to be refused: there is no case for them",
+                "end the scenario at the refused start, or start it with data that is accepted",
+            )
         return Scenario(
             name=raw["name"],
             line=self.doc.where(base)[0],
