@@ -84,9 +84,7 @@ def test_a_worker_whose_lease_ran_out_skips_what_another_delivered(engine: Engin
     assert a.tick().delivered == 0 and b.tick().delivered == 0
 
 
-def test_a_long_tick_hands_out_leases_from_the_clock_not_from_its_start(
-    engine: Engine, clock: Clock
-) -> None:
+def test_a_long_tick_hands_out_leases_from_the_clock_not_from_its_start(engine: Engine, clock: Clock) -> None:
     # As `tick --now DUE --lease 1 & sleep 0.8; tick --now DUE+30s --lease 1`: the second tick must not
     # take what the first holds for another 0.2 s, whatever time each fires things for.
     notes = overdue_notifications(engine, clock, cases=2)
