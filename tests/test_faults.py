@@ -271,6 +271,14 @@ def test_postgres_connections_get_default_timeouts_that_the_url_overrides(
             engine.dispose()
     assert database._postgres_args(database.parse_url(url))["connect_timeout"] == database.CONNECT_TIMEOUT_S
     assert "connect_timeout" not in database._postgres_args(database.parse_url(url + "?connect_timeout=3"))
+    # Other options in the URL are kept, with the timeout added.
+    engine = database.create(url + "?options=-c%20search_path%3Dnowhere")
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "1min"
+            assert conn.exec_driver_sql("SHOW search_path").scalar() == "nowhere"
+    finally:
+        engine.dispose()
 
 
 def test_a_step_stuck_behind_a_lock_ends_at_the_statement_timeout_with_its_hint(

@@ -95,8 +95,12 @@ def _postgres_args(url: URL) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if "connect_timeout" not in url.query and "PGCONNECT_TIMEOUT" not in os.environ:
         args["connect_timeout"] = CONNECT_TIMEOUT_S
-    if "options" not in url.query and "PGOPTIONS" not in os.environ:
-        args["options"] = f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    # libpq reads PGOPTIONS only when the URL has no `options`; this argument replaces both, so it
+    # carries on whichever was given (a search_path, say) with the timeout added.
+    given = url.query.get("options", os.environ.get("PGOPTIONS", ""))
+    options = given if isinstance(given, str) else " ".join(given)
+    if "statement_timeout" not in options:
+        args["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
     return args
 
 
