@@ -38,7 +38,7 @@ from typing import Any, Protocol
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Definition, Escalation, Org
-from sopflow.engine.errors import Conflict, DatabaseUnavailable
+from sopflow.engine.errors import Conflict, DatabaseUnavailable, OutcomeUnknown, SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
 from sopflow.engine.store import (
@@ -492,11 +492,13 @@ class Worker:
         """Tick until `stop` is set; between ticks wait at most `idle` seconds (less if a timer is due
         sooner). Stopping happens between timers, never in the middle of one.
 
-        A cycle the database could not serve (`DatabaseUnavailable`) is tried again after a capped,
-        jittered backoff; the failure is logged when it starts and when its message changes, the
-        recovery once. `on_health` hears `health` after every cycle, failed or not. Any other error ends
-        the loop: a `ConfigurationError` (credentials, the schema) needs a person. On the way out the
-        worker hands back the leases it holds, so other workers take those timers at once."""
+        A cycle the database could not serve is tried again after a capped, jittered backoff: a
+        `DatabaseUnavailable`, or an `OutcomeUnknown` (the connection broke while a timer's effect was
+        committing; a timer is safe to try again, its effect and its completion commit together). The
+        failure is logged when it starts and when its message changes, the recovery once. `on_health`
+        hears `health` after every cycle, failed or not. Any other error ends the loop: a
+        `ConfigurationError` (credentials, the schema) needs a person. On the way out the worker hands
+        back the leases it holds, so other workers take those timers at once."""
         backoff = Backoff(cap=self.retry_cap)
         quiet = _QuietWhileFailing(self.health)
         store_log = logging.getLogger("sopflow.store")
@@ -506,7 +508,7 @@ class Worker:
                 try:
                     report = self.tick()
                     upcoming = self.engine.store.next_due()
-                except DatabaseUnavailable as exc:
+                except (DatabaseUnavailable, OutcomeUnknown) as exc:
                     self._failed(exc)
                     if on_health is not None:
                         on_health(self.health)
@@ -530,7 +532,7 @@ class Worker:
             store_log.removeFilter(quiet)
             self._release()
 
-    def _failed(self, exc: DatabaseUnavailable) -> None:
+    def _failed(self, exc: SopflowError) -> None:
         health = self.health
         health.last_attempt = datetime.now(UTC)
         health.failures += 1
@@ -556,7 +558,7 @@ class Worker:
         self._release()
 
     def _release(self) -> None:
-        with contextlib.suppress(DatabaseUnavailable):  # else the leases run out by themselves
+        with contextlib.suppress(SopflowError):  # best effort: else the leases run out by themselves
             self.engine.store.release_leases(self.name)
 
 

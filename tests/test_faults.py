@@ -418,3 +418,57 @@ def test_the_systemd_unit_in_the_docs_names_options_the_worker_has() -> None:
     usage = sopflow("worker", "--help").stdout
     assert options and all(option in usage for option in options), (options, usage)
     assert "Restart=always" in unit
+
+
+# -- the worker's loop, in-process ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, MINI)
+
+
+def test_the_loop_backs_off_through_failures_reports_its_health_and_fires_once(
+    engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sopflow.engine.errors import OutcomeUnknown
+    from sopflow.engine.worker import Health, Worker
+
+    case_id = engine.start("expense", {"amount": 5, "purpose": "x"}, actor="alice").case.id
+    engine.fire(case_id, "submit", actor="alice")
+    clock.advance(days=2)
+    store = engine.store
+    real_claim, real_fire = store.claim_timers, store.fire_timer
+    failures = [DatabaseUnavailable("the database went away"), DatabaseUnavailable("still away")]
+
+    def claim(*args: object, **kwargs: object) -> object:
+        if failures:
+            raise failures.pop(0)
+        return real_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    unknown = [OutcomeUnknown("the connection failed while committing")]
+
+    def fire(*args: object, **kwargs: object) -> object:
+        fired = real_fire(*args, **kwargs)  # type: ignore[arg-type]
+        if unknown:  # committed, and the answer lost on the way back
+            raise unknown.pop(0)
+        return fired
+
+    monkeypatch.setattr(store, "claim_timers", claim)
+    monkeypatch.setattr(store, "fire_timer", fire)
+    stop = threading.Event()
+    seen: list[dict[str, object]] = []
+
+    def on_health(health: Health) -> None:
+        seen.append(health.as_dict())
+        if health.last_success is not None and not failures and not unknown and len(seen) > 4:
+            stop.set()
+
+    worker = Worker(engine, retry_cap=0.5, channels=[])
+    worker.run(stop, idle=0.05, on_health=on_health)
+    states = [s["state"] for s in seen]
+    assert states[0] == "waiting for the database" and states[-1] == "running"
+    assert seen[0]["last_error"] == "the database went away" and seen[1]["failures"] == 2
+    assert worker.health.failing_since is None and worker.health.failures == 0
+    events = [r.event for r in engine.history(case_id)]
+    assert events.count("deadline_breached") == 1 and events.count("escalate") == 1
