@@ -345,6 +345,11 @@ def test_a_lock_held_past_the_timeout_is_exit_2_with_the_lock_hint_from_every_co
             assert LOCK_HINT in done.stderr and "sqlite3 shell" in done.stderr
         # Reading goes on: WAL readers never wait for the writer.
         assert sopflow("--db", url, "list").returncode == 0
+        # A writer that waits longer than a second says that it waits, and for what.
+        done = sopflow("--db", url.replace("timeout=1", "timeout=2"), "--as", "alice", "fire", "1", "submit")
+        assert done.returncode == 2
+        assert "waiting up to 1 s more for the write lock of" in done.stderr, done.stderr
+        assert "another process holds it" in done.stderr
     finally:
         holder.kill()
         holder.communicate()
@@ -408,6 +413,22 @@ def test_a_worker_gives_up_on_what_no_retry_can_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError) as caught:
         Engine(f"sqlite:///{path}")
     assert not isinstance(caught.value, DatabaseUnavailable)
+
+
+@pytest.mark.parametrize("wrong", ["user", "database"])
+def test_a_worker_gives_up_on_a_postgres_login_no_retry_can_fix(postgres_server: str, wrong: str) -> None:
+    url = fresh_postgres_database(postgres_server)
+    if wrong == "user":
+        url = url.replace("postgres@", "nobody@")
+        words, hint = 'role "nobody" does not exist', "user name and password"
+    else:
+        url += "_gone"
+        words, hint = "does not exist", "create the database first"
+    done = sopflow("--db", url, "worker", "--max-backoff", "1", timeout=60)
+    assert done.returncode == 2, done.stderr
+    clean(done.stderr)
+    assert words in done.stderr and hint in done.stderr
+    assert "retrying" not in done.stderr
 
 
 def test_the_systemd_unit_in_the_docs_names_options_the_worker_has() -> None:
