@@ -97,23 +97,24 @@ class Anchor:
 
 
 def load_key(path: str | Path | None = None) -> bytes:
-    """The anchor key from `path`, else from the file `SOPFLOW_ANCHOR_KEY_FILE` names. Surrounding
-    whitespace is not part of it (a key written by `echo` or `base64` ends with a newline)."""
+    """The anchor key from `path`, else from the file `SOPFLOW_ANCHOR_KEY_FILE` names. A final line break
+    is not part of it (a key written by `echo` or `base64` ends with one); the file, read as bytes, must
+    hold at least MIN_KEY_BYTES, so random bytes straight from /dev/urandom do as well."""
     chosen = path or os.environ.get(KEY_ENV)
     if not chosen:
         raise ConfigurationError("no anchor key is given", hint=KEY_HINT)
     try:
-        key = Path(chosen).expanduser().read_bytes().strip()
+        raw = Path(chosen).expanduser().read_bytes()
     except OSError as exc:
         raise ConfigurationError(
             f"cannot read the anchor key `{chosen}`: {exc.strerror or exc}", hint=KEY_HINT
         ) from None
-    if len(key) < MIN_KEY_BYTES:
+    if len(raw) < MIN_KEY_BYTES:
         raise ConfigurationError(
-            f"the anchor key `{chosen}` holds {len(key)} bytes; at least {MIN_KEY_BYTES} are needed",
+            f"the anchor key `{chosen}` holds {len(raw)} bytes; at least {MIN_KEY_BYTES} are needed",
             hint=KEY_HINT,
         )
-    return key
+    return raw.removesuffix(b"\n").removesuffix(b"\r")
 
 
 def key_id(key: bytes) -> str:

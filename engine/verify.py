@@ -39,6 +39,7 @@ from sopflow.engine.step import (
     take_step,
 )
 from sopflow.engine.store import CaseRow, DelegationRow, StoredVote
+from sopflow.engine.verify_timers import LiveTimer, TimerReplay
 
 if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
@@ -108,7 +109,7 @@ def verify(
         found = (
             _chain(row, history)
             or _against_anchors(cid, history, anchored.pop(cid, []))
-            or checker.replay(row, history)
+            or checker.replay(row, history, engine.store.live_timers(cid))
         )
         if found is not None:
             findings.append(found)
@@ -188,6 +189,7 @@ class _Replay:
     created_at: str | None = None
     updated_at: str | None = None
     votes: list[tuple[int, StoredVote]] = field(default_factory=list)
+    timers: TimerReplay = field(default_factory=TimerReplay)
 
     def snapshot(self) -> Snapshot:
         from sopflow.engine.casework import votes_of
@@ -310,7 +312,9 @@ class _Checker:
 
     # -- a case ------------------------------------------------------------------------------------
 
-    def replay(self, row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
+    def replay(
+        self, row: CaseRow, history: Sequence[AuditRecord], live: Sequence[LiveTimer]
+    ) -> VerifyFinding | None:
         compiled = self._definitions.get((row.definition_id, row.definition_version))
         key = f"{row.definition_id}@{row.definition_version}"
         if compiled is None:
@@ -334,11 +338,16 @@ class _Checker:
                         rec.seq,
                         f"it was refused in `{rec.from_state}`, the case was in `{replay.state}`",
                     )
+                at = _moment(rec.at)
+                # A timer whose event was refused fired all the same.
+                problem = replay.timers.system(definition, rec, at) if rec.actor == SYSTEM and at else None
+                if problem is not None:
+                    return VerifyFinding(row.id, rec.seq, problem)
                 continue
             problem = self._apply(compiled, replay, rec)
             if problem is not None:
                 return VerifyFinding(row.id, rec.seq, problem)
-        return _compare(row, definition, replay, history, self.orgs_at(row.updated_at))
+        return _compare(row, definition, replay, history, self.orgs_at(row.updated_at), live)
 
     def _apply(self, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord) -> str | None:
         """Decide the accepted record's step again and fold it into `replay`; what is wrong, or None."""
@@ -350,7 +359,9 @@ class _Checker:
         if at is None:
             return f"its time `{rec.at}` is not a time"
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
-            return _system_note(compiled.definition, replay, rec)
+            return _system_note(compiled.definition, replay, rec) or replay.timers.system(
+                compiled.definition, rec, at
+            )
         orgs = self.orgs_at(at)
         if not orgs:
             return "no org was deployed when it was taken"
@@ -372,7 +383,17 @@ class _Checker:
             if mismatch is not None:
                 why = mismatch
                 continue
+            if rec.actor == SYSTEM:
+                late = replay.timers.system(compiled.definition, rec, at)
+                if late is not None:
+                    return late
+            left = replay.state
             _fold(replay, rec, step, assignee, org)
+            if step is not None:
+                entered = (step.to_state,) if rec.seq == 1 and not step.entered else step.entered
+                replay.timers.step(
+                    compiled.definition, entered, step.moved or rec.seq == 1, left, at, org.calendar
+                )
             return None
         return why
 
@@ -503,6 +524,7 @@ def _compare(
     replay: _Replay,
     history: Sequence[AuditRecord],
     orgs: Sequence[Org | None],
+    live: Sequence[LiveTimer],
 ) -> VerifyFinding | None:
     """The first column of the case row that its replay does not give."""
     seq = len(history)
@@ -534,7 +556,8 @@ def _compare(
             seq,
             f"the case's assignee is {_shown(row.assignee)}, its records give {_shown(replay.assignee)}",
         )
-    return None
+    timers = replay.timers.differs(live)
+    return None if timers is None else VerifyFinding(row.id, seq, timers)
 
 
 def _registry_against(anchor: Anchor, stored: Mapping[str, str], orgs: Sequence[str]) -> list[VerifyFinding]:

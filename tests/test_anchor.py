@@ -138,7 +138,8 @@ def test_an_org_rewritten_with_its_hash_is_caught_by_the_anchor(engine: Engine, 
 def test_a_forged_anchor_is_refused(engine: Engine, key: bytes, tmp_path: Path) -> None:
     walked(engine)
     anchor = engine.anchor(key)
-    other = (tmp_path / "other.key").write_bytes(os.urandom(32)) and anchors.load_key(tmp_path / "other.key")
+    (tmp_path / "other.key").write_bytes(os.urandom(32))  # raw bytes, no line break: a key all the same
+    other = anchors.load_key(tmp_path / "other.key")
     with pytest.raises(AuditBroken, match="was not signed with this key"):
         anchors.parse(anchor.text(), other, "the anchor")
     doc = json.loads(anchor.text())
@@ -182,7 +183,7 @@ def test_the_key_is_required_and_must_be_long_enough(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigurationError, match="no anchor key"):
         anchors.load_key(None)
     short = tmp_path / "short.key"
-    short.write_bytes(b"secret\n")
+    short.write_bytes(b"a secret, but a short one\n")
     with pytest.raises(ConfigurationError, match="at least 32"):
         anchors.load_key(short)
     with pytest.raises(ConfigurationError, match="cannot read the anchor key"):

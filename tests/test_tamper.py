@@ -270,3 +270,74 @@ def test_steps_taken_under_an_older_org_still_verify(engine: Engine, clock: Cloc
     clock.advance(minutes=5)
     engine.fire(case_id, "approve", actor="fay")
     assert engine.verify().ok
+
+
+# -- timers -------------------------------------------------------------------------------------------
+
+
+def submitted_with_timers(engine: Engine) -> int:
+    """A case in manager review: its deadline (pay within 2 days) and the state's timeout run."""
+    case_id = expense(engine)
+    engine.fire(case_id, "submit", actor="alice")
+    assert engine.verify(case_id).ok
+    return case_id
+
+
+@pytest.mark.parametrize(
+    ("statement", "words"),
+    [
+        ("DELETE FROM timers WHERE kind = 'deadline'", "deadline `pay-within-2d` due "),
+        ("UPDATE timers SET due_at = due_at + INTERVAL '10 days'", "(it was moved)"),
+        ("UPDATE timers SET pending = false WHERE kind = 'timeout'", "the timeout of `manager_review`"),
+    ],
+)
+def test_a_timer_removed_or_moved_is_named(engine: Engine, statement: str, words: str) -> None:
+    case_id = submitted_with_timers(engine)
+    if engine.store.dialect == "sqlite":
+        statement = statement.replace("due_at + INTERVAL '10 days'", "datetime(due_at, '+10 days')")
+        statement = statement.replace("false", "0")
+    with engine.store.engine.begin() as conn:
+        conn.execute(text(f"{statement} AND case_id = {case_id}" if "WHERE" in statement else
+                          f"{statement} WHERE case_id = {case_id}"))  # fmt: skip
+    seq, problem = finding(engine.verify(case_id))
+    assert seq == 2
+    assert words in problem
+
+
+def test_breaches_and_escalations_replay_and_a_hidden_breach_is_named(engine: Engine, clock: Clock) -> None:
+    from sopflow.engine.worker import Worker
+
+    case_id = submitted_with_timers(engine)
+    worker = Worker(engine)
+    clock.advance(days=2, hours=2)  # past the deadline and its first two rungs (notify, reassign)
+    worker.tick(deliver=False)
+    worker.tick(deliver=False)
+    events = [r.event for r in engine.history(case_id)]
+    assert "deadline_breached" in events and "reassign" in events
+    assert engine.verify(case_id).ok
+    with engine.store.engine.begin() as conn:
+        conn.execute(
+            text(f"UPDATE timers SET outcome = 'late' WHERE outcome = 'breached' AND case_id = {case_id}")
+        )
+    _seq, problem = finding(engine.verify(case_id))
+    assert "the deadlines standing breached are none, its records give ['pay-within-2d']" in problem
+
+
+def test_a_timer_added_to_force_a_step_is_named(engine: Engine, clock: Clock) -> None:
+    from sopflow.engine.worker import Worker
+
+    case_id = submitted_with_timers(engine)
+    # An escalation rung that fires `send_back` at once, without any breach.
+    with engine.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO timers (case_id, kind, name, rung, due_at, pending, entered_seq) "
+                "VALUES (:case_id, 'escalation', 'pay-within-2d', 3, :due, :pending, 2)"
+            ),
+            {"case_id": case_id, "due": clock(), "pending": True},
+        )
+    Worker(engine).tick(deliver=False)
+    assert engine.case(case_id).state == "draft"
+    seq, problem = finding(engine.verify(case_id))
+    assert seq == 3
+    assert "rung 3 of `pay-within-2d`, which its records never started" in problem

@@ -905,6 +905,19 @@ class Store:
         with self._read() as conn, conn.begin():
             return [(int(r.case_id), int(r.seq), str(r.hash)) for r in conn.execute(query)]
 
+    def live_timers(self, case_id: int) -> list[tuple[str, str, int, datetime, bool, str | None]]:
+        """(kind, name, rung, due, pending, outcome) of a case's pending timers and breached deadlines."""
+        t = timers.c
+        breached = and_(t.kind == "deadline", t.outcome == "breached")
+        query = (
+            select(t.kind, t.name, t.rung, t.due_at, t.pending, t.outcome)
+            .where(t.case_id == case_id, or_(t.pending.is_(True), breached))
+            .order_by(t.id)
+        )
+        with self._read() as conn:
+            rows = conn.execute(query)
+            return [(r.kind, r.name, int(r.rung), r.due_at, bool(r.pending), r.outcome) for r in rows]
+
     def cases_without_row(self) -> list[int]:
         """Ids of cases that have audit records but no case row (a deleted case row)."""
         query = (
