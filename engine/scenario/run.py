@@ -30,10 +30,10 @@ from sopflow.engine.definition.model import Org
 from sopflow.engine.errors import SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
+from sopflow.engine.step import SYSTEM_ACTOR
 from sopflow.engine.store import NotificationRow, Store
 from sopflow.engine.worker import Worker
 
-SYSTEM = "$system"
 MAX_TIMER_ROUNDS = 10_000
 """A clock step fires at most this many due moments: a timer that re-arms itself forever must not hang."""
 
@@ -323,7 +323,7 @@ class CaseDriver:
 def timer_name(record: AuditRecord) -> str | None:
     """The timer a record of the system's was written for: DEADLINE when breached, DEADLINE/N for rung N
     of its escalation ladder, timeout:STATE for a state's timeout; None for a person's step."""
-    if record.actor != SYSTEM:
+    if record.actor != SYSTEM_ACTOR.id:
         return None
     detail = record.detail
     if "rung" in detail and "deadline" in detail:
