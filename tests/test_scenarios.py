@@ -384,3 +384,14 @@ def test_steps_that_cannot_be_are_refused_when_the_file_is_read(folder: Path) ->
         load_scenario_file(path)
     found = [(p.line, p.code) for p in caught.value.problems]
     assert found == [(5, "after-a-refused-start"), (5, "not-for-the-clock"), (5, "not-for-the-clock")]
+
+
+def test_an_invalid_file_with_json_lists_its_problems(folder: Path) -> None:
+    scenario(folder, "scenarios:\n  - name: x\n    start: {as: li.na}\n    stepz: []\n")
+    result = sopflow("--json", "test", str(folder))
+    assert result.exit_code == 2
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is False
+    assert [(p["line"], p["code"], p["hint"]) for p in answer["problems"]] == [
+        (4, "unknown-key", "did you mean `steps`?")
+    ]

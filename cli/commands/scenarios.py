@@ -29,8 +29,9 @@ EXIT_INVALID = 2
     "--db",
     "database",
     metavar="URL",
-    help="Run on this database (it must hold no case) instead of a throwaway SQLite file per scenario. "
-    "SOPFLOW_DB is not read: a test run never writes to the database you work on by accident.",
+    help="Run on this database: each scenario in a scratch schema (PostgreSQL) or file (SQLite) of its "
+    "own, removed afterwards, instead of a throwaway SQLite file. SOPFLOW_DB is not read: a test run "
+    "never writes to the database you work on by accident.",
 )
 @click.option(
     "--junit",
