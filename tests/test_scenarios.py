@@ -395,3 +395,28 @@ def test_an_invalid_file_with_json_lists_its_problems(folder: Path) -> None:
     assert [(p["line"], p["code"], p["hint"]) for p in answer["problems"]] == [
         (4, "unknown-key", "did you mean `steps`?")
     ]
+
+
+def test_the_scenario_schema_and_the_model_agree() -> None:
+    """What `expect` may say in a file is what the model holds, and every refusal it names is an error
+    kind the engine raises."""
+    from dataclasses import fields
+
+    from sopflow.engine import errors
+    from sopflow.engine.definition.schema import load_schema
+    from sopflow.engine.scenario.model import Expect
+
+    schema = load_schema("scenario")
+    expect = schema["$defs"]["expect"]["properties"]
+    assert set(expect) == {f.name for f in fields(Expect)} - {"assignee_given"}
+    kinds = {
+        cls.kind
+        for cls in vars(errors).values()
+        if isinstance(cls, type)
+        and issubclass(cls, errors.SopflowError)
+        and cls.exit_code == errors.EXIT_REFUSED
+    }
+    assert set(expect["refused"]["enum"]) <= kinds
+    assert {"not-permitted", "guard-refused", "invalid-data", "not-available"} <= set(
+        expect["refused"]["enum"]
+    )
