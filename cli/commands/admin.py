@@ -56,7 +56,8 @@ _lease = click.option(
     type=LEASE,
     default=60,
     show_default=True,
-    help="Seconds a claimed timer stays this worker's before another may take it.",
+    help="Seconds a claimed timer or notification stays this worker's before another may take it "
+    "(more than the webhook's slowest answer).",
 )
 
 
@@ -81,8 +82,9 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
         )
         return
     fired = ", ".join(f"{n} {kind}" for kind, n in sorted(report.fired.items())) or "nothing due"
+    lost = f", taken over by another worker {report.lost_claims}" if report.lost_claims else ""
     click.echo(
-        f"fired: {fired}; notifications delivered {report.delivered}, failed {report.failed_deliveries}"
+        f"fired: {fired}; notifications delivered {report.delivered}, failed {report.failed_deliveries}{lost}"
     )
 
 
@@ -147,8 +149,10 @@ def worker(
 
         def report(r: Any) -> None:
             fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
+            lost = f", taken over by another worker {r.lost_claims}" if r.lost_claims else ""
             click.echo(
-                f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}", err=True
+                f"fired {fired or 'nothing'}; delivered {r.delivered}, failed {r.failed_deliveries}{lost}",
+                err=True,
             )
 
         w.run(stop, idle=idle, on_tick=report, on_health=HealthFile(health_file) if health_file else None)
