@@ -493,3 +493,42 @@ def test_the_loop_backs_off_through_failures_reports_its_health_and_fires_once(
     assert worker.health.failing_since is None and worker.health.failures == 0
     events = [r.event for r in engine.history(case_id)]
     assert events.count("deadline_breached") == 1 and events.count("escalate") == 1
+
+
+class _DriverError(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("message", "sqlstate", "retry", "cure"),
+    [
+        ("database is locked", None, True, "holds SQLite's write lock"),
+        ("database or disk is full", None, True, "free space"),
+        ("could not extend file: No space left on device", "53100", True, "free space"),
+        ("canceling statement due to statement timeout", "57014", True, "statement_timeout"),
+        ("canceling statement due to lock timeout", "55P03", True, "pg_stat_activity"),
+        ("terminating connection due to administrator command", "57P01", True, "restarting or unreachable"),
+        ("connection failed: Connection refused", None, True, "restarting or unreachable"),
+        ('password authentication failed for user "ops"', "28P01", False, "user name and password"),
+        ('database "ops" does not exist', "3D000", False, "create the database first"),
+        ("no such table: cases", None, False, "sopflow db upgrade"),
+    ],
+)
+def test_each_database_failure_gets_the_hint_that_names_its_cure(
+    message: str, sqlstate: str | None, retry: bool, cure: str, tmp_path: Path
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    postgres = sqlstate is not None or "connection" in message
+    engine = database.create(
+        "postgresql://ops@db.invalid/ops" if postgres else f"sqlite:///{tmp_path / 'x.db'}"
+    )
+    try:  # nothing connects: the answer depends on the error and the URL only
+        error = database.classify(engine, OperationalError("SELECT 1", {}, _DriverError(message, sqlstate)))
+    finally:
+        engine.dispose()
+    assert isinstance(error, DatabaseUnavailable) is retry, error
+    assert isinstance(error, ConfigurationError) and error.exit_code == 2
+    assert cure in (error.hint or ""), error.hint

@@ -287,6 +287,10 @@ _TIMEOUT_HINT = (
     "the URL's `options` set it): look for a long transaction holding a lock on sopflow's tables, or raise "
     "it, e.g. ?options=-c%20statement_timeout%3D120000"
 )
+_PG_LOCK_HINT = (
+    "another transaction held a lock sopflow needed (past lock_timeout, or in a deadlock): look for a long "
+    "transaction on sopflow's tables (pg_stat_activity), then try again (a worker retries by itself)"
+)
 _CREDENTIALS_HINT = "check the user name and password in --db (or SOPFLOW_DB) and the server's pg_hba.conf"
 _MISSING_HINT = "create the database first (`createdb`), or fix its name in --db (or SOPFLOW_DB)"
 _SCHEMA_HINT = (
@@ -340,6 +344,8 @@ def classify(engine: Engine, exc: DBAPIError, *, connecting: bool = False) -> Co
         return DatabaseUnavailable(f"the database {where} is full: {detail}", hint=_FULL_HINT)
     if state == "57014":
         return DatabaseUnavailable(what, hint=_TIMEOUT_HINT)
+    if state in ("55P03", "40P01"):
+        return DatabaseUnavailable(what, hint=_PG_LOCK_HINT)
     if isinstance(exc, ProgrammingError) or (state or "").startswith("42"):
         return ConfigurationError(what, hint=_SCHEMA_HINT)
     for words, hint in _PERMANENT_WORDS:
