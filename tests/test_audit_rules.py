@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import UTC, datetime, timedelta
+import time
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from sopflow.engine.audit import (
     AuditRecord,
     ChainBreak,
     canonical_json,
+    iso,
     seal,
     sealed,
     utc_now,
@@ -196,3 +198,15 @@ def test_an_empty_mapping_and_a_filled_one_encode_canonically() -> None:
     assert canonical_json({}) == "{}"
     assert canonical_json([]) == "[]"
     assert canonical_json({"b": {}, "a": "中"}) == '{"a":"中","b":{}}'
+
+
+def test_audit_times_are_utc_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    beijing = timezone(timedelta(hours=8))
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        assert iso(datetime(2026, 3, 2, 9, 0, 0, 5, tzinfo=beijing)) == "2026-03-02T01:00:00.000005Z"
+        assert iso(datetime(2026, 3, 2, 1, 0, tzinfo=UTC)) == "2026-03-02T01:00:00.000000Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()

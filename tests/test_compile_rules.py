@@ -169,3 +169,59 @@ def test_payload_errors_follow_the_transitions_payload_schema() -> None:
     # Each transition keeps its own validator: checking one payload does not change another's.
     assert compiled.data_errors({"amount": 1, "purpose": "taxi"}) == []
     assert compiled.payload_errors(APPROVE_CLAIM, {}) == ["'note' is a required property"]
+
+
+def test_data_errors_name_a_nested_field_by_its_path() -> None:
+    nested = dataclasses.replace(
+        EXPENSE,
+        data_schema={
+            "type": "object",
+            "properties": {
+                "budget": {
+                    "type": "object",
+                    "properties": {"lines": {"type": "array", "items": {"type": "number"}}},
+                }
+            },
+        },
+    )
+    assert CompiledDefinition(nested).data_errors({"budget": {"lines": [1, "two"]}}) == [
+        "budget.lines.1: 'two' is not of type 'number'"
+    ]
+
+
+def test_each_schema_validator_is_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import jsonschema
+
+    built: list[Any] = []
+    real = jsonschema.Draft202012Validator
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        built.append(args)
+        return real(*args, **kwargs)
+
+    compiled = CompiledDefinition(EXPENSE)
+    monkeypatch.setattr(jsonschema, "Draft202012Validator", counted)
+    monkeypatch.setattr(counted, "FORMAT_CHECKER", real.FORMAT_CHECKER, raising=False)
+    for _ in range(3):
+        compiled.data_errors({"amount": 1, "purpose": "taxi"})
+        compiled.payload_errors(APPROVE_CLAIM, {"note": "ok"})
+    assert len(built) == 2  # one for the data, one for the payload
+
+
+def test_the_machine_has_only_the_definitions_events() -> None:
+    # No automatic `to_<state>` event could move a case anywhere, and an event a state does not have is
+    # a bug of the caller, never a quiet "no guard held".
+    compiled = CompiledDefinition(EXPENSE)
+    with pytest.raises(KeyError):
+        compiled.fire("draft", "to_paid", context(1))
+    with pytest.raises(Exception, match="approve_claim") as caught:
+        compiled.fire("draft", "approve_claim", context(1))
+    assert not isinstance(caught.value, KeyError)
+
+
+def test_a_guard_that_does_not_read_the_acting_person_is_not_handed_them() -> None:
+    # Converting the actor into CEL values costs more than a simple guard: a guard that never names
+    # `actor` gets none, so even an actor CEL could not convert does not matter to it.
+    compiled = CompiledDefinition(EXPENSE)
+    strange = context(100, id=object())
+    assert compiled.fire("manager_review", "approve_claim", strange) == Fired("paid", APPROVE_CLAIM)

@@ -24,7 +24,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, Approval, Branch, Definition, Org, State, Text
+from sopflow.engine.definition.model import (
+    APPROVE,
+    REJECT,
+    Approval,
+    Branch,
+    Definition,
+    Expression,
+    Org,
+    State,
+    Text,
+)
 from sopflow.engine.definition.validate import load_definition_file, load_org_file
 from sopflow.engine.errors import InvalidData, NotAvailable, NotFound, NotPermitted, SopflowError
 from sopflow.engine.simulate import SimCase, Simulation
@@ -91,6 +101,10 @@ def unchanged(
     with pytest.raises(InvalidData) as caught:
         sim.fire(case, user, event, payload)
     assert (case.state, dict(case.data), len(case.history)) == before
+    assert caught.value.errors and caught.value.message.endswith(caught.value.errors[0])
+    hint = caught.value.hint or ""
+    assert hint.startswith("the definition's `set`/`copy`")
+    assert hint.endswith(" and its `data` schema disagree; fix the definition")
     return caught.value.message
 
 
@@ -101,7 +115,13 @@ def test_set_writes_its_fixed_values_as_plain_json() -> None:
     sim = Delegating()
     case = started(sim)
     step = sim.fire(case, "alice", "submit")
-    assert case.state == "check"
+    assert (step.event, step.from_state, step.to_state, step.entered) == (
+        "submit",
+        "draft",
+        "check",
+        ("check",),
+    )
+    assert case.state == "check" and case.history[-1].event == "submit"
     assert dict(case.data) == {
         "title": "new laptop",
         "level": "normal",
@@ -119,6 +139,15 @@ def test_set_writes_its_fixed_values_as_plain_json() -> None:
         "amount": [None, 0],
     }
     assert case.history[-1].data_change == step.data_change
+
+
+def test_a_changed_field_records_its_old_and_new_value() -> None:
+    sim = Delegating()
+    case = started(sim, level="urgent", amount=7)
+    step = sim.fire(case, "alice", "submit", {"amount": 7})
+    assert step.data_change["level"] == ["urgent", "normal"]
+    assert "amount" not in step.data_change  # set to 0, then copied back to 7: unchanged in the end
+    assert "title" not in step.data_change
 
 
 def test_copy_takes_the_payload_field_after_set() -> None:
@@ -232,9 +261,19 @@ def test_a_voter_with_two_eligible_roles_takes_the_first_when_both_are_open() ->
 def test_a_delegate_votes_for_the_delegator_while_the_vote_is_pending() -> None:
     sim = Delegating({"bob": {"finance": "fay"}})
     case = in_joint(sim, by="mia")
+    assignee = case.snapshot.assignee
+    assert assignee is not None
     step = sim.fire(case, "bob", APPROVE)
     assert votes(step) == [("fay", "finance", "approve")]
     assert (step.role, step.on_behalf_of, case.state) == ("finance", "fay", "joint")
+    assert (step.event, step.from_state, step.to_state, step.entered, step.moved) == (
+        "approve",
+        "joint",
+        "joint",
+        (),
+        False,
+    )
+    assert (step.assignee, step.data, step.data_change) == (assignee, dict(case.data), {})
     assert (case.history[-1].actor, case.history[-1].on_behalf_of) == ("bob", "fay")
 
 
@@ -246,6 +285,7 @@ def test_the_delegated_vote_that_completes_an_approval_is_on_behalf_of_the_deleg
     # max is a manager himself; the manager's seat is filled, so he votes in fay's finance seat, as fay.
     assert votes(step)[-1] == ("fay", "finance", "approve")
     assert (step.role, step.on_behalf_of, case.state) == ("finance", "fay", "board")
+    assert (step.event, step.from_state, step.entered) == ("approve", "joint", ("board",))
     assert step.detail["outcome"] == "approved"
     record = case.history[-1]
     assert (record.actor, record.role, record.on_behalf_of, record.to_state) == (
@@ -509,6 +549,18 @@ def test_not_permitted_names_the_roles_needed_and_held() -> None:
     assert (caught.value.role, caught.value.detail) == (None, {"needed": ["finance", "manager"]})
 
 
+def test_a_transition_for_nobody_says_it_needs_no_role() -> None:
+    # Only a definition that skipped the checks (`no-actor`) can have one.
+    draft = RULES.states["draft"]
+    nobody = dataclasses.replace(draft.transitions[0], by=())
+    changed = dataclasses.replace(draft, transitions=(nobody, *draft.transitions[1:]))
+    compiled = CompiledDefinition(dataclasses.replace(RULES, states={**RULES.states, "draft": changed}))
+    snapshot = Snapshot(state="draft", data={"title": "t"}, starter="alice")
+    with pytest.raises(Refused) as caught:
+        take_step(compiled, snapshot, actor_from_org(ORG, "alice"), "submit", {}, PEOPLE)
+    assert caught.value.error.message == "alice may not fire `submit` in state `draft`: it needs no role"
+
+
 def test_an_invalid_payload_is_refused_with_its_first_error_and_no_record() -> None:
     sim = Delegating()
     case = started(sim)
@@ -533,6 +585,12 @@ def test_an_invalid_payload_hint_names_the_required_fields_first() -> None:
     assert error.hint == "`close` takes verdict*, note (* required), e.g. --data '{\"verdict\": ...}'"
     error = error_of(sim, case, who, "park", {"note": "fine"})
     assert error.hint == "`park` takes no payload: fire it without --data"
+    error = error_of(sim, case, who, "reopen", {"reason": 1})
+    assert (
+        error.hint == '`reopen` takes reason*, due* (* required), e.g. --data \'{"reason": ..., "due": ...}\''
+    )
+    error = error_of(sim, case, who, "remark", {"text": 1})
+    assert error.hint == "`remark` takes text, tone (* required), e.g. --data '{\"text\": ...}'"
     assert sim.fire(case, who, "close", {"verdict": "ok"}).detail == {"payload": {"verdict": "ok"}}
 
 
@@ -608,12 +666,13 @@ def test_a_member_of_the_role_claims_a_case_once() -> None:
         "finance",
         None,
     )
-    assert (step.assignee, step.detail, step.data_change, step.moved) == (
+    assert (step.assignee, step.detail, step.data_change, step.entered) == (
         "fay",
         {"claimed_by": "fay"},
         {},
-        False,
+        (),
     )
+    assert not step.moved
     assert step.data == dict(case.data) and case.snapshot.assignee == "fay"
     error = error_of(sim, case, "dual", "claim")
     assert (error.message, error.hint) == (
@@ -668,7 +727,7 @@ def test_an_assignee_from_the_data_must_be_a_user_of_the_org() -> None:
             {"amount": 500, "level": "urgent"},
         ),
         ({"amount": 80}, ("sorter", "check"), "data.amount > 50", {"amount": 80, "level": None}),
-        ({"amount": 10}, ("sorter", "pool"), "else", {"amount": 10, "level": None}),
+        ({"amount": 10}, ("sorter", "pool"), "else", {"amount": 10, "level": None, "title": "new laptop"}),
     ],
 )
 def test_a_choice_routes_at_once_and_records_what_decided(
@@ -679,8 +738,10 @@ def test_a_choice_routes_at_once_and_records_what_decided(
     step = sim.fire(case, "alice", "sort")
     assert (step.entered, step.to_state, case.state) == (entered, entered[-1], entered[-1])
     routes = [{"choice": "sorter", "to": entered[-1], "when": when, "values": values}]
-    assert step.detail == {"routes": routes}
-    assert case.history[-1].detail == {"routes": routes}
+    # The joint approval's assignee is the least loaded manager: that pick is recorded too.
+    expected = {"routes": routes, **({"assignee": "mia"} if entered[-1] == "joint" else {})}
+    assert step.detail == expected
+    assert case.history[-1].detail == expected
 
 
 def _with_sorter(*branches: Branch) -> CompiledDefinition:
@@ -790,3 +851,35 @@ def test_all_of_needs_a_different_person_for_each_role() -> None:
     board = RULES.states["board"].approval
     assert board is not None
     assert rule_met(board, {"b1", "b2", "b3"}, PEOPLE) and not rule_met(board, {"b1", "b2", "mia"}, PEOPLE)
+
+
+def test_alternatives_are_tried_in_order_and_the_first_that_holds_wins() -> None:
+    sim = Delegating()
+    assert [t.target for t in sim.compiled.alternatives("check", "size_up")] == ["joint", "board"]
+    big = started(sim)
+    sim.fire(big, "alice", "submit", {"amount": 500})
+    assert sim.fire(big, "fay", "size_up").to_state == "joint"
+    small = in_check(sim)
+    assert sim.fire(small, "fay", "size_up").to_state == "board"
+
+
+def test_a_state_without_events_says_so() -> None:
+    # Only a definition that skipped the checks (a dead end is `cannot-finish`) can have one.
+    check = dataclasses.replace(RULES.states["check"], transitions=())
+    compiled = CompiledDefinition(dataclasses.replace(RULES, states={**RULES.states, "check": check}))
+    snapshot = Snapshot(state="check", data={"title": "t"}, starter="alice")
+    with pytest.raises(NotAvailable) as caught:
+        take_step(compiled, snapshot, actor_from_org(ORG, "fay"), "pass", {}, PEOPLE)
+    assert caught.value.hint == "events here: none"
+
+
+def test_a_choice_may_route_by_the_acting_person() -> None:
+    first = RULES.states["sorter"].choice[0]
+    by_person = Branch(
+        target="joint", path=first.path, when=Expression("actor.id == 'alice'", (*first.path, "when"))
+    )
+    rest = RULES.states["sorter"].choice[1:]
+    compiled = _with_sorter(by_person, *rest)
+    snapshot = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="alice")
+    step = take_step(compiled, snapshot, actor_from_org(ORG, "alice"), "sort", {}, PEOPLE)
+    assert step.entered == ("sorter", "joint")
