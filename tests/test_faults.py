@@ -335,6 +335,7 @@ def test_a_lock_held_past_the_timeout_is_exit_2_with_the_lock_hint_from_every_co
             ("tick",),
             ("deploy", str(PING)),
             ("--as", "alice", "delegate", "bob", "--until", "2099-01-01T00:00:00+00:00"),
+            ("--as", "mia", "reassign", "1", "bob"),
             ("db", "upgrade"),
         ]
         for args in commands:
