@@ -110,6 +110,7 @@ def verify(
             _chain(row, history)
             or _against_anchors(cid, history, anchored.pop(cid, []))
             or checker.replay(row, history, engine.store.live_timers(cid))
+            or _keys(row, history, engine.store.keys_of_case(cid))
         )
         if found is not None:
             findings.append(found)
@@ -138,6 +139,33 @@ def _chain(row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None
             row.id, len(history), f"the case row says {row.audit_seq} records, the trail holds {len(history)}"
         )
     return None if broken is None else VerifyFinding(broken.case_id, broken.seq, broken.problem)
+
+
+def _keys(
+    row: CaseRow, history: Sequence[AuditRecord], keys: Sequence[tuple[str, str, str, str, int]]
+) -> VerifyFinding | None:
+    """Every idempotency key of the case names the accepted record it wrote, by the key's own actor and
+    for its own operation: a key edited to point elsewhere would hand a retry someone else's result, and
+    a key planted for a request not yet made would swallow it."""
+    for key, operation, actor, target, seq in keys:
+        rec = history[seq - 1] if 1 <= seq <= len(history) else None
+        if rec is None or rec.outcome != "accepted":
+            return VerifyFinding(
+                row.id, seq, f"idempotency key `{key}` names record {seq}, which it did not write"
+            )
+        wrote = (
+            (rec.event == "start" and target == row.definition_id)
+            if operation == "start"
+            else (operation == "fire" and rec.event == target)
+        )
+        if not wrote or rec.actor != actor:
+            return VerifyFinding(
+                row.id,
+                seq,
+                f"idempotency key `{key}` says {actor} used it to {operation} `{target}`; the record says "
+                f"{rec.actor} did `{rec.event}`",
+            )
+    return None
 
 
 def _anchored_heads(anchors: Sequence[Anchor]) -> dict[int, list[tuple[int, str, str]]]:

@@ -341,3 +341,32 @@ def test_a_timer_added_to_force_a_step_is_named(engine: Engine, clock: Clock) ->
     seq, problem = finding(engine.verify(case_id))
     assert seq == 3
     assert "rung 3 of `pay-within-2d`, which its records never started" in problem
+
+
+# -- idempotency keys ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "words"),
+    [
+        ("UPDATE idempotency_keys SET actor = 'bob' WHERE key = 'f-1'", "`f-1` says bob used it to fire"),
+        (
+            "UPDATE idempotency_keys SET seq = 1 WHERE key = 'f-1'",
+            "`f-1` says alice used it to fire `submit`",
+        ),
+        (
+            "INSERT INTO idempotency_keys (key, operation, actor, target, case_id, seq, created_at) "
+            "SELECT 'planted', 'fire', 'mia', 'send_back', case_id, 2, created_at FROM idempotency_keys "
+            "WHERE key = 'f-1'",
+            "`planted` says mia used it to fire `send_back`; the record says alice did `submit`",
+        ),
+    ],
+)
+def test_an_idempotency_key_pointed_elsewhere_is_named(engine: Engine, statement: str, words: str) -> None:
+    case_id = engine.start("expense", {"amount": 100, "purpose": "taxi"}, actor="alice", key="s-1").case.id
+    engine.fire(case_id, "submit", actor="alice", key="f-1")
+    assert engine.verify(case_id).ok
+    with engine.store.engine.begin() as conn:
+        conn.execute(text(statement))
+    _seq, problem = finding(engine.verify(case_id))
+    assert words in problem

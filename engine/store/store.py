@@ -46,6 +46,7 @@ from sopflow.engine.store.tables import (
     definitions,
     delegations,
     deliveries,
+    idempotency_keys,
     notifications,
     orgs,
     timers,
@@ -917,6 +918,14 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query)
             return [(r.kind, r.name, int(r.rung), r.due_at, bool(r.pending), r.outcome) for r in rows]
+
+    def keys_of_case(self, case_id: int) -> list[tuple[str, str, str, str, int]]:
+        """(key, operation, actor, target, seq) of every idempotency key that wrote a record of a case."""
+        k = idempotency_keys.c
+        query = select(k.key, k.operation, k.actor, k.target, k.seq).where(k.case_id == case_id)
+        with self._read() as conn:
+            rows = conn.execute(query.order_by(k.seq))
+            return [(r.key, r.operation, r.actor, r.target, int(r.seq)) for r in rows]
 
     def cases_without_row(self) -> list[int]:
         """Ids of cases that have audit records but no case row (a deleted case row)."""
