@@ -1,7 +1,8 @@
 """Faults injected while sopflow runs, with real processes: PostgreSQL restarted, crashed and down for a
 few seconds under workers and a writer; SQLite's write lock held by another process past the busy
 timeout; a full SQLite database; a PostgreSQL connection ended in the middle of a step; a server that
-accepts connections and never answers; a statement stuck behind a lock.
+accepts connections and never answers; a statement stuck behind a lock; a worker killed in the middle of
+a webhook call.
 
 Every time: the data holds, each timer due meanwhile fires exactly once, the worker keeps going, and
 what reaches stderr is one clear message with the right hint, never a traceback.
@@ -19,7 +20,9 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -535,3 +538,62 @@ def test_each_database_failure_gets_the_hint_that_names_its_cure(
     assert isinstance(error, DatabaseUnavailable) is retry, error
     assert isinstance(error, ConfigurationError) and error.exit_code == 2
     assert cure in (error.hint or ""), error.hint
+
+
+class _Hanging(BaseHTTPRequestHandler):
+    """A webhook receiver that hangs on its first request (while `hang` is set) and answers the rest."""
+
+    hang: ClassVar[threading.Event] = threading.Event()
+    keys: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        _Hanging.keys.append(self.headers["Idempotency-Key"])
+        if _Hanging.hang.is_set():
+            time.sleep(20)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_a_worker_killed_in_the_middle_of_a_webhook_leaves_it_to_another(database_url: str) -> None:
+    from tests.test_delivery import overdue_notifications
+
+    past = Clock()
+    past.now = datetime.now(UTC) - timedelta(days=3)
+    with Engine(database_url, clock=past) as setup:
+        setup.deploy([MINI])
+        (note,) = overdue_notifications(setup, past)
+    _Hanging.keys = []
+    _Hanging.hang.set()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hanging)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    args = ("sopflow", "--db", database_url, "worker", "--webhook", hook, "--lease", "2", "--idle", "0.2")
+    try:
+        first = spawn(*args)
+        ends = time.monotonic() + 30
+        while not _Hanging.keys and time.monotonic() < ends:
+            time.sleep(0.05)
+        assert _Hanging.keys, "the first worker never called the webhook"
+        first.send_signal(signal.SIGKILL)  # in the middle of the webhook call
+        first.communicate(timeout=30)
+        _Hanging.hang.clear()
+        second = spawn(*args)
+        with Engine(database_url) as check:
+            ends = time.monotonic() + 30
+            while check.store.undelivered() and time.monotonic() < ends:
+                time.sleep(0.2)
+            ((code, _out, err),) = stop_all([second])
+            assert code == 0, err
+            clean(err)
+            assert [(attempt, ok) for attempt, ok, _ in check.store.deliveries(note)] == [(1, True)]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Called twice (the first call's answer was never heard), with one key the receiver can tell it by.
+    assert _Hanging.keys.count(f"sopflow-{note}") == 2
