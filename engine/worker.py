@@ -591,6 +591,8 @@ class HealthFile:
     file renamed over the old one, so a reader never sees half of it."""
 
     path: str
+    _trouble: str | None = field(default=None, init=False, repr=False)
+    """The last failure to write, so that it is logged once, not after every cycle."""
 
     def __call__(self, health: Health) -> None:
         target = Path(self.path)
@@ -599,7 +601,11 @@ class HealthFile:
             fresh.write_text(json.dumps(health.as_dict(), indent=2) + "\n", encoding="utf-8")
             fresh.replace(target)
         except OSError as exc:
-            log.warning("cannot write the health file %s: %s", target, exc)
+            if str(exc) != self._trouble:
+                log.warning("cannot write the health file %s: %s", target, exc)
+            self._trouble = str(exc)
+            return
+        self._trouble = None
 
 
 class _QuietWhileFailing(logging.Filter):

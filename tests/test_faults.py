@@ -597,3 +597,19 @@ def test_a_worker_killed_in_the_middle_of_a_webhook_leaves_it_to_another(databas
         server.server_close()
     # Called twice (the first call's answer was never heard), with one key the receiver can tell it by.
     assert _Hanging.keys.count(f"sopflow-{note}") == 2
+
+
+def test_a_health_file_that_cannot_be_written_is_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from sopflow.engine.worker import Health, HealthFile
+
+    write = HealthFile(str(tmp_path / "no-such-folder" / "health.json"))
+    health = Health("w", datetime.now(UTC))
+    with caplog.at_level(logging.WARNING, logger="sopflow.worker"):
+        for _ in range(3):
+            write(health)
+    assert len([r for r in caplog.records if "cannot write the health file" in r.getMessage()]) == 1
+    good = HealthFile(str(tmp_path / "health.json"))
+    good(health)
+    assert json.loads((tmp_path / "health.json").read_text())["state"] == "starting"
