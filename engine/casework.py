@@ -37,6 +37,12 @@ def votes_of(stored: Iterable[StoredVote]) -> tuple[Vote, ...]:
     )
 
 
+def fired_of(stored: Iterable[StoredVote]) -> tuple[tuple[str, str], ...]:
+    """(event, person) of a case's accepted steps as the step's rules see them: a step taken on someone's
+    behalf is theirs, as a vote is."""
+    return tuple((v.event, v.on_behalf_of or v.voter) for v in stored)
+
+
 def required_fields(alternatives: Sequence[Transition]) -> tuple[str, ...]:
     """The payload fields an event requires (those of its first alternative)."""
     return tuple(f for t in alternatives[:1] if t.payload for f in t.payload.get("required", ()))

@@ -20,7 +20,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine.definition.model import Branch, Definition, Expression, Path, Transition, thawed_json
+from sopflow.engine.definition.model import (
+    FIRED_PREFIX,
+    Approval,
+    Branch,
+    Definition,
+    Expression,
+    Path,
+    Transition,
+    thawed_json,
+)
 from sopflow.engine.errors import DefinitionError, Problem
 
 if TYPE_CHECKING:
@@ -57,6 +66,8 @@ class GuardContext:
     payload: Mapping[str, Any]
     actor: Mapping[str, Any]
     permitted: frozenset[Path] = frozenset()
+    case: Mapping[str, Any] | None = None
+    """What the guard sees of the case (`case.started_by`, ...); see `engine.step.case_view`."""
 
 
 def _compile(definition: Definition, when: Expression, payload_schema: Mapping[str, Any] | None) -> Guard:
@@ -78,7 +89,7 @@ class _LazyGuard:
     The CEL program is handed only the roots it reads: converting the actor into CEL values costs more
     than evaluating a simple guard, and a guard that never names `actor` cannot depend on it."""
 
-    __slots__ = ("_definition", "_guard", "_payload_schema", "_uses_actor", "_when")
+    __slots__ = ("_definition", "_guard", "_payload_schema", "_uses_actor", "_uses_case", "_when")
 
     def __init__(
         self, definition: Definition, when: Expression, payload_schema: Mapping[str, Any] | None
@@ -88,19 +99,26 @@ class _LazyGuard:
         self._payload_schema = payload_schema
         self._guard: Guard | None = None
         self._uses_actor = True
+        self._uses_case = True
 
     def guard(self) -> Guard:
         guard = self._guard
         if guard is None:
             guard = _compile(self._definition, self._when, self._payload_schema)
             self._uses_actor = "actor" in guard.program.variables()
+            self._uses_case = "case" in guard.program.variables()
             self._guard = guard
         return guard
 
     def __call__(self, event: EventData) -> bool:
         guard = self._guard if self._guard is not None else self.guard()
         ctx: GuardContext = event.kwargs["context"]
-        return guard.evaluate(data=ctx.data, payload=ctx.payload, actor=ctx.actor if self._uses_actor else {})
+        return guard.evaluate(
+            data=ctx.data,
+            payload=ctx.payload,
+            actor=ctx.actor if self._uses_actor else {},
+            case=ctx.case if self._uses_case else None,
+        )
 
 
 def _permitted_condition(path: Path) -> Callable[[EventData], bool]:
@@ -155,9 +173,19 @@ class CompiledDefinition:
                 self._alternatives[key] = (*self._alternatives.get(key, ()), t)
                 if t.when is not None:
                     self._guards[t.when.path] = _LazyGuard(definition, t.when, t.payload)
+                for expr in t.compute.values():
+                    self._guards[expr.path] = _LazyGuard(definition, expr, t.payload)
             for branch in state.choice:
                 if branch.when is not None:
                     self._guards[branch.when.path] = _LazyGuard(definition, branch.when, None)
+            if state.approval is not None:
+                for expr in state.approval.compute.values():
+                    self._guards[expr.path] = _LazyGuard(definition, expr, state.approval.payload)
+        start = definition.start
+        if start is not None and start.when is not None:
+            self._guards[start.when.path] = _LazyGuard(definition, start.when, None)
+        self.reads_history = _reads_history(definition)
+        """Whether a step needs who fired each earlier event (`fired:` in a `not_by`, `case.fired_by`)."""
 
     def _build(self) -> Machine:
         # transitions (and its Machine) load on the first fire: reading a case never needs them.
@@ -198,8 +226,8 @@ class CompiledDefinition:
         """What is wrong with a case's data against the definition's `data` schema (empty: nothing)."""
         return _errors(self._validator(None, self.definition.data_schema), data)
 
-    def payload_errors(self, transition: Transition, payload: Mapping[str, Any]) -> list[str]:
-        """What is wrong with an event's payload against the transition's `payload` schema."""
+    def payload_errors(self, transition: Transition | Approval, payload: Mapping[str, Any]) -> list[str]:
+        """What is wrong with an event's payload against the transition's (or approval's) `payload`."""
         if transition.payload is None:
             return []
         return _errors(self._validator(transition.path, transition.payload), payload)
@@ -222,6 +250,20 @@ class CompiledDefinition:
         DefinitionError if it does not compile."""
         return self._guards[when.path].guard()
 
+    def value(self, expr: Expression, context: GuardContext) -> Any:
+        """The value of a `compute` expression for this context; GuardRefused when it has none."""
+        lazy = self._guards[expr.path]
+        return lazy.guard().value(
+            data=context.data, payload=context.payload, actor=context.actor, case=context.case
+        )
+
+    def check(self, expr: Expression, context: GuardContext) -> bool:
+        """Whether a condition outside the machine (a `start: when:`) holds for this context."""
+        lazy = self._guards[expr.path]
+        return lazy.guard().evaluate(
+            data=context.data, payload=context.payload, actor=context.actor, case=context.case
+        )
+
     def fire(self, state: str, event: str, context: GuardContext) -> Fired | None:
         """Run `event` from `state`: where the case goes and by which transition or branch, or None
         when no permitted alternative's guard held.
@@ -238,3 +280,18 @@ class CompiledDefinition:
     def alternatives(self, state: str, event: str) -> tuple[Transition, ...]:
         """The transitions written for `event` in `state`, in order."""
         return self._alternatives.get((state, event), ())
+
+
+def _reads_history(definition: Definition) -> bool:
+    texts: list[str] = []
+    for state in definition.states.values():
+        for t in state.transitions:
+            texts += t.not_by
+            texts += [e.text for e in (t.when, *t.compute.values()) if e is not None]
+        texts += [b.when.text for b in state.choice if b.when is not None]
+        if state.approval is not None:
+            texts += state.approval.not_by
+            texts += [e.text for e in state.approval.compute.values()]
+    if definition.start is not None and definition.start.when is not None:
+        texts.append(definition.start.when.text)
+    return any(text.startswith(FIRED_PREFIX) or "fired_by" in text for text in texts)

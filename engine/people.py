@@ -19,7 +19,7 @@ from sopflow.engine.casework import check_comment, check_limit, may_fire, requir
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
 from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
-from sopflow.engine.step import CLAIM, Actor, Refused, Snapshot, acting_role
+from sopflow.engine.step import CLAIM, Actor, Refused, Snapshot, acting_role, excluded_people
 from sopflow.engine.store import (
     CaseChange,
     CaseQuery,
@@ -310,6 +310,11 @@ def _what_they_may_do(
     reasons: list[str] = []
     for t in state.transitions:
         role = acting_role(person, t.by, snapshot)
+        if role is not None and t.not_by:
+            # Separation of duties: not offered to whom it excludes (`fired:` needs the trail: `show` has it).
+            principal = person.delegated.get(role, person.id)
+            if {person.id, principal} & set(excluded_people(t.not_by, snapshot, row.data)):
+                role = None
         if role is not None and t.event not in events:
             events.append(t.event)
             who = person.delegated.get(role)

@@ -23,9 +23,16 @@ from sopflow.engine.audit import (
     sealed,
     utc_now,
 )
-from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
+from sopflow.engine.casework import (
+    check_comment,
+    check_limit,
+    fired_of,
+    may_fire,
+    required_fields,
+    votes_of,
+)
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text
+from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Text, Transition
 from sopflow.engine.errors import (
     Conflict,
     DefinitionError,
@@ -382,7 +389,7 @@ class Engine:
         def least_loaded(role: str) -> str | None:
             return self.store.least_loaded(org.members(role))
 
-        step = start_step(compiled, person, dict(data), People(org, least_loaded))
+        step = start_step(compiled, person, dict(data), People(org, least_loaded), iso(now))
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
         change = CaseChange(
             state=step.to_state,
@@ -474,7 +481,7 @@ class Engine:
                     "someone changed it since you looked",
                     hint=f"run `sopflow show {row.id}` and decide again",
                 )
-            snapshot = self._snapshot(compiled, row, reads)
+            snapshot = self.snapshot_in(compiled, row, reads, now)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))
             try:
                 step = take_step(compiled, snapshot, person, event, payload, people)
@@ -507,11 +514,16 @@ class Engine:
             raise refusal[0]
         return Result(self._case(fired.case), fired.record, fired.replayed, key)
 
-    def _snapshot(self, compiled: CompiledDefinition, row: CaseRow, reads: Reads) -> Snapshot:
+    def snapshot_in(
+        self, compiled: CompiledDefinition, row: CaseRow, reads: Reads, now: datetime
+    ) -> Snapshot:
+        """What a step decides on: the case as its row and audit trail say it, in the step's transaction."""
         votes: tuple[Vote, ...] = ()
         state = compiled.definition.states[row.state]
         if state.approval is not None:
             votes = votes_of(reads.votes(row.id, row.entered_seq))
+        # Who fired what is read from the audit trail, and only for a definition that asks (one statement).
+        fired = fired_of(reads.fired(row.id)) if compiled.reads_history else ()
         return Snapshot(
             state=row.state,
             data=row.data,
@@ -519,6 +531,10 @@ class Engine:
             assignee=row.assignee,
             submitter=row.submitter,
             votes=votes,
+            fired=fired,
+            started_at=iso(row.created_at),
+            entered_at=iso(row.entered_at),
+            now=iso(now),
         )
 
     def step_write(
@@ -660,7 +676,8 @@ class Engine:
         org = self.org()
         person = self._actor(org, actor)
         state = compiled.definition.states[row.state]
-        events = list(state.events)
+        # An event only the clock fires (`by: [$system]`) is nobody's option.
+        events = [e for e in state.events if not _clock_only(compiled.alternatives(state.name, e))]
         if state.assign is not None and state.assign.kind == "claim":
             events.append(CLAIM)
         snapshot = self._snapshot_read(compiled, row)
@@ -722,7 +739,19 @@ class Engine:
         votes: tuple[Vote, ...] = ()
         if compiled.definition.states[row.state].approval is not None:
             votes = votes_of(self.store.votes(row.id, row.entered_seq))
-        return Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, votes)
+        fired = fired_of(self.store.fired(row.id)) if compiled.reads_history else ()
+        return Snapshot(
+            row.state,
+            row.data,
+            row.starter,
+            row.assignee,
+            row.submitter,
+            votes,
+            fired=fired,
+            started_at=iso(row.created_at),
+            entered_at=iso(row.entered_at),
+            now=iso(self.clock()),
+        )
 
     def _case(self, row: CaseRow) -> Case:
         compiled = self.compiled(row.definition_id, row.definition_version)
@@ -811,6 +840,11 @@ class Engine:
         from sopflow.engine.anchor import make
 
         return make(self, key, previous=previous)
+
+
+def _clock_only(alternatives: Sequence[Transition]) -> bool:
+    """Whether only the clock may fire an event written with these alternatives (`by: [$system]`)."""
+    return bool(alternatives) and all(t.clock_only for t in alternatives)
 
 
 def _check_size(value: Mapping[str, Any]) -> None:

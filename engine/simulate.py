@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +97,7 @@ class Simulation:
 
     def start(self, user_id: str, data: Mapping[str, Any]) -> SimCase:
         actor = self.actor(user_id)
-        step = start_step(self.compiled, actor, data, self.people)
+        step = start_step(self.compiled, actor, data, self.people, iso(self.clock()))
         case = SimCase(
             id=len(self.cases) + 1,
             definition_key=self.compiled.definition.key,
@@ -119,7 +119,8 @@ class Simulation:
         actor = self.actor(user_id)
         payload = dict(payload or {})
         try:
-            step = take_step(self.compiled, case.snapshot, actor, event, payload, self.people)
+            snapshot = replace(case.snapshot, now=iso(self.clock()))
+            step = take_step(self.compiled, snapshot, actor, event, payload, self.people)
         except Refused as refused:
             self._record(case, actor, event, refused.role, payload, comment, refused)
             raise refused.error from None
@@ -161,6 +162,9 @@ class Simulation:
             assignee=step.assignee,
             submitter=submitter,
             votes=votes,
+            fired=(*snap.fired, (step.event, step.on_behalf_of or actor.id)),
+            started_at=snap.started_at or record.at,
+            entered_at=record.at if step.moved or snap.entered_at is None else snap.entered_at,
         )
 
     def _record(

@@ -11,22 +11,27 @@ data) are raised as they are.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 from sopflow.engine.compile import APPROVED, REJECTED, ROUTE, CompiledDefinition, GuardContext
 from sopflow.engine.definition.model import (
     APPROVE,
     ASSIGNEE,
+    DATA_PREFIX,
+    FIRED_PREFIX,
     REJECT,
     STARTER,
     SYSTEM,
     Approval,
     Branch,
+    Expression,
     Org,
     State,
     Transition,
+    user_fields,
 )
 from sopflow.engine.errors import (
     GuardRefused,
@@ -78,6 +83,79 @@ class Snapshot:
     """Who moved the case into its current state."""
     votes: tuple[Vote, ...] = ()
     """The votes cast since the case entered its current (approval) state."""
+    fired: tuple[tuple[str, str], ...] = ()
+    """(event, person) of every accepted step of the case, in order (the person a delegate acted for);
+    filled only when the definition reads it (`CompiledDefinition.reads_history`)."""
+    started_at: str | None = None
+    entered_at: str | None = None
+    """When the case started and entered its current state (ISO 8601, as its audit records say)."""
+    now: str | None = None
+    """The step's own time (ISO 8601): `case.seconds_in_state` counts up to it."""
+
+
+def case_view(snapshot: Snapshot) -> dict[str, Any]:
+    """What a guard or a computed value sees as `case`: every value derived from the case's audit trail
+    (its first record, the record that entered the current state, the accepted steps) and the step's time."""
+    fired: dict[str, list[str]] = {}
+    for event, person in snapshot.fired:
+        people = fired.setdefault(event, [])
+        if person not in people:
+            people.append(person)
+    seconds = 0
+    if snapshot.entered_at and snapshot.now:
+        delta = datetime.fromisoformat(snapshot.now) - datetime.fromisoformat(snapshot.entered_at)
+        seconds = max(int(delta.total_seconds()), 0)
+    return {
+        "started_by": snapshot.starter,
+        "started_at": snapshot.started_at or snapshot.now or "",
+        "fired_by": fired,
+        "assignee": snapshot.assignee or "",
+        "entered_at": snapshot.entered_at or snapshot.now or "",
+        "seconds_in_state": seconds,
+    }
+
+
+def excluded_people(not_by: Iterable[str], snapshot: Snapshot, data: Mapping[str, Any]) -> dict[str, str]:
+    """Who a `not_by` keeps from acting on the case, each with why (for the refusal's message)."""
+    out: dict[str, str] = {}
+    for entry in not_by:
+        if entry == STARTER:
+            out.setdefault(snapshot.starter, "started the case")
+        elif entry == ASSIGNEE and snapshot.assignee is not None:
+            out.setdefault(snapshot.assignee, "is the case's assignee")
+        elif entry.startswith(FIRED_PREFIX):
+            event = entry[len(FIRED_PREFIX) :]
+            for fired, person in snapshot.fired:
+                if fired == event:
+                    out.setdefault(person, f"fired `{event}` on the case")
+        elif entry.startswith(DATA_PREFIX):
+            name = entry[len(DATA_PREFIX) :]
+            value = data.get(name)
+            if isinstance(value, str):
+                out.setdefault(value, f"is named in the data field `{name}`")
+    return out
+
+
+def _separation(
+    actor: Actor, role: str | None, not_by: Sequence[str], snapshot: Snapshot, what: str
+) -> Refused | None:
+    """The refusal when `not_by` excludes the actor (or the person they act for), else None."""
+    if not not_by or actor.id == SYSTEM:
+        return None
+    excluded = excluded_people(not_by, snapshot, snapshot.data)
+    principal = actor.delegated.get(role, actor.id) if role else actor.id
+    for person in dict.fromkeys((actor.id, principal)):
+        if person in excluded:
+            who = actor.id if person == actor.id else f"{actor.id} acts for {person}, who"
+            return Refused(
+                NotPermitted(
+                    f"{who} {excluded[person]} and may not {what} (separation of duties)",
+                    hint=f"someone else must; excluded here: {', '.join(not_by)}",
+                ),
+                role,
+                {"rule": "separation-of-duties", "excluded": list(not_by)},
+            )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +235,7 @@ def take_step(
             hint="a closed case takes no more events; start a new case",
         )
     if state.approval is not None and event in (APPROVE, REJECT):
-        return _vote(compiled, state, state.approval, snapshot, actor, event, people)
+        return _vote(compiled, state, state.approval, snapshot, actor, event, payload, people)
     if event == CLAIM and state.assign is not None and state.assign.kind == "claim":
         return _claim(state, state.assign.value, snapshot, actor)
     alternatives = compiled.alternatives(state.name, event)
@@ -191,19 +269,31 @@ def _transition(
             None,
             {"needed": needed},
         )
+    separations = {
+        t.path: _separation(actor, roles[t.path], t.not_by, snapshot, f"fire `{event}`") for t in permitted
+    }
+    cleared = [t for t in permitted if separations[t.path] is None]
+    if not cleared:
+        refusal = separations[permitted[0].path]
+        assert refusal is not None
+        raise refusal
+    permitted = cleared
     first = permitted[0]
     errors = compiled.payload_errors(first, payload)
     if errors:
         raise InvalidData(
             f"the payload of `{event}` is not valid: {errors[0]}",
-            hint=_payload_hint(event, first),
+            hint=_payload_hint(event, first.payload),
             errors=errors,
         )
+    check_people(user_fields(first.payload), payload, people.org, "payload field")
+    view = case_view(snapshot)
     context = GuardContext(
         data=snapshot.data,
         payload=payload,
         actor=actor.guard_view(),
         permitted=frozenset(t.path for t in permitted),
+        case=view,
     )
     fired = compiled.fire(state.name, event, context)
     if fired is None or not isinstance(fired.taken, Transition):
@@ -220,24 +310,63 @@ def _transition(
             {"guard": text, "values": _values(text, snapshot.data)},
         )
     taken = fired.taken
-    data = dict(snapshot.data)
-    for key, value in taken.set.items():
-        data[key] = _plain(value)
-    for key, source in taken.copy.items():
-        if source in payload:
-            data[key] = payload[source]
+    detail: dict[str, Any] = {"payload": dict(payload)} if payload else {}
+    data = _changed_data(compiled, snapshot.data, taken.set, taken.copy, taken.compute, context, detail)
     role = roles[taken.path]
-    return _enter(
-        compiled,
-        snapshot,
-        actor,
-        event,
-        fired.state,
-        data,
-        role,
-        people,
-        {"payload": dict(payload)} if payload else {},
-    )
+    return _enter(compiled, snapshot, actor, event, fired.state, data, role, people, detail)
+
+
+def _changed_data(
+    compiled: CompiledDefinition,
+    before: Mapping[str, Any],
+    fixed: Mapping[str, Any],
+    copy: Mapping[str, str],
+    compute: Mapping[str, Expression],
+    context: GuardContext,
+    detail: dict[str, Any],
+) -> dict[str, Any]:
+    """The data after a step's `set`, then `copy`, then `compute` (each computed value is recorded in
+    `detail`, so that the audit record says what was computed and `audit verify` can compare)."""
+    data = dict(before)
+    for key, value in fixed.items():
+        data[key] = _plain(value)
+    for key, source in copy.items():
+        if source in context.payload:
+            data[key] = context.payload[source]
+    if compute:
+        computed = {key: _plain(compiled.value(expr, context)) for key, expr in compute.items()}
+        data.update(computed)
+        detail["computed"] = computed
+    return data
+
+
+def check_people(
+    fields: Mapping[str, str | None],
+    values: Mapping[str, Any],
+    org: Org,
+    what: str,
+    names: Iterable[str] = (),
+) -> None:
+    """Refuse (InvalidData) a value of a `format: user` field that is not a person of the org, or not one
+    holding the field's `role`; only `names` are checked when given (the fields a step changed)."""
+    wanted = set(names)
+    for name, role in fields.items():
+        if name not in values or (wanted and name not in wanted):
+            continue
+        value = values[name]
+        user = org.users.get(value) if isinstance(value, str) else None
+        if user is None:
+            raise InvalidData(
+                f"{what} `{name}` names {value!r}, who is not a person of the org `{org.id}`",
+                hint=f"give a user id of a member of {role}: {', '.join(org.members(role)[:10])}"
+                if role
+                else "give a user id from the org",
+            )
+        if role is not None and role not in user.roles:
+            raise InvalidData(
+                f"{what} `{name}` names {value}, who does not hold the role {role}",
+                hint=f"give a member of {role}: {', '.join(org.members(role)[:10]) or 'the role has none'}",
+            )
 
 
 def _enter(
@@ -254,21 +383,16 @@ def _enter(
     """Move into `target`, resolving choice states on the way, and compute the new assignee."""
     definition = compiled.definition
     if data != snapshot.data:
-        errors = compiled.data_errors(data)
-        if errors:
-            raise InvalidData(
-                f"the step would leave the case's data invalid: {errors[0]}",
-                hint="the definition's `set`/`copy` and its `data` schema disagree; fix the definition",
-                errors=errors,
-            )
+        _check_data(compiled, snapshot, data, people)
     entered = [target]
     routes: list[dict[str, Any]] = []
     guard_actor = actor.guard_view()
+    view = case_view(snapshot)
     while definition.states[entered[-1]].is_choice:
         if len(entered) > len(definition.states):
             raise InvalidData(f"choice states route in a loop: {' → '.join(entered)}")
         here = entered[-1]
-        fired = compiled.fire(here, ROUTE, GuardContext(data=data, payload={}, actor=guard_actor))
+        fired = compiled.fire(here, ROUTE, GuardContext(data=data, payload={}, actor=guard_actor, case=view))
         if fired is None or not isinstance(fired.taken, Branch):
             raise InvalidData(f"choice state `{here}` has no branch for this data (no `else`)")
         branch = fired.taken
@@ -364,6 +488,7 @@ def _vote(
     snapshot: Snapshot,
     actor: Actor,
     event: str,
+    payload: Mapping[str, Any],
     people: People,
 ) -> Step:
     decision: Decision = "approve" if event == APPROVE else "reject"
@@ -393,6 +518,9 @@ def _vote(
             role,
             {"rule": "separation-of-duties"},
         )
+    refusal = _separation(actor, role, approval.not_by, snapshot, f"vote in `{state.name}`")
+    if refusal is not None:
+        raise refusal
     if any(v.voter in (actor.id, principal) for v in snapshot.votes):
         raise Refused(
             NotPermitted(
@@ -403,35 +531,105 @@ def _vote(
             role,
             {"rule": "one-person-one-vote"},
         )
+    data = _vote_data(compiled, state, approval, snapshot, actor, decision, payload, people)
     votes = (*snapshot.votes, Vote(principal, role, decision))
-    outcome = _tally(approval, votes, snapshot.submitter, people)
+    excluded = set(excluded_people(approval.not_by, snapshot, snapshot.data))
+    outcome = _tally(approval, votes, snapshot.submitter, people, excluded)
     detail: dict[str, Any] = {
         "votes": [{"voter": v.voter, "role": v.role, "decision": v.decision} for v in votes],
         "rule": approval.rule,
         "outcome": outcome,
     }
-    step = Step(
-        event=event,
-        from_state=state.name,
-        to_state=state.name,
-        role=role,
-        on_behalf_of=actor.delegated.get(role),
-        data=dict(snapshot.data),
-        data_change={},
-        entered=(),
-        assignee=snapshot.assignee,
-        detail=detail,
-    )
+    if payload:
+        detail["payload"] = dict(payload)
+    if data is not None and "computed" in data[1]:
+        detail["computed"] = data[1]["computed"]
+    new_data = data[0] if data is not None else dict(snapshot.data)
     if outcome == "pending":
-        return step
+        if new_data != snapshot.data:
+            _check_data(compiled, snapshot, new_data, people)
+        change = {
+            k: [snapshot.data.get(k), v]
+            for k, v in sorted(new_data.items())
+            if k not in snapshot.data or snapshot.data[k] != v
+        }
+        return Step(
+            event=event,
+            from_state=state.name,
+            to_state=state.name,
+            role=role,
+            on_behalf_of=actor.delegated.get(role),
+            data=new_data,
+            data_change=change,
+            entered=(),
+            assignee=snapshot.assignee,
+            detail=detail,
+        )
     internal = APPROVED if outcome == "approved" else REJECTED
     fired = compiled.fire(state.name, internal, GuardContext(data=snapshot.data, payload={}, actor={}))
     assert fired is not None, "approval exits are unconditional"
-    return _enter(compiled, snapshot, actor, event, fired.state, dict(snapshot.data), role, people, detail)
+    return _enter(compiled, snapshot, actor, event, fired.state, new_data, role, people, detail)
+
+
+def _vote_data(
+    compiled: CompiledDefinition,
+    state: State,
+    approval: Approval,
+    snapshot: Snapshot,
+    actor: Actor,
+    decision: Decision,
+    payload: Mapping[str, Any],
+    people: People,
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """What a vote's payload does to the data (and the detail to record), or None when it does nothing.
+    A payload is refused on a reject, and on an approval that declares none: never silently dropped."""
+    if payload and (approval.payload is None or decision == "reject"):
+        raise InvalidData(
+            f"`{decision}` in `{state.name}` takes no payload"
+            + ("" if approval.payload is None else ": only `approve` does"),
+            hint=f"fire `{decision}` without --data; a comment (--comment) says why",
+        )
+    if decision == "reject" or not (approval.payload is not None or approval.set or approval.compute):
+        return None
+    errors = compiled.payload_errors(approval, payload)
+    if errors:
+        raise InvalidData(
+            f"the payload of `approve` is not valid: {errors[0]}",
+            hint=_payload_hint(APPROVE, approval.payload),
+            errors=errors,
+        )
+    check_people(user_fields(approval.payload), payload, people.org, "payload field")
+    context = GuardContext(
+        data=snapshot.data, payload=payload, actor=actor.guard_view(), case=case_view(snapshot)
+    )
+    detail: dict[str, Any] = {}
+    data = _changed_data(
+        compiled, snapshot.data, approval.set, approval.copy, approval.compute, context, detail
+    )
+    return data, detail
+
+
+def _check_data(
+    compiled: CompiledDefinition, snapshot: Snapshot, data: dict[str, Any], people: People
+) -> None:
+    """Refuse data a step would leave invalid: against the `data` schema, and people in user fields."""
+    errors = compiled.data_errors(data)
+    if errors:
+        raise InvalidData(
+            f"the step would leave the case's data invalid: {errors[0]}",
+            hint="the definition's `set`/`copy` and its `data` schema disagree; fix the definition",
+            errors=errors,
+        )
+    changed = [k for k in data if k not in snapshot.data or snapshot.data[k] != data[k]]
+    check_people(compiled.definition.user_fields(), data, people.org, "data field", changed)
 
 
 def _tally(
-    approval: Approval, votes: Sequence[Vote], submitter: str | None, people: People
+    approval: Approval,
+    votes: Sequence[Vote],
+    submitter: str | None,
+    people: People,
+    excluded: set[str] | None = None,
 ) -> Literal["approved", "rejected", "pending"]:
     approvers = {v.voter for v in votes if v.decision == "approve"}
     rejecters = {v.voter for v in votes if v.decision == "reject"}
@@ -443,6 +641,7 @@ def _tally(
     for role in approval.roles:
         candidates.update(people.members(role))
     candidates -= rejecters
+    candidates -= excluded or set()
     if not approval.submitter_may_approve and submitter is not None:
         candidates.discard(submitter)
     if not rule_met(approval, candidates, people):
@@ -478,9 +677,9 @@ def _matching_covers(roles: list[str], holders: Mapping[str, set[str]]) -> bool:
     return all(place(role, set()) for role in roles)
 
 
-def _payload_hint(event: str, transition: Transition) -> str:
+def _payload_hint(event: str, payload: Mapping[str, Any] | None) -> str:
     """The fields `event` takes, named from its payload schema (required ones first, marked *)."""
-    schema = transition.payload or {}
+    schema = payload or {}
     required = list(schema.get("required", ()))
     fields = required + [f for f in schema.get("properties", {}) if f not in required]
     if not fields:
@@ -510,8 +709,16 @@ def _roles_text(roles: Sequence[str]) -> str:
     return " or ".join(shown) if shown else "no role"
 
 
-def start_step(compiled: CompiledDefinition, actor: Actor, data: Mapping[str, Any], people: People) -> Step:
-    """Decide the start of a case: check its data, then enter the initial state (routing any choice)."""
+def start_step(
+    compiled: CompiledDefinition,
+    actor: Actor,
+    data: Mapping[str, Any],
+    people: People,
+    now: str | None = None,
+) -> Step:
+    """Decide the start of a case: check its data and the definition's `start` rule (who may start it, on
+    what condition), then enter the initial state (routing any choice). `now` is the start's time (ISO
+    8601), what a guard sees as `case.started_at`."""
     if not isinstance(data, dict):
         raise InvalidData("a case's data must be a JSON object", hint='e.g. --data \'{"title": "..."}\'')
     errors = compiled.data_errors(data)
@@ -521,9 +728,40 @@ def start_step(compiled: CompiledDefinition, actor: Actor, data: Mapping[str, An
             hint="`sopflow defs show ID` lists the fields a case needs",
             errors=errors,
         )
-    empty = Snapshot(state="", data={}, starter=actor.id)
-    role = next(iter(sorted(actor.roles)), None)
+    empty = Snapshot(state="", data={}, starter=actor.id, started_at=now, entered_at=now, now=now)
+    _check_start(compiled, empty, actor, data)
+    rule = compiled.definition.start
+    held = sorted(actor.roles)
+    if rule is not None and rule.by:
+        held = [r for r in rule.by if r in actor.roles]
+    role = next(iter(held), None)
     return _enter(compiled, empty, actor, "start", compiled.definition.initial, dict(data), role, people, {})
+
+
+def _check_start(
+    compiled: CompiledDefinition, empty: Snapshot, actor: Actor, data: Mapping[str, Any]
+) -> None:
+    """Refuse a start the definition's `start` rule does not allow (NotPermitted, GuardRefused): nothing is
+    written, as there is no case yet to record the attempt on."""
+    rule = compiled.definition.start
+    if rule is None:
+        return
+    key = compiled.definition.key
+    if rule.by and not any(r in actor.roles for r in rule.by):
+        raise NotPermitted(
+            f"{actor.id} may not start a case of {key}: it needs {_roles_text(rule.by)}",
+            hint=f"{actor.id} holds {_roles_text(sorted(actor.roles)) if actor.roles else 'no role'}",
+        )
+    if rule.when is None:
+        return
+    context = GuardContext(data=data, payload={}, actor=actor.guard_view(), case=case_view(empty))
+    if not compiled.check(rule.when, context):
+        explain = str(rule.explain) if rule.explain else None
+        raise GuardRefused(
+            f"a case of {key} may not be started: "
+            + (explain or f"the condition `{rule.when.text}` does not hold"),
+            hint=f"the condition is `{rule.when.text}`" if explain else "change the start data",
+        )
 
 
 SYSTEM_ACTOR = Actor(id=SYSTEM, roles=frozenset())

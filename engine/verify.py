@@ -218,13 +218,24 @@ class _Replay:
     updated_at: str | None = None
     votes: list[tuple[int, StoredVote]] = field(default_factory=list)
     timers: TimerReplay = field(default_factory=TimerReplay)
+    fired: list[tuple[str, str]] = field(default_factory=list)
+    """(event, person) of every accepted record so far, as the runtime reads them for a step."""
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, now: str) -> Snapshot:
         from sopflow.engine.casework import votes_of
 
         current = votes_of(v for seq, v in self.votes if seq > self.entered_seq)
         return Snapshot(
-            self.state or "", self.data, self.starter or "", self.assignee, self.submitter, current
+            self.state or "",
+            self.data,
+            self.starter or "",
+            self.assignee,
+            self.submitter,
+            current,
+            fired=tuple(self.fired),
+            started_at=self.created_at,
+            entered_at=self.entered_at,
+            now=now,
         )
 
 
@@ -294,6 +305,7 @@ class _Checker:
                 self._revoked.setdefault(entry.revokes, entry.created_at)
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)
+            findings += since_anchor(anchor, store, org_times, self._log)
         return findings
 
     def _compiled(self, definition: Definition) -> CompiledDefinition:
@@ -388,7 +400,7 @@ class _Checker:
             return f"its time `{rec.at}` is not a time"
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
             return _system_note(compiled.definition, replay, rec) or replay.timers.system(
-                compiled.definition, rec, at
+                compiled.definition, rec, at, calendar
             )
         orgs = self.orgs_at(at)
         if not orgs:
@@ -443,7 +455,10 @@ class _Checker:
         try:
             if rec.actor == SYSTEM:
                 person = SYSTEM_ACTOR
-                problem = _system_cause(compiled.definition, replay, rec, org)
+                # A sub-process's resumption answers its child's closing, not a timer: links check it.
+                problem = None
+                if rec.event != RESUME:
+                    problem = _system_cause(compiled.definition, replay, rec, org)
                 if problem is not None:
                     return problem
                 if rec.event == "reassign":

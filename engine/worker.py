@@ -40,7 +40,7 @@ from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Definition, Escalation, Org
 from sopflow.engine.errors import Conflict, DatabaseUnavailable, OutcomeUnknown, SopflowError
 from sopflow.engine.runtime import Engine
-from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, Snapshot, take_step
+from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, take_step
 from sopflow.engine.store import (
     CaseChange,
     CaseRow,
@@ -395,7 +395,8 @@ class Worker:
         # The org is read in the timer's own transaction (its hash came with the case), as a user's step
         # reads it, not in a connection of its own per timer.
         org = self.engine.org_in(reads)
-        snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
+        # As a person's step sees the case: `case.*` in a guard and `fired:` exclusions need its trail.
+        snapshot = self.engine.snapshot_in(compiled, row, reads, now)
         people = People(org, lambda role: reads.least_loaded(org.members(role)))
         try:
             step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, {}, people)

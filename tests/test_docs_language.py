@@ -315,6 +315,13 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
     **keyed("escalate", rungs, ("notify", "reassign", "fire", "after")),
     "escalation ladder of several rungs": lambda: any(len(d.get("escalate", [])) >= 3 for d in deadlines()),
     "escalation notifies a user": lambda: any(r.get("notify") in org()["users"] for r in rungs()),
+    "deadline restart on_reentry": lambda: any(d.get("restart") == "on_reentry" for d in deadlines()),
+    "escalation from start": lambda: any(r.get("from") == "start" for r in rungs()),
+    "timeout notify": lambda: any("notify" in s.get("timeout", {}) for s in all_states()),
+    "schedule cron": lambda: any("cron" in s for d in definitions() for s in d.get("schedules", {}).values()),
+    **{f"schedule {key}": (lambda key=key: any(  # type: ignore[misc]
+        key in s for d in definitions() for s in d.get("schedules", {}).values()))
+       for key in ("title", "working_day", "data")},
     "a compound duration": compound_duration,
     **{f"guard uses {word}": guard_uses(word) for word in (
         " in ", "has(", "size(", ".startsWith(", ".endsWith(", ".contains(", ".matches(", ".all(", ".exists(",
@@ -326,6 +333,19 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
     "org users with several roles": lambda: any(len(u["roles"]) >= 2 for u in org()["users"].values()),
     **keyed("org calendar", lambda: [calendar()], ("timezone", "working_days", "working_hours", "holidays",
                                                     "extra_working_days")),
+    # the second edition: who may act and what a step computes
+    **keyed("top-level", definitions, ("start",)),
+    **keyed("start", lambda: (d["start"] for d in definitions() if "start" in d), ("by", "when", "explain")),
+    **keyed("transition", all_transitions, ("not_by", "compute")),
+    **keyed("approval", approvals, ("not_by", "payload", "copy")),
+    "not_by $starter": lambda: any("$starter" in t.get("not_by", []) for t in all_transitions()),
+    "not_by fired:EVENT": lambda: any(
+        e.startswith("fired:") for t in all_transitions() for e in t.get("not_by", [])),
+    "by $system (clock only)": lambda: any(t.get("by") == ["$system"] for t in all_transitions()),
+    "data user field bound to a role": lambda: any(
+        n.get("format") == "user" and "role" in n
+        for d in definitions() for n in schema_nodes(d.get("data"))),
+    "guard uses case.": guard_uses("case."),
 }  # fmt: skip
 
 

@@ -30,8 +30,10 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "initial": "initial",
             "states": "states",
             "deadlines": "deadlines",
+            "start": "start",
         },
     ),
+    "start": (model.StartRule, {"by": "by", "when": "when", "explain": "explain"}),
     "state": (
         model.State,
         {
@@ -60,6 +62,8 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "set": "set",
             "copy": "copy",
             "source": "rulebook",
+            "not_by": "not_by",
+            "compute": "compute",
         },
     ),
     "approval": (
@@ -72,6 +76,11 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "submitter_may_approve": "submitter_may_approve",
             "approved": "approved",
             "rejected": "rejected",
+            "not_by": "not_by",
+            "payload": "payload",
+            "set": "set",
+            "copy": "copy",
+            "compute": "compute",
         },
     ),
     "branch": (model.Branch, {"when": "when", "to": "target", "else": "target"}),

@@ -232,6 +232,10 @@ def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
     if state.assign is not None and state.assign.kind == "claim" and not assignee:
         click.echo(f"  next: claim by {state.assign.value} (nobody has taken it yet)")
     for event in state.events:
+        if all(t.clock_only for t in state.transitions if t.event == event) and not (
+            state.approval and event in ("approve", "reject")
+        ):
+            continue  # only the clock fires it: nobody is offered it
         who = sorted({r for t in state.transitions if t.event == event for r in t.by})
         if state.approval and event in ("approve", "reject"):
             who = list(state.approval.roles)

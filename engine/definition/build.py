@@ -31,6 +31,7 @@ from sopflow.engine.definition.model import (
     Org,
     Path,
     Role,
+    StartRule,
     State,
     Text,
     Timeout,
@@ -110,6 +111,22 @@ def build_definition(doc: Document) -> Definition:
         data_schema=frozen_json(data.get("data", {"type": "object"})),
         deadlines=deadlines,
         assumptions=tuple(build_text(a) for a in data.get("assumptions", [])),
+        start=_build_start(data["start"], ("start",)) if "start" in data else None,
+    )
+
+
+def _build_start(raw: Mapping[str, Any], path: Path) -> StartRule:
+    return StartRule(
+        path=path,
+        by=tuple(raw.get("by", ())),
+        when=Expression(raw["when"], (*path, "when")) if "when" in raw else None,
+        explain=_optional_text(raw, "explain"),
+    )
+
+
+def _build_compute(raw: Mapping[str, Any], path: Path) -> Mapping[str, Expression]:
+    return MappingProxyType(
+        {name: Expression(text, (*path, "compute", name)) for name, text in raw.get("compute", {}).items()}
     )
 
 
@@ -158,6 +175,8 @@ def _build_transition(
         copy=frozen_json(raw.get("copy", {})),
         title=_optional_text(raw, "title"),
         rulebook=raw.get("source"),
+        not_by=tuple(raw.get("not_by", ())),
+        compute=_build_compute(raw, path),
     )
 
 
@@ -185,6 +204,11 @@ def _build_approval(raw: Mapping[str, Any], path: Path) -> Approval:
         at_least=at_least,
         veto=raw.get("veto", True),
         submitter_may_approve=raw.get("submitter_may_approve", False),
+        not_by=tuple(raw.get("not_by", ())),
+        payload=frozen_json(raw["payload"]) if "payload" in raw else None,
+        set=frozen_json(raw.get("set", {})),
+        copy=frozen_json(raw.get("copy", {})),
+        compute=_build_compute(raw, path),
     )
 
 

@@ -1,7 +1,9 @@
 """The guard language: CEL expressions checked and compiled when a definition loads, evaluated per event.
 
-A guard (`when:`) is a CEL expression over three maps: `data` (the case's data), `payload` (the event's
-fields) and `actor` (id, roles, department). `compile_guard` checks a guard before anything runs it:
+A guard (`when:`) is a CEL expression over four maps: `data` (the case's data), `payload` (the event's
+fields), `actor` (id, roles, department) and `case` (what its audit trail says of it: `CASE_FIELDS`). A
+computed `set` (`compute:`) is the same language, its value taken as it is (`Guard.value`).
+`compile_guard` checks a guard before anything runs it:
 
 1. limits (`guard-too-complex`): the length, the bracket nesting, and the constructs whose cost could grow
    faster than the size of the data (see "Evaluation cost" below);
@@ -52,8 +54,12 @@ MAX_BODY_TOKENS = 64  # a comprehension body runs once per item: its length mult
 MAX_DATA_BYTES = 256 * 1024  # enforced by the runtime on case data and payloads; the cost bound assumes it
 MAX_SHORT_STRING = 1024  # a string field no longer than this may be read inside a comprehension
 
-ROOTS = ("data", "payload", "actor")
+ROOTS = ("data", "payload", "actor", "case")
 ACTOR_FIELDS = ("id", "roles", "department")
+CASE_FIELDS = ("started_by", "started_at", "fired_by", "assignee", "entered_at", "seconds_in_state")
+"""What a guard sees of the case, all derived from its audit trail: who started it and when (ISO 8601
+text), who fired each earlier event (event → list of user ids), its assignee ("" when none), when it
+entered its current state and how many seconds ago."""
 COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
 QUADRATIC_MACROS = frozenset({"map", "filter"})
 GLOBAL_FUNCTIONS = frozenset(
@@ -74,8 +80,11 @@ KEYWORDS = frozenset({"true", "false", "null", "in"})
 _ACTOR_SCHEMA: Mapping[str, Any] = MappingProxyType(
     {"properties": MappingProxyType({name: MappingProxyType({}) for name in ACTOR_FIELDS})}
 )
+_CASE_SCHEMA: Mapping[str, Any] = MappingProxyType(
+    {"properties": MappingProxyType({name: MappingProxyType({}) for name in CASE_FIELDS})}
+)
 _SCOPES: Mapping[str, str] = MappingProxyType(
-    {"data": "the case data", "payload": "the event's payload", "actor": "actor"}
+    {"data": "the case data", "payload": "the event's payload", "actor": "actor", "case": "case"}
 )
 
 
@@ -116,21 +125,39 @@ class Guard:
     chains: tuple[tuple[str, ...], ...] = field(default=(), compare=False, repr=False)
 
     def evaluate(
-        self, *, data: Mapping[str, Any], payload: Mapping[str, Any], actor: Mapping[str, Any]
+        self,
+        *,
+        data: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        actor: Mapping[str, Any],
+        case: Mapping[str, Any] | None = None,
     ) -> bool:
         """True or False for these values; GuardRefused when the guard cannot decide."""
-        try:
-            result = self.program.execute({"data": data, "payload": payload, "actor": actor})
-        except KeyError as exc:
-            key = str(exc.args[0]) if exc.args else "?"
-            raise self._refused(f"the field {key!r} is missing", self._has_hint(key)) from exc
-        except Exception as exc:  # the extension raises several types; each means the guard cannot decide
-            raise self._refused(_runtime_reason(exc), _runtime_hint(exc)) from exc
+        result = self.value(data=data, payload=payload, actor=actor, case=case)
         if not isinstance(result, bool):
             raise self._refused(
                 f"it gave {result!r} ({type(result).__name__}), not true or false",
                 "compare the value, e.g. `data.count > 0` or `data.flag == true`",
             )
+        return result
+
+    def value(
+        self,
+        *,
+        data: Mapping[str, Any],
+        payload: Mapping[str, Any],
+        actor: Mapping[str, Any],
+        case: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The expression's value for these values (a computed `set`); GuardRefused when it has none."""
+        context = {"data": data, "payload": payload, "actor": actor, "case": case or {}}
+        try:
+            result = self.program.execute(context)
+        except KeyError as exc:
+            key = str(exc.args[0]) if exc.args else "?"
+            raise self._refused(f"the field {key!r} is missing", self._has_hint(key)) from exc
+        except Exception as exc:  # the extension raises several types; each means the guard cannot decide
+            raise self._refused(_runtime_reason(exc), _runtime_hint(exc)) from exc
         return result
 
     def _refused(self, reason: str, hint: str | None) -> GuardRefused:
@@ -159,6 +186,7 @@ def compile_guard(
         "data": data_schema,
         "payload": payload_schema,
         "actor": _ACTOR_SCHEMA,
+        "case": _CASE_SCHEMA,
     }
     issues = _cost_issues(shape, schemas)
     if issues:

@@ -22,7 +22,15 @@ STARTER = "$starter"
 """In a transition's `by`: the person who started the case."""
 SYSTEM = "$system"
 """The actor of timers and automatic routing; never a user."""
-SPECIAL_ACTORS = frozenset({ASSIGNEE, STARTER})
+SPECIAL_ACTORS = frozenset({ASSIGNEE, STARTER, SYSTEM})
+"""`by` entries that are not roles. `$system` alone in a `by` makes an event only the clock fires."""
+
+FIRED_PREFIX = "fired:"
+"""In a `not_by`: `fired:EVENT` excludes everyone who fired EVENT earlier in the case."""
+DATA_PREFIX = "data:"
+"""In a `not_by`: `data:FIELD` excludes the person whose user id is in the data field."""
+USER_FORMAT = "user"
+"""`format: user` on a data or payload field: it holds a user id of the org (`role:` binds it to a role)."""
 
 APPROVE = "approve"
 """The vote event of an approval state that says yes."""
@@ -85,6 +93,15 @@ class Transition:
     copy: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     title: Text | None = None
     rulebook: str | None = None
+    not_by: tuple[str, ...] = ()
+    """Who may not fire it even when `by` allows them: $starter, $assignee, fired:EVENT, data:FIELD."""
+    compute: Mapping[str, Expression] = field(default_factory=lambda: MappingProxyType({}))
+    """Data fields set from CEL expressions, applied after `set` and `copy`."""
+
+    @property
+    def clock_only(self) -> bool:
+        """Whether only the clock (a timeout or an escalation) may fire it: `by: [$system]`."""
+        return self.by == (SYSTEM,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +133,13 @@ class Approval:
     at_least: int = 1
     veto: bool = True
     submitter_may_approve: bool = False
+    not_by: tuple[str, ...] = ()
+    """Who may not vote even when holding a role: $starter, $assignee, fired:EVENT, data:FIELD."""
+    payload: Mapping[str, Any] | None = None
+    """The fields an `approve` vote supplies (None: a vote takes no payload)."""
+    set: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    copy: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    compute: Mapping[str, Expression] = field(default_factory=lambda: MappingProxyType({}))
 
 
 AssignKind = Literal["from_data", "least_loaded", "claim"]
@@ -212,6 +236,16 @@ class Deadline:
 
 
 @dataclass(frozen=True, slots=True)
+class StartRule:
+    """Who may start a case (any of `by`; empty: anyone in the org) and on what condition."""
+
+    path: Path
+    by: tuple[str, ...] = ()
+    when: Expression | None = None
+    explain: Text | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Definition:
     """One version of one process, as checked. `content_hash` identifies the version's meaning:
     the SHA-256 of its data in canonical JSON, so comments and layout do not change it."""
@@ -228,6 +262,7 @@ class Definition:
     data_schema: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
     deadlines: tuple[Deadline, ...] = ()
     assumptions: tuple[Text, ...] = ()
+    start: StartRule | None = None
 
     @property
     def key(self) -> str:
@@ -250,9 +285,29 @@ class Definition:
                 found.update(s.approval.roles)
             if s.assign and s.assign.kind != "from_data":
                 found.add(s.assign.value)
+        if self.start is not None:
+            found.update(self.start.by)
         for d in self.deadlines:
             found.update(e.target for e in d.escalate if e.action in ("notify", "reassign"))
         return frozenset(found)
+
+    def user_fields(self) -> Mapping[str, str | None]:
+        """The `data` fields that hold a person (`format: user`), each with the role it is bound to."""
+        return user_fields(self.data_schema)
+
+
+def user_fields(schema: Mapping[str, Any] | None) -> Mapping[str, str | None]:
+    """The top-level properties of an object schema with `format: user`, each with its `role` (or None)."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, Mapping):
+        return MappingProxyType({})
+    return MappingProxyType(
+        {
+            name: (str(sub["role"]) if isinstance(sub.get("role"), str) else None)
+            for name, sub in properties.items()
+            if isinstance(sub, Mapping) and sub.get("format") == USER_FORMAT
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)

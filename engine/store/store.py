@@ -129,6 +129,30 @@ class Reads:
         """The deployed org, as `Store.org` reads it."""
         return _org_row(self._conn)
 
+    def record_at(self, case_id: int, seq: int) -> str | None:
+        """When the case's audit record `seq` was written (ISO 8601, as recorded); None if there is none."""
+        found = self._conn.execute(
+            select(audit.c.at).where(audit.c.case_id == case_id, audit.c.seq == seq)
+        ).scalar()
+        return None if found is None else str(found)
+
+    def definition(self, definition_id: str, version: int | None = None) -> DefinitionRow | None:
+        """A deployed definition version (the newest when `version` is None), read in the transaction."""
+        query = select(definitions).where(definitions.c.definition_id == definition_id)
+        if version is not None:
+            query = query.where(definitions.c.version == version)
+        row = self._conn.execute(query.order_by(definitions.c.version.desc()).limit(1)).first()
+        return None if row is None else DefinitionRow(**row._mapping)
+
+    def parent_link(self, case_id: int) -> tuple[int, int] | None:
+        """(parent case, the parent's record that started it) of a sub-process's child; None otherwise."""
+        found = self._conn.execute(
+            select(cases.c.parent_case_id, cases.c.parent_seq).where(cases.c.id == case_id)
+        ).first()
+        if found is None or found[0] is None:
+            return None
+        return int(found[0]), int(found[1])
+
     def delegations(self, delegate: str) -> list[DelegationRow]:
         """Grants to `delegate` not revoked, newest first, as `Store.delegations(delegate=...)` reads them;
         [] without a statement when the step's read found no grant to them that runs past the step's
@@ -980,6 +1004,13 @@ def _audit_record(row: Row[Any]) -> AuditRecord:
         m[name] = json.loads(m[name])
     m["case_id"] = int(m["case_id"])
     return AuditRecord(**m)
+
+
+def _period_lock(definition_id: str, schedule: str, period: datetime) -> int:
+    """A 64-bit advisory lock key for one schedule period (PostgreSQL)."""
+    digest = hashlib.blake2b(f"{definition_id}|{schedule}|{period.isoformat()}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
 
 def _check_query(query: CaseQuery) -> None:
     """Refuse a data filter that has no JSON form (NaN, Infinity): neither database can compare with it."""

@@ -17,6 +17,15 @@ from sopflow.engine.definition.loader import Document
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
 from sopflow.engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
+from sopflow.engine.definition.semantic.duties import CODES as DUTY_CODES
+from sopflow.engine.definition.semantic.duties import (
+    check_approval_fields,
+    check_clock_events,
+    check_computes,
+    check_exclusions,
+    check_start,
+    check_user_fields,
+)
 from sopflow.engine.definition.semantic.graph import (
     check_choice_branches,
     check_choice_mixed,
@@ -90,6 +99,7 @@ SEMANTIC_CODES = (
     "alternatives-differ",
     "timed-event-guard",
     "quorum-needs-submitter",
+    *DUTY_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -119,6 +129,12 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_schema_keywords,
     check_schema_satisfiable,
     check_guards,
+    check_exclusions,
+    check_start,
+    check_computes,
+    check_user_fields,
+    check_clock_events,
+    check_approval_fields,
 )
 
 

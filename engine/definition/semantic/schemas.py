@@ -10,7 +10,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from sopflow.engine.definition.model import Path, Transition, thawed_json
+from sopflow.engine.definition.model import USER_FORMAT, Path, Transition, thawed_json
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.errors import Problem
 
@@ -76,6 +76,9 @@ def _embedded_schemas(ctx: Context) -> Iterator[tuple[Any, Path, str]]:
         for t in s.transitions:
             if t.payload is not None:
                 yield thawed_json(t.payload), (*t.path, "payload"), f"the payload schema of `{t.event}`"
+        if s.approval is not None and s.approval.payload is not None:
+            path = (*s.approval.path, "payload")
+            yield thawed_json(s.approval.payload), path, f"the payload schema of `{s.name}`'s votes"
 
 
 def check_schema_validity(ctx: Context) -> Iterator[Problem]:
@@ -170,6 +173,8 @@ def _unknown_keywords(schema: Any, path: Path) -> Iterator[tuple[Path, Any]]:
         return  # true/false schemas have no keys; a wrong kind of value is bad-data-schema
     for key, value in schema.items():
         here: Path = (*path, key)
+        if key == "role" and schema.get("format") == USER_FORMAT:
+            continue  # sopflow's own keyword: the role a person's field is bound to (`format: user`)
         if key not in SCHEMA_KEYWORDS:
             yield here, value
         elif key in SUBSCHEMA_KEYWORDS:
