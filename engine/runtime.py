@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine import people
+from sopflow.engine import people, subprocesses
 from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
@@ -37,6 +37,7 @@ from sopflow.engine.errors import (
     Conflict,
     DefinitionError,
     InvalidData,
+    NotAvailable,
     NotFound,
     OutcomeUnknown,
     SopflowError,
@@ -55,6 +56,7 @@ from sopflow.engine.step import (
 )
 from sopflow.engine.store import (
     CaseChange,
+    CaseLink,
     CaseQuery,
     CaseRow,
     DefinitionRow,
@@ -283,6 +285,10 @@ class Engine:
             )
         return self._compile(row)
 
+    def compiled_from(self, row: DefinitionRow) -> CompiledDefinition:
+        """The compiled definition of a stored version (compiled once per engine)."""
+        return self._compile(row)
+
     def _compile(self, row: DefinitionRow) -> CompiledDefinition:
         key = (row.definition_id, row.version)
         found = self._compiled.get(key)
@@ -418,7 +424,10 @@ class Engine:
                     detail=step.detail,
                 )
             )
-            return Write(record, change, start_timers=timers.start)
+            more = subprocesses.cascade(
+                self, compiled, case_id, 1, None, step, person, person.id, org, now
+            )
+            return Write(record, change, start_timers=timers.start, cascade=more)
 
         try:
             fired = self.store.start(
@@ -480,6 +489,11 @@ class Engine:
                     f"case {row.id} is at version {row.version}, not {expect_version}: "
                     "someone changed it since you looked",
                     hint=f"run `sopflow show {row.id}` and decide again",
+                )
+            if not row.open:
+                raise NotAvailable(
+                    f"case {row.id} is closed: its parent case closed it in `{row.state}`",
+                    hint="a closed case takes no more events; `sopflow show` names its parent",
                 )
             snapshot = self.snapshot_in(compiled, row, reads, now)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))
@@ -573,11 +587,15 @@ class Engine:
             entered=step.moved,
         )
         timers = on_entry(definition, step.entered, now, org.calendar, moved=step.moved)
+        more = subprocesses.cascade(
+            self, compiled, row.id, record.seq, row.state, step, person, row.starter, org, now
+        )
         return Write(
             record,
             change,
             start_timers=timers.start,
             cancel_timers=timers.cancel,
+            cascade=more,
             # The only timeout a case can have pending is its current state's: leaving a state without
             # one has nothing to cancel, and the statement is saved.
             cancel_state_timers=timers.leave_state and definition.states[row.state].timeout is not None,
@@ -658,6 +676,12 @@ class Engine:
             )
         )
         return [self._case(r) for r in rows]
+
+    def links(self, case_id: int) -> tuple[CaseLink | None, list[CaseLink]]:
+        """A case's sub-process links: how its parent started it (None: nobody did), and the children it
+        started, oldest first (each with its definition, state and whether it is open)."""
+        self.store.case(case_id)
+        return self.store.links(case_id)
 
     def history(self, case_id: int) -> list[AuditRecord]:
         self.store.case(case_id)

@@ -253,7 +253,9 @@ class ClockedSimulation:
         self._folder = tempfile.mkdtemp(prefix="sopflow-simulate-")
         self.engine = Engine(f"sqlite:///{self._folder}/simulate.db", durable=False, clock=self.clock)
         try:
-            self.engine.deploy([definition_file, org_file])
+            from sopflow.engine.definition.validate import subprocess_files
+
+            self.engine.deploy([definition_file, *subprocess_files(definition_file), org_file])
         except BaseException:
             self.close()
             raise
@@ -286,14 +288,17 @@ class ClockedSimulation:
     def assignee(self) -> str | None:
         return self._case().assignee
 
-    def fire(self, user_id: str, event: str, payload: Mapping[str, Any] | None = None) -> SimulatedStep:
-        """Fire an event as a user; a refusal is recorded in the case's history, then raised."""
-        outcome = self.driver.fire(event, user_id, dict(payload or {}))
+    def fire(
+        self, user_id: str, event: str, payload: Mapping[str, Any] | None = None, *, child: bool = False
+    ) -> SimulatedStep:
+        """Fire an event as a user (on the case's open sub-process case with `child`); a refusal is
+        recorded in the case's history, then raised."""
+        outcome = self.driver.fire(event, user_id, dict(payload or {}), child=child)
         if outcome.refused is not None:
             raise outcome.refused
         record = outcome.records[0]
         assert self.driver.case_id is not None
-        moved = self.engine.store.case(self.driver.case_id).entered_seq == record.seq
+        moved = self.engine.store.case(record.case_id).entered_seq == record.seq
         routes = [str(r["choice"]) for r in record.detail.get("routes", [])]
         to_state = record.to_state or ""
         return SimulatedStep(

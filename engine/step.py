@@ -23,6 +23,7 @@ from sopflow.engine.definition.model import (
     DATA_PREFIX,
     FIRED_PREFIX,
     REJECT,
+    RESUME,
     STARTER,
     SYSTEM,
     Approval,
@@ -234,6 +235,8 @@ def take_step(
             f"the case is closed: it ended in `{state.name}` ({state.title})",
             hint="a closed case takes no more events; start a new case",
         )
+    if event == RESUME:
+        return _resume(compiled, state, snapshot, actor, payload, people)
     if state.approval is not None and event in (APPROVE, REJECT):
         return _vote(compiled, state, state.approval, snapshot, actor, event, payload, people)
     if event == CLAIM and state.assign is not None and state.assign.kind == "claim":
@@ -314,6 +317,48 @@ def _transition(
     data = _changed_data(compiled, snapshot.data, taken.set, taken.copy, taken.compute, context, detail)
     role = roles[taken.path]
     return _enter(compiled, snapshot, actor, event, fired.state, data, role, people, detail)
+
+
+def _resume(
+    compiled: CompiledDefinition,
+    state: State,
+    snapshot: Snapshot,
+    actor: Actor,
+    payload: Mapping[str, Any],
+    people: People,
+) -> Step:
+    """The engine moves a case waiting in a sub-process state on, by its child's outcome: the payload
+    names the child case, its closing record, the final state it closed in and the values `out` takes."""
+    sub = state.subprocess
+    if sub is None:
+        raise NotAvailable(
+            f"`{RESUME}` is not an event of state `{state.name}` ({state.title})",
+            hint=f"events here: {', '.join(state.events) or 'none'}",
+        )
+    if actor.id != SYSTEM:
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} may not fire `{RESUME}`: "
+                "the engine resumes the case when its sub-process closes",
+                hint=f"act on the child case (a case of {sub.definition}); `sopflow show` names it",
+            ),
+            None,
+            {"needed": [SYSTEM]},
+        )
+    outcome = payload.get("outcome")
+    target = sub.on.get(outcome) if isinstance(outcome, str) else None
+    if target is None:
+        raise InvalidData(
+            f"the sub-process of `{state.name}` closed in {outcome!r}, which its `on` does not map",
+            hint=f"map every final state of {sub.definition} under `subprocess: on:`",
+        )
+    values = payload.get("values")
+    values = values if isinstance(values, Mapping) else {}
+    data = dict(snapshot.data)
+    for mine, theirs in sub.outputs.items():
+        if theirs in values:
+            data[mine] = _plain(values[theirs])
+    return _enter(compiled, snapshot, actor, RESUME, target, data, SYSTEM, people, {})
 
 
 def _changed_data(

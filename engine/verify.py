@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, SYSTEM, Definition, Org
+from sopflow.engine.definition.model import (
+    APPROVE,
+    CLOSED_BY_PARENT,
+    REJECT,
+    RESUME,
+    SYSTEM,
+    Definition,
+    Org,
+)
 from sopflow.engine.errors import SopflowError
 from sopflow.engine.step import (
     SYSTEM_ACTOR,
@@ -110,6 +118,7 @@ def verify(
             _chain(row, history)
             or _against_anchors(cid, history, anchored.pop(cid, []))
             or checker.replay(row, history, engine.store.live_timers(cid))
+            or checker.links(row, history)
             or _keys(row, history, engine.store.keys_of_case(cid))
         )
         if found is not None:
@@ -220,6 +229,8 @@ class _Replay:
     timers: TimerReplay = field(default_factory=TimerReplay)
     fired: list[tuple[str, str]] = field(default_factory=list)
     """(event, person) of every accepted record so far, as the runtime reads them for a step."""
+    closed: bool = False
+    """Closed by its parent case where it stood (a sub-process's child the parent stopped waiting on)."""
 
     def snapshot(self, now: str) -> Snapshot:
         from sopflow.engine.casework import votes_of
@@ -303,6 +314,10 @@ class _Checker:
         for entry in self._log:
             if entry.kind == "revoke" and entry.revokes is not None:
                 self._revoked.setdefault(entry.revokes, entry.created_at)
+        from sopflow.engine.verify_registry import check_log, since_anchor
+
+        findings += check_log(self._log, self.orgs_at)
+        org_times = [deployed for _id, deployed, _org in self._orgs]
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)
             findings += since_anchor(anchor, store, org_times, self._log)
@@ -352,6 +367,17 @@ class _Checker:
 
     # -- a case ------------------------------------------------------------------------------------
 
+    def links(self, row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
+        """The first sub-process link of the case, to its parent or its children, that does not hold."""
+        from sopflow.engine.verify_links import check_links
+
+        def definition_of(definition_id: str, version: int) -> Definition | None:
+            found = self._definitions.get((definition_id, version))
+            return found.definition if isinstance(found, CompiledDefinition) else None
+
+        problem = check_links(self.engine.store, row, history, definition_of)
+        return None if problem is None else VerifyFinding(row.id, problem[0], problem[1])
+
     def replay(
         self, row: CaseRow, history: Sequence[AuditRecord], live: Sequence[LiveTimer]
     ) -> VerifyFinding | None:
@@ -387,6 +413,7 @@ class _Checker:
             problem = self._apply(compiled, replay, rec)
             if problem is not None:
                 return VerifyFinding(row.id, rec.seq, problem)
+            replay.fired.append((rec.event, rec.on_behalf_of or rec.actor))
         return _compare(row, definition, replay, history, self.orgs_at(row.updated_at), live)
 
     def _apply(self, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord) -> str | None:
@@ -398,7 +425,12 @@ class _Checker:
         at = _moment(rec.at)
         if at is None:
             return f"its time `{rec.at}` is not a time"
+        if replay.closed:
+            return "the case was closed by its parent case; it takes no more steps"
+        if rec.actor == SYSTEM and rec.event == CLOSED_BY_PARENT:
+            return _closed_by_parent(replay, rec)
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
+            calendar = next((o.calendar for o in self.orgs_at(at) if o is not None), None)
             return _system_note(compiled.definition, replay, rec) or replay.timers.system(
                 compiled.definition, rec, at, calendar
             )
@@ -467,7 +499,7 @@ class _Checker:
                 person = self.actor(org, rec.actor, at)
             if rec.event == "start":
                 data = {name: change[1] for name, change in rec.data_change.items()}
-                step = start_step(compiled, person, data, people)
+                step = start_step(compiled, person, data, people, rec.at)
                 return step, step.assignee
             if rec.event == "reassign" and person.id != SYSTEM:
                 to = rec.detail.get("to")
@@ -478,7 +510,7 @@ class _Checker:
                 if role != rec.role:
                     return f"it names the role `{rec.role}`, the reassignment was {rec.actor}'s as `{role}`"
                 return None, to
-            step = take_step(compiled, replay.snapshot(), person, rec.event, rec.payload, people)
+            step = take_step(compiled, replay.snapshot(rec.at), person, rec.event, rec.payload, people)
         except Refused as refused:
             return f"it was not allowed: {refused.error.message}"
         except SopflowError as exc:
@@ -488,6 +520,19 @@ class _Checker:
 
 class _Tampered(Exception):
     pass
+
+
+def _closed_by_parent(replay: _Replay, rec: AuditRecord) -> str | None:
+    """A child closed where it stood by its parent: it changes nothing but `open`, and ends every timer
+    (that its parent's record did so is checked with the links)."""
+    if rec.to_state != replay.state or rec.data_change:
+        return f"a {CLOSED_BY_PARENT} record changes the case (to `{rec.to_state}`)"
+    replay.closed = True
+    replay.version += 1
+    replay.updated_at = rec.at
+    replay.timers.pending.clear()
+    replay.timers.breached.clear()
+    return None
 
 
 def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> str | None:
@@ -501,7 +546,13 @@ def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> s
 
 
 def _system_cause(definition: Definition, replay: _Replay, rec: AuditRecord, org: Org) -> str | None:
-    """The system acts only for a timer: a state's timeout, or an escalation rung of a deadline."""
+    """The system acts only for a timer: a state's timeout, or an escalation rung of a deadline; and it
+    starts a case only for a schedule of the definition."""
+    if rec.event == "start":
+        name = rec.detail.get("schedule")
+        if any(s.name == name for s in definition.schedules):
+            return None
+        return f"the system started the case for a schedule `{name}` the definition does not have"
     state = definition.states.get(replay.state or "")
     if rec.detail.get("timer") == "timeout":
         if state is None or state.timeout is None or state.timeout.fire != rec.event:
@@ -574,7 +625,7 @@ def _compare(
     state = definition.states.get(replay.state or "")
     expected: list[tuple[str, Any, Any]] = [
         ("state", row.state, replay.state),
-        ("open", row.open, state is not None and not state.final),
+        ("open", row.open, state is not None and not state.final and not replay.closed),
         ("data", canonical_json(row.data), canonical_json(replay.data)),
         ("starter", row.starter, replay.starter),
         ("submitter", row.submitter, replay.submitter),

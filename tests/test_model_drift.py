@@ -30,6 +30,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "initial": "initial",
             "states": "states",
             "deadlines": "deadlines",
+            "schedules": "schedules",
             "start": "start",
         },
     ),
@@ -48,7 +49,12 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "approval": "approval",
             "assign": "assign",
             "timeout": "timeout",
+            "subprocess": "subprocess",
         },
+    ),
+    "subprocess": (
+        model.Subprocess,
+        {"definition": "definition", "in": "inputs", "out": "outputs", "on": "on"},
     ),
     "transition": (
         model.Transition,
@@ -85,7 +91,18 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
     ),
     "branch": (model.Branch, {"when": "when", "to": "target", "else": "target"}),
     "assign": (model.Assignment, {"from_data": "value", "least_loaded": "value", "claim": "value"}),
-    "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire"}),
+    "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire", "notify": "notify"}),
+    "schedule": (
+        model.Schedule,
+        {
+            "title": "title",
+            "cron": "cron",
+            "working_day": "working_day",
+            "data": "data",
+            "period_field": "period_field",
+            "source": "rulebook",
+        },
+    ),
     "deadline": (
         model.Deadline,
         {
@@ -97,11 +114,18 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "calendar": "calendar",
             "escalate": "escalate",
             "source": "rulebook",
+            "restart": "restart",
         },
     ),
     "escalation": (
         model.Escalation,
-        {"after": "after_seconds", "notify": "target", "reassign": "target", "fire": "target"},
+        {
+            "after": "after_seconds",
+            "notify": "target",
+            "reassign": "target",
+            "fire": "target",
+            "from": "counted_from",
+        },
     ),
 }
 

@@ -38,8 +38,8 @@ def test_walk_in_memory(path: Path, scenario: Scenario) -> None:
     if scenario.start.expect.state is not None:
         assert running.state == scenario.start.expect.state
     for step in scenario.steps:
-        if isinstance(step.action, Advance):
-            break  # time is the durable runtime's: its worker fires the timers
+        if isinstance(step.action, Advance) or step.action.child:
+            break  # time and sub-processes are the durable runtime's: its worker fires the timers
         action: Fire = step.action
         where = f"{path.name}:{step.line}: {step.describe()}"
         before = (running.state, dict(running.data))

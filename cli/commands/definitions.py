@@ -107,7 +107,8 @@ def simulate(
     state, who may act next, and why a refused step was refused; the run goes on after a refusal and
     exits 1 at the end. A STEP +DURATION (+3h30m) or +working:DURATION moves the clock: deadlines,
     escalations and timeouts due on the way fire, each at its time (the case starts on Monday
-    2026-03-02 09:00 in the org's time zone, in a throwaway database).
+    2026-03-02 09:00 in the org's time zone, in a throwaway database). A STEP child:EVENT@USER fires
+    on the case's open sub-process case (the definitions it runs are deployed from beside it).
 
     \b
     sopflow --as li.na simulate content-review \\
@@ -139,8 +140,10 @@ def simulate(
             continue
         event, user, payload = item
         who = user or settings().user or starter
+        child = event.startswith(CHILD_PREFIX)  # child:EVENT acts on the case's open sub-process case
+        event = event.removeprefix(CHILD_PREFIX)
         try:
-            step = sim.fire(who, event, payload)
+            step = sim.fire(who, event, payload, child=child)
         except SopflowError as exc:
             failed = failed or exc
             out.append({"step": event, "as": who, "refused": exc.as_dict()})
@@ -167,6 +170,10 @@ def simulate(
         emit({"definition": defn.key, "steps": out, "state": sim.state, "data": dict(sim.data)})
     if failed is not None:
         raise click.exceptions.Exit(failed.exit_code)
+
+
+CHILD_PREFIX = "child:"
+"""A simulate step `child:EVENT@USER` fires on the case's open sub-process case."""
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,8 @@ def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
     if state.final:
         click.echo("  the case is closed")
         return
+    if state.subprocess is not None:
+        click.echo(f"  waiting: a {state.subprocess.definition} case runs (act on it with child:EVENT@USER)")
     if state.assign is not None and state.assign.kind == "claim" and not assignee:
         click.echo(f"  next: claim by {state.assign.value} (nobody has taken it yet)")
     for event in state.events:

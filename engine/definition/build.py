@@ -31,8 +31,10 @@ from sopflow.engine.definition.model import (
     Org,
     Path,
     Role,
+    Schedule,
     StartRule,
     State,
+    Subprocess,
     Text,
     Timeout,
     Transition,
@@ -111,6 +113,9 @@ def build_definition(doc: Document) -> Definition:
         data_schema=frozen_json(data.get("data", {"type": "object"})),
         deadlines=deadlines,
         assumptions=tuple(build_text(a) for a in data.get("assumptions", [])),
+        schedules=tuple(
+            _build_schedule(name, raw, ("schedules", name)) for name, raw in data.get("schedules", {}).items()
+        ),
         start=_build_start(data["start"], ("start",)) if "start" in data else None,
     )
 
@@ -156,6 +161,19 @@ def _build_state(name: str, raw: Mapping[str, Any], path: Path) -> State:
         assign=_build_assignment(raw["assign"], (*path, "assign")) if "assign" in raw else None,
         timeout=_build_timeout(raw["timeout"], (*path, "timeout")) if "timeout" in raw else None,
         rulebook=raw.get("source"),
+        subprocess=(
+            _build_subprocess(raw["subprocess"], (*path, "subprocess")) if "subprocess" in raw else None
+        ),
+    )
+
+
+def _build_subprocess(raw: Mapping[str, Any], path: Path) -> Subprocess:
+    return Subprocess(
+        definition=raw["definition"],
+        on=MappingProxyType(dict(raw.get("on", {}))),
+        path=path,
+        inputs=MappingProxyType(dict(raw.get("in", {}))),
+        outputs=MappingProxyType(dict(raw.get("out", {}))),
     )
 
 
@@ -218,7 +236,26 @@ def _build_assignment(raw: Mapping[str, Any], path: Path) -> Assignment:
 
 
 def _build_timeout(raw: Mapping[str, Any], path: Path) -> Timeout:
-    return Timeout(after_seconds=_seconds(raw["after"]), fire=raw["fire"], path=path)
+    notify = raw.get("notify", ())
+    return Timeout(
+        after_seconds=_seconds(raw["after"]),
+        fire=raw["fire"],
+        path=path,
+        notify=(notify,) if isinstance(notify, str) else tuple(notify),
+    )
+
+
+def _build_schedule(name: str, raw: Mapping[str, Any], path: Path) -> Schedule:
+    return Schedule(
+        name=name,
+        cron=raw["cron"],
+        path=path,
+        title=_optional_text(raw, "title"),
+        working_day=raw.get("working_day", "any"),
+        data=frozen_json(raw.get("data", {})),
+        period_field=raw.get("period_field", "period"),
+        rulebook=raw.get("source"),
+    )
 
 
 def _build_deadline(raw: Mapping[str, Any], path: Path) -> Deadline:
@@ -235,6 +272,7 @@ def _build_deadline(raw: Mapping[str, Any], path: Path) -> Deadline:
             _build_escalation(e, (*path, "escalate", i)) for i, e in enumerate(raw.get("escalate", []))
         ),
         rulebook=raw.get("source"),
+        restart=raw.get("restart", "never"),
     )
 
 
@@ -247,6 +285,7 @@ def _build_escalation(raw: Mapping[str, Any], path: Path) -> Escalation:
         action=action,
         target=str(raw.get(action, "")),
         path=path,
+        counted_from=raw.get("from", "breach"),
     )
 
 

@@ -162,6 +162,28 @@ class Timeout:
     after_seconds: int
     fire: str
     path: Path
+    notify: tuple[str, ...] = ()
+    """Roles or users told when the timeout fires, besides the event it fires."""
+
+
+RESUME = "subprocess_closed"
+"""The event with which the engine resumes a case waiting in a sub-process state once its child closed."""
+CLOSED_BY_PARENT = "closed_by_parent"
+"""The record with which the engine closes an open child case, where it stands, when its parent leaves the
+sub-process state (or closes) without waiting for it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Subprocess:
+    """A state that starts a case of another definition on entry, waits for it to close, and moves on by
+    the child's final state (`on`: child final state → this definition's next state), copying data in
+    (`inputs`: child field → this case's field) and back out (`outputs`: this case's field → child field)."""
+
+    definition: str
+    on: Mapping[str, str]
+    path: Path
+    inputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    outputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +203,7 @@ class State:
     assign: Assignment | None = None
     timeout: Timeout | None = None
     rulebook: str | None = None
+    subprocess: Subprocess | None = None
 
     @property
     def is_choice(self) -> bool:
@@ -199,10 +222,16 @@ class State:
         out = [t.target for t in self.transitions] + [b.target for b in self.choice]
         if self.approval is not None:
             out += [self.approval.approved, self.approval.rejected]
+        if self.subprocess is not None:
+            out += list(self.subprocess.on.values())
         return tuple(dict.fromkeys(out))
 
 
 EscalationAction = Literal["notify", "reassign", "fire"]
+CountedFrom = Literal["breach", "start"]
+"""What an escalation rung's `after` counts from: the moment the deadline passed, or its span's start."""
+Restart = Literal["never", "on_reentry"]
+"""Whether a deadline's clock starts again when its span's first state is entered again while it runs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +243,7 @@ class Escalation:
     action: EscalationAction
     target: str
     path: Path
+    counted_from: CountedFrom = "breach"
 
 
 Calendar = Literal["wall", "working"]
@@ -232,6 +262,26 @@ class Deadline:
     title: Text | None = None
     calendar: Calendar = "wall"
     escalate: tuple[Escalation, ...] = ()
+    rulebook: str | None = None
+    restart: Restart = "never"
+
+
+WorkingDayRule = Literal["any", "previous", "next"]
+"""Where a schedule's occurrence on a day off goes: stays (any), or to the previous or next working day."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Cases started on a calendar: one per occurrence of `cron` (in the org calendar's time zone),
+    moved to a working day by `working_day`, with `data` and the occurrence in `period_field`."""
+
+    name: str
+    cron: str
+    path: Path
+    title: Text | None = None
+    working_day: WorkingDayRule = "any"
+    data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    period_field: str = "period"
     rulebook: str | None = None
 
 
@@ -262,6 +312,7 @@ class Definition:
     data_schema: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({"type": "object"}))
     deadlines: tuple[Deadline, ...] = ()
     assumptions: tuple[Text, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
     start: StartRule | None = None
 
     @property

@@ -16,6 +16,7 @@ from sopflow.engine.definition.loader import Document, read_yaml
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.schema import check_definition_schema, check_org_schema
 from sopflow.engine.definition.semantic import check_definition, check_org, sort_problems
+from sopflow.engine.definition.semantic.subprocesses import check_links
 from sopflow.engine.errors import DefinitionError, Problem, UsageError
 
 ORG_FILE = "org.yaml"
@@ -161,6 +162,76 @@ def _duplicate_org(extra: _Read, chosen: _Read) -> Problem:
     )
 
 
+class _Beside:
+    """Sub-process lookup: a definition given, else one in a file beside the definition naming it (found
+    by its `id:` line, read and built once, without its own problems: they are its own file's to report)."""
+
+    def __init__(self, given: Mapping[str, Definition]) -> None:
+        self._given = dict(given)
+        self._folders: dict[pathlib.Path, dict[str, pathlib.Path]] = {}
+        self._built: dict[pathlib.Path, Definition | None] = {}
+
+    def __call__(self, definition_id: str, seen_from: Definition) -> Definition | None:
+        if definition_id in self._given:
+            return self._given[definition_id]
+        folder = pathlib.Path(seen_from.file).parent
+        path = self._ids(folder).get(definition_id)
+        if path is None:
+            return None
+        if path not in self._built:
+            read = _read(path)
+            built = None
+            if read.doc is not None and not _has_errors(check_definition_schema(read.doc)):
+                built = build_definition(read.doc)
+            self._built[path] = built
+        return self._built[path]
+
+    def _ids(self, folder: pathlib.Path) -> dict[str, pathlib.Path]:
+        found = self._folders.get(folder)
+        if found is None:
+            found = {}
+            if folder.is_dir():
+                for path in sorted(folder.iterdir()):
+                    if path.suffix not in YAML_SUFFIXES or path.name.endswith(SCENARIO_SUFFIXES):
+                        continue
+                    try:
+                        head = path.read_text(encoding="utf-8")[:4096]
+                    except (OSError, UnicodeDecodeError):
+                        continue
+                    match = _ID_LINE.search(head)
+                    if match is not None:
+                        found.setdefault(match.group(1), path)
+            self._folders[folder] = found
+        return found
+
+
+def subprocess_files(path: pathlib.Path) -> list[pathlib.Path]:
+    """The files beside a definition that hold the definitions it runs as sub-processes, and theirs in
+    turn (each once): what must be deployed with it for its cases to run."""
+    read = _read(path)
+    if read.doc is None or _has_errors(check_definition_schema(read.doc)):
+        return []
+    lookup = _Beside({})
+    found: list[pathlib.Path] = []
+    todo = [build_definition(read.doc)]
+    seen = {todo[0].id}
+    while todo:
+        here = todo.pop()
+        for state in here.states.values():
+            sub = state.subprocess
+            if sub is None or sub.definition in seen:
+                continue
+            seen.add(sub.definition)
+            child = lookup(sub.definition, here)
+            if child is not None:
+                found.append(pathlib.Path(child.file))
+                todo.append(child)
+    return found
+
+
+_ID_LINE = re.compile(r"^id:\s*['\"]?([a-z][a-z0-9-]*)['\"]?\s*$", re.M)
+
+
 def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
     """Check files and folders together: every problem of every file, sorted by file, line and column."""
     reads = [_read(p) for p in expand_paths(paths)]
@@ -185,6 +256,7 @@ def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
         if defn is not None:
             checked.append((defn, r.doc, _has_errors(found)))
     problems += _duplicate_versions((d, doc) for d, doc, _ in checked)
+    problems += check_links([(d, doc) for d, doc, _ in checked], _Beside({d.id: d for d, _, _ in checked}))
     sources = {doc.file: doc.text for _, doc, _ in checked}
     if org_read is not None and org_read.doc is not None:
         sources[org_read.doc.file] = org_read.doc.text

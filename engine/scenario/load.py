@@ -226,7 +226,8 @@ class _Checker:
     def step(self, path: NodePath, number: int, raw: Mapping[str, Any]) -> Step:
         action: Fire | Advance
         if "fire" in raw:
-            self.known((*path, "fire"), raw["fire"], self.events, "unknown-event", "event")
+            if not raw.get("child"):  # a child's events are its own definition's, checked when fired
+                self.known((*path, "fire"), raw["fire"], self.events, "unknown-event", "event")
             if "as" in raw:
                 self.known((*path, "as"), raw["as"], self.org.users, "unknown-user", "user")
             else:
@@ -236,10 +237,16 @@ class _Checker:
                     f"missing key `as` in step {number}: who fires `{raw['fire']}`?",
                     "write the user id, e.g. `as: li.na`",
                 )
-            action = Fire(raw["fire"], raw.get("as", ""), dict(raw.get("data") or {}), raw.get("comment"))
+            action = Fire(
+                raw["fire"],
+                raw.get("as", ""),
+                dict(raw.get("data") or {}),
+                raw.get("comment"),
+                child=raw.get("child") is True,
+            )
         else:
             action = self.advance((*path, "after"), raw["after"])
-            for key in ("as", "data", "comment"):
+            for key in ("as", "data", "comment", "child"):
                 if key in raw:
                     self.fail((*path, key), "not-for-the-clock", f"`{key}` belongs to a `fire` step")
         expect = self.expect((*path, "expect"), raw.get("expect"))
@@ -286,4 +293,5 @@ class _Checker:
             deadlines=tuple(raw["deadlines"]) if "deadlines" in raw else None,
             timers_fired=tuple(raw["timers_fired"]) if "timers_fired" in raw else None,
             notifications=notices,
+            child_state=raw.get("child_state"),
         )

@@ -29,6 +29,8 @@ class Expect:
     deadlines: tuple[str, ...] | None = None
     timers_fired: tuple[str, ...] | None = None
     notifications: tuple[ExpectedNotice, ...] | None = None
+    child_state: str | None = None
+    """The state of the case's newest sub-process case (its child)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,8 @@ class Fire:
     actor: str
     payload: Mapping[str, Any] = field(default_factory=dict)
     comment: str | None = None
+    child: bool = False
+    """Fire it on the case's open sub-process case (its child) instead of the case itself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +67,8 @@ class Step:
 
     def describe(self) -> str:
         if isinstance(self.action, Fire):
-            return f"step {self.number} (fire {self.action.event} as {self.action.actor})"
+            on = " on the child" if self.action.child else ""
+            return f"step {self.number} (fire {self.action.event}{on} as {self.action.actor})"
         return f"step {self.number} (after {self.action.text})"
 
 

@@ -27,7 +27,8 @@ from typing import Any
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.calendar import add_working_time
 from sopflow.engine.definition.model import Org
-from sopflow.engine.errors import SopflowError
+from sopflow.engine.definition.validate import subprocess_files
+from sopflow.engine.errors import NotAvailable, SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
 from sopflow.engine.step import SYSTEM_ACTOR
@@ -174,7 +175,7 @@ class Databases:
             # scenario itself.
             template = self._folder / f"template-{len(self._engines) + 1}.db"
             found = (Engine(f"sqlite:///{template}", durable=False, clock=clock), template)
-            found[0].deploy([files.definition_file, files.org_file])
+            found[0].deploy([files.definition_file, *subprocess_files(files.definition_file), files.org_file])
             found[0].store.close()
             self._engines[key] = found
         sop, template = found
@@ -198,7 +199,7 @@ class Databases:
         url = scratch.make()
         try:
             with Engine(url, durable=False, clock=clock) as sop:
-                sop.deploy([files.definition_file, files.org_file])
+                sop.deploy([files.definition_file, *subprocess_files(files.definition_file), files.org_file])
                 yield sop
         finally:
             scratch.remove(url)
@@ -282,15 +283,35 @@ class CaseDriver:
         self.case_id = result.case.id
         return Outcome(None, (), (), (result.record,))
 
-    def fire(self, event: str, actor: str, payload: Mapping[str, Any], comment: str | None = None) -> Outcome:
+    def fire(
+        self,
+        event: str,
+        actor: str,
+        payload: Mapping[str, Any],
+        comment: str | None = None,
+        *,
+        child: bool = False,
+    ) -> Outcome:
         # A person's step fires no timer and sends no notification (only the worker does), so the
         # trail and the outbox are read around clock steps only.
         assert self.case_id is not None
         try:
-            result = self.sop.fire(self.case_id, event, actor=actor, payload=payload, comment=comment)
+            target = self.open_child() if child else self.case_id
+            result = self.sop.fire(target, event, actor=actor, payload=payload, comment=comment)
         except SopflowError as exc:
             return Outcome(exc, (), (), ())
         return Outcome(None, (), (), (result.record,))
+
+    def open_child(self) -> int:
+        """The case's open sub-process case (NotAvailable when it waits on none)."""
+        assert self.case_id is not None
+        found = [c.case_id for c in self.sop.links(self.case_id)[1] if c.open]
+        if not found:
+            raise NotAvailable(
+                f"case {self.case_id} waits on no sub-process: it has no open child case",
+                hint="fire the event on the case itself (leave out `child: true`)",
+            )
+        return found[-1]
 
     def advance(self, seconds: int, *, working: bool = False) -> Outcome:
         """Move the clock on, firing each due timer at its own time, as a worker that never sleeps would."""
@@ -357,7 +378,9 @@ class _Play:
             action = step.action
             before = self.sop.case(self.driver.case_id)
             if isinstance(action, Fire):
-                outcome = self.driver.fire(action.event, action.actor, action.payload, action.comment)
+                outcome = self.driver.fire(
+                    action.event, action.actor, action.payload, action.comment, child=action.child
+                )
             else:
                 outcome = self._advance(action)
             where = step.describe()
@@ -408,6 +431,11 @@ class _Play:
 
         if expect.state is not None and case.state != expect.state:
             return differ("state", expect.state, case.state)
+        if expect.child_state is not None:
+            children = self.sop.links(case.id)[1]
+            child_state = children[-1].state if children else "(no sub-process case)"
+            if child_state != expect.child_state:
+                return differ("child_state", expect.child_state, child_state)
         if expect.assignee_given and case.assignee != expect.assignee:
             return differ("assignee", expect.assignee, case.assignee)
         for name, value in (expect.data or {}).items():

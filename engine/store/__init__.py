@@ -1,12 +1,15 @@
 """sopflow's database: the only package that imports SQLAlchemy and Alembic."""
 
 from sopflow.engine.store.records import (
+    Cascade,
     CaseChange,
+    CaseLink,
     CaseQuery,
     CaseRow,
     DefinitionRow,
     DelegationRow,
     Fired,
+    NewCase,
     NotificationRow,
     NotificationSpec,
     OrgRow,
@@ -19,12 +22,15 @@ from sopflow.engine.store.records import (
 from sopflow.engine.store.store import Reads, Store
 
 __all__ = [
+    "Cascade",
     "CaseChange",
+    "CaseLink",
     "CaseQuery",
     "CaseRow",
     "DefinitionRow",
     "DelegationRow",
     "Fired",
+    "NewCase",
     "NotificationRow",
     "NotificationSpec",
     "OrgRow",

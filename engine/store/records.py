@@ -5,13 +5,16 @@ The runtime speaks these; only `engine.store` turns them into SQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.store.keys import KeyClaim
+
+if TYPE_CHECKING:
+    from sopflow.engine.store.store import Reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,43 @@ class Write:
     notify: tuple[NotificationSpec, ...] = ()
     key: KeyClaim | None = None
     """The idempotency key an accepted start or fire stores with its record (the store sets it)."""
+    cascade: Cascade | None = None
+    """Steps on other cases that this one takes in its own transaction (sub-processes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewCase:
+    """A case started inside another step's transaction (a sub-process's child): as `Store.start` takes it."""
+
+    definition_id: str
+    definition_version: int
+    starter: str
+    change: CaseChange
+    make_write: Callable[[int], Write]
+
+
+@dataclass(frozen=True, slots=True)
+class Cascade:
+    """What a step does to linked cases in its own transaction, so that nothing is half-written: close the
+    case's open children (it left the state waiting on them), start a child (it entered a sub-process
+    state), resume its parent (it closed). Each callback decides in the transaction, reading with `Reads`;
+    a callback that returns None writes nothing (the linked case has nothing to do)."""
+
+    close_children: Callable[[CaseRow, Reads], Write | None] | None = None
+    start_child: Callable[[Reads], NewCase] | None = None
+    resume_parent: Callable[[CaseRow, Reads], Write | None] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseLink:
+    """A child case as its parent sees it: started by the parent's record `parent_seq`."""
+
+    case_id: int
+    parent_case_id: int
+    parent_seq: int
+    definition_id: str
+    state: str
+    open: bool
 
 
 @dataclass(frozen=True, slots=True)

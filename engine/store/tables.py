@@ -91,6 +91,9 @@ cases = Table(
     Column("audit_seq", Integer, nullable=False),
     Column("last_hash", String(64), nullable=False),
     Column("start_key", String(200)),
+    # A sub-process's child: the parent case and its record that started it (migration 0006).
+    Column("parent_case_id", CaseId),
+    Column("parent_seq", Integer),
     UniqueConstraint("definition_id", "start_key", name="uq_cases_start_key"),
     Index("ix_cases_definition_state", "definition_id", "state", "created_at", "id"),
     Index("ix_cases_state", "state", "created_at", "id"),
@@ -98,6 +101,7 @@ cases = Table(
     # index gives them directly, however few they are among all open cases.
     Index("ix_cases_assignee", "assignee", "open", "created_at", "id"),
     Index("ix_cases_open", "open", "created_at", "id"),
+    Index("ix_cases_parent", "parent_case_id", "open"),
 )
 
 audit = Table(
@@ -190,6 +194,20 @@ deliveries = Table(
     Column("ok", Boolean, nullable=False),
     Column("detail", Text, nullable=False),
     PrimaryKeyConstraint("notification_id", "attempt", name="pk_deliveries"),
+)
+
+schedule_periods = Table(
+    "schedule_periods",
+    metadata,
+    # One row per period a schedule started (migration 0005), written with the case's start: the
+    # primary key is what starts a period once, however many workers look at it.
+    Column("definition_id", String(64), nullable=False),
+    Column("schedule", String(64), nullable=False),
+    Column("period", UTCDateTime, nullable=False),
+    Column("due_at", UTCDateTime, nullable=False),
+    Column("case_id", CaseId, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("definition_id", "schedule", "period", name="pk_schedule_periods"),
 )
 
 delegations = Table(

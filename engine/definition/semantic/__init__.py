@@ -41,18 +41,23 @@ from sopflow.engine.definition.semantic.guards import (
     check_guards,
 )
 from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
+from sopflow.engine.definition.semantic.schedules import CODES as SCHEDULE_CODES
+from sopflow.engine.definition.semantic.schedules import check_schedules
 from sopflow.engine.definition.semantic.schemas import (
     check_data_fields,
     check_schema_keywords,
     check_schema_satisfiable,
     check_schema_validity,
 )
+from sopflow.engine.definition.semantic.subprocesses import CODES as SUBPROCESS_CODES
+from sopflow.engine.definition.semantic.subprocesses import check_subprocess_fields
 from sopflow.engine.definition.semantic.timing import (
     check_deadline_closes,
     check_deadline_ends,
     check_durations,
     check_escalations,
     check_events,
+    check_rungs_after_breach,
     check_timed_guards,
 )
 from sopflow.engine.errors import Problem
@@ -99,7 +104,10 @@ SEMANTIC_CODES = (
     "alternatives-differ",
     "timed-event-guard",
     "quorum-needs-submitter",
+    "escalation-before-breach",
+    *SCHEDULE_CODES,
     *DUTY_CODES,
+    *SUBPROCESS_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -129,12 +137,15 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_schema_keywords,
     check_schema_satisfiable,
     check_guards,
+    check_rungs_after_breach,
+    check_schedules,
     check_exclusions,
     check_start,
     check_computes,
     check_user_fields,
     check_clock_events,
     check_approval_fields,
+    check_subprocess_fields,
 )
 
 

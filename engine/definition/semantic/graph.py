@@ -69,6 +69,9 @@ def _state_refs(ctx: Context) -> Iterator[tuple[str, Path]]:
         if s.approval is not None:
             yield s.approval.approved, (*s.approval.path, "approved")
             yield s.approval.rejected, (*s.approval.path, "rejected")
+        if s.subprocess is not None:
+            for outcome, target in s.subprocess.on.items():
+                yield target, (*s.subprocess.path, "on", outcome)
     for d in defn.deadlines:
         yield d.start, (*d.path, "from")
         single = isinstance(ctx.raw((*d.path, "until")), str)
@@ -130,7 +133,8 @@ def check_finishing(ctx: Context) -> Iterator[Problem]:
 
 def _kinds(ctx: Context, s: State) -> list[str]:
     raw = ctx.raw(s.path) or {}
-    return [k for k in ("final", "choice", "approval") if k in raw and (k != "final" or raw[k] is True)]
+    kinds = ("final", "choice", "approval", "subprocess")
+    return [k for k in kinds if k in raw and (k != "final" or raw[k] is True)]
 
 
 def check_final_exits(ctx: Context) -> Iterator[Problem]:
@@ -157,7 +161,7 @@ def check_state_kinds(ctx: Context) -> Iterator[Problem]:
                 (*s.path, extra),
                 "state-kind-conflict",
                 f"state `{s.name}` is both `{kinds[0]}` and `{extra}`; a state is at most one of final, "
-                "choice or approval",
+                "choice, approval or subprocess",
                 "split it into two states",
                 key=True,
             )

@@ -1,0 +1,174 @@
+"""Sub-processes on SQLite and PostgreSQL: a state starts a case of another definition in the transaction
+that enters it, the child's closing resumes the parent as an audited step of the system, a parent that
+leaves the waiting state or closes closes its open children (and theirs), and `audit verify` checks the
+links both ways. The fixtures: purchase → quote → sign-off (tests/fixtures/nested)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from sopflow.engine import Engine
+from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME
+from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted
+from sopflow.engine.worker import Worker
+from tests.conftest import ROOT, Clock, engine_on
+
+NESTED = ROOT / "tests" / "fixtures" / "nested"
+
+
+@pytest.fixture
+def sop(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, NESTED)
+
+
+def _requested(sop: Engine, amount: float = 500) -> tuple[int, int]:
+    case = sop.start("purchase", {"item": "laptop", "amount": amount}, actor="alice").case
+    sop.fire(case.id, "request", actor="alice")
+    _parent, children = sop.links(case.id)
+    assert len(children) == 1
+    return case.id, children[0].case_id
+
+
+def test_entering_the_state_starts_the_child_with_data_mapped_in(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    assert sop.case(parent).state == "quoting"
+    quote = sop.case(child)
+    assert (quote.definition_id, quote.state, quote.open) == ("quote", "asking", True)
+    assert dict(quote.data) == {"item": "laptop", "budget": 500}
+    assert quote.starter == "alice"  # whoever moved the parent into the state
+    link, children = sop.links(child)
+    assert link is not None and (link.parent_case_id, link.parent_seq) == (parent, 2)
+    assert children == []
+    assert sop.history(child)[0].detail["parent"] == {"case": parent, "seq": 2}
+    assert sop.deadlines(child)[0].name == "quote-in-1d"
+
+
+def test_the_child_closing_resumes_the_parent_through_a_grandchild(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    sop.fire(child, "quote", actor="fay", payload={"price": 420})
+    (grandchild,) = sop.links(child)[1]
+    assert sop.case(grandchild.case_id).data == {"what": "laptop"}
+    sop.fire(grandchild.case_id, "sign", actor="mia")
+    # One step closed the sign-off, resumed the quote (which closed) and resumed the purchase.
+    assert sop.case(grandchild.case_id).state == "signed"
+    assert (sop.case(child).state, sop.case(child).open) == ("accepted", False)
+    purchase = sop.case(parent)
+    assert (purchase.state, purchase.open) == ("ordered", False)
+    assert purchase.data["price"] == 420
+    last = sop.history(parent)[-1]
+    assert (last.actor, last.event, last.from_state, last.to_state) == (
+        "$system",
+        RESUME,
+        "quoting",
+        "ordered",
+    )
+    assert last.payload == {"case": child, "seq": 3, "outcome": "accepted", "values": {"price": 420}}
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_an_outcome_maps_to_its_own_state(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    sop.fire(child, "decline", actor="fay")
+    assert sop.case(parent).state == "draft"
+    # Entering the state again starts a new child.
+    sop.fire(parent, "request", actor="alice")
+    assert [c.open for c in sop.links(parent)[1]] == [False, True]
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_cancelling_the_parent_closes_the_open_child_and_grandchild(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    sop.fire(child, "quote", actor="fay", payload={"price": 420})
+    (grandchild,) = sop.links(child)[1]
+    sop.fire(parent, "cancel", actor="alice")
+    assert sop.case(parent).state == "cancelled"
+    for cid, state in ((child, "signing"), (grandchild.case_id, "waiting")):
+        closed = sop.case(cid)
+        assert (closed.state, closed.open) == (state, False)
+        last = sop.history(cid)[-1]
+        assert (last.actor, last.event, last.to_state) == ("$system", CLOSED_BY_PARENT, state)
+    assert sop.history(child)[-1].detail["parent"] == {"case": parent, "seq": 3}
+    with pytest.raises(NotAvailable, match="closed"):
+        sop.fire(grandchild.case_id, "sign", actor="mia")
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_timeout_that_leaves_the_state_closes_the_child_and_its_timers(sop: Engine, clock: Clock) -> None:
+    parent, child = _requested(sop)
+    worker = Worker(sop, name="w1")
+    clock.advance(days=1, minutes=1)
+    worker.tick()  # the quote's deadline breaches: its rung notifies, the quote stays open
+    assert sop.case(child).open
+    clock.advance(days=1)
+    worker.tick()  # the purchase's timeout fires give_up: the quote is closed with it
+    assert sop.case(parent).state == "cancelled"
+    assert not sop.case(child).open
+    assert sop.deadlines(child) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_child_that_cannot_start_leaves_nothing_written(sop: Engine) -> None:
+    case = sop.start("purchase", {"item": "pen", "amount": 0}, actor="alice").case
+    with pytest.raises(InvalidData, match=r"sub-process `quote`.*cannot start"):
+        sop.fire(case.id, "request", actor="alice")
+    assert sop.case(case.id).state == "draft"
+    assert sop.links(case.id) == (None, [])
+    assert [c.id for c in sop.cases()] == [case.id]
+
+
+def test_no_person_may_resume_the_parent(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    with pytest.raises(NotPermitted, match="the engine resumes"):
+        sop.fire(parent, RESUME, actor="alice", payload={"case": child, "outcome": "accepted"})
+    assert sop.case(parent).state == "quoting"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_verify_names_a_link_rewritten_in_the_case_row(sop: Engine) -> None:
+    _parent, child = _requested(sop)
+    with sop.store.engine.begin() as conn:
+        conn.execute(text("UPDATE cases SET parent_seq = 1 WHERE id = :id"), {"id": child})
+    problems = [f.problem for f in sop.verify().findings]
+    assert any("its start names" in p for p in problems), problems
+
+
+def test_verify_names_a_child_deleted_from_under_its_parent(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    with sop.store.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE cases SET parent_case_id = NULL, parent_seq = NULL WHERE id = :id"), {"id": child}
+        )
+    findings = sop.verify().findings
+    assert {(f.case_id, f.seq) for f in findings} >= {(parent, 2), (child, 1)}, findings
+
+
+def test_the_content_pipeline_runs_content_review_as_its_review(database_url: str, clock: Clock) -> None:
+    for sop in engine_on(database_url, clock, ROOT / "definitions"):
+        case = sop.start("content-pipeline", {"topic": "开学季"}, actor="li.na").case
+        plan = {"formats": ["article"], "planned_date": "2026-08-25", "planned_channel": "公众号"}
+        sop.fire(case.id, "submit_plan", actor="li.na", payload=plan)
+        sop.fire(case.id, "submit_draft", actor="fu.xiao", payload={"draft_url": "https://x/1"})
+        (review,) = sop.links(case.id)[1]
+        assert review.definition_id == "content-review"
+        assert dict(sop.case(review.case_id).data) == {
+            "title": "开学季",
+            "origin": "original",
+            "channel": "公众号",
+        }
+        sop.fire(review.case_id, "submit", actor="li.na", payload={"material_url": "https://m/1"})
+        assert [d.name for d in sop.deadlines(review.case_id)] == ["publish-within-4h"]
+        sop.fire(review.case_id, "claim", actor="wang.fang")
+        sop.fire(
+            review.case_id,
+            "pass_screening",
+            actor="wang.fang",
+            payload={"topic_compliant": True, "typo_free": True, "note": "ok"},
+        )
+        sop.fire(review.case_id, "reject_content", actor="chen.jing", payload={"reason": "与品牌调性不符"})
+        pipeline = sop.case(case.id)
+        assert pipeline.state == "creation"
+        assert pipeline.data["review_rejection"] == "与品牌调性不符"
+        assert sop.verify().ok, sop.verify().findings
