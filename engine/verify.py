@@ -25,7 +25,15 @@ from typing import TYPE_CHECKING, Any
 
 from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, SYSTEM, Definition, Org
+from sopflow.engine.definition.model import (
+    APPROVE,
+    CLOSED_BY_PARENT,
+    REJECT,
+    RESUME,
+    SYSTEM,
+    Definition,
+    Org,
+)
 from sopflow.engine.errors import SopflowError
 from sopflow.engine.step import (
     SYSTEM_ACTOR,
@@ -110,6 +118,7 @@ def verify(
             _chain(row, history)
             or _against_anchors(cid, history, anchored.pop(cid, []))
             or checker.replay(row, history, engine.store.live_timers(cid))
+            or checker.links(row, history)
             or _keys(row, history, engine.store.keys_of_case(cid))
         )
         if found is not None:
@@ -220,6 +229,8 @@ class _Replay:
     timers: TimerReplay = field(default_factory=TimerReplay)
     fired: list[tuple[str, str]] = field(default_factory=list)
     """(event, person) of every accepted record so far, as the runtime reads them for a step."""
+    closed: bool = False
+    """Closed by its parent case where it stood (a sub-process's child the parent stopped waiting on)."""
 
     def snapshot(self, now: str) -> Snapshot:
         from sopflow.engine.casework import votes_of
@@ -303,8 +314,13 @@ class _Checker:
         for entry in self._log:
             if entry.kind == "revoke" and entry.revokes is not None:
                 self._revoked.setdefault(entry.revokes, entry.created_at)
+        from sopflow.engine.verify_registry import check_log, since_anchor
+
+        findings += check_log(self._log, self.orgs_at)
+        org_times = [deployed for _id, deployed, _org in self._orgs]
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)
+            findings += since_anchor(anchor, store, org_times, self._log)
         return findings
 
     def _compiled(self, definition: Definition) -> CompiledDefinition:
@@ -350,6 +366,17 @@ class _Checker:
         return actor_from_org(org, user, delegated)
 
     # -- a case ------------------------------------------------------------------------------------
+
+    def links(self, row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
+        """The first sub-process link of the case, to its parent or its children, that does not hold."""
+        from sopflow.engine.verify_links import check_links
+
+        def definition_of(definition_id: str, version: int) -> Definition | None:
+            found = self._definitions.get((definition_id, version))
+            return found.definition if isinstance(found, CompiledDefinition) else None
+
+        problem = check_links(self.engine.store, row, history, definition_of)
+        return None if problem is None else VerifyFinding(row.id, problem[0], problem[1])
 
     def replay(
         self, row: CaseRow, history: Sequence[AuditRecord], live: Sequence[LiveTimer]
@@ -398,9 +425,14 @@ class _Checker:
         at = _moment(rec.at)
         if at is None:
             return f"its time `{rec.at}` is not a time"
+        if replay.closed:
+            return "the case was closed by its parent case; it takes no more steps"
+        if rec.actor == SYSTEM and rec.event == CLOSED_BY_PARENT:
+            return _closed_by_parent(replay, rec)
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
+            calendar = next((o.calendar for o in self.orgs_at(at) if o is not None), None)
             return _system_note(compiled.definition, replay, rec) or replay.timers.system(
-                compiled.definition, rec, at
+                compiled.definition, rec, at, calendar
             )
         orgs = self.orgs_at(at)
         if not orgs:
@@ -455,7 +487,10 @@ class _Checker:
         try:
             if rec.actor == SYSTEM:
                 person = SYSTEM_ACTOR
-                problem = _system_cause(compiled.definition, replay, rec, org)
+                # A sub-process's resumption answers its child's closing, not a timer: links check it.
+                problem = None
+                if rec.event != RESUME:
+                    problem = _system_cause(compiled.definition, replay, rec, org)
                 if problem is not None:
                     return problem
                 if rec.event == "reassign":
@@ -487,6 +522,19 @@ class _Tampered(Exception):
     pass
 
 
+def _closed_by_parent(replay: _Replay, rec: AuditRecord) -> str | None:
+    """A child closed where it stood by its parent: it changes nothing but `open`, and ends every timer
+    (that its parent's record did so is checked with the links)."""
+    if rec.to_state != replay.state or rec.data_change:
+        return f"a {CLOSED_BY_PARENT} record changes the case (to `{rec.to_state}`)"
+    replay.closed = True
+    replay.version += 1
+    replay.updated_at = rec.at
+    replay.timers.pending.clear()
+    replay.timers.breached.clear()
+    return None
+
+
 def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> str | None:
     """A breach or escalation notice: it changes nothing, and names a deadline of the definition."""
     name = rec.detail.get("deadline")
@@ -498,7 +546,13 @@ def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> s
 
 
 def _system_cause(definition: Definition, replay: _Replay, rec: AuditRecord, org: Org) -> str | None:
-    """The system acts only for a timer: a state's timeout, or an escalation rung of a deadline."""
+    """The system acts only for a timer: a state's timeout, or an escalation rung of a deadline; and it
+    starts a case only for a schedule of the definition."""
+    if rec.event == "start":
+        name = rec.detail.get("schedule")
+        if any(s.name == name for s in definition.schedules):
+            return None
+        return f"the system started the case for a schedule `{name}` the definition does not have"
     state = definition.states.get(replay.state or "")
     if rec.detail.get("timer") == "timeout":
         if state is None or state.timeout is None or state.timeout.fire != rec.event:
@@ -571,7 +625,7 @@ def _compare(
     state = definition.states.get(replay.state or "")
     expected: list[tuple[str, Any, Any]] = [
         ("state", row.state, replay.state),
-        ("open", row.open, state is not None and not state.final),
+        ("open", row.open, state is not None and not state.final and not replay.closed),
         ("data", canonical_json(row.data), canonical_json(replay.data)),
         ("starter", row.starter, replay.starter),
         ("submitter", row.submitter, replay.submitter),

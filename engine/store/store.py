@@ -12,6 +12,7 @@ The statements of a step, of reading a case and of listing cases are the driver'
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -28,11 +29,13 @@ from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
 from sopflow.engine.store.keys import KeyClaim, KeyUse
 from sopflow.engine.store.records import (
     CaseChange,
+    CaseLink,
     CaseQuery,
     CaseRow,
     DefinitionRow,
     DelegationRow,
     Fired,
+    NewCase,
     NotificationRow,
     OrgRow,
     OverdueRow,
@@ -49,10 +52,15 @@ from sopflow.engine.store.tables import (
     idempotency_keys,
     notifications,
     orgs,
+    schedule_periods,
     timers,
 )
 
 MAX_ATTEMPTS = 20
+MAX_CASCADE = 16
+"""How deep one step may reach through linked sub-process cases (the checker refuses cycles)."""
+SYSTEM_STARTER = "$system"
+"""The starter of a case a schedule started (the definition model's SYSTEM; the store imports no model)."""
 MAX_ID = 2**63 - 1
 """The largest row id either database stores (a 64-bit integer): a larger number names nothing, and SQLite
 cannot even be asked about it."""
@@ -138,6 +146,30 @@ class Reads:
     def org(self) -> OrgRow | None:
         """The deployed org, as `Store.org` reads it."""
         return _org_row(self._conn)
+
+    def record_at(self, case_id: int, seq: int) -> str | None:
+        """When the case's audit record `seq` was written (ISO 8601, as recorded); None if there is none."""
+        found = self._conn.execute(
+            select(audit.c.at).where(audit.c.case_id == case_id, audit.c.seq == seq)
+        ).scalar()
+        return None if found is None else str(found)
+
+    def definition(self, definition_id: str, version: int | None = None) -> DefinitionRow | None:
+        """A deployed definition version (the newest when `version` is None), read in the transaction."""
+        query = select(definitions).where(definitions.c.definition_id == definition_id)
+        if version is not None:
+            query = query.where(definitions.c.version == version)
+        row = self._conn.execute(query.order_by(definitions.c.version.desc()).limit(1)).first()
+        return None if row is None else DefinitionRow(**row._mapping)
+
+    def parent_link(self, case_id: int) -> tuple[int, int] | None:
+        """(parent case, the parent's record that started it) of a sub-process's child; None otherwise."""
+        found = self._conn.execute(
+            select(cases.c.parent_case_id, cases.c.parent_seq).where(cases.c.id == case_id)
+        ).first()
+        if found is None or found[0] is None:
+            return None
+        return int(found[0]), int(found[1])
 
     def delegations(self, delegate: str) -> list[DelegationRow]:
         """Grants to `delegate` not revoked, newest first, as `Store.delegations(delegate=...)` reads them;
@@ -245,6 +277,17 @@ class Store:
 
     # -- cases -------------------------------------------------------------------------------------
 
+    def links(self, case_id: int) -> tuple[CaseLink | None, list[CaseLink]]:
+        """A case's sub-process links: itself as its parent's child (None: nobody started it so), and the
+        children it started, oldest first."""
+        c = cases.c
+        columns = (c.id, c.parent_case_id, c.parent_seq, c.definition_id, c.state, c.open)
+        with self._read() as conn:
+            own = conn.execute(select(*columns).where(c.id == case_id, c.parent_case_id.is_not(None))).first()
+            children = conn.execute(select(*columns).where(c.parent_case_id == case_id).order_by(c.id)).all()
+        parent = None if own is None else _link(own)
+        return parent, [_link(r) for r in children]
+
     def start(
         self,
         definition_id: str,
@@ -283,6 +326,9 @@ class Store:
                         write = replace(write, key=key)
                     run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
                     self._append(conn, write, now, stamp)
+                    if not self._cascade(conn, write, now, stamp):
+                        tx.rollback()
+                        continue
                     tx.commit()
                 except IntegrityError:
                     # Another writer stored the same key first (PostgreSQL; SQLite's write lock queues
@@ -350,7 +396,7 @@ class Store:
                             raise key.conflict(use)
                         write = replace(write, key=key)
                     after = self._write_step(conn, row, write, now, stamp)
-                    if after is None:
+                    if after is None or not self._cascade(conn, write, now, stamp):
                         tx.rollback()
                         continue
                     tx.commit()
@@ -453,6 +499,80 @@ class Store:
         self._notify(conn, write, now)
         return True
 
+    def _cascade(self, conn: Connection, write: Write, now: datetime, stamp: Any, depth: int = 0) -> bool:
+        """Write what `write` does to linked cases (sub-processes), in the same transaction: close the
+        case's open children, start its child, resume its parent; and what each of those does in turn.
+        False when a linked case changed since it was read: the caller rolls back and tries again."""
+        cascade = write.cascade
+        if cascade is None:
+            return True
+        if depth > MAX_CASCADE:
+            raise Conflict(
+                f"case {write.record.case_id}: sub-processes linked more than {MAX_CASCADE} deep in one step",
+                hint="a chain of sub-processes this long is a mistake of the definitions",
+            )
+        case_id = write.record.case_id
+        follow: list[tuple[int, Callable[[CaseRow, Reads], Write | None]]] = []
+        if cascade.close_children is not None:
+            query = select(cases.c.id).where(cases.c.parent_case_id == case_id, cases.c.open.is_(True))
+            found = conn.execute(query.order_by(cases.c.id)).scalars()
+            follow += [(int(c), cascade.close_children) for c in found]
+        for other_id, decide in follow:
+            if not self._follow(conn, other_id, decide, now, stamp, depth):
+                return False
+        if cascade.start_child is not None:
+            child = cascade.start_child(Reads(conn, self._sql))
+            self._start_child(conn, child, case_id, write.record.seq, now, stamp, depth)
+        if cascade.resume_parent is not None:
+            link = Reads(conn, self._sql).parent_link(case_id)
+            if link is not None and not self._follow(conn, link[0], cascade.resume_parent, now, stamp, depth):
+                return False
+        return True
+
+    def _follow(
+        self,
+        conn: Connection,
+        case_id: int,
+        decide: Callable[[CaseRow, Reads], Write | None],
+        now: datetime,
+        stamp: Any,
+        depth: int,
+    ) -> bool:
+        row, reads, _ = self._step_read(conn, case_id, stamp)
+        write = decide(row, reads)
+        if write is None:
+            return True
+        if self._write_step(conn, row, write, now, stamp) is None:
+            return False
+        return self._cascade(conn, write, now, stamp, depth + 1)
+
+    def _start_child(
+        self,
+        conn: Connection,
+        child: NewCase,
+        parent: int,
+        parent_seq: int,
+        now: datetime,
+        stamp: Any,
+        depth: int,
+    ) -> None:
+        sql = self._sql
+        change = child.change
+        values = (
+            child.definition_id, child.definition_version, change.state, change.open,
+            canonical_json(change.data), 1, child.starter, change.assignee, change.submitter, 1, stamp, stamp,
+            stamp, 0, GENESIS, None,
+        )  # fmt: skip
+        child_id = int(run(conn, sql.insert_case, values).fetchall()[0][0])
+        conn.execute(
+            update(cases).where(cases.c.id == child_id).values(parent_case_id=parent, parent_seq=parent_seq)
+        )
+        write = child.make_write(child_id)
+        run(conn, sql.seal_case, (write.record.seq, write.record.hash, child_id))
+        self._append(conn, write, now, stamp)
+        if not self._cascade(conn, write, now, stamp, depth + 1):
+            raise Conflict(f"case {child_id} changed while it was being started")
+
     def _append(self, conn: Connection, write: Write, now: datetime, stamp: Any) -> None:
         """The audit record, the timers the step cancels and starts, its notifications; `stamp` is `now`
         as the driver binds it."""
@@ -479,6 +599,109 @@ class Store:
                     for n in write.notify
                 ],
             )
+
+    # -- schedules ---------------------------------------------------------------------------------
+
+    def started_periods(self, definition_id: str, schedule: str, since: datetime) -> set[datetime]:
+        """The periods of a definition's schedule started so far, after `since`."""
+        sp = schedule_periods.c
+        query = select(sp.period).where(
+            sp.definition_id == definition_id, sp.schedule == schedule, sp.period > since
+        )
+        with self._read() as conn:
+            return {p.astimezone(UTC) for p in conn.execute(query).scalars()}
+
+    def last_periods(self, definition_id: str) -> dict[str, tuple[datetime, int, int]]:
+        """Per schedule of the definition: its latest period started, that period's case, and how many
+        periods it started."""
+        sp = schedule_periods.c
+        latest = (
+            select(sp.schedule, func.max(sp.period).label("period"), func.count().label("n"))
+            .where(sp.definition_id == definition_id)
+            .group_by(sp.schedule)
+            .subquery()
+        )
+        query = select(latest.c.schedule, latest.c.period, sp.case_id, latest.c.n).join(
+            schedule_periods,
+            and_(
+                sp.definition_id == definition_id,
+                sp.schedule == latest.c.schedule,
+                sp.period == latest.c.period,
+            ),
+        )
+        with self._read() as conn:
+            return {
+                str(s): (p if p.tzinfo else p.replace(tzinfo=UTC), int(c), int(n))
+                for s, p, c, n in conn.execute(query)
+            }
+
+    def start_period(
+        self,
+        definition_id: str,
+        definition_version: int,
+        schedule: str,
+        period: datetime,
+        due: datetime,
+        now: datetime,
+        change: CaseChange,
+        make_write: Callable[[int], Write],
+    ) -> Fired | None:
+        """Start the case of one schedule period and record the period, in one transaction; None (nothing
+        written) when the period was started already, or (PostgreSQL) another worker is starting it now.
+        The period's row is what makes the start happen once: its primary key refuses a second one."""
+        sql = self._sql
+        stamp = sql.time(now)
+        data = canonical_json(change.data)
+        sp = schedule_periods.c
+        key = (sp.definition_id == definition_id, sp.schedule == schedule, sp.period == period)
+        with self._write() as conn:
+            tx = database.StepTransaction(conn)
+            try:
+                # Another worker holding this period moves on to the next instead of queueing behind it;
+                # SQLite's write lock already lets one writer in at a time.
+                if sql.postgres and not conn.execute(
+                    select(func.pg_try_advisory_xact_lock(_period_lock(definition_id, schedule, period)))
+                ).scalar():
+                    tx.rollback()
+                    return None
+                if conn.execute(select(sp.case_id).where(*key)).first() is not None:
+                    tx.rollback()
+                    return None
+                values = (
+                    definition_id, definition_version, change.state, change.open, data, 1, SYSTEM_STARTER,
+                    change.assignee, change.submitter, 1, stamp, stamp, stamp, 0, GENESIS, None,
+                )  # fmt: skip
+                case_id = int(run(conn, sql.insert_case, values).fetchall()[0][0])
+                write = make_write(case_id)
+                run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
+                self._append(conn, write, now, stamp)
+                conn.execute(
+                    insert(schedule_periods).values(
+                        definition_id=definition_id,
+                        schedule=schedule,
+                        period=period,
+                        due_at=due,
+                        case_id=case_id,
+                        started_at=now,
+                    )
+                )
+                tx.commit()
+            except IntegrityError:
+                # The period's row was written first by another worker (its key refused ours).
+                if tx.active:
+                    tx.rollback()
+                return None
+            except BaseException:
+                if tx.active:
+                    tx.rollback()
+                raise
+        at = now.astimezone(UTC)
+        row = CaseRow(
+            case_id, definition_id, definition_version, change.state, change.open, json.loads(data), 1,
+            SYSTEM_STARTER, change.assignee, change.submitter, 1, at, at, at, write.record.seq,
+            write.record.hash, None,
+        )  # fmt: skip
+        return Fired(row, write.record)
 
     # -- timers and the outbox ---------------------------------------------------------------------
 
@@ -541,7 +764,7 @@ class Store:
                         tx.commit()
                         return None
                     after = self._write_step(conn, row, write, now, stamp)
-                    if after is None:
+                    if after is None or not self._cascade(conn, write, now, stamp):
                         tx.rollback()
                         continue
                     self._finish_timer(conn, timer.id, stamp, outcome)
@@ -996,6 +1219,13 @@ def _audit_record(row: Row[Any]) -> AuditRecord:
     m["case_id"] = int(m["case_id"])
     return AuditRecord(**m)
 
+
+def _period_lock(definition_id: str, schedule: str, period: datetime) -> int:
+    """A 64-bit advisory lock key for one schedule period (PostgreSQL)."""
+    digest = hashlib.blake2b(f"{definition_id}|{schedule}|{period.isoformat()}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
 def _check_query(query: CaseQuery) -> None:
     """Refuse a data filter that has no JSON form (NaN, Infinity): neither database can compare with it."""
     from sopflow.engine.errors import UsageError
@@ -1008,3 +1238,7 @@ def _check_query(query: CaseQuery) -> None:
                 f"the filter on data field `{name}` compares with {value!r}, which has no JSON form",
                 hint="compare with a finite number, text, true, false or null",
             ) from None
+
+
+def _link(row: Sequence[Any]) -> CaseLink:
+    return CaseLink(int(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), bool(row[5]))
