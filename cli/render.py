@@ -135,6 +135,8 @@ def _label(state: State) -> list[str]:
             else f"{'all of' if a.rule == 'all_of' else 'any of'} {', '.join(a.roles)}"
         )
         lines.append(f"approval: {rule}")
+    if state.subprocess:
+        lines.append(f"sub-process: {state.subprocess.definition}")
     return [line for line in lines if line]
 
 
@@ -149,6 +151,9 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
         if state.approval:
             edges.append((state.name, state.approval.approved, "approved"))
             edges.append((state.name, state.approval.rejected, "rejected"))
+        if state.subprocess:
+            for outcome, target in state.subprocess.on.items():
+                edges.append((state.name, target, f"{state.subprocess.definition} {outcome}"))
     return edges
 
 

@@ -5,7 +5,9 @@ links both ways. The fixtures: purchase → quote → sign-off (tests/fixtures/n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -172,3 +174,32 @@ def test_the_content_pipeline_runs_content_review_as_its_review(database_url: st
         assert pipeline.state == "creation"
         assert pipeline.data["review_rejection"] == "与品牌调性不符"
         assert sop.verify().ok, sop.verify().findings
+
+
+def test_show_history_and_diagram_link_parent_and_child(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    db = f"sqlite:///{tmp_path / 'links.db'}"
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--db", db, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("deploy", str(NESTED))
+    run("--as", "alice", "start", "purchase", "--data", '{"item": "desk", "amount": 300}')
+    run("--as", "alice", "fire", "1", "request")
+    assert "child    case 2  quote  asking  open" in run("show", "1")
+    assert "parent   case 1 (started this case by its record 2)" in run("show", "2")
+    shown = json.loads(run("--json", "show", "1"))
+    assert shown["children"] == [{"case": 2, "definition": "quote", "state": "asking", "open": True}]
+    assert "[sub-process of case 1]" in run("history", "2")
+    assert "%% sub-process: case 2 (quote, asking, open)" in run("diagram", "1")
+    assert "// parent: case 1" in run("diagram", "2", "--format", "dot")
+    run("--as", "alice", "fire", "1", "cancel")
+    assert "[closed by case 1]" in run("history", "2")
+    assert "(closed)" in run("show", "2")
+    assert "sub-process: quote" in run("diagram", str(NESTED / "purchase.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -12,6 +12,9 @@ from sopflow.cli.main import emit, settings
 from sopflow.cli.output import case_dict, print_result, record_dict
 from sopflow.cli.params import CASE, JSON_FILE, JSON_OBJECT, LIMIT, VERSION, WHERE, Where, data_of
 from sopflow.cli.render import ago, safe_lines, table, text
+
+if TYPE_CHECKING:
+    from sopflow.engine.audit import AuditRecord
 
 
 @click.command()
@@ -85,10 +88,18 @@ def show(case: int) -> None:
     options = engine.options(c.id, viewer) if viewer else []
     deadlines = engine.deadlines(c.id)
     now = engine.clock()
+    parent, children = engine.links(c.id)
     if s.json:
         emit(
             {
                 "case": case_dict(c),
+                "parent": None
+                if parent is None
+                else {"case": parent.parent_case_id, "record": parent.parent_seq},
+                "children": [
+                    {"case": k.case_id, "definition": k.definition_id, "state": k.state, "open": k.open}
+                    for k in children
+                ],
                 "options": [
                     {
                         "event": o.event,
@@ -119,6 +130,10 @@ def show(case: int) -> None:
         f"; version {c.version}"
     )
     echo("data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         "))
+    if parent is not None:
+        echo(f"parent   case {parent.parent_case_id} (started this case by its record {parent.parent_seq})")
+    for k in children:
+        echo(f"child    case {k.case_id}  {k.definition_id}  {k.state}  {'open' if k.open else 'closed'}")
     approval = engine.approval_progress(c.id)
     if approval is not None:
         echo(f"approval {approval}")
@@ -241,6 +256,19 @@ def list_cases(
     )
 
 
+def _linked(record: AuditRecord) -> str:
+    """The sub-process link a record carries, in words (empty for most records)."""
+    from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME
+
+    parent = record.detail.get("parent")
+    if isinstance(parent, dict):
+        how = "closed by" if record.event == CLOSED_BY_PARENT else "sub-process of"
+        return f" [{how} case {parent.get('case')}]"
+    if record.event == RESUME and record.outcome == "accepted":
+        return f" [case {record.payload.get('case')} closed: {record.payload.get('outcome')}]"
+    return ""
+
+
 @click.command()
 @click.argument("case", type=CASE)
 def history(case: int) -> None:
@@ -254,6 +282,7 @@ def history(case: int) -> None:
     for r in records:
         who = r.actor + (f" for {r.on_behalf_of}" if r.on_behalf_of else "")
         move = f"{r.from_state or '·'} → {r.to_state}" if r.outcome == "accepted" else f"REFUSED: {r.reason}"
+        move += _linked(r)
         role = ROLE_WORDS.get(r.role or "", r.role or "")
         rows.append((r.seq, r.at[:19].replace("T", " "), who, role, r.event, move, r.comment or ""))
     # One line per record, about a terminal wide: long reasons and comments are cut (`--json` has them

@@ -269,7 +269,21 @@ def diagram(target: str, fmt: str) -> None:
         path = [r.to_state for r in history if r.outcome == "accepted" and r.to_state]
         routes = [r["choice"] for rec in history for r in rec.detail.get("routes", [])]
         defn = engine.definition(case.definition_id, case.definition_version)
-        _drawn(defn, fmt, draw(defn, [*path, *routes], case.state), case.id, case.state)
+        chart = draw(defn, [*path, *routes], case.state)
+        parent, children = engine.links(case.id)
+        # The linked cases, as comments both formats keep: a diagram draws one case's definition.
+        mark = "%%" if fmt == "mermaid" else "//"
+        notes = [f"  {mark} parent: case {parent.parent_case_id}"] if parent else []
+        notes += [
+            f"  {mark} sub-process: case {c.case_id} ({c.definition_id}, {c.state}, "
+            f"{'open' if c.open else 'closed'})"
+            for c in children
+        ]
+        if notes and fmt == "dot":
+            chart = chart.rstrip().removesuffix("}") + "\n".join(notes) + "\n}"
+        elif notes:
+            chart = chart.rstrip("\n") + "\n" + "\n".join(notes)
+        _drawn(defn, fmt, chart, case.id, case.state)
         return
     from sopflow.engine.definition.validate import load_definition_file
 
