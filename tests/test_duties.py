@@ -186,3 +186,78 @@ def test_an_event_only_the_clock_fires_is_refused_to_people_and_offered_to_nobod
     assert case.state == "expired"
     assert engine.history(case_id)[-1].actor == "$system"
     assert engine.verify(case_id).ok
+
+
+def test_a_person_in_the_start_data_is_checked_when_the_case_starts(engine: Engine) -> None:
+    with pytest.raises(InvalidData) as wrong:
+        engine.start("expense-reimbursement", {**CLAIM, "payer": "li.lei"}, actor="qian.yu")
+    assert wrong.value.message == "data field `payer` names li.lei, who does not hold the role finance"
+    assert wrong.value.hint == "give a member of finance: qian.yu, lin.fei"
+    assert engine.cases() == []
+    started = engine.start("expense-reimbursement", {**CLAIM, "payer": "lin.fei"}, actor="qian.yu")
+    assert started.case.data["payer"] == "lin.fei"
+
+
+def test_the_task_list_leaves_out_an_event_the_person_is_excluded_from(engine: Engine) -> None:
+    case_id = submitted(engine)
+    engine.fire(case_id, "approve", actor="li.lei", payload={"payer": "qian.yu"})
+    assert [t.case.id for t in engine.tasks("qian.yu")] == []  # her own claim, though she is its payer
+    (task,) = engine.tasks("lin.fei")
+    assert (task.case.id, task.events) == (case_id, ("pay",))
+
+
+VETOLESS = """
+id: vetoless
+version: 1
+title: {zh: 测试, en: Vetoless}
+initial: draft
+states:
+  draft:
+    title: {zh: 草稿, en: Draft}
+    owner: operations_manager
+    on:
+      submit: {to: vote, by: [$starter]}
+  vote:
+    title: {zh: 审批, en: Vote}
+    owner: operations_manager
+    approval:
+      any_of: [operations_manager]
+      not_by: [$starter]
+      submitter_may_approve: true
+      veto: false
+      approved: done
+      rejected: draft
+  done:
+    title: {zh: 完成, en: Done}
+    final: true
+"""
+
+
+def test_an_approval_rejects_once_only_excluded_people_could_still_approve(
+    engine: Engine, tmp_path: Any
+) -> None:
+    """Two managers, no veto: the claimant's colleague rejecting leaves only the claimant, whom `not_by`
+    excludes, so the vote is lost at once instead of waiting for a vote nobody may cast."""
+    (tmp_path / "vetoless.yaml").write_text(VETOLESS, encoding="utf-8")
+    engine.deploy([tmp_path / "vetoless.yaml"])
+    case_id = engine.start("vetoless", {}, actor="li.lei").case.id
+    engine.fire(case_id, "submit", actor="li.lei")
+    result = engine.fire(case_id, "reject", actor="zhao.min", comment="no receipt")
+    assert result.case.state == "draft"
+    assert result.record.detail["outcome"] == "rejected"
+    assert engine.verify(case_id).ok
+
+
+def test_simulate_does_not_offer_an_event_only_the_clock_fires() -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    result = CliRunner().invoke(
+        cli,
+        ["--as", "qian.yu", "simulate", str(EXAMPLES / "expense-reimbursement.yaml"), "--data",
+         '{"purpose": "taxi", "amount": 120, "department": "finance"}', "submit"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "next: approve by operations_manager" in result.output
+    assert "expire" not in result.output
