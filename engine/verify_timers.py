@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.definition.model import Definition, WorkingCalendar
-from sopflow.engine.timers import TIMEOUT_PREFIX, on_entry
+from sopflow.engine.timers import TIMEOUT_PREFIX, on_entry, rung_due
 
 TimerKey = tuple[str, str, int]
 """(kind, name, rung) of a timer."""
@@ -27,6 +27,8 @@ LiveTimer = tuple[str, str, int, datetime, bool, str | None]
 class TimerReplay:
     pending: dict[TimerKey, datetime] = field(default_factory=dict)
     breached: set[str] = field(default_factory=set)
+    started: dict[str, datetime] = field(default_factory=dict)
+    """When each deadline's running span started (rungs `from: start` count from it)."""
 
     def step(
         self,
@@ -51,11 +53,19 @@ class TimerReplay:
             # does not restart it.
             if spec.kind == "deadline" and (key in self.pending or spec.name in self.breached):
                 continue
+            if spec.kind == "deadline":
+                self.started[spec.name] = at
             self.pending[key] = spec.due_at
 
-    def system(self, definition: Definition, rec: AuditRecord, at: datetime) -> str | None:
-        """Consume the timer a record of the system answers (a breach also starts its escalation rungs);
-        what is wrong, or None."""
+    def system(
+        self,
+        definition: Definition,
+        rec: AuditRecord,
+        at: datetime,
+        calendar: WorkingCalendar | None = None,
+    ) -> str | None:
+        """Consume the timer a record of the system answers (a breach also starts its escalation rungs,
+        counted by `calendar`, the org's in force at the breach); what is wrong, or None."""
         detail = rec.detail
         if rec.event == "deadline_breached":
             name = str(detail.get("deadline"))
@@ -65,8 +75,24 @@ class TimerReplay:
             due = datetime.fromisoformat(str(detail.get("due_at")))
             deadline = next(d for d in definition.deadlines if d.name == name)
             self.breached.add(name)
+            started = self.started.get(name)
+            recorded = detail.get("span_started_at")
+            if recorded is None or calendar is None or started is None:
+                # A breach recorded before rungs counted in the deadline's calendar: clock time from it.
+                for number, escalation in enumerate(deadline.escalate, 1):
+                    self.pending[("escalation", name, number)] = due + timedelta(
+                        seconds=escalation.after_seconds
+                    )
+                return None
+            if iso(datetime.fromisoformat(str(recorded))) != iso(started):
+                return (
+                    f"the breach of `{name}` says its span started {recorded}, "
+                    f"its records give {iso(started)}"
+                )
             for number, escalation in enumerate(deadline.escalate, 1):
-                self.pending[("escalation", name, number)] = due + timedelta(seconds=escalation.after_seconds)
+                self.pending[("escalation", name, number)] = rung_due(
+                    deadline, escalation, due, started, calendar
+                )
             return None
         if detail.get("timer") == "timeout":
             key = ("timeout", TIMEOUT_PREFIX + (rec.from_state or ""), 0)

@@ -30,7 +30,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Definition, Escalation, Org
 from sopflow.engine.errors import Conflict, DatabaseUnavailable, OutcomeUnknown, SopflowError
 from sopflow.engine.runtime import Engine
+from sopflow.engine.scheduler import Scheduler
 from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, take_step
 from sopflow.engine.store import (
     CaseChange,
@@ -52,7 +53,7 @@ from sopflow.engine.store import (
     Write,
 )
 from sopflow.engine.store.database import LOCK_WAIT
-from sopflow.engine.timers import TIMEOUT_PREFIX
+from sopflow.engine.timers import TIMEOUT_PREFIX, rung_due
 
 log = logging.getLogger("sopflow.worker")
 
@@ -224,6 +225,7 @@ class Worker:
         self.channels: dict[str, Channel] = {c.name: c for c in channels} or {"console": ConsoleChannel()}
         self.retry_cap = retry_cap
         self.health = Health(self.name, datetime.now(UTC))
+        self.scheduler = Scheduler(engine)
 
     # -- timers ------------------------------------------------------------------------------------
 
@@ -232,6 +234,10 @@ class Worker:
         Leases are taken on the engine's clock at each claim, whatever `now` says."""
         report = TickReport()
         moment = now or self.engine.clock()
+        # Cases a schedule starts first: their first timers then fire in the same tick when due.
+        started = self.scheduler.start_due(moment)
+        if started:
+            report.fired["schedule"] = started
         tried: set[int] = set()
         while True:
             due = self.engine.store.claim_timers(
@@ -275,7 +281,7 @@ class Worker:
             if row.entered_seq != timer.entered_seq or timer.name != TIMEOUT_PREFIX + row.state:
                 return None
             assert state.timeout is not None
-            return self._system_event(
+            write = self._system_event(
                 compiled,
                 row,
                 reads,
@@ -283,24 +289,44 @@ class Worker:
                 now,
                 {"timer": "timeout", "after_seconds": state.timeout.after_seconds},
             )
+            if not state.timeout.notify:
+                return write
+            # A timeout may tell people as well as fire: whether its event was taken or refused, they
+            # hear of it in the same transaction.
+            org = self.engine.org_in(reads)
+            subject = (
+                f"{definition.key} case {row.id}: the timeout of `{row.state}` "
+                f"({definition.states[row.state].title}) fired `{state.timeout.fire}`"
+            )
+            detail = {"timer": "timeout", "fire": state.timeout.fire}
+            notices = tuple(
+                n
+                for recipient in state.timeout.notify
+                for n in self._notices(row, definition, org, recipient, subject, detail)
+            )
+            return replace(write, notify=(*write.notify, *notices))
         deadline = next((d for d in definition.deadlines if d.name == timer.name), None)
         if deadline is None:
             return None
         if timer.kind == "deadline":
+            # The span's start is the time of the record that started the timer: a rung `from: start`
+            # counts from it, and the breach records it so that `audit verify` counts rungs the same way.
+            started = reads.record_at(row.id, timer.entered_seq)
+            span_start = datetime.fromisoformat(started) if started is not None else timer.due_at
+            calendar = self.engine.org_in(reads).calendar
             rungs = tuple(
                 TimerSpec(
-                    "escalation", deadline.name, i, timer.due_at + timedelta(seconds=rung.after_seconds)
+                    "escalation",
+                    deadline.name,
+                    i,
+                    rung_due(deadline, rung, timer.due_at, span_start, calendar),
                 )
                 for i, rung in enumerate(deadline.escalate, 1)
             )
-            record = self._record(
-                compiled,
-                row,
-                now,
-                "deadline_breached",
-                row.state,
-                {"deadline": deadline.name, "due_at": timer.due_at.isoformat()},
-            )
+            detail = {"deadline": deadline.name, "due_at": timer.due_at.isoformat()}
+            if deadline.escalate:
+                detail["span_started_at"] = span_start.isoformat()
+            record = self._record(compiled, row, now, "deadline_breached", row.state, detail)
             return Write(record, None, start_timers=rungs)
         return self._escalate(compiled, row, reads, deadline.escalate[timer.rung - 1], timer, now)
 

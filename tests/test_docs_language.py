@@ -315,6 +315,13 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
     **keyed("escalate", rungs, ("notify", "reassign", "fire", "after")),
     "escalation ladder of several rungs": lambda: any(len(d.get("escalate", [])) >= 3 for d in deadlines()),
     "escalation notifies a user": lambda: any(r.get("notify") in org()["users"] for r in rungs()),
+    "deadline restart on_reentry": lambda: any(d.get("restart") == "on_reentry" for d in deadlines()),
+    "escalation from start": lambda: any(r.get("from") == "start" for r in rungs()),
+    "timeout notify": lambda: any("notify" in s.get("timeout", {}) for s in all_states()),
+    "schedule cron": lambda: any("cron" in s for d in definitions() for s in d.get("schedules", {}).values()),
+    **{f"schedule {key}": (lambda key=key: any(  # type: ignore[misc]
+        key in s for d in definitions() for s in d.get("schedules", {}).values()))
+       for key in ("title", "working_day", "data")},
     "a compound duration": compound_duration,
     **{f"guard uses {word}": guard_uses(word) for word in (
         " in ", "has(", "size(", ".startsWith(", ".endsWith(", ".contains(", ".matches(", ".all(", ".exists(",

@@ -57,6 +57,8 @@ from sopflow.engine.store.tables import (
 )
 
 MAX_ATTEMPTS = 20
+SYSTEM_STARTER = "$system"
+"""The starter of a case a schedule started (the definition model's SYSTEM; the store imports no model)."""
 MAX_CASCADE = 16
 """How deep one step may reach through linked sub-process cases (the checker refuses cycles)."""
 SYSTEM_STARTER = "$system"

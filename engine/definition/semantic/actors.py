@@ -23,6 +23,10 @@ def _role_refs(ctx: Context) -> Iterator[tuple[str, Path, bool]]:
             yield from _approval_role_refs(s.approval)
         if s.assign is not None and s.assign.kind != "from_data":
             yield s.assign.value, (*s.assign.path, s.assign.kind), False
+        if s.timeout is not None:
+            single = isinstance(ctx.raw((*s.timeout.path, "notify")), str)
+            for i, name in enumerate(s.timeout.notify):
+                yield name, (*s.timeout.path, "notify") if single else (*s.timeout.path, "notify", i), True
     for d in ctx.defn.deadlines:
         for e in d.escalate:
             if e.action in ("notify", "reassign") and e.target:  # no target: bad-escalation

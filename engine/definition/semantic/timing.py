@@ -161,6 +161,23 @@ def check_deadline_closes(ctx: Context) -> Iterator[Problem]:
             )
 
 
+def check_rungs_after_breach(ctx: Context) -> Iterator[Problem]:
+    """A rung counted `from: start` acts no earlier than the breach: an `after` shorter than `within`
+    would act at the breach, which is a rung without `from: start` written the long way round."""
+    for d in ctx.defn.deadlines:
+        for e in d.escalate:
+            if e.counted_from == "start" and 0 < d.within_seconds and e.after_seconds < d.within_seconds:
+                after = ctx.raw((*e.path, "after"))
+                yield ctx.problem(
+                    (*e.path, "after") if after is not None else e.path,
+                    "escalation-before-breach",
+                    f"the rung counts `after` from the span's start, but {after or '0s'} is within the "
+                    f"deadline's {ctx.raw((*d.path, 'within'))}: it can only act at the breach",
+                    "make `after` longer than `within`, or drop `from: start` to count from the breach",
+                    severity="warning",
+                )
+
+
 def check_escalations(ctx: Context) -> Iterator[Problem]:
     for d in ctx.defn.deadlines:
         for e in d.escalate:

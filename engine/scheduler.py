@@ -1,0 +1,214 @@
+"""Starting cases on a calendar: every due period of every deployed definition's schedules, once.
+
+The worker (and `sopflow tick`) calls `Scheduler.start_due` on each tick. A period is due when its
+occurrence comes after the schedule was first deployed (the earliest deployed version of the definition
+that has a schedule of that name) and its moment, moved to a working day, has come. Periods missed while
+no worker ran are all started when one returns, oldest first. The case starts on the newest version of
+the definition, by the system, with the schedule's data and the period in its `period_field`; its start
+record names the schedule and the period, and `audit verify` accepts a start by the system only for a
+schedule of the definition.
+
+Exactly once: `Store.start_period` inserts the period's row in the same transaction as the case, and the
+row's primary key refuses a second start (a second worker finds it, or on PostgreSQL skips a period
+another worker holds and comes back to it on its next look).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sopflow.engine.audit import AuditRecord, iso, seal
+from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.definition.model import Org, Schedule
+from sopflow.engine.runtime import Engine
+from sopflow.engine.schedule import Period, occurrences, period_label, start_data
+from sopflow.engine.step import SYSTEM_ACTOR, People, start_step
+from sopflow.engine.store import CaseChange, Write
+from sopflow.engine.store.records import DefinitionRow
+from sopflow.engine.timers import on_entry
+
+LOOK_AHEAD = timedelta(days=800)
+"""How far `status` looks for a schedule's next period (a yearly one, moved, is found)."""
+BATCH = 200
+"""Periods looked at per round: the due list is read again after each round, so workers that share the
+work skip what the others started meanwhile instead of trying it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DuePeriod:
+    compiled: CompiledDefinition
+    schedule: Schedule
+    period: Period
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    """What `sopflow defs show` says about one schedule."""
+
+    name: str
+    schedule: Schedule
+    since: datetime
+    next_due: datetime | None
+    last_period: str | None
+    last_case: int | None
+    started: int
+
+
+class Scheduler:
+    """Starts the due periods of the schedules of an engine's deployed definitions."""
+
+    def __init__(self, engine: Engine, *, rng: random.Random | None = None) -> None:
+        self.engine = engine
+        self._rng = rng or random.Random()  # noqa: S311 - an order to try periods in, not a secret
+        self._rows: tuple[tuple[str, int], ...] = ()
+        self._anchors: dict[tuple[str, str], tuple[CompiledDefinition, datetime]] = {}
+
+    def start_due(self, now: datetime, limit: int | None = None) -> int:
+        """Start every period due at `now` (at most `limit`); how many this worker started."""
+        started = 0
+        while limit is None or started < limit:
+            due = list(self.due(now, BATCH))
+            if not due:
+                return started
+            # Workers that look at the same list at the same time take it in different orders, so that
+            # each mostly finds periods nobody holds.
+            self._rng.shuffle(due)
+            progress = 0
+            for item in due:
+                if limit is not None and started >= limit:
+                    break
+                if self.start(item, now):
+                    started += 1
+                    progress += 1
+            if progress == 0:
+                # Everything due is held by other workers (PostgreSQL) or was started by them.
+                return started
+        return started
+
+    def due(self, now: datetime, limit: int | None = None) -> Iterator[DuePeriod]:
+        """The periods due at `now` that no case was started for yet, oldest first per schedule."""
+        org = self.engine.org()
+        count = 0
+        for (definition_id, name), (compiled, since) in self._schedules().items():
+            schedule = next(s for s in compiled.definition.schedules if s.name == name)
+            started = self.engine.store.started_periods(definition_id, name, since)
+            for period in occurrences(schedule, org.calendar, since, now):
+                if period.period in started:
+                    continue
+                yield DuePeriod(compiled, schedule, period)
+                count += 1
+                if limit is not None and count >= limit:
+                    return
+
+    def start(self, item: DuePeriod, now: datetime) -> bool:
+        """Start the case of one period; False when it was (or is being) started by another worker."""
+        compiled, schedule, period = item.compiled, item.schedule, item.period
+        definition = compiled.definition
+        org = self.engine.org()
+        data = start_data(schedule, period.period, org.calendar)
+        step = start_step(compiled, SYSTEM_ACTOR, data, _people(self.engine, org))
+        timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
+        change = CaseChange(
+            state=step.to_state,
+            open=not definition.states[step.to_state].final,
+            data=step.data,
+            assignee=step.assignee,
+            submitter=SYSTEM_ACTOR.id,
+            entered=True,
+        )
+        detail = {
+            **step.detail,
+            "schedule": schedule.name,
+            "period": period_label(period.period, org.calendar),
+            "due_at": iso(period.due),
+        }
+
+        def make_write(case_id: int) -> Write:
+            record = seal(
+                AuditRecord(
+                    case_id=case_id,
+                    seq=1,
+                    at=iso(now),
+                    actor=SYSTEM_ACTOR.id,
+                    role=step.role,
+                    event="start",
+                    from_state=None,
+                    to_state=step.to_state,
+                    outcome="accepted",
+                    definition_hash=definition.content_hash,
+                    prev_hash="0" * 64,
+                    data_change=step.data_change,
+                    detail=detail,
+                )
+            )
+            return Write(record, change, start_timers=timers.start)
+
+        fired = self.engine.store.start_period(
+            definition.id,
+            definition.version,
+            schedule.name,
+            period.period,
+            period.due,
+            now,
+            change,
+            make_write,
+        )
+        return fired is not None
+
+    def status(self, definition_id: str, now: datetime) -> list[ScheduleStatus]:
+        """Each schedule of the definition's newest version: since when it runs, its next period, the
+        last period it started and that period's case."""
+        org = self.engine.org()
+        last = self.engine.store.last_periods(definition_id)
+        out = []
+        for (did, name), (compiled, since) in self._schedules().items():
+            if did != definition_id:
+                continue
+            schedule = next(s for s in compiled.definition.schedules if s.name == name)
+            upcoming = next(occurrences(schedule, org.calendar, max(since, now), now + LOOK_AHEAD), None)
+            period, case, count = last.get(name, (None, None, 0))
+            out.append(
+                ScheduleStatus(
+                    name,
+                    schedule,
+                    since,
+                    None if upcoming is None else upcoming.due,
+                    None if period is None else period_label(period, org.calendar),
+                    case,
+                    count,
+                )
+            )
+        return out
+
+    def _schedules(self) -> dict[tuple[str, str], tuple[CompiledDefinition, datetime]]:
+        """(definition id, schedule name) → the newest version's compiled definition and the moment the
+        schedule was first deployed. Read again only when the deployed versions change."""
+        keys = tuple(self.engine.store.definition_keys())
+        if keys == self._rows:
+            return self._anchors
+        rows: dict[str, list[DefinitionRow]] = {}
+        for row in self.engine.store.definitions():
+            rows.setdefault(row.definition_id, []).append(row)
+        anchors: dict[tuple[str, str], tuple[CompiledDefinition, datetime]] = {}
+        for definition_id, versions in rows.items():
+            versions.sort(key=lambda r: r.version)
+            newest = self.engine.compiled(definition_id, versions[-1].version)
+            for schedule in newest.definition.schedules:
+                first = min(
+                    r.deployed_at
+                    for r in versions
+                    if any(
+                        s.name == schedule.name
+                        for s in self.engine.compiled(definition_id, r.version).definition.schedules
+                    )
+                )
+                anchors[(definition_id, schedule.name)] = (newest, first)
+        self._rows, self._anchors = keys, anchors
+        return anchors
+
+
+def _people(engine: Engine, org: Org) -> People:
+    return People(org, lambda role: engine.store.least_loaded(org.members(role)))

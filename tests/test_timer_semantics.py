@@ -1,0 +1,104 @@
+"""The timer semantics a definition states, on SQLite and PostgreSQL: a deadline keeps its first clock when
+its span is entered again (`restart: never`, the default) or starts again (`restart: on_reentry`); an
+escalation rung counts in its deadline's calendar, from the breach or (`from: start`) from the span's
+start; a timeout may notify as well as fire. Every case passes `audit verify` afterwards, so the replay
+counts timers the way the runtime does."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sopflow.engine.runtime import Engine
+from sopflow.engine.worker import ConsoleChannel, Worker
+from tests.conftest import ROOT, Clock, engine_on
+
+TIMING = ROOT / "tests" / "fixtures" / "timing"
+
+
+@pytest.fixture
+def engine(database_url: str, clock: Clock) -> Iterator[Engine]:
+    # Thursday 5 March 2026, 16:00 in Beijing: two working hours are left that day.
+    clock.now = datetime(2026, 3, 5, 8, 0, tzinfo=UTC)
+    yield from engine_on(database_url, clock, TIMING)
+
+
+def deadlines(engine: Engine, case_id: int) -> dict[str, datetime]:
+    return {d.name: d.due_at for d in engine.deadlines(case_id)}
+
+
+def submitted(engine: Engine) -> int:
+    case_id = engine.start("review", {"title": "t"}, actor="ann").case.id
+    engine.fire(case_id, "submit", actor="ann")
+    return case_id
+
+
+def test_reentering_the_span_keeps_the_first_clock_unless_the_deadline_restarts(
+    engine: Engine, clock: Clock
+) -> None:
+    t0 = clock.now
+    case_id = submitted(engine)
+    clock.advance(hours=1)
+    engine.fire(case_id, "send_back", actor="lin")
+    clock.advance(hours=1)
+    engine.fire(case_id, "submit", actor="ann")
+    due = deadlines(engine, case_id)
+    assert due["kept"] == t0 + timedelta(hours=4)
+    assert due["restarted"] == t0 + timedelta(hours=2, minutes=0) + timedelta(hours=4)
+    assert engine.verify(case_id).ok
+
+
+def test_a_restart_after_a_breach_closes_the_breach_and_runs_a_new_clock(
+    engine: Engine, clock: Clock
+) -> None:
+    t0 = clock.now
+    case_id = submitted(engine)
+    worker = Worker(engine, channels=[ConsoleChannel(write=lambda _line: None)])
+    clock.advance(hours=4)
+    worker.tick()
+    assert {o.name for o in engine.overdue() if o.case_id == case_id} >= {"kept", "restarted"}
+    engine.fire(case_id, "send_back", actor="lin")
+    clock.advance(minutes=30)
+    engine.fire(case_id, "submit", actor="ann")
+    overdue = {o.name for o in engine.overdue() if o.case_id == case_id}
+    assert "kept" in overdue
+    assert "restarted" not in overdue
+    assert deadlines(engine, case_id)["restarted"] == t0 + timedelta(hours=4, minutes=30) + timedelta(hours=4)
+    outcomes = [(name, outcome) for _kind, name, _rung, outcome in engine.store.timer_outcomes(case_id)]
+    assert ("restarted", "late") in outcomes
+    assert engine.verify(case_id).ok
+
+
+def test_rungs_count_working_time_from_the_breach_or_from_the_start(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    worker = Worker(engine, channels=[ConsoleChannel(write=lambda _line: None)])
+    # The 2 working hours end at 18:00 Beijing on Thursday (10:00 UTC).
+    assert deadlines(engine, case_id)["working"] == datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
+    clock.now = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
+    worker.tick()
+    rungs = {t.rung: t.due_at for t in engine.store.pending_timers(case_id) if t.kind == "escalation"}
+    # Rung 1, an hour after the breach in working time: Friday 10:00 Beijing, not Thursday 19:00.
+    assert rungs[1] == datetime(2026, 3, 6, 2, 0, tzinfo=UTC)
+    # Rung 2, 24 working hours from the span's start (Thursday 16:00): Thu 2, Fri 8, Mon 8 and Tuesday
+    # 09:00-12:00 and 13:00-16:00, so Tuesday 16:00 Beijing.
+    assert rungs[2] == datetime(2026, 3, 10, 8, 0, tzinfo=UTC)
+    clock.now = rungs[2]
+    assert worker.tick().fired["escalation"] == 2
+    assert engine.verify(case_id).ok
+
+
+def test_a_timeout_notifies_as_well_as_fires(engine: Engine, clock: Clock) -> None:
+    case_id = submitted(engine)
+    engine.fire(case_id, "hold", actor="lin")
+    lines: list[str] = []
+    worker = Worker(engine, channels=[ConsoleChannel(write=lines.append)])
+    clock.advance(hours=2)
+    report = worker.tick()
+    assert report.fired["timeout"] == 1
+    assert engine.case(case_id).state == "published"
+    told = sorted(line.split("]")[0] for line in lines)
+    assert told == ["[notify dai", "[notify lead"]
+    assert all("fired `give_up`" in line for line in lines)
+    assert engine.verify(case_id).ok
