@@ -134,7 +134,7 @@ def _label(state: State) -> list[str]:
             if a.rule == "quorum"
             else f"{'all of' if a.rule == 'all_of' else 'any of'} {', '.join(a.roles)}"
         )
-        lines.append(f"approval: {rule}")
+        lines.append(f"approval: {rule}" + (f", not by {', '.join(a.not_by)}" if a.not_by else ""))
     if state.subprocess:
         lines.append(f"sub-process: {state.subprocess.definition}")
     return [line for line in lines if line]
@@ -145,6 +145,9 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
     for state in definition.states.values():
         for t in state.transitions:
             label = t.event + (f" [{t.when.text}]" if t.when else "")
+            # Who may not fire it and whether only the clock does are part of the rule the chart shows.
+            label += " (clock only)" if t.clock_only else ""
+            label += f" not by {', '.join(t.not_by)}" if t.not_by else ""
             edges.append((state.name, t.target, label))
         for b in state.choice:
             edges.append((state.name, b.target, b.when.text if b.when else "else"))

@@ -261,3 +261,15 @@ def test_simulate_does_not_offer_an_event_only_the_clock_fires() -> None:
     assert result.exit_code == 0, result.output
     assert "next: approve by operations_manager" in result.output
     assert "expire" not in result.output
+
+
+def test_the_diagram_shows_who_may_not_act_and_what_only_the_clock_fires() -> None:
+    from sopflow.cli.render import mermaid
+    from sopflow.engine.definition.validate import validate_paths
+
+    report = validate_paths([EXAMPLES])
+    (definition,) = [d for d in report.definitions if d.id == "expense-reimbursement"]
+    chart = mermaid(definition)
+    assert 'manager_approval -->|"expire (clock only)"| expired' in chart
+    assert 'paying -->|"pay not by $starter, fired:approve"| paid' in chart
+    assert "approval: any of operations_manager, not by $starter" in chart
