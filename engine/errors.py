@@ -149,6 +149,22 @@ class Conflict(SopflowError):
     kind = "conflict"
 
 
+class StrandedCases(Conflict):
+    """A new org would leave running cases pointing at people or roles it no longer has; `stranded` says,
+    per case, what each would lose. Nothing was deployed."""
+
+    kind = "stranded-cases"
+
+    def __init__(self, message: str, stranded: Iterable[tuple[int, str]], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.stranded: tuple[tuple[int, str], ...] = tuple(stranded)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = super().as_dict()
+        out["cases"] = [{"case": case, "problem": problem} for case, problem in self.stranded]
+        return out
+
+
 class AuditBroken(SopflowError):
     """`audit verify` found a record whose hash, order or replayed state is wrong."""
 

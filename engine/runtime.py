@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine import people, subprocesses
+from sopflow.engine import org_change, people, subprocesses
 from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
@@ -41,6 +41,7 @@ from sopflow.engine.errors import (
     NotFound,
     OutcomeUnknown,
     SopflowError,
+    StrandedCases,
     UsageError,
 )
 from sopflow.engine.step import (
@@ -147,6 +148,8 @@ class Deployed:
 
     definitions: Mapping[str, bool]
     org_changed: bool
+    stranded: tuple[tuple[int, str], ...] = ()
+    """With `allow_stranded`: per running case (0 for a delegation), what the new org took from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,16 +217,34 @@ class Engine:
         *,
         actor: str | None = None,
         progress: Callable[[int, int], None] | None = None,
+        allow_stranded: bool = False,
     ) -> Deployed:
         """Check and store definitions and the org from files or folders. Nothing is stored unless
-        every file is free of errors. Identical content is a no-op; changed content under an unchanged
-        `version:` is a Conflict."""
+        every file is free of errors (two org files are an error). Identical content is a no-op; changed
+        content under an unchanged `version:` is a Conflict. An org that drops people or roles running
+        cases still point at is refused (`StrandedCases`, per case), unless `allow_stranded`: then it
+        is deployed and `Deployed.stranded` names them."""
         from sopflow.engine.definition.validate import validate_paths
 
         report = validate_paths(paths)
         if not report.ok:
             raise DefinitionError(report.problems)
         now = self.clock()
+        stranded: list[tuple[int, str]] = []
+        deployed_org = self.store.org()
+        if report.org is not None and deployed_org is not None:
+            if deployed_org.content_hash != report.org.content_hash:
+                stranded = org_change.stranded(self, report.org, now)
+            if stranded and not allow_stranded:
+                first = stranded[0]
+                where = f"case {first[0]}" if first[0] else "a running delegation"
+                raise StrandedCases(
+                    f"the org in {report.org.file} would strand {len(stranded)} running case(s) or "
+                    f"delegation(s); the first, {where}: {first[1]}; nothing was deployed",
+                    stranded,
+                    hint="reassign or close those cases first, or deploy with --allow-stranded and "
+                    "reassign them after",
+                )
         org_row: OrgRow | None = None
         if report.org is not None:
             org_row = OrgRow(
@@ -254,7 +275,7 @@ class Engine:
                 )
             )
         org_changed, done = self.store.deploy(org_row, rows)
-        return Deployed(done, org_changed)
+        return Deployed(done, org_changed, tuple(stranded))
 
     def definitions(self) -> list[Definition]:
         """Every deployed definition version, oldest version first per id."""

@@ -300,10 +300,20 @@ def _drawn(defn: Definition, fmt: str, chart: str, case: int | None, current: st
 
 @click.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-def deploy(paths: tuple[Path, ...]) -> None:
+@click.option(
+    "--allow-stranded",
+    is_flag=True,
+    help="Deploy an org that drops people or roles running cases still point at, and list those cases.",
+)
+def deploy(paths: tuple[Path, ...], allow_stranded: bool) -> None:
     """Check and store definitions and the org (default: definitions/). Nothing is stored unless every
-    file is clean. Identical content is a no-op; changed content needs a new `version:`."""
+    file is clean (one org file at most). Identical content is a no-op; changed content needs a new
+    `version:`. An org that drops people or roles running cases point at (assignees, submitters, people
+    in user fields, running delegations, the roles of the states they wait in) is refused, each case
+    named; with --allow-stranded it is deployed and each case is listed, to reassign."""
     import sys
+
+    from sopflow.engine.errors import StrandedCases
 
     engine = settings().engine()
     show = sys.stderr.isatty() and not settings().json
@@ -312,12 +322,23 @@ def deploy(paths: tuple[Path, ...]) -> None:
         if show:
             click.echo(f"\rdeploying {done}/{total}…", err=True, nl=done == total)
 
-    result = engine.deploy(_paths(paths), actor=settings().user, progress=progress)
+    try:
+        result = engine.deploy(
+            _paths(paths), actor=settings().user, progress=progress, allow_stranded=allow_stranded
+        )
+    except StrandedCases as exc:
+        if not settings().json:
+            for case, problem in exc.stranded:
+                click.echo(f"stranded: {f'case {case}' if case else 'delegation'}: {problem}", err=True)
+        raise
+    stranded = [{"case": case or None, "problem": problem} for case, problem in result.stranded]
     if settings().json:
-        emit({"definitions": result.definitions, "org_changed": result.org_changed})
+        emit({"definitions": result.definitions, "org_changed": result.org_changed, "stranded": stranded})
         return
     if result.org_changed:
         click.echo("org: deployed")
+    for case, problem in result.stranded:
+        click.echo(f"stranded: {f'case {case}' if case else 'delegation'}: {problem}")
     for key, new in result.definitions.items():
         click.echo(f"{key}: {'deployed' if new else 'unchanged'}")
 
