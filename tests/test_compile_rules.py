@@ -9,6 +9,7 @@ The test bed is the mini expense definition (tests/fixtures/mini)."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -225,3 +226,19 @@ def test_a_guard_that_does_not_read_the_acting_person_is_not_handed_them() -> No
     compiled = CompiledDefinition(EXPENSE)
     strange = context(100, id=object())
     assert compiled.fire("manager_review", "approve_claim", strange) == Fired("paid", APPROVE_CLAIM)
+
+
+def test_an_event_named_like_a_machine_method_leaves_the_embedders_logs_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The machine has no model of its own: `transitions` would otherwise bind each event onto the machine
+    # and log a warning, into the host application's logs, for every event named like one of its methods.
+    dispatch = dataclasses.replace(SEND_BACK, event="dispatch")
+    review = dataclasses.replace(REVIEW, transitions=(APPROVE_CLAIM, dispatch))
+    definition = dataclasses.replace(EXPENSE, states={**EXPENSE.states, "manager_review": review})
+    with caplog.at_level(logging.WARNING):
+        fired = CompiledDefinition(definition).fire(
+            "manager_review", "dispatch", context(1, permitted=(dispatch,))
+        )
+    assert fired == Fired("draft", dispatch)
+    assert [r.getMessage() for r in caplog.records] == []
