@@ -6,6 +6,7 @@ links both ways. The fixtures: purchase → quote → sign-off (tests/fixtures/n
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,39 @@ def test_a_timeout_that_leaves_the_state_closes_the_child_and_its_timers(sop: En
     assert sop.verify().ok, sop.verify().findings
 
 
+def test_a_childs_timeout_that_closes_it_resumes_the_parents_up_the_chain(sop: Engine, clock: Clock) -> None:
+    parent, child = _requested(sop)
+    sop.fire(child, "quote", actor="fay", payload={"price": 99})
+    (grandchild,) = sop.links(child)[1]
+    clock.advance(days=1, seconds=1)
+    Worker(sop, name="w1").tick()  # the sign-off expires: the quote is declined, the purchase back in draft
+    assert sop.case(grandchild.case_id).state == "refused"
+    assert (sop.case(child).state, sop.case(child).open) == ("declined", False)
+    assert sop.case(parent).state == "draft"
+    assert sop.history(parent)[-1].event == RESUME
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_engines_resume_event_may_not_be_written_in_a_subprocess_state(tmp_path: Path) -> None:
+    from sopflow.engine.definition.validate import validate_paths
+
+    bad = tmp_path / "clash.yaml"
+    bad.write_text(
+        (NESTED / "quote.yaml")
+        .read_text(encoding="utf-8")
+        .replace(
+            "      on: {signed: accepted, refused: declined}",
+            "      on: {signed: accepted, refused: declined}\n"
+            "    on:\n      subprocess_closed: {to: accepted}",
+        ),
+        encoding="utf-8",
+    )
+    shutil.copy(NESTED / "sign-off.yaml", tmp_path / "sign-off.yaml")
+    shutil.copy(NESTED / "org.yaml", tmp_path / "org.yaml")
+    problems = validate_paths([bad]).problems
+    assert [(p.code, "subprocess_closed" in p.message) for p in problems] == [("duplicate-event", True)]
+
+
 def test_a_child_that_cannot_start_leaves_nothing_written(sop: Engine) -> None:
     case = sop.start("purchase", {"item": "pen", "amount": 0}, actor="alice").case
     with pytest.raises(InvalidData, match=r"sub-process `quote`.*cannot start"):
@@ -203,3 +237,24 @@ def test_show_history_and_diagram_link_parent_and_child(tmp_path: Path) -> None:
     assert "[closed by case 1]" in run("history", "2")
     assert "(closed)" in run("show", "2")
     assert "sub-process: quote" in run("diagram", str(NESTED / "purchase.yaml"))
+
+
+def test_the_documented_example_runs(database_url: str, clock: Clock) -> None:
+    """docs/language.md's campaign-launch runs content-publish as its announcement's review."""
+    for sop in engine_on(database_url, clock, ROOT / "docs" / "examples"):
+        case = sop.start("campaign-launch", {"name": "双十一大促"}, actor="sun.li").case
+        sop.fire(case.id, "announce", actor="sun.li")
+        (announcement,) = sop.links(case.id)[1]
+        assert sop.case(announcement.case_id).data == {"headline": "双十一大促"}
+        sop.fire(announcement.case_id, "submit", actor="chen.jing")
+        sop.fire(announcement.case_id, "send_back", actor="li.lei", payload={"comment": "标题太长"})
+        sop.fire(announcement.case_id, "withdraw", actor="chen.jing")
+        assert sop.case(case.id).state == "preparing"
+        assert sop.case(case.id).data["announcement_feedback"] == "标题太长"
+        sop.fire(case.id, "announce", actor="sun.li")
+        sop.fire(case.id, "cancel", actor="zhou.qiang")
+        assert [(k.state, k.open) for k in sop.links(case.id)[1]] == [
+            ("withdrawn", False),
+            ("drafting", False),
+        ]
+        assert sop.verify().ok, sop.verify().findings

@@ -11,6 +11,7 @@ from sopflow.engine.definition.expressions import ExpressionRejected, compile_gu
 from sopflow.engine.definition.model import (
     APPROVE,
     REJECT,
+    RESUME,
     SPECIAL_ACTORS,
     Definition,
     Expression,
@@ -58,6 +59,8 @@ def check_duplicate_events(ctx: Context) -> Iterator[Problem]:
                     yield _event_clash(ctx, s, vote, "the approval's vote event of the same name")
         if s.assign is not None and s.assign.kind == "claim" and CLAIM in names:
             yield _event_clash(ctx, s, CLAIM, "the built-in `claim` event of `assign: {claim: ...}`")
+        if s.subprocess is not None and RESUME in names:
+            yield _event_clash(ctx, s, RESUME, "the engine's own event that resumes a sub-process state")
 
 
 def _may_share_actor(ctx: Context, one: Transition, other: Transition) -> bool:
