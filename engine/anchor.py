@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sopflow.engine.audit import GENESIS, canonical_json, iso
 from sopflow.engine.errors import AuditBroken, ConfigurationError, SopflowError, UsageError
 from sopflow.engine.verify import VerifyFinding
+from sopflow.engine.verify_registry import log_digest
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
@@ -66,6 +67,8 @@ class Anchor:
     orgs: tuple[str, ...]
     """The content hash of every org deployment, oldest first."""
     key_id: str
+    delegations: tuple[int, str] | None = None
+    """How many rows the delegation log held, and the digest of them (`verify_registry.log_digest`)."""
     mac: str = ""
     label: str = field(default="", compare=False)
 
@@ -81,6 +84,7 @@ class Anchor:
             "definitions": dict(self.definitions),
             "orgs": list(self.orgs),
             "key_id": self.key_id,
+            **({} if self.delegations is None else {"delegations": list(self.delegations)}),
         }
 
     def text(self) -> str:
@@ -152,6 +156,7 @@ def make(
     heads = tuple(store.audit_heads())
     definitions = {f"{r.definition_id}@{r.version}": r.content_hash for r in store.definitions()}
     orgs = tuple(row.content_hash for _id, row in store.org_history())
+    log = store.delegation_log()
     anchor = Anchor(
         number=1 if previous is None else previous.number + 1,
         previous=GENESIS if previous is None else previous.digest,
@@ -161,6 +166,7 @@ def make(
         definitions=definitions,
         orgs=orgs,
         key_id=key_id(key),
+        delegations=(len(log), log_digest(log)),
     )
     return replace(anchor, mac=_mac(key, anchor.body()))
 
@@ -212,6 +218,9 @@ def parse(text: str, key: bytes, label: str) -> Anchor:
             definitions={str(k): str(v) for k, v in dict(doc["definitions"]).items()},
             orgs=tuple(str(h) for h in doc["orgs"]),
             key_id=str(doc["key_id"]),
+            delegations=None
+            if "delegations" not in doc
+            else (int(doc["delegations"][0]), str(doc["delegations"][1])),
             mac=str(doc["mac"]),
             label=label,
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from sopflow.cli.main import cli
 from sopflow.engine import AuditBroken, ConfigurationError
@@ -306,3 +307,35 @@ def test_the_worker_writes_anchors_on_its_schedule(tmp_path: Path, key_file: Pat
         timeout=60,
     )
     assert bad.returncode == 2 and "--anchor-every `soon` is not a duration" in bad.stderr
+
+
+def test_the_registry_is_pinned_by_the_anchor(engine: Engine, key: bytes, clock: Clock) -> None:
+    grant = engine.delegate("mia", "max", actor="mia", ends_at=clock() + timedelta(days=3))
+    clock.advance(hours=1)
+    anchor = engine.anchor(key)
+    clock.advance(hours=1)
+    engine.delegate("fay", "dual", actor="fay", ends_at=clock() + timedelta(days=1))  # after: fine
+    assert engine.verify(anchors=[anchor]).ok
+    # A grant the author could have made, slipped in after the anchor but dated before it.
+    earlier = clock() - timedelta(days=1)
+    with engine.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO delegations (kind, delegator, delegate, roles, starts_at, ends_at, created_by, "
+                "created_at) VALUES ('grant', 'mia', 'bob', '[]', :start, :end, 'mia', :start)"
+            ),
+            {"start": earlier, "end": earlier + timedelta(days=5)},
+        )
+    run_sql(engine, f"UPDATE delegations SET ends_at = {_later(engine, 'ends_at')} WHERE id = {grant.id}")
+    found = [(f.subject, f.problem) for f in engine.verify(anchors=[anchor]).findings]
+    assert found == [
+        ("delegations", f"rows {anchor.label} holds were edited"),
+        ("delegation 3", f"it was added after {anchor.label} but is dated before it"),
+    ]
+
+
+def _later(engine: Engine, column: str) -> str:
+    """`column` plus 30 days, in the database's own SQL."""
+    if engine.store.dialect == "postgresql":
+        return f"{column} + INTERVAL '30 days'"
+    return f"datetime({column}, '+30 days')"

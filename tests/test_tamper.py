@@ -248,9 +248,13 @@ def test_a_delegation_cut_short_after_use_is_named(engine: Engine, clock: Clock)
     # A revocation dated before the step: bob then acted for nobody.
     assert engine.store.delegation_log()[0].id == grant.id
     run_sql(engine, f"UPDATE delegations SET ends_at = starts_at WHERE id = {grant.id}")
-    seq, problem = finding(engine.verify(case_id))
+    report = engine.verify(case_id)
+    seq, problem = finding(report, case_id)
     assert seq == 3
     assert "bob may not fire `send_back`" in problem
+    assert [(f.subject, f.problem) for f in report.findings if f.case_id is None] == [
+        (f"delegation {grant.id}", "it ends before it starts")
+    ]
 
 
 def test_steps_taken_under_an_older_org_still_verify(engine: Engine, clock: Clock, tmp_path: object) -> None:
@@ -370,3 +374,23 @@ def test_an_idempotency_key_pointed_elsewhere_is_named(engine: Engine, statement
         conn.execute(text(statement))
     _seq, problem = finding(engine.verify(case_id))
     assert words in problem
+
+
+def test_a_grant_written_straight_into_the_table_is_named(engine: Engine, clock: Clock) -> None:
+    case_id = expense(engine)
+    engine.fire(case_id, "submit", actor="alice")
+    # The table is append-only, so an INSERT passes its triggers: bob hands himself mia's roles.
+    with engine.store.engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO delegations (kind, delegator, delegate, roles, starts_at, ends_at, created_by, "
+                "created_at) VALUES ('grant', 'mia', 'bob', '[]', :start, :end, 'bob', :start)"
+            ),
+            {"start": clock(), "end": clock() + timedelta(days=1)},
+        )
+    clock.advance(minutes=1)
+    assert engine.fire(case_id, "send_back", actor="bob").record.on_behalf_of == "mia"
+    report = engine.verify()
+    assert [(f.subject, f.problem) for f in report.findings] == [
+        ("delegation 1", "bob granted it, who is neither mia nor an administrator")
+    ]
