@@ -74,6 +74,7 @@ from sopflow.engine.verify import VerifyReport, verify
 
 if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
+    from sopflow.engine.scheduler import ScheduleStatus
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
 MAX_DATA_BYTES = 256 * 1024
@@ -740,6 +741,13 @@ class Engine:
             allowed, reason = may_fire(compiled, snapshot, person, event, org, fields)
             out.append(Option(event, title, allowed, reason, targets, by, fields))
         return out
+
+    def schedules(self, definition_id: str) -> list[ScheduleStatus]:
+        """Each schedule of the definition's newest version: since when it runs, the last period it
+        started (and that period's case), and when its next period is due."""
+        from sopflow.engine.scheduler import Scheduler
+
+        return Scheduler(self).status(definition_id, self.clock())
 
     def deadlines(self, case_id: int) -> list[DeadlineStatus]:
         """The case's running deadlines, soonest first."""

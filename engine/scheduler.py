@@ -15,7 +15,6 @@ another worker holds and comes back to it on its next look).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -33,8 +32,8 @@ from sopflow.engine.timers import on_entry
 LOOK_AHEAD = timedelta(days=800)
 """How far `status` looks for a schedule's next period (a yearly one, moved, is found)."""
 BATCH = 200
-"""Periods looked at per round: the due list is read again after each round, so workers that share the
-work skip what the others started meanwhile instead of trying it."""
+"""Periods tried per round: what other workers started meanwhile is read again after each round, so
+that workers sharing the work skip it instead of trying it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,54 +59,68 @@ class ScheduleStatus:
 class Scheduler:
     """Starts the due periods of the schedules of an engine's deployed definitions."""
 
-    def __init__(self, engine: Engine, *, rng: random.Random | None = None) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._rng = rng or random.Random()  # noqa: S311 - an order to try periods in, not a secret
         self._rows: tuple[tuple[str, int], ...] = ()
         self._anchors: dict[tuple[str, str], tuple[CompiledDefinition, datetime]] = {}
 
     def start_due(self, now: datetime, limit: int | None = None) -> int:
-        """Start every period due at `now` (at most `limit`); how many this worker started."""
+        """Start every period due at `now` (at most `limit`), oldest first; how many this worker started.
+
+        The due periods are worked out once; before each round of BATCH of them, the periods started
+        meanwhile (by other workers) are read again and left out."""
+        org = self.engine.org()
+        plan = [(item, list(periods)) for item, periods in self._plan(now, org)]
         started = 0
         while limit is None or started < limit:
-            due = list(self.due(now, BATCH))
-            if not due:
+            batch: list[DuePeriod] = []
+            for (compiled, schedule, since), periods in plan:
+                done = self.engine.store.started_periods(compiled.definition.id, schedule.name, since)
+                periods[:] = [p for p in periods if p.period not in done]
+                batch += [DuePeriod(compiled, schedule, p) for p in periods[:BATCH]]
+            if not batch:
                 return started
-            # Workers that look at the same list at the same time take it in different orders, so that
-            # each mostly finds periods nobody holds.
-            self._rng.shuffle(due)
             progress = 0
-            for item in due:
+            for item in batch:
                 if limit is not None and started >= limit:
                     break
-                if self.start(item, now):
+                # A period another worker holds (PostgreSQL) is skipped at once; the other workers do
+                # the same, so several workers leapfrog through the list instead of queueing.
+                if self.start(item, now, org):
                     started += 1
                     progress += 1
             if progress == 0:
-                # Everything due is held by other workers (PostgreSQL) or was started by them.
-                return started
+                # Every period of the round is held by other workers: leave it to them, go on.
+                for _item, periods in plan:
+                    del periods[:BATCH]
         return started
 
-    def due(self, now: datetime, limit: int | None = None) -> Iterator[DuePeriod]:
+    def due(self, now: datetime) -> Iterator[DuePeriod]:
         """The periods due at `now` that no case was started for yet, oldest first per schedule."""
-        org = self.engine.org()
-        count = 0
-        for (definition_id, name), (compiled, since) in self._schedules().items():
-            schedule = next(s for s in compiled.definition.schedules if s.name == name)
-            started = self.engine.store.started_periods(definition_id, name, since)
-            for period in occurrences(schedule, org.calendar, since, now):
-                if period.period in started:
-                    continue
-                yield DuePeriod(compiled, schedule, period)
-                count += 1
-                if limit is not None and count >= limit:
-                    return
+        for (compiled, schedule, since), periods in self._plan(now, self.engine.org()):
+            done = self.engine.store.started_periods(compiled.definition.id, schedule.name, since)
+            for period in periods:
+                if period.period not in done:
+                    yield DuePeriod(compiled, schedule, period)
 
-    def start(self, item: DuePeriod, now: datetime) -> bool:
-        """Start the case of one period; False when it was (or is being) started by another worker."""
+    def _plan(
+        self, now: datetime, org: Org
+    ) -> list[tuple[tuple[CompiledDefinition, Schedule, datetime], list[Period]]]:
+        """Each schedule (its newest definition, itself, since when it runs) with its periods due at
+        `now` by the calendar of `org`, started or not."""
+        calendar = org.calendar
+        plan = []
+        for (_definition_id, name), (compiled, since) in self._schedules().items():
+            schedule = next(s for s in compiled.definition.schedules if s.name == name)
+            plan.append(((compiled, schedule, since), list(occurrences(schedule, calendar, since, now))))
+        return plan
+
+    def start(self, item: DuePeriod, now: datetime, org: Org | None = None) -> bool:
+        """Start the case of one period (under `org`, default the deployed one); False when it was (or
+        is being) started by another worker."""
         compiled, schedule, period = item.compiled, item.schedule, item.period
         definition = compiled.definition
-        org = self.engine.org()
+        org = org or self.engine.org()
         data = start_data(schedule, period.period, org.calendar)
         step = start_step(compiled, SYSTEM_ACTOR, data, _people(self.engine, org))
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
@@ -168,8 +181,9 @@ class Scheduler:
             if did != definition_id:
                 continue
             schedule = next(s for s in compiled.definition.schedules if s.name == name)
-            upcoming = next(occurrences(schedule, org.calendar, max(since, now), now + LOOK_AHEAD), None)
             period, case, count = last.get(name, (None, None, 0))
+            after = max(since, now) if period is None else max(since, now, period)
+            upcoming = next(occurrences(schedule, org.calendar, after, after + LOOK_AHEAD), None)
             out.append(
                 ScheduleStatus(
                     name,

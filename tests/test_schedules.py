@@ -4,6 +4,7 @@ case's data and its start record, and `audit verify` accepts the system's start.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -182,3 +183,30 @@ def test_periods_before_the_schedule_was_deployed_are_not_started(tmp_path: Path
         start_clock.now = datetime(2026, 7, 1, tzinfo=UTC)
         worker.tick()
         assert periods(engine) == Counter(["2026-06-30T17:00:00+08:00"])
+
+
+def test_tick_starts_due_periods_and_defs_show_tells_the_schedule(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    runner = CliRunner()
+
+    def run(*args: str) -> str:
+        result = runner.invoke(cli, ["--db", db, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    run("deploy", str(TIMING))
+    deployed = datetime.now(UTC)
+    later = deployed + timedelta(days=95)
+    assert "schedule" in run("tick", "--now", later.isoformat())
+    # 95 days hold three month ends, or four when the first comes right after the deployment.
+    started = len(json.loads(run("--json", "list", "--definition", "appraisal")))
+    assert started in (3, 4)
+    shown = run("defs", "show", "appraisal")
+    assert f"schedule monthly: `0 17 L * *`, moved to the previous working day; {started} started" in shown
+    (schedule,) = json.loads(run("--json", "defs", "show", "appraisal"))["schedules"]
+    assert (schedule["name"], schedule["started"], schedule["cron"]) == ("monthly", started, "0 17 L * *")
+    assert run("tick", "--now", later.isoformat()).startswith("fired: nothing due")

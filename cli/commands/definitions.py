@@ -14,6 +14,7 @@ from sopflow.cli.render import dot, mermaid, shipped_definitions, table, text
 
 if TYPE_CHECKING:
     from sopflow.engine.definition.model import Definition, Org, State
+    from sopflow.engine.scheduler import ScheduleStatus
     from sopflow.engine.simulate import ClockedSimulation
 
 
@@ -424,6 +425,19 @@ def defs_show(definition_id: str, version: int | None) -> None:
                     for x in d.deadlines
                 ],
                 "assumptions": [text(a) for a in d.assumptions],
+                "schedules": [
+                    {
+                        "name": s.name,
+                        "cron": s.schedule.cron,
+                        "working_day": s.schedule.working_day,
+                        "since": s.since.isoformat(),
+                        "started": s.started,
+                        "last_period": s.last_period,
+                        "last_case": s.last_case,
+                        "next_due": None if s.next_due is None else s.next_due.isoformat(),
+                    }
+                    for s in (_schedules(d.id) if version is None else [])
+                ],
             }
         )
         return
@@ -455,8 +469,19 @@ def defs_show(definition_id: str, version: int | None) -> None:
             f"deadline {x.name}: {x.start} → {'/'.join(x.until)} within {x.within_seconds // 60} min"
             f" ({x.calendar} time)"
         )
+    for s in _schedules(d.id) if version is None else []:
+        rule = s.schedule.working_day
+        moved = "" if rule == "any" else f", moved to the {rule} working day"
+        last = f"last period {s.last_period} (case {s.last_case})" if s.last_period else "no period yet"
+        upcoming = f"next due {s.next_due:%Y-%m-%d %H:%M %Z}" if s.next_due else "no next period"
+        click.echo(f"schedule {s.name}: `{s.schedule.cron}`{moved}; {s.started} started, {last}; {upcoming}")
     for a in d.assumptions:
         click.echo(f"assumption: {text(a)}")
+
+
+def _schedules(definition_id: str) -> list[ScheduleStatus]:
+    """The schedules of the newest version (a schedule starts cases of the newest version only)."""
+    return settings().engine().schedules(definition_id)
 
 
 COMMANDS = [validate, simulate, diagram, deploy, defs]
