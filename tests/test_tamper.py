@@ -394,3 +394,66 @@ def test_a_grant_written_straight_into_the_table_is_named(engine: Engine, clock:
     assert [(f.subject, f.problem) for f in report.findings] == [
         ("delegation 1", "bob granted it, who is neither mia nor an administrator")
     ]
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def _tamper(sop: Engine, case_id: int, what: str) -> None:
+    row = sop.store.definition("expense", 1)
+    assert row is not None
+    if what == "definition":
+        # REPLACE on a database without the triggers: the row deleted and written again, with new text.
+        values = {"text": row.source_text.replace("manager, finance", "manager"), "at": row.deployed_at}
+        replace = (
+            "INSERT OR REPLACE INTO definitions (definition_id, version, content_hash, source_text, file, "
+            f"deployed_at) VALUES ('expense', 1, '{row.content_hash}', :text, '{row.file}', :at)"
+        )
+        if sop.store.dialect == "sqlite":
+            run_sql(sop, replace, params=values)
+        else:
+            run_sql(sop, "DELETE FROM definitions", replace.replace("OR REPLACE ", ""), params=values)
+    elif what == "org":
+        run_sql(sop, "UPDATE orgs SET source_text = REPLACE(source_text, 'roles: [employee], department', "
+                "'roles: [employee, finance], department')")  # fmt: skip
+    elif what == "vote":
+        edit_record(sop, case_id, 3, actor="bob")
+    else:
+        column, value = what.split("=")
+        with sop.store.engine.begin() as conn:
+            conn.execute(text(f"UPDATE cases SET {column} = {value} WHERE id = {case_id}"))
+
+
+@pytest.mark.parametrize(
+    ("what", "named"),
+    [
+        ("definition", "definition expense@1: its source text hashes to"),
+        ("org", "org mini-co (deployment 1): its source text hashes to"),
+        ("starter='bob'", "record 3: the case's starter is `bob`, its records give `alice`"),
+        ("submitter='mia'", "record 3: the case's submitter is `mia`, its records give `alice`"),
+        ("assignee='fay'", "record 3: the case's assignee is `fay`, its records give none"),
+        ("version=9", "record 3: the case's version is `9`, its records give `3`"),
+        ("vote", "record 3: it was not allowed: bob may not vote"),
+    ],
+)
+def test_the_cli_exits_1_naming_each_tamper(database_url: str, what: str, named: str) -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    def verify() -> tuple[int, str]:
+        env = {"SOPFLOW_DB": None, "SOPFLOW_USER": None}
+        result = CliRunner().invoke(cli, ["--db", database_url, "audit", "verify", "--all"], env=env)
+        assert "Traceback" not in result.output
+        return result.exit_code, result.stderr
+
+    with Engine(database_url) as sop:
+        sop.deploy([MINI])
+        case_id = expense(sop, 2000)
+        sop.fire(case_id, "submit", actor="alice")
+        sop.fire(case_id, "approve", actor="mia")
+        assert verify() == (0, "")
+        _tamper(sop, case_id, what)
+    code, err = verify()
+    assert code == 1, err
+    assert named.replace("record 3", f"case {case_id}, record 3") in err
