@@ -334,6 +334,15 @@ def _extends(earlier: Anchor, later: Anchor) -> list[VerifyFinding]:
                     f"definition {key}",
                 )
             )  # fmt: skip
+    if earlier.delegations and later.delegations and later.delegations[0] < earlier.delegations[0]:
+        found.append(
+            VerifyFinding(
+                None,
+                None,
+                f"anchor {later.number} holds fewer delegation rows than anchor {earlier.number} did",
+                "delegations",
+            )
+        )
     if later.orgs[: len(earlier.orgs)] != earlier.orgs:
         found.append(
             VerifyFinding(

@@ -339,3 +339,17 @@ def _later(engine: Engine, column: str) -> str:
     if engine.store.dialect == "postgresql":
         return f"{column} + INTERVAL '30 days'"
     return f"datetime({column}, '+30 days')"
+
+
+def test_a_series_names_delegation_rows_that_went_missing(engine: Engine, key: bytes, tmp_path: Path) -> None:
+    engine.delegate("mia", "max", actor="mia", ends_at=engine.clock() + timedelta(days=3))
+    anchors.write_next(engine, tmp_path, key)
+    run_sql(engine, "DELETE FROM delegations")
+    anchors.write_next(engine, tmp_path, key)
+    series, problems = anchors.read_series(tmp_path, key)
+    assert [(p.subject, p.problem) for p in problems] == [
+        ("delegations", "anchor 2 holds fewer delegation rows than anchor 1 did")
+    ]
+    assert ("delegations", f"{series[0].label} holds 1 rows, 0 remain") in [
+        (f.subject, f.problem) for f in engine.verify(anchors=series).findings
+    ]
