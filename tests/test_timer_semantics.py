@@ -102,3 +102,38 @@ def test_a_timeout_notifies_as_well_as_fires(engine: Engine, clock: Clock) -> No
     assert told == ["[notify dai", "[notify lead"]
     assert all("fired `give_up`" in line for line in lines)
     assert engine.verify(case_id).ok
+
+
+def test_release_go_no_go_a_24h_rung_written_as_24h_and_clock_only_reject_and_resume(
+    engine: Engine, clock: Clock
+) -> None:
+    from sopflow.engine.errors import NotPermitted
+
+    t0 = clock.now
+    case_id = engine.start("release", {"version": "2.4.0"}, actor="lin").case.id
+    lines: list[str] = []
+    worker = Worker(engine, channels=[ConsoleChannel(write=lines.append)])
+    # Only the clock rejects an undecided release, or resumes a postponed one.
+    with pytest.raises(NotPermitted):
+        engine.fire(case_id, "auto_reject", actor="lin")
+    clock.advance(hours=1)
+    engine.fire(case_id, "postpone", actor="lin")
+    with pytest.raises(NotPermitted):
+        engine.fire(case_id, "resume", actor="lin")
+    clock.now = t0 + timedelta(hours=2)
+    assert worker.tick().fired == {"deadline": 1, "escalation": 1}
+    rung = next(t for t in engine.store.pending_timers(case_id) if t.kind == "escalation")
+    # The director's rung counts 24 h from the request, not from the breach two hours in.
+    assert rung.due_at == t0 + timedelta(hours=24)
+    clock.now = t0 + timedelta(hours=24)
+    assert worker.tick().fired == {"escalation": 1}
+    assert any(line.startswith("[notify director]") for line in lines)
+    clock.now = t0 + timedelta(hours=25)
+    assert worker.tick().fired == {"timeout": 1}
+    assert engine.case(case_id).state == "deciding"
+    clock.now = t0 + timedelta(hours=27)
+    assert worker.tick().fired == {"timeout": 1}
+    assert engine.case(case_id).state == "rejected"
+    assert [r.event for r in engine.history(case_id)][-1] == "auto_reject"
+    assert sum("fired `auto_reject`" in line for line in lines) == 1
+    assert engine.verify(case_id).ok

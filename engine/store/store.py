@@ -660,13 +660,15 @@ class Store:
             tx = database.StepTransaction(conn)
             try:
                 # Another worker holding this period moves on to the next instead of queueing behind it;
-                # SQLite's write lock already lets one writer in at a time.
-                if sql.postgres and not conn.execute(
-                    select(func.pg_try_advisory_xact_lock(_period_lock(definition_id, schedule, period)))
-                ).scalar():
-                    tx.rollback()
-                    return None
-                if conn.execute(select(sp.case_id).where(*key)).first() is not None:
+                # SQLite's write lock already lets one writer in at a time. One round trip asks both.
+                started = select(sp.case_id).where(*key).exists()
+                if sql.postgres:
+                    lock = func.pg_try_advisory_xact_lock(_period_lock(definition_id, schedule, period))
+                    held, done = conn.execute(select(lock, started)).one()
+                    free = bool(held) and not done
+                else:
+                    free = not conn.execute(select(started)).scalar()
+                if not free:
                     tx.rollback()
                     return None
                 values = (
