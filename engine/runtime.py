@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine import org_change, people, subprocesses
+from sopflow.engine import branches, org_change, people, subprocesses
 from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
@@ -370,6 +370,11 @@ class Engine:
         now = self.clock()
         return self._delegated(org, user_id, self.store.delegations(delegate=user_id), now)
 
+    def actor_in(self, reads: Reads, org: Org, user_id: str, now: datetime) -> Actor:
+        """The person as `org` knows them with the roles delegated to them at `now`, read in a write
+        transaction (a sub-process's child started for a parent that the system moved)."""
+        return self._delegated(org, user_id, reads.delegations(user_id), now)
+
     def _delegated(self, org: Org, user_id: str, grants: Sequence[DelegationRow], now: datetime) -> Actor:
         """The person with the roles that the running ones of `grants` (to them) hand them at `now`."""
         if not grants:
@@ -560,6 +565,7 @@ class Engine:
             votes = votes_of(reads.votes(row.id, row.entered_seq))
         # Who fired what is read from the audit trail, and only for a definition that asks (one statement).
         fired = fired_of(reads.fired(row.id)) if compiled.reads_history else ()
+        branches = reads.branches(row.id, row.entered_seq) if state.parallel is not None else {}
         return Snapshot(
             state=row.state,
             data=row.data,
@@ -571,6 +577,7 @@ class Engine:
             started_at=iso(row.created_at),
             entered_at=iso(row.entered_at),
             now=iso(now),
+            branches=branches,
         )
 
     def step_write(
@@ -616,7 +623,7 @@ class Engine:
             record,
             change,
             start_timers=timers.start,
-            cancel_timers=timers.cancel,
+            cancel_timers=(*timers.cancel, *branches.ended_deadlines(definition, step)),
             cascade=more,
             # The only timeout a case can have pending is its current state's: leaving a state without
             # one has nothing to cancel, and the statement is saved.
@@ -727,9 +734,14 @@ class Engine:
         if state.assign is not None and state.assign.kind == "claim":
             events.append(CLAIM)
         snapshot = self._snapshot_read(compiled, row)
+        if state.parallel is not None:
+            offered = branches.open_events(state.parallel, snapshot.branches)
+            events += [f"{b}{branches.SEPARATOR}{e}" for b, e in offered]
         out: list[Option] = []
         for event in events:
-            alternatives = compiled.alternatives(state.name, event)
+            alternatives = compiled.alternatives(state.name, event) or tuple(
+                branches.transitions_of(state, snapshot.branches, event)
+            )
             by = tuple(dict.fromkeys(r for t in alternatives for r in t.by))
             if state.approval is not None and event in (APPROVE, REJECT):
                 by = state.approval.roles
@@ -741,6 +753,15 @@ class Engine:
             allowed, reason = may_fire(compiled, snapshot, person, event, org, fields)
             out.append(Option(event, title, allowed, reason, targets, by, fields))
         return out
+
+    def branches(self, case_id: int) -> list[branches.BranchStatus]:
+        """Where each branch of the case's parallel state stands ([] when the case is not in one)."""
+        row = self.store.case(case_id)
+        definition = self.compiled(row.definition_id, row.definition_version).definition
+        parallel = definition.states[row.state].parallel
+        if parallel is None:
+            return []
+        return branches.status(parallel, self.store.branches(row.id, row.entered_seq))
 
     def schedules(self, definition_id: str) -> list[ScheduleStatus]:
         """Each schedule of the definition's newest version: since when it runs, the last period it
@@ -793,6 +814,7 @@ class Engine:
         if compiled.definition.states[row.state].approval is not None:
             votes = votes_of(self.store.votes(row.id, row.entered_seq))
         fired = fired_of(self.store.fired(row.id)) if compiled.reads_history else ()
+        parallel = compiled.definition.states[row.state].parallel is not None
         return Snapshot(
             row.state,
             row.data,
@@ -804,6 +826,7 @@ class Engine:
             started_at=iso(row.created_at),
             entered_at=iso(row.entered_at),
             now=iso(self.clock()),
+            branches=self.store.branches(row.id, row.entered_seq) if parallel else {},
         )
 
     def _case(self, row: CaseRow) -> Case:

@@ -23,7 +23,7 @@ from sopflow.engine.audit import AuditRecord, iso, seal
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, SYSTEM, Org
 from sopflow.engine.errors import NotFound, SopflowError
-from sopflow.engine.step import SYSTEM_ACTOR, Actor, People, Step, actor_from_org, start_step, take_step
+from sopflow.engine.step import SYSTEM_ACTOR, Actor, People, Step, start_step, take_step
 from sopflow.engine.store import Cascade, CaseChange, CaseRow, NewCase, Reads, Write
 from sopflow.engine.timers import on_entry
 
@@ -91,7 +91,7 @@ def _starter(
         child = engine.compiled_from(row)
         # The child's starter is whoever moved the parent into the state; the parent's starter when the
         # system did (a timer, or another child's closing).
-        actor = person if person.id != SYSTEM else actor_from_org(org, starter)
+        actor = person if person.id != SYSTEM else engine.actor_in(reads, org, starter, now)
         people = People(org, lambda role: reads.least_loaded(org.members(role)))
         try:
             first = start_step(child, actor, child_data(sub.inputs, step.data), people, iso(now))
