@@ -148,6 +148,8 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
             # Who may not fire it and whether only the clock does are part of the rule the chart shows.
             label += " (clock only)" if t.clock_only else ""
             label += f" not by {', '.join(t.not_by)}" if t.not_by else ""
+            # A loop back to its own state either stays (nothing of the state starts again) or re-enters.
+            label += " (re-enters)" if t.reenter else " (stays)" if t.stays else ""
             edges.append((state.name, t.target, label))
         for b in state.choice:
             edges.append((state.name, b.target, b.when.text if b.when else "else"))

@@ -226,8 +226,12 @@ def take_step(
     event: str,
     payload: Mapping[str, Any],
     people: People,
+    *,
+    stay: bool = True,
 ) -> Step:
-    """Decide one event on a case. Raises `Refused` (to be audited), `NotAvailable` or `InvalidData`."""
+    """Decide one event on a case. Raises `Refused` (to be audited), `NotAvailable` or `InvalidData`.
+    `stay=False` decides a transition back to its own state as a re-entry, as every such transition was
+    before staying became the rule (`audit verify` replays records written then with it)."""
     definition = compiled.definition
     state = definition.states[snapshot.state]
     if state.final:
@@ -247,7 +251,7 @@ def take_step(
             f"`{event}` is not an event of state `{state.name}` ({state.title})",
             hint=f"events here: {', '.join(state.events) or 'none'}",
         )
-    return _transition(compiled, state, alternatives, snapshot, actor, event, payload, people)
+    return _transition(compiled, state, alternatives, snapshot, actor, event, payload, people, stay)
 
 
 def _transition(
@@ -259,6 +263,7 @@ def _transition(
     event: str,
     payload: Mapping[str, Any],
     people: People,
+    stay: bool = True,
 ) -> Step:
     roles = {t.path: acting_role(actor, t.by, snapshot) for t in alternatives}
     permitted = [t for t in alternatives if roles[t.path] is not None]
@@ -316,7 +321,43 @@ def _transition(
     detail: dict[str, Any] = {"payload": dict(payload)} if payload else {}
     data = _changed_data(compiled, snapshot.data, taken.set, taken.copy, taken.compute, context, detail)
     role = roles[taken.path]
+    if taken.stays and stay:
+        return _stay(compiled, snapshot, actor, event, data, role, people, detail)
     return _enter(compiled, snapshot, actor, event, fired.state, data, role, people, detail)
+
+
+def _stay(
+    compiled: CompiledDefinition,
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    data: dict[str, Any],
+    role: str | None,
+    people: People,
+    detail: dict[str, Any],
+) -> Step:
+    """A step that records what it does and stays: the state is not left and entered again, so its
+    assignee (or claim), its timeout and its approval round go on as they were. `stayed` in the record
+    says so, for `audit verify` to tell it from a re-entry recorded before staying was the rule."""
+    if data != snapshot.data:
+        _check_data(compiled, snapshot, data, people)
+    detail["stayed"] = True
+    return Step(
+        event=event,
+        from_state=snapshot.state,
+        to_state=snapshot.state,
+        role=role,
+        on_behalf_of=actor.delegated.get(role) if role else None,
+        data=data,
+        data_change={
+            k: [snapshot.data.get(k), data[k]]
+            for k in sorted(data)
+            if k not in snapshot.data or snapshot.data[k] != data[k]
+        },
+        entered=(),
+        assignee=snapshot.assignee,
+        detail=detail,
+    )
 
 
 def _resume(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
@@ -57,6 +57,11 @@ NO_CHANGE_SYSTEM_EVENTS = frozenset({"deadline_breached", "escalate"})
 """Records the worker appends without changing the case (a breach noted, an escalation notice)."""
 
 _SOME_MEMBER = "\x00"
+CLOCK_GRACE = timedelta(seconds=60)
+"""A deployment or a revocation is dated when it begins, and commits a little later; a step on another
+host reads another clock. A step within this much after one may still have been decided under what was
+in force before it."""
+
 """Prefix of the replayed assignee of an old record that did not record whom the load picked."""
 
 
@@ -334,8 +339,8 @@ class _Checker:
         return CompiledDefinition(definition)
 
     def orgs_at(self, at: datetime) -> list[Org | None]:
-        """The orgs that may have been in force at `at`: the last deployed at or before it, and, when
-        deployments share that very time, the ones before them too (which came first is unknowable)."""
+        """The orgs that may have been in force at `at`: the last deployed at or before it, and the ones
+        before it while it was deployed less than CLOCK_GRACE before `at` (see there)."""
         if not self._orgs:
             return []
         last = 0
@@ -343,7 +348,7 @@ class _Checker:
             if deployed <= at:
                 last = i
         found = [self._orgs[last][2]]
-        while last > 0 and self._orgs[last][1] == at:
+        while last > 0 and at - self._orgs[last][1] <= CLOCK_GRACE:
             last -= 1
             found.append(self._orgs[last][2])
         return found
@@ -355,8 +360,8 @@ class _Checker:
         for grant in reversed(self._log):  # newest first, as the step read them
             if grant.kind != "grant" or grant.delegate != user or grant.created_at > at:
                 continue
-            # Revoked strictly before the step: a revocation at the same instant may have come after it.
-            if grant.id in revoked and revoked[grant.id] < at:
+            # Revoked before the step, and by more than CLOCK_GRACE: a revocation is dated before it commits.
+            if grant.id in revoked and revoked[grant.id] < at - CLOCK_GRACE:
                 continue
             if grant.starts_at <= at < grant.ends_at and grant.delegator in org.users:
                 held = org.users[grant.delegator].roles
@@ -511,6 +516,11 @@ class _Checker:
                     return f"it names the role `{rec.role}`, the reassignment was {rec.actor}'s as `{role}`"
                 return None, to
             step = take_step(compiled, replay.snapshot(rec.at), person, rec.event, rec.payload, people)
+            if step.detail.get("stayed") and "stayed" not in rec.detail:
+                # Written before a transition back to its own state stayed: it re-entered the state then.
+                step = take_step(
+                    compiled, replay.snapshot(rec.at), person, rec.event, rec.payload, people, stay=False
+                )
         except Refused as refused:
             return f"it was not allowed: {refused.error.message}"
         except SopflowError as exc:

@@ -70,6 +70,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "source": "rulebook",
             "not_by": "not_by",
             "compute": "compute",
+            "reenter": "reenter",
         },
     ),
     "approval": (

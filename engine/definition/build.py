@@ -227,6 +227,7 @@ def _build_approval(raw: Mapping[str, Any], path: Path) -> Approval:
         set=frozen_json(raw.get("set", {})),
         copy=frozen_json(raw.get("copy", {})),
         compute=_build_compute(raw, path),
+        reenter=bool(raw.get("reenter", False)),
     )
 
 

@@ -97,6 +97,14 @@ class Transition:
     """Who may not fire it even when `by` allows them: $starter, $assignee, fired:EVENT, data:FIELD."""
     compute: Mapping[str, Expression] = field(default_factory=lambda: MappingProxyType({}))
     """Data fields set from CEL expressions, applied after `set` and `copy`."""
+    reenter: bool = False
+    """On a transition back to its own state: leave and enter the state again (assignment, claim, timeout
+    and approval round start afresh). Without it such a transition records its step and stays."""
+
+    @property
+    def stays(self) -> bool:
+        """Whether the step records and stays in its state, without leaving and entering it again."""
+        return self.target == self.source and not self.reenter
 
     @property
     def clock_only(self) -> bool:

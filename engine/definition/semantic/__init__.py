@@ -17,6 +17,8 @@ from sopflow.engine.definition.loader import Document
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
 from sopflow.engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
+from sopflow.engine.definition.semantic.control import CODES as CONTROL_CODES
+from sopflow.engine.definition.semantic.control import check_reentry
 from sopflow.engine.definition.semantic.duties import CODES as DUTY_CODES
 from sopflow.engine.definition.semantic.duties import (
     check_approval_fields,
@@ -108,6 +110,7 @@ SEMANTIC_CODES = (
     *SCHEDULE_CODES,
     *DUTY_CODES,
     *SUBPROCESS_CODES,
+    *CONTROL_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -146,6 +149,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_clock_events,
     check_approval_fields,
     check_subprocess_fields,
+    check_reentry,
 )
 
 

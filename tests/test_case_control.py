@@ -1,0 +1,206 @@
+"""Case control on SQLite and PostgreSQL: staying in a state without entering it again.
+
+A transition back to its own state records its step and stays: the assignee (or a claim), the state's
+timeout, a deadline that restarts on re-entry and an approval round all go on; `reenter: true` leaves and
+enters the state again. `audit verify` re-decides both. The fixture: tests/fixtures/control.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sopflow.engine import Engine
+from sopflow.engine.errors import NotPermitted
+from sopflow.engine.worker import Worker
+from tests.conftest import ROOT, Clock, engine_on
+
+CONTROL = ROOT / "tests" / "fixtures" / "control"
+EXAMPLES = ROOT / "docs" / "examples"
+
+
+@pytest.fixture
+def sop(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, CONTROL)
+
+
+def _timers(sop: Engine, case_id: int) -> set[tuple[str, str, datetime]]:
+    return {(t.kind, t.name, t.due_at) for t in sop.store.pending_timers(case_id)}
+
+
+def _claimed(sop: Engine) -> int:
+    case = sop.start("ticket", {"title": "printer"}, actor="alice").case
+    sop.fire(case.id, "claim", actor="bob")
+    return case.id
+
+
+def test_a_note_keeps_the_claim_and_the_timers(sop: Engine, clock: Clock) -> None:
+    case_id = _claimed(sop)
+    before = (sop.case(case_id), _timers(sop, case_id))
+    clock.advance(hours=1)
+    sop.fire(case_id, "note", actor="alice", payload={"note": "toner ordered"})
+    after = sop.case(case_id)
+    assert after.assignee == "bob"  # the claim holds: the claimant can still act
+    assert (after.entered_at, after.submitter) == (before[0].entered_at, before[0].submitter)
+    assert _timers(sop, case_id) == before[1]  # the timeout and the on_reentry deadline kept their clocks
+    record = sop.history(case_id)[-1]
+    assert (record.event, record.to_state, record.detail["stayed"]) == ("note", "queue", True)
+    sop.fire(case_id, "handle", actor="bob")  # not refused: the note did not drop the claim
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_timeout_fires_at_its_first_time_after_notes(sop: Engine, clock: Clock) -> None:
+    case_id = _claimed(sop)
+    for _ in range(3):
+        clock.advance(hours=1)
+        sop.fire(case_id, "note", actor="bob", payload={"note": "still waiting"})
+    clock.advance(hours=1)  # four hours since the case entered the queue
+    Worker(sop, name="w1").tick()
+    chase = sop.history(case_id)[-1]
+    assert (chase.actor, chase.event) == ("$system", "chase")
+    # `chase` re-enters (reenter: true): the claim is dropped and the clocks start again.
+    case = sop.case(case_id)
+    assert case.assignee is None
+    restarted = {clock.now + timedelta(hours=4), clock.now + timedelta(days=1)}
+    assert {t[2] for t in _timers(sop, case_id)} == restarted
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_note_keeps_the_least_loaded_assignee_and_pass_on_picks_again(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    other = sop.start("ticket", {"title": "desk"}, actor="alice").case.id
+    sop.fire(other, "claim", actor="alice")
+    sop.fire(other, "handle", actor="alice")
+    holder = sop.case(other).assignee
+    sop.fire(case_id, "handle", actor="bob")
+    mine = sop.case(case_id).assignee
+    assert mine is not None and mine != holder  # the less loaded manager
+    sop.fire(other, "submit", actor=str(holder))  # now the first manager holds no case of `handling`
+    sop.fire(case_id, "note", actor="alice", payload={"note": "called back"})
+    assert sop.case(case_id).assignee == mine  # staying picks nobody again
+    sop.fire(case_id, "pass_on", actor=mine)
+    assert sop.case(case_id).assignee == holder  # re-entering does
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_note_keeps_the_votes_and_restart_round_clears_them(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    sop.fire(case_id, "handle", actor="bob")
+    manager = sop.case(case_id).assignee
+    assert manager is not None
+    sop.fire(case_id, "submit", actor=manager)
+    other = "max" if manager == "mia" else "mia"
+    sop.fire(case_id, "approve", actor=other)
+    sop.fire(case_id, "note", actor="alice", payload={"note": "invoice attached"})
+    with pytest.raises(NotPermitted, match="already voted"):
+        sop.fire(case_id, "approve", actor=other)  # the round goes on: the vote still counts
+    progress = sop.approval_progress(case_id)
+    assert progress is not None and f"{other} (manager) approved" in progress
+    sop.fire(case_id, "restart_round", actor="alice")
+    progress = sop.approval_progress(case_id)
+    assert progress is not None and "no votes yet" in progress
+    sop.fire(case_id, "approve", actor=other)
+    sop.fire(case_id, "approve", actor="fay")
+    assert sop.case(case_id).state == "done"
+    assert sop.verify().ok, sop.verify().findings
+
+
+@pytest.fixture
+def examples(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, EXAMPLES)
+
+
+def test_the_documented_support_ticket_keeps_its_manager(examples: Engine) -> None:
+    sop = examples
+    case = sop.start("support-ticket", {"customer_id": "c1", "question": "refund?"}, actor="xu.ning")
+    case_id = case.case.id
+    sop.fire(case_id, "claim", actor="xu.ning")
+    sop.fire(case_id, "escalate", actor="xu.ning", payload={"reason": "refund over limit"})
+    manager = sop.case(case_id).assignee
+    assert manager is not None
+    sop.fire(case_id, "note", actor=manager, payload={"note": "finance asked"})
+    assert sop.case(case_id).assignee == manager
+    assert sop.case(case_id).data["progress_note"] == "finance asked"
+    assert sop.verify().ok
+
+
+def test_a_self_transition_recorded_before_staying_still_verifies(
+    sop: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written when every transition back to its own state re-entered it (no `stayed` in their
+    detail, the claim dropped) are replayed as re-entries, so such old cases still verify."""
+    from sopflow.engine import runtime
+    from sopflow.engine.step import take_step
+
+    monkeypatch.setattr(runtime, "take_step", functools.partial(take_step, stay=False))
+    case_id = _claimed(sop)
+    sop.fire(case_id, "note", actor="alice", payload={"note": "old style"})
+    assert sop.case(case_id).assignee is None  # the old way: the claim was dropped
+    assert "stayed" not in sop.history(case_id)[-1].detail
+    monkeypatch.undo()
+    sop.fire(case_id, "claim", actor="bob")
+    sop.fire(case_id, "note", actor="alice", payload={"note": "new style"})
+    assert sop.case(case_id).assignee == "bob"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def _in_state(sop: Engine, state: str) -> int:
+    """A ticket in `state` with its work held: claimed in the queue, a manager in handling, one vote cast
+    in review."""
+    case_id = _claimed(sop)
+    if state == "queue":
+        return case_id
+    sop.fire(case_id, "handle", actor="bob")
+    if state == "handling":
+        return case_id
+    manager = sop.case(case_id).assignee
+    assert manager is not None
+    sop.fire(case_id, "submit", actor=manager)
+    sop.fire(case_id, "approve", actor="fay")
+    return case_id
+
+
+def test_property_a_stay_changes_no_assignee_claim_timer_or_round(
+    sop: Engine, database_url: str, clock: Clock
+) -> None:
+    """For any run of notes, by anyone who may write one, at any times before the state's timeout: the
+    assignee, the submitter, when the state was entered, every pending timer and the votes are as before."""
+    examples = 15 if database_url.startswith("sqlite") else 6
+
+    @settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(
+        state=st.sampled_from(["queue", "handling", "review"]),
+        notes=st.lists(
+            st.tuples(st.integers(0, 20), st.sampled_from(["alice", "bob", "mia", "max", "fay", "dual"])),
+            min_size=1,
+            max_size=5,
+        ),
+    )
+    def run(state: str, notes: list[tuple[int, str]]) -> None:
+        case_id = _in_state(sop, state)
+        case = sop.case(case_id)
+        before = (case.assignee, case.submitter, case.entered_at, _timers(sop, case_id))
+        progress = sop.approval_progress(case_id)
+        for minutes, person in notes:
+            clock.advance(minutes=minutes)
+            try:
+                sop.fire(case_id, "note", actor=person, payload={"note": f"{person} at {minutes}"})
+            except NotPermitted:
+                continue
+        case = sop.case(case_id)
+        assert case.state == state
+        assert (case.assignee, case.submitter, case.entered_at, _timers(sop, case_id)) == before
+        assert sop.approval_progress(case_id) == progress
+        assert sop.verify(case_id).ok
+
+    run()
