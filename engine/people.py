@@ -15,7 +15,14 @@ from datetime import datetime
 from typing import Protocol
 
 from sopflow.engine.audit import AuditRecord
-from sopflow.engine.casework import check_comment, check_limit, may_fire, required_fields, votes_of
+from sopflow.engine.casework import (
+    check_comment,
+    check_limit,
+    fired_of,
+    may_fire,
+    required_fields,
+    votes_of,
+)
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
 from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
@@ -305,13 +312,15 @@ def _what_they_may_do(
     accepted votes with their audit seq (those of its current visit count)."""
     compiled = engine.compiled(row.definition_id, row.definition_version)
     state = compiled.definition.states[row.state]
-    snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter)
+    # Who fired what (for `fired:` exclusions) is read from the trail, only for a definition that asks.
+    fired = fired_of(engine.store.fired(row.id)) if compiled.reads_history else ()
+    snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, fired=fired)
     events: list[str] = []
     reasons: list[str] = []
     for t in state.transitions:
         role = acting_role(person, t.by, snapshot)
         if role is not None and t.not_by:
-            # Separation of duties: not offered to whom it excludes (`fired:` needs the trail: `show` has it).
+            # Separation of duties: not offered to whom it excludes.
             principal = person.delegated.get(role, person.id)
             if {person.id, principal} & set(excluded_people(t.not_by, snapshot, row.data)):
                 role = None
@@ -323,7 +332,7 @@ def _what_they_may_do(
             )
     if _may_vote(state, person.roles):
         current = votes_of(v for seq, v in votes if seq > row.entered_seq)
-        voting = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, current)
+        voting = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, current, fired=fired)
         fields = required_fields(compiled.alternatives(state.name, APPROVE))
         allowed, _ = may_fire(compiled, voting, person, APPROVE, org, fields)
         if allowed:

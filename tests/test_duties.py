@@ -111,6 +111,7 @@ def test_whoever_fired_an_earlier_event_is_excluded(engine: Engine, tmp_path: An
         "qian.yu fired `approve` on the case and may not fire `pay` (separation of duties)"
     )
     assert not {o.event: o for o in engine.options(case_id, "qian.yu")}["pay"].allowed
+    assert [t.case.id for t in engine.tasks("qian.yu")] == []  # she approved: not hers to pay
     assert engine.fire(case_id, "pay", actor="lin.fei").case.state == "paid"
     assert engine.verify(case_id).ok
 
