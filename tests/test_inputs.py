@@ -348,3 +348,11 @@ def test_a_variable_that_is_not_utf8_is_refused_like_an_argument(sop: Sop) -> No
     user = "li\udcff"  # SOPFLOW_USER=$'li\xff' in a Latin-1 shell
     result = sop("show", "1", env={"SOPFLOW_USER": user})
     refused(result, 2, "the variable SOPFLOW_USER", "byte 0xff is not UTF-8")
+
+
+def test_simulate_refuses_the_same_json_in_a_steps_payload(sop: Sop) -> None:
+    for text, words in BAD_JSON:
+        result = sop(
+            "simulate", "content-review", f"submit={text}", "--data", json.dumps(CONTENT), user="li.na"
+        )
+        refused(result, 2, "the payload of `submit` is refused", words)

@@ -202,3 +202,32 @@ def test_postgresql_runs_carry_the_postgres_marker(request: pytest.FixtureReques
     marked = request.node.get_closest_marker("postgres") is not None
     assert marked == database_url.startswith("postgresql")
     assert os.environ.get("PYTEST_CURRENT_TEST")
+
+
+# -- code a newcomer can follow: no import circles ---------------------------------------------------
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, names) of every `from … import …` in a file, wherever it stands (lazy imports too)."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [
+        (node.module or "", [a.name for a in node.names])
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+    ]
+
+
+def test_people_depends_on_the_runtime_never_the_other_way() -> None:
+    modules = [m for m, _ in _imports(ROOT / "engine" / "people.py")]
+    assert "sopflow.engine.runtime" not in modules
+    assert "sopflow.engine.people" not in [m for m, _ in _imports(ROOT / "engine" / "casework.py")]
+
+
+def test_no_command_module_imports_another_ones_private_helpers() -> None:
+    for path in sorted((ROOT / "cli" / "commands").glob("*.py")):
+        for module, names in _imports(path):
+            if module.startswith("sopflow.cli."):
+                private = [n for n in names if n.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {module}"
