@@ -274,3 +274,33 @@ def test_the_diagram_shows_who_may_not_act_and_what_only_the_clock_fires() -> No
     assert 'manager_approval -->|"expire (clock only)"| expired' in chart
     assert 'paying -->|"pay not by $starter, fired:approve"| paid' in chart
     assert "approval: any of operations_manager, not by $starter" in chart
+
+
+def test_audit_verify_names_a_payment_rewritten_onto_the_claimant(engine: Engine) -> None:
+    from tests.helpers.tamper import edit_record
+
+    case_id = submitted(engine)
+    engine.fire(case_id, "approve", actor="li.lei", payload={"payer": "qian.yu"})
+    engine.fire(case_id, "pay", actor="lin.fei")
+    assert engine.verify(case_id).ok
+    edit_record(engine, case_id, 4, actor="qian.yu")  # the claimant, as if she had paid herself
+    (found,) = engine.verify(case_id).findings
+    assert found.seq == 4
+    assert "it was not allowed: qian.yu started the case and may not fire `pay`" in found.problem
+
+
+def test_audit_verify_names_a_computed_value_that_was_rewritten(engine: Engine) -> None:
+    from tests.helpers.tamper import edit_record
+
+    case_id = submitted(engine, amount=6000)
+    record = engine.history(case_id)[1]
+    edit_record(
+        engine,
+        case_id,
+        2,
+        detail={**record.detail, "computed": {"tier": "small"}},
+        data_change={"tier": [None, "small"]},
+    )
+    (found,) = engine.verify(case_id).findings
+    assert found.seq == 2
+    assert "data change is not the one the rules give" in found.problem
