@@ -43,8 +43,8 @@ KEY_HINT = (
     f"its backups, and name it with --key-file or {KEY_ENV}"
 )
 NAME_PATTERN = "anchor-{number:06d}.json"
-MAX_ANCHOR_BYTES = 64 * 1024 * 1024
-"""An anchor holds ~70 bytes per case: this bounds what is read, not what sopflow writes."""
+MAX_ANCHOR_BYTES = 512 * 1024 * 1024
+"""An anchor holds ~80 bytes per case (some 6 million cases here): this bounds what is read."""
 
 log = logging.getLogger("sopflow.anchor")
 
