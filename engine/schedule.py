@@ -87,12 +87,18 @@ def shifted(moment: datetime, schedule: Schedule, calendar: WorkingCalendar) -> 
     return moment
 
 
-def period_label(period: datetime, calendar: WorkingCalendar) -> str:
-    """How a period is written in a case's data: its occurrence in ISO 8601, in the calendar's zone."""
-    return period.astimezone(ZoneInfo(calendar.timezone)).isoformat()
+def period_label(period: datetime, calendar: WorkingCalendar, pattern: str | None = None) -> str:
+    """How a period is written: its occurrence in the calendar's zone, in ISO 8601 or by the strftime
+    `pattern`, where `%Q` is the quarter (1-4) and `%%` a percent sign."""
+    local = period.astimezone(ZoneInfo(calendar.timezone))
+    if pattern is None:
+        return local.isoformat()
+    quarter = str((local.month - 1) // 3 + 1)
+    # `%%Q` is a percent sign and a Q: split on `%%` first, so that only a real `%Q` names the quarter.
+    return "%".join(local.strftime(part.replace("%Q", quarter)) for part in pattern.split("%%"))
 
 
 def start_data(schedule: Schedule, period: datetime, calendar: WorkingCalendar) -> dict[str, Any]:
     """The data a period's case starts with: the schedule's `data` and the period in its field."""
     data: Mapping[str, Any] = thawed_json(schedule.data)
-    return {**data, schedule.period_field: period_label(period, calendar)}
+    return {**data, schedule.period_field: period_label(period, calendar, schedule.period_format)}

@@ -122,7 +122,7 @@ class Scheduler:
         definition = compiled.definition
         org = org or self.engine.org()
         data = start_data(schedule, period.period, org.calendar)
-        step = start_step(compiled, SYSTEM_ACTOR, data, _people(self.engine, org))
+        step = start_step(compiled, SYSTEM_ACTOR, data, _people(self.engine, org), iso(now))
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
         change = CaseChange(
             state=step.to_state,

@@ -830,7 +830,9 @@ def _check_start(
     """Refuse a start the definition's `start` rule does not allow (NotPermitted, GuardRefused): nothing is
     written, as there is no case yet to record the attempt on."""
     rule = compiled.definition.start
-    if rule is None:
+    if rule is None or actor.id == SYSTEM:
+        # The system starts a case only for one of the definition's own schedules: the definition said
+        # so itself, and `start` says who else may.
         return
     key = compiled.definition.key
     if rule.by and not any(r in actor.roles for r in rule.by):

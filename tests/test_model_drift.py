@@ -102,6 +102,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "data": "data",
             "period_field": "period_field",
             "source": "rulebook",
+            "period_format": "period_format",
         },
     ),
     "deadline": (

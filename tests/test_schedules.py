@@ -210,3 +210,35 @@ def test_tick_starts_due_periods_and_defs_show_tells_the_schedule(tmp_path: Path
     (schedule,) = json.loads(run("--json", "defs", "show", "appraisal"))["schedules"]
     assert (schedule["name"], schedule["started"], schedule["cron"]) == ("monthly", started, "0 17 L * *")
     assert run("tick", "--now", later.isoformat()).startswith("fired: nothing due")
+
+
+def test_the_seed_schedules_start_the_plans_and_the_survey_of_a_new_year(tmp_path: Path) -> None:
+    clock = Clock()
+    clock.now = datetime(2026, 12, 20, 2, 0, tzinfo=UTC)
+    with Engine(f"sqlite:///{tmp_path / 'seeds.db'}", clock=clock) as engine:
+        engine.deploy([ROOT / "definitions"])
+        worker = Worker(engine, channels=[ConsoleChannel(write=lambda _line: None)])
+        # 1 January 2027 is a holiday in the org calendar (a Friday): the first working day is Monday 4.
+        clock.now = datetime(2027, 1, 4, 0, 59, tzinfo=UTC)
+        assert worker.tick().fired.get("schedule", 0) == 0
+        clock.now = datetime(2027, 1, 4, 1, 0, tzinfo=UTC)
+        assert worker.tick().fired["schedule"] == 7
+        plans = engine.cases(definition="operations-plan")
+        assert sorted((c.data["group"], c.data["period"]) for c in plans) == sorted(
+            (group, period)
+            for group in ("内容运营组", "用户运营组", "活动运营组")
+            for period in ("2027-Q1", "2027-01")
+        )
+        (survey,) = engine.cases(definition="training")
+        assert survey.data == {"topic": "年度培训需求调查", "cycle": "annual", "period": "2027"}
+        assert engine.verify().ok
+
+
+def test_a_period_format_writes_the_quarter_and_a_percent_sign() -> None:
+    from sopflow.engine.schedule import period_label
+
+    moment = datetime(2026, 6, 30, 20, 0, tzinfo=UTC)  # 1 July 2026, 04:00 in Beijing
+    assert period_label(moment, SHANGHAI) == "2026-07-01T04:00:00+08:00"
+    assert period_label(moment, SHANGHAI, "%Y-Q%Q") == "2026-Q3"
+    assert period_label(moment, SHANGHAI, "%Y-%m") == "2026-07"
+    assert period_label(moment, SHANGHAI, "100%%Q") == "100%Q"

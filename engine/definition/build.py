@@ -256,6 +256,7 @@ def _build_schedule(name: str, raw: Mapping[str, Any], path: Path) -> Schedule:
         data=frozen_json(raw.get("data", {})),
         period_field=raw.get("period_field", "period"),
         rulebook=raw.get("source"),
+        period_format=raw.get("period_format"),
     )
 
 

@@ -291,6 +291,9 @@ class Schedule:
     data: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     period_field: str = "period"
     rulebook: str | None = None
+    period_format: str | None = None
+    """How the period is written in `period_field`: a strftime pattern (`%Q` is the quarter, 1-4); None
+    for ISO 8601."""
 
 
 @dataclass(frozen=True, slots=True)
