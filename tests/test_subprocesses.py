@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -257,4 +258,49 @@ def test_the_documented_example_runs(database_url: str, clock: Clock) -> None:
             ("withdrawn", False),
             ("drafting", False),
         ]
+        assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_migration_adds_the_links_to_cases_stored_before(database_url: str) -> None:
+    import sqlalchemy as sa
+
+    from sopflow.engine.store import database
+    from sopflow.engine.store.tables import cases
+
+    engine = database.create(database_url)
+    try:
+        database.upgrade(engine, "0005")
+        with engine.connect() as conn:
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("cases")}
+        assert "parent_case_id" not in columns
+        at = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+        old = {
+            "id": 1, "definition_id": "quote", "definition_version": 1, "state": "asking", "open": True,
+            "data": "{}", "version": 1, "starter": "fay", "entered_seq": 1, "entered_at": at,
+            "created_at": at, "updated_at": at, "audit_seq": 1, "last_hash": "h",
+        }  # fmt: skip
+        with engine.begin() as conn:
+            conn.execute(sa.insert(cases), [old])
+        assert database.upgrade(engine) == database.SCHEMA_REVISION == "0006"
+        with engine.connect() as conn:
+            found = conn.execute(sa.select(cases.c.parent_case_id, cases.c.parent_seq)).one()
+            indexes = {i["name"] for i in sa.inspect(conn).get_indexes("cases")}
+        assert tuple(found) == (None, None)
+        assert "ix_cases_parent" in indexes
+    finally:
+        engine.dispose()
+
+
+def test_the_4h_rule_of_content_review_runs_inside_the_pipeline(database_url: str, clock: Clock) -> None:
+    for sop in engine_on(database_url, clock, ROOT / "definitions"):
+        case = sop.start("content-pipeline", {"topic": "开学季"}, actor="li.na").case
+        plan = {"formats": ["article"], "planned_date": "2026-08-25", "planned_channel": "公众号"}
+        sop.fire(case.id, "submit_plan", actor="li.na", payload=plan)
+        sop.fire(case.id, "submit_draft", actor="fu.xiao", payload={"draft_url": "https://x/1"})
+        (review,) = sop.links(case.id)[1]
+        sop.fire(review.case_id, "submit", actor="li.na", payload={"material_url": "https://m/1"})
+        clock.advance(hours=4, seconds=1)
+        Worker(sop, name="w1").tick()
+        assert [(o.case_id, o.name) for o in sop.overdue()] == [(review.case_id, "publish-within-4h")]
+        assert sop.case(case.id).state == "manager_review"  # the pipeline waits on its review
         assert sop.verify().ok, sop.verify().findings
