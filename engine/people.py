@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from sopflow.engine import branches
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.casework import (
     check_comment,
@@ -25,7 +26,7 @@ from sopflow.engine.casework import (
 )
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
-from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
+from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted, UsageError
 from sopflow.engine.step import CLAIM, Actor, Refused, Snapshot, acting_role, excluded_people
 from sopflow.engine.store import (
     CaseChange,
@@ -151,6 +152,11 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
         refusal.clear()
         compiled = engine.compiled(row.definition_id, row.definition_version)
         state = compiled.definition.states[row.state]
+        if not row.open:  # a sub-process's child its parent closed where it stood: no step is left
+            raise NotAvailable(
+                f"case {row.id} is closed: its parent case closed it in `{row.state}`",
+                hint="a closed case has no step to reassign",
+            )
         role = _owning_role(state)
         try:
             _check_reassign(org, state, role, actor, to_user)
@@ -302,6 +308,7 @@ def _role_may_act(state: State, roles: frozenset[str]) -> bool:
         needed.update(state.approval.roles)
     if state.assign is not None and state.assign.kind == "claim":
         needed.add(state.assign.value)
+    needed.update(branches.roles_acting(state) - SPECIAL_ACTORS)
     return bool(needed & roles)
 
 
@@ -346,4 +353,15 @@ def _what_they_may_do(
     ):
         events.append(CLAIM)
         reasons.append(f"unclaimed, for {state.assign.value}")
+    if state.parallel is not None:
+        # Each open branch's events, as a dry run of the step decides them (its owner, its assignee).
+        positions = engine.store.branches(row.id, row.entered_seq)
+        seen = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, branches=positions)
+        for name, event in branches.open_events(state.parallel, positions):
+            qualified = f"{name}{branches.SEPARATOR}{event}"
+            allowed, _ = may_fire(compiled, seen, person, qualified, org, ("?",))
+            clock = all(t.clock_only for t in branches.transitions_of(state, positions, qualified))
+            if allowed and not clock:
+                events.append(qualified)
+                reasons.append(f"branch {name}")
     return tuple(dict.fromkeys(events)), "; ".join(dict.fromkeys(reasons))

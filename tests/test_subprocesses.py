@@ -97,6 +97,8 @@ def test_cancelling_the_parent_closes_the_open_child_and_grandchild(sop: Engine)
     assert sop.history(child)[-1].detail["parent"] == {"case": parent, "seq": 3}
     with pytest.raises(NotAvailable, match="closed"):
         sop.fire(grandchild.case_id, "sign", actor="mia")
+    with pytest.raises(NotAvailable, match="closed"):
+        sop.reassign(child, "max", actor="root")
     assert sop.verify().ok, sop.verify().findings
 
 
