@@ -865,6 +865,15 @@ class Engine:
         fired = people.reassign(self, case_id, to_user, actor=actor, comment=comment)
         return Result(self.case(fired.case.id), fired.record)
 
+    def cancel(self, case_id: int, *, actor: str, reason: str) -> Result:
+        """Cancel an open case where it stands, with a reason (audited): its timers end and its open
+        sub-process cases close; for an administrator or a role the definition's `control: cancel:` names
+        (`engine.control`)."""
+        from sopflow.engine import control
+
+        fired = control.cancel(self, case_id, actor=actor, reason=reason)
+        return Result(self._case(fired.case), fired.record)
+
     def delegate(
         self,
         delegator: str,

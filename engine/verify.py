@@ -27,6 +27,7 @@ from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import (
     APPROVE,
+    CANCEL_CASE,
     CLOSED_BY_PARENT,
     REJECT,
     RESUME,
@@ -434,6 +435,8 @@ class _Checker:
             return "the case was closed by its parent case; it takes no more steps"
         if rec.actor == SYSTEM and rec.event == CLOSED_BY_PARENT:
             return _closed_by_parent(replay, rec)
+        if rec.event == CANCEL_CASE:
+            return self._cancelled(compiled.definition, replay, rec, at)
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
             calendar = next((o.calendar for o in self.orgs_at(at) if o is not None), None)
             return _system_note(compiled.definition, replay, rec) or replay.timers.system(
@@ -471,6 +474,32 @@ class _Checker:
                 replay.timers.step(
                     compiled.definition, entered, step.moved or rec.seq == 1, left, at, org.calendar
                 )
+            return None
+        return why
+
+    def _cancelled(
+        self, definition: Definition, replay: _Replay, rec: AuditRecord, at: datetime
+    ) -> str | None:
+        """A case cancelled where it stood: by someone the rules in force then allowed, in the role its
+        record names; it changes nothing but `open`, and ends every timer."""
+        from sopflow.engine.control import decide_cancel
+
+        if rec.to_state != replay.state or rec.data_change:
+            return f"a {CANCEL_CASE} record changes the case (to `{rec.to_state}`)"
+        why = "no org was deployed when it was taken"
+        for org in self.orgs_at(at):
+            if org is None or rec.actor not in org.users:
+                why = f"{rec.actor} was not in the org in force then"
+                continue
+            try:
+                role, behalf = decide_cancel(definition, org, self.actor(org, rec.actor, at))
+            except Refused as refused:
+                why = f"it was not allowed: {refused.error.message}"
+                continue
+            if (role, behalf) != (rec.role, rec.on_behalf_of):
+                why = f"it names the role `{rec.role}`, the cancel was {rec.actor}'s as `{role}`"
+                continue
+            _closed_by_parent(replay, rec)
             return None
         return why
 

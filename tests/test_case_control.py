@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sopflow.engine import Engine
-from sopflow.engine.errors import NotPermitted
+from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted
 from sopflow.engine.worker import Worker
 from tests.conftest import ROOT, Clock, engine_on
 
@@ -204,3 +205,157 @@ def test_property_a_stay_changes_no_assignee_claim_timer_or_round(
         assert sop.verify(case_id).ok
 
     run()
+
+
+# -- cancel --------------------------------------------------------------------------------------------
+
+NESTED = ROOT / "tests" / "fixtures" / "nested"
+
+
+@pytest.fixture
+def nested(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, NESTED)
+
+
+def test_an_administrator_cancels_a_case_where_it_stands(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    assert _timers(sop, case_id)
+    done = sop.cancel(case_id, actor="root", reason="the customer withdrew")
+    assert (done.case.state, done.case.open, done.case.assignee) == ("queue", False, "bob")
+    assert (done.record.event, done.record.role, done.record.comment) == (
+        "cancel_case",
+        "admin",
+        "the customer withdrew",
+    )
+    assert _timers(sop, case_id) == set()
+    with pytest.raises(NotAvailable, match="closed"):
+        sop.fire(case_id, "handle", actor="bob")
+    with pytest.raises(NotAvailable, match="nothing to cancel"):
+        sop.cancel(case_id, actor="root", reason="again")
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_declared_role_may_cancel_and_others_are_refused_on_the_record(sop: Engine, clock: Clock) -> None:
+    case_id = _claimed(sop)
+    with pytest.raises(NotPermitted, match="may not cancel"):
+        sop.cancel(case_id, actor="bob", reason="not mine")
+    refusal = sop.history(case_id)[-1]
+    assert (refusal.event, refusal.outcome, refusal.actor) == ("cancel_case", "refused", "bob")
+    assert sop.case(case_id).open
+    with pytest.raises(InvalidData, match="reason"):
+        sop.cancel(case_id, actor="mia", reason="  ")
+    assert len(sop.history(case_id)) == 3  # nothing written for a cancel without a reason
+    # A manager's role held by delegation cancels on the manager's behalf.
+    sop.delegate("mia", "alice", actor="mia", ends_at=clock.now + timedelta(days=1))
+    done = sop.cancel(case_id, actor="alice", reason="duplicate of another ticket")
+    assert (done.record.role, done.record.on_behalf_of) == ("manager", "mia")
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_cancel_closes_the_open_children_and_their_timers(nested: Engine) -> None:
+    sop = nested
+    case = sop.start("purchase", {"item": "laptop", "amount": 500}, actor="alice").case
+    sop.fire(case.id, "request", actor="alice")
+    child = sop.links(case.id)[1][0].case_id
+    sop.fire(child, "quote", actor="fay", payload={"price": 420})
+    grandchild = sop.links(child)[1][0].case_id
+    with pytest.raises(NotAvailable, match="waits on it"):
+        sop.cancel(child, actor="root", reason="too dear")
+    sop.cancel(case.id, actor="root", reason="budget frozen")
+    for each in (case.id, child, grandchild):
+        assert not sop.case(each).open
+        assert sop.store.pending_timers(each) == []
+    assert sop.history(grandchild)[-1].event == "closed_by_parent"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_cancel_the_rules_did_not_allow_is_found_by_verify(
+    sop: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel written for someone the rules refuse (an employee) is named by `audit verify`, which
+    decides it again with the real rule."""
+    from sopflow.engine import control
+    from sopflow.engine.definition.model import Definition, Org
+    from sopflow.engine.step import Actor
+
+    def anyone(definition: Definition, org: Org, person: Actor) -> tuple[str, str | None]:
+        return "employee", None
+
+    case_id = _claimed(sop)
+    monkeypatch.setattr(control, "decide_cancel", anyone)
+    sop.cancel(case_id, actor="bob", reason="mine to drop")
+    monkeypatch.undo()
+    report = sop.verify(case_id)
+    assert not report.ok
+    assert "may not cancel" in report.findings[0].problem
+
+
+def test_property_a_cancelled_case_has_no_live_timer_or_open_child(nested: Engine, clock: Clock) -> None:
+    """Whatever steps a purchase took, and whenever: after its cancel no case of its family is open
+    and none has a pending timer; `audit verify` agrees."""
+    sop = nested
+    moves = ["request", "child:quote", "child:decline", "grandchild:sign", "cancel"]
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        derandomize=True,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(steps=st.lists(st.tuples(st.sampled_from(moves), st.integers(0, 600)), max_size=6))
+    def run(steps: list[tuple[str, int]]) -> None:
+        case_id = sop.start("purchase", {"item": "desk", "amount": 300}, actor="alice").case.id
+        actors = {"request": "alice", "quote": "fay", "decline": "fay", "sign": "mia", "cancel": "bob"}
+        for move, minutes in steps:
+            clock.advance(minutes=minutes)
+            target = case_id
+            for _ in range(move.count(":")):
+                children = [c for c in sop.links(target)[1] if c.open]
+                if not children:
+                    break
+                target = children[0].case_id
+            event = move.rsplit(":", 1)[-1]
+            payload = {"price": 250} if event == "quote" else None
+            try:
+                sop.fire(target, event, actor=actors[event], payload=payload)
+            except (NotPermitted, NotAvailable, InvalidData):
+                continue
+        if sop.case(case_id).open:
+            sop.cancel(case_id, actor="root", reason="property")
+        family = [case_id]
+        for each in family:
+            family.extend(c.case_id for c in sop.links(each)[1])
+            assert not sop.case(each).open
+            assert sop.store.pending_timers(each) == []
+        assert sop.verify(case_id).ok
+
+    run()
+
+
+def test_the_cancel_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_cli import Sop, refused
+
+    sop = Sop(f"sqlite:///{tmp_path / 'x.db'}", CliRunner())
+    sop.ok("deploy", str(CONTROL))
+    case = sop.start("ticket", "alice", {"title": "chair"})
+    refused(sop("cancel", str(case), "--reason", "no", user="bob"), 1, "may not cancel", "manager")
+    missing = sop("cancel", str(case), user="root")
+    assert missing.exit_code == 2 and "--reason" in missing.stderr
+    done = sop.ok("cancel", str(case), "--reason", "withdrawn", user="root")
+    assert f"case {case} (ticket@1) is cancelled in queue" in done.stdout
+    assert sop.json("history", str(case))[-1]["event"] == "cancel_case"
+    refused(sop("cancel", str(case), "--reason", "again", user="root"), 1, "closed")
+
+
+def test_the_checker_names_unknown_cancel_roles_and_a_clashing_event(tmp_path: Path) -> None:
+    from sopflow.engine.definition.validate import validate_paths
+
+    text = (CONTROL / "ticket.yaml").read_text(encoding="utf-8")
+    text = text.replace("cancel: [manager]", "cancel: [managr]").replace("      pass_on:", "      cancel_case:")
+    (tmp_path / "ticket.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "org.yaml").write_text((CONTROL / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    found = {(p.code, p.line, p.message) for p in validate_paths([tmp_path]).problems}
+    assert ("unknown-role", 14, "the org has no role `managr`") in found
+    assert any(code == "duplicate-event" and "cancel_case" in message for code, _line, message in found)

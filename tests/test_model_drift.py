@@ -32,6 +32,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "deadlines": "deadlines",
             "schedules": "schedules",
             "start": "start",
+            "control": "control",
         },
     ),
     "start": (model.StartRule, {"by": "by", "when": "when", "explain": "explain"}),

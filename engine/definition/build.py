@@ -23,6 +23,7 @@ from sopflow.engine.definition.model import (
     Assignment,
     Branch,
     Calendar,
+    Control,
     Deadline,
     Definition,
     Escalation,
@@ -117,6 +118,9 @@ def build_definition(doc: Document) -> Definition:
             _build_schedule(name, raw, ("schedules", name)) for name, raw in data.get("schedules", {}).items()
         ),
         start=_build_start(data["start"], ("start",)) if "start" in data else None,
+        control=Control(("control",), cancel=tuple(data["control"].get("cancel", ())))
+        if "control" in data
+        else None,
     )
 
 

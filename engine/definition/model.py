@@ -296,6 +296,20 @@ class Schedule:
     for ISO 8601."""
 
 
+CANCEL_CASE = "cancel_case"
+"""The record with which an administrator or a role the definition's `control: cancel:` names cancels an
+open case where it stands, with a reason: the case closes, its timers end and its open children close."""
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """Who may act on a whole case besides administrators: `cancel` names the roles that may cancel any
+    open case of the definition."""
+
+    path: Path
+    cancel: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class StartRule:
     """Who may start a case (any of `by`; empty: anyone in the org) and on what condition."""
@@ -325,6 +339,7 @@ class Definition:
     assumptions: tuple[Text, ...] = ()
     schedules: tuple[Schedule, ...] = ()
     start: StartRule | None = None
+    control: Control | None = None
 
     @property
     def key(self) -> str:
@@ -349,6 +364,8 @@ class Definition:
                 found.add(s.assign.value)
         if self.start is not None:
             found.update(self.start.by)
+        if self.control is not None:
+            found.update(self.control.cancel)
         for d in self.deadlines:
             found.update(e.target for e in d.escalate if e.action in ("notify", "reassign"))
         return frozenset(found)

@@ -18,7 +18,7 @@ from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
 from sopflow.engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
 from sopflow.engine.definition.semantic.control import CODES as CONTROL_CODES
-from sopflow.engine.definition.semantic.control import check_reentry
+from sopflow.engine.definition.semantic.control import check_control, check_reentry
 from sopflow.engine.definition.semantic.duties import CODES as DUTY_CODES
 from sopflow.engine.definition.semantic.duties import (
     check_approval_fields,
@@ -150,6 +150,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_approval_fields,
     check_subprocess_fields,
     check_reentry,
+    check_control,
 )
 
 
