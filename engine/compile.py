@@ -27,6 +27,7 @@ from sopflow.engine.definition.model import (
     Definition,
     Expression,
     Path,
+    State,
     Transition,
     thawed_json,
 )
@@ -181,6 +182,13 @@ class CompiledDefinition:
             if state.approval is not None:
                 for expr in state.approval.compute.values():
                     self._guards[expr.path] = _LazyGuard(definition, expr, state.approval.payload)
+        for state in _branch_states(definition):
+            # A parallel state's branch steps are decided by `engine.branches`, not the machine: only
+            # their guards and computed values are compiled here.
+            for t in state.transitions:
+                for found in (t.when, *t.compute.values()):
+                    if found is not None:
+                        self._guards[found.path] = _LazyGuard(definition, found, t.payload)
         start = definition.start
         if start is not None and start.when is not None:
             self._guards[start.when.path] = _LazyGuard(definition, start.when, None)
@@ -282,9 +290,20 @@ class CompiledDefinition:
         return self._alternatives.get((state, event), ())
 
 
+def _branch_states(definition: Definition) -> list[State]:
+    """The states of every parallel state's branches."""
+    return [
+        bs
+        for s in definition.states.values()
+        if s.parallel is not None
+        for b in s.parallel.branches.values()
+        for bs in b.states.values()
+    ]
+
+
 def _reads_history(definition: Definition) -> bool:
     texts: list[str] = []
-    for state in definition.states.values():
+    for state in definition.all_states():
         for t in state.transitions:
             texts += t.not_by
             texts += [e.text for e in (t.when, *t.compute.values()) if e is not None]

@@ -165,6 +165,8 @@ class Simulation:
             fired=(*snap.fired, (step.event, step.on_behalf_of or actor.id)),
             started_at=snap.started_at or record.at,
             entered_at=record.at if step.moved or snap.entered_at is None else snap.entered_at,
+            # Where a parallel state's branches stand, as the step's record gives them.
+            branches=step.detail.get("branches", {} if step.moved else snap.branches),
         )
 
     def _record(

@@ -92,6 +92,9 @@ class Snapshot:
     """When the case started and entered its current state (ISO 8601, as its audit records say)."""
     now: str | None = None
     """The step's own time (ISO 8601): `case.seconds_in_state` counts up to it."""
+    branches: Mapping[str, Any] = field(default_factory=dict)
+    """In a parallel state: where each branch stands (branch → {state, assignee}), as the last record of
+    the visit says (`engine.branches`)."""
 
 
 def case_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -239,6 +242,11 @@ def take_step(
             f"the case is closed: it ended in `{state.name}` ({state.title})",
             hint="a closed case takes no more events; start a new case",
         )
+    if state.parallel is not None and not compiled.alternatives(state.name, event):
+        # Imported here: the branches' rules are built on this module's.
+        from sopflow.engine.branches import branch_step
+
+        return branch_step(compiled, state, snapshot, actor, event, payload, people)
     if event == RESUME:
         return _resume(compiled, state, snapshot, actor, payload, people)
     if state.approval is not None and event in (APPROVE, REJECT):
@@ -497,6 +505,11 @@ def _enter(
         detail["routes"] = routes
     final = definition.states[entered[-1]]
     assignee = _assignee(final, data, people)
+    if final.parallel is not None:
+        from sopflow.engine.branches import BRANCHES
+        from sopflow.engine.branches import entered as branches_entered
+
+        detail[BRANCHES] = branches_entered(final.parallel, data, people)
     if final.assign is not None and final.assign.kind == "least_loaded":
         # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
         detail["assignee"] = assignee

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sopflow.engine import branches
 from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import (
@@ -171,7 +172,8 @@ def _keys(
         wrote = (
             (rec.event == "start" and target == row.definition_id)
             if operation == "start"
-            else (operation == "fire" and rec.event == target)
+            # A branch's step is recorded as `BRANCH.EVENT` when the request named the event alone.
+            else (operation == "fire" and target in (rec.event, rec.event.partition(".")[2]))
         )
         if not wrote or rec.actor != actor:
             return VerifyFinding(
@@ -237,6 +239,8 @@ class _Replay:
     """(event, person) of every accepted record so far, as the runtime reads them for a step."""
     closed: bool = False
     """Closed by its parent case where it stood (a sub-process's child the parent stopped waiting on)."""
+    branches: dict[str, Any] = field(default_factory=dict)
+    """Where a parallel state's branches stand, as the last step that gave them."""
 
     def snapshot(self, now: str) -> Snapshot:
         from sopflow.engine.casework import votes_of
@@ -253,6 +257,7 @@ class _Replay:
             started_at=self.created_at,
             entered_at=self.entered_at,
             now=now,
+            branches=self.branches,
         )
 
 
@@ -474,6 +479,12 @@ class _Checker:
                 replay.timers.step(
                     compiled.definition, entered, step.moved or rec.seq == 1, left, at, org.calendar
                 )
+                ended = set(branches.ended_deadlines(compiled.definition, step))
+                if ended:
+                    # A branch's deadline ends with its branch (or its state's join), not on entering a state.
+                    pending = replay.timers.pending
+                    replay.timers.pending = {k: v for k, v in pending.items() if k[1] not in ended}
+                    replay.timers.breached -= ended
             return None
         return why
 
@@ -646,6 +657,8 @@ def _fold(replay: _Replay, rec: AuditRecord, step: Step | None, assignee: str | 
         replay.data = step.data
         if rec.event in (APPROVE, REJECT):
             replay.votes.append((rec.seq, StoredVote(rec.actor, rec.role, rec.event, rec.on_behalf_of)))
+        if "branches" in step.detail:
+            replay.branches = step.detail["branches"]
     replay.assignee = assignee
     replay.version += 1
     replay.updated_at = rec.at

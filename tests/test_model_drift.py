@@ -51,8 +51,11 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "assign": "assign",
             "timeout": "timeout",
             "subprocess": "subprocess",
+            "parallel": "parallel",
         },
     ),
+    "parallel": (model.Parallel, {"branches": "branches", "join": "join", "then": "then"}),
+    "parallelBranch": (model.ParallelBranch, {"title": "title", "initial": "initial", "states": "states"}),
     "subprocess": (
         model.Subprocess,
         {"definition": "definition", "in": "inputs", "out": "outputs", "on": "on"},
@@ -118,6 +121,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "escalate": "escalate",
             "source": "rulebook",
             "restart": "restart",
+            "branch": "branch",
         },
     ),
     "escalation": (

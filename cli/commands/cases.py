@@ -53,6 +53,10 @@ def start(
 @click.option(
     "--key", help="An idempotency key (default: a new one): the same step again with it writes nothing."
 )
+@click.option(
+    "--branch",
+    help="In a parallel state: the branch the event is for (needed only when several open branches have it).",
+)
 def fire(
     case: int,
     event: str,
@@ -61,12 +65,13 @@ def fire(
     comment: str | None,
     expect_version: int | None,
     key: str | None,
+    branch: str | None,
 ) -> None:
     """Fire EVENT on CASE as the --as user (exit 1 if refused; the refusal is audited)."""
     s = settings()
     result = s.engine().fire(
         case,
-        event,
+        f"{branch}.{event}" if branch else event,
         actor=s.actor(),
         payload=data_of(data_json, data_file),
         comment=comment,
@@ -89,6 +94,7 @@ def show(case: int) -> None:
     deadlines = engine.deadlines(c.id)
     now = engine.clock()
     parent, children = engine.links(c.id)
+    branches = engine.branches(c.id) if c.open else []
     if s.json:
         emit(
             {
@@ -112,6 +118,7 @@ def show(case: int) -> None:
                     for o in options
                 ],
                 "deadlines": [d.as_dict(now) for d in deadlines],
+                "branches": [b.as_dict() for b in branches],
             }
         )
         return
@@ -134,6 +141,9 @@ def show(case: int) -> None:
         echo(f"parent   case {parent.parent_case_id} (started this case by its record {parent.parent_seq})")
     for k in children:
         echo(f"child    case {k.case_id}  {k.definition_id}  {k.state}  {'open' if k.open else 'closed'}")
+    for b in branches:
+        who = ", ".join(x for x in (b.owner, b.assignee and f"assignee: {b.assignee}") if x)
+        echo(f"branch   {b.name}: {b.state} ({text(b.state_title)})" + (" done" if b.done else f"  {who}"))
     approval = engine.approval_progress(c.id)
     if approval is not None:
         echo(f"approval {approval}")

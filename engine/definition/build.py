@@ -30,6 +30,8 @@ from sopflow.engine.definition.model import (
     EscalationAction,
     Expression,
     Org,
+    Parallel,
+    ParallelBranch,
     Path,
     Role,
     Schedule,
@@ -168,6 +170,33 @@ def _build_state(name: str, raw: Mapping[str, Any], path: Path) -> State:
         subprocess=(
             _build_subprocess(raw["subprocess"], (*path, "subprocess")) if "subprocess" in raw else None
         ),
+        parallel=_build_parallel(raw["parallel"], (*path, "parallel")) if "parallel" in raw else None,
+    )
+
+
+def _build_parallel(raw: Mapping[str, Any], path: Path) -> Parallel:
+    join = raw.get("join", "all")
+    branches = {
+        name: ParallelBranch(
+            name=name,
+            title=build_text(spec["title"]),
+            initial=spec["initial"],
+            states=MappingProxyType(
+                {
+                    state: _build_state(state, sub, (*path, "branches", name, "states", state))
+                    for state, sub in spec["states"].items()
+                }
+            ),
+            path=(*path, "branches", name),
+        )
+        for name, spec in raw["branches"].items()
+    }
+    return Parallel(
+        branches=MappingProxyType(branches),
+        then=raw["then"],
+        path=path,
+        join="at_least" if isinstance(join, Mapping) else join,
+        at_least=int(join["at_least"]) if isinstance(join, Mapping) else 1,
     )
 
 
@@ -199,6 +228,7 @@ def _build_transition(
         rulebook=raw.get("source"),
         not_by=tuple(raw.get("not_by", ())),
         compute=_build_compute(raw, path),
+        reenter=bool(raw.get("reenter", False)),
     )
 
 
@@ -231,7 +261,6 @@ def _build_approval(raw: Mapping[str, Any], path: Path) -> Approval:
         set=frozen_json(raw.get("set", {})),
         copy=frozen_json(raw.get("copy", {})),
         compute=_build_compute(raw, path),
-        reenter=bool(raw.get("reenter", False)),
     )
 
 
@@ -279,6 +308,7 @@ def _build_deadline(raw: Mapping[str, Any], path: Path) -> Deadline:
         ),
         rulebook=raw.get("source"),
         restart=raw.get("restart", "never"),
+        branch=raw.get("branch"),
     )
 
 

@@ -194,6 +194,46 @@ class Subprocess:
     outputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+JoinRule = Literal["all", "first", "at_least"]
+"""When a parallel state's branches are joined: all done, the first done (a discriminator), or `at_least`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ParallelBranch:
+    """One branch of a parallel state: its own small process (`states`, from `initial` to a final state),
+    each of its states with its owner and assignment, its steps fired as `BRANCH.EVENT`."""
+
+    name: str
+    title: Text
+    initial: str
+    states: Mapping[str, State]
+    path: Path
+
+    @property
+    def done_states(self) -> tuple[str, ...]:
+        return tuple(name for name, s in self.states.items() if s.final)
+
+
+@dataclass(frozen=True, slots=True)
+class Parallel:
+    """A state that splits into branches on entry and moves to `then` in the step that completes its
+    join; branches still open then are cancelled by that step (the record lists them)."""
+
+    branches: Mapping[str, ParallelBranch]
+    then: str
+    path: Path
+    join: JoinRule = "all"
+    at_least: int = 1
+
+    def needed(self) -> int:
+        """How many branches must be done for the join."""
+        if self.join == "all":
+            return len(self.branches)
+        if self.join == "first":
+            return 1
+        return self.at_least
+
+
 @dataclass(frozen=True, slots=True)
 class State:
     """A step of the process: who owns it, what it produces, and the ways out of it."""
@@ -212,6 +252,7 @@ class State:
     timeout: Timeout | None = None
     rulebook: str | None = None
     subprocess: Subprocess | None = None
+    parallel: Parallel | None = None
 
     @property
     def is_choice(self) -> bool:
@@ -232,6 +273,8 @@ class State:
             out += [self.approval.approved, self.approval.rejected]
         if self.subprocess is not None:
             out += list(self.subprocess.on.values())
+        if self.parallel is not None:
+            out.append(self.parallel.then)
         return tuple(dict.fromkeys(out))
 
 
@@ -272,6 +315,9 @@ class Deadline:
     escalate: tuple[Escalation, ...] = ()
     rulebook: str | None = None
     restart: Restart = "never"
+    branch: str | None = None
+    """On a parallel `start` state: the branch whose work the deadline times; it ends when that branch is
+    done (or the case enters one of `until`)."""
 
 
 WorkingDayRule = Literal["any", "previous", "next"]
@@ -350,10 +396,19 @@ class Definition:
     def final_states(self) -> tuple[str, ...]:
         return tuple(name for name, s in self.states.items() if s.final)
 
+    def all_states(self) -> tuple[State, ...]:
+        """Every state, those of parallel states' branches after their parallel state."""
+        out: list[State] = []
+        for s in self.states.values():
+            out.append(s)
+            if s.parallel is not None:
+                out += [bs for b in s.parallel.branches.values() for bs in b.states.values()]
+        return tuple(out)
+
     def roles(self) -> frozenset[str]:
         """Every role the definition names (owners, `by`, approvals, assignment, escalation)."""
         found: set[str] = set()
-        for s in self.states.values():
+        for s in self.all_states():
             if s.owner:
                 found.add(s.owner)
             for t in s.transitions:

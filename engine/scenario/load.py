@@ -156,6 +156,10 @@ class _Checker:
         events: set[str] = set()
         for state in definition.states.values():
             events.update(state.events)
+            for branch in state.parallel.branches.values() if state.parallel is not None else ():
+                for inner in branch.states.values():
+                    events.update(inner.events)
+                    events.update(f"{branch.name}.{e}" for e in inner.events)
             if state.assign is not None and state.assign.kind == "claim":
                 events.add(CLAIM)
         self.events = sorted(events)
@@ -294,4 +298,5 @@ class _Checker:
             timers_fired=tuple(raw["timers_fired"]) if "timers_fired" in raw else None,
             notifications=notices,
             child_state=raw.get("child_state"),
+            branches=dict(raw["branches"]) if "branches" in raw else None,
         )

@@ -31,6 +31,8 @@ class Expect:
     notifications: tuple[ExpectedNotice, ...] | None = None
     child_state: str | None = None
     """The state of the case's newest sub-process case (its child)."""
+    branches: Mapping[str, str] | None = None
+    """In a parallel state: branch → the state it is in."""
 
 
 @dataclass(frozen=True, slots=True)

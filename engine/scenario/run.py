@@ -436,6 +436,11 @@ class _Play:
             child_state = children[-1].state if children else "(no sub-process case)"
             if child_state != expect.child_state:
                 return differ("child_state", expect.child_state, child_state)
+        if expect.branches is not None:
+            standing = {b.name: b.state for b in self.sop.branches(case.id)}
+            found = {name: standing.get(name, "(no such open branch)") for name in expect.branches}
+            if found != dict(expect.branches):
+                return differ("branches", dict(expect.branches), found)
         if expect.assignee_given and case.assignee != expect.assignee:
             return differ("assignee", expect.assignee, case.assignee)
         for name, value in (expect.data or {}).items():

@@ -130,6 +130,20 @@ class Reads:
         )
         return [StoredVote(*r) for r in self._conn.execute(query)]
 
+    def branches(self, case_id: int, since_seq: int) -> dict[str, Any]:
+        """Where the branches of a parallel state stand: `detail.branches` of the last accepted record from
+        `since_seq` (the record that entered the state) that carries it; {} when none does."""
+        query = (
+            select(audit.c.detail)
+            .where(audit.c.case_id == case_id, audit.c.seq >= since_seq, audit.c.outcome == "accepted")
+            .order_by(audit.c.seq.desc())
+        )
+        for (text,) in self._conn.execute(query):
+            found = json.loads(text).get("branches")
+            if isinstance(found, dict):
+                return found
+        return {}
+
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
@@ -1090,6 +1104,11 @@ class Store:
         """As `Reads.fired`, outside any write transaction."""
         with self._read() as conn:
             return Reads(conn, self._sql).fired(case_id)
+
+    def branches(self, case_id: int, since_seq: int) -> dict[str, Any]:
+        """As `Reads.branches`, outside any write transaction."""
+        with self._read() as conn:
+            return Reads(conn, self._sql).branches(case_id, since_seq)
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned (outside any write transaction)."""

@@ -43,6 +43,8 @@ from sopflow.engine.definition.semantic.guards import (
     check_guards,
 )
 from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
+from sopflow.engine.definition.semantic.parallel import CODES as PARALLEL_CODES
+from sopflow.engine.definition.semantic.parallel import check_parallel
 from sopflow.engine.definition.semantic.schedules import CODES as SCHEDULE_CODES
 from sopflow.engine.definition.semantic.schedules import check_schedules
 from sopflow.engine.definition.semantic.schemas import (
@@ -110,6 +112,7 @@ SEMANTIC_CODES = (
     *SCHEDULE_CODES,
     *DUTY_CODES,
     *SUBPROCESS_CODES,
+    *PARALLEL_CODES,
     *CONTROL_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
@@ -149,6 +152,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_clock_events,
     check_approval_fields,
     check_subprocess_fields,
+    check_parallel,
     check_reentry,
     check_control,
 )

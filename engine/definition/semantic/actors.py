@@ -12,7 +12,7 @@ from sopflow.engine.errors import Problem
 
 def _role_refs(ctx: Context) -> Iterator[tuple[str, Path, bool]]:
     """Every role the definition names, with its path and whether a user id is also accepted there."""
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         if s.owner:
             yield s.owner, (*s.path, "owner"), False
         for t in s.transitions:

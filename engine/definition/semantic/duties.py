@@ -33,7 +33,7 @@ CODES = ("unknown-exclusion", "compute-type", "bad-user-field", "clock-event-nev
 
 
 def _exclusions(ctx: Context) -> Iterator[tuple[str, Path]]:
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         for t in s.transitions:
             yield from ((e, (*t.path, "not_by", i)) for i, e in enumerate(t.not_by))
         if s.approval is not None:
@@ -114,7 +114,7 @@ def check_start(ctx: Context) -> Iterator[Problem]:
 
 
 def _computes(ctx: Context) -> Iterator[tuple[Mapping[str, Expression], Mapping[str, Any] | None]]:
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         for t in s.transitions:
             if t.compute:
                 yield t.compute, t.payload
@@ -211,7 +211,7 @@ def _is_literal(text: str) -> bool:
 def _user_schemas(ctx: Context) -> Iterator[tuple[Any, Path]]:
     if ctx.raw(("data",)) is not None:
         yield thawed_json(ctx.defn.data_schema), ("data",)
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         for t in s.transitions:
             if t.payload is not None:
                 yield thawed_json(t.payload), (*t.path, "payload")

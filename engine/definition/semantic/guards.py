@@ -99,7 +99,7 @@ def check_alternative_payloads(ctx: Context) -> Iterator[Problem]:
 
 def _guards(defn: Definition) -> Iterator[tuple[Expression, Mapping[str, Any] | None, bool]]:
     """Every guard, with the payload schema it may read and whether it routes a choice."""
-    for s in defn.states.values():
+    for s in defn.all_states():
         for t in s.transitions:
             if t.when is not None:
                 yield t.when, t.payload, False

@@ -72,7 +72,7 @@ def _embedded_schemas(ctx: Context) -> Iterator[tuple[Any, Path, str]]:
     and the words naming it in a message."""
     if ctx.raw(("data",)) is not None:
         yield thawed_json(ctx.defn.data_schema), ("data",), "the `data` schema"
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         for t in s.transitions:
             if t.payload is not None:
                 yield thawed_json(t.payload), (*t.path, "payload"), f"the payload schema of `{t.event}`"
@@ -242,7 +242,7 @@ def _properties(schema: Mapping[str, Any] | None) -> Collection[str] | None:
 
 def check_data_fields(ctx: Context) -> Iterator[Problem]:
     fields = _properties(ctx.defn.data_schema)
-    for s in ctx.defn.states.values():
+    for s in ctx.defn.all_states():
         assign = s.assign
         from_data = assign is not None and assign.kind == "from_data"
         if fields is not None and assign is not None and from_data and assign.value not in fields:

@@ -1,0 +1,96 @@
+"""Checks of parallel states: each branch a small process that can finish, a join that can be met, and
+deadlines on a branch that name one.
+
+A branch's states live inside its parallel state, so the graph checks of the definition (unknown,
+unreachable, cannot finish) are made again here on each branch, with their own codes so that a message
+names the branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sopflow.engine.definition.model import ParallelBranch
+from sopflow.engine.definition.semantic.context import Context, did_you_mean
+from sopflow.engine.definition.semantic.graph import reachable
+from sopflow.engine.errors import Problem
+
+CODES = (
+    "unknown-branch-state",
+    "branch-cannot-finish",
+    "join-unreachable",
+    "unknown-branch",
+    "branch-escalation",
+)
+
+
+def check_parallel(ctx: Context) -> Iterator[Problem]:
+    for s in ctx.defn.states.values():
+        parallel = s.parallel
+        if parallel is None:
+            continue
+        for branch in parallel.branches.values():
+            yield from _check_branch(ctx, branch)
+        if parallel.join == "at_least" and parallel.at_least > len(parallel.branches):
+            yield ctx.problem(
+                (*parallel.path, "join", "at_least"),
+                "join-unreachable",
+                f"the join of `{s.name}` needs {parallel.at_least} branches done, but it has "
+                f"{len(parallel.branches)}",
+                f"lower `at_least` to at most {len(parallel.branches)}, or write `join: all`",
+            )
+    for d in ctx.defn.deadlines:
+        if d.branch is None:
+            continue
+        state = ctx.defn.states.get(d.start)
+        names = list(state.parallel.branches) if state is not None and state.parallel is not None else []
+        for e in d.escalate:
+            if e.action != "notify":
+                yield ctx.problem(
+                    e.path,
+                    "branch-escalation",
+                    f"deadline `{d.name}` times branch `{d.branch}`, but its rung would {e.action} the whole "
+                    "case",
+                    "escalate a branch's deadline with `notify`; a rung that reassigns or fires belongs to a "
+                    "deadline of the case",
+                )
+        if d.branch not in names:
+            yield ctx.problem(
+                (*d.path, "branch"),
+                "unknown-branch",
+                f"deadline `{d.name}` runs on branch `{d.branch}`, which `{d.start}` does not have",
+                did_you_mean(d.branch, names)
+                or (
+                    f"the branches of `{d.start}`: {', '.join(names)}"
+                    if names
+                    else f"`{d.start}` is not a parallel state: start the deadline at one"
+                ),
+            )
+
+
+def _check_branch(ctx: Context, branch: ParallelBranch) -> Iterator[Problem]:
+    names = list(branch.states)
+    refs = [(branch.initial, (*branch.path, "initial"))]
+    refs += [(t.target, (*t.path, "to")) for st in branch.states.values() for t in st.transitions]
+    known = True
+    for target, path in refs:
+        if target not in branch.states:
+            known = False
+            yield ctx.problem(
+                path,
+                "unknown-branch-state",
+                f"branch `{branch.name}` has no state `{target}`",
+                did_you_mean(target, names) or f"its states: {', '.join(names)}",
+            )
+    if not known:
+        return
+    edges = {name: [t.target for t in st.transitions] for name, st in branch.states.items()}
+    for name in sorted(reachable(edges, [branch.initial])):
+        if not reachable(edges, [name]) & set(branch.done_states):
+            yield ctx.problem(
+                branch.states[name].path,
+                "branch-cannot-finish",
+                f"branch `{branch.name}` in state `{name}` can never reach a final state: it is never done",
+                "add a way out that leads to a branch state with `final: true`",
+                key=True,
+            )

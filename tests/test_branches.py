@@ -1,0 +1,190 @@
+"""Parallel branches on SQLite and PostgreSQL: a parallel state starts its branches on entry, each branch's
+steps are the case's own audited steps (`BRANCH.EVENT`), with their owner, assignee, guard and payload; the
+step that completes the join moves the case on, exactly once, and names the branches it cancelled; a
+branch's deadline ends with its branch; `show`, `tasks` and `audit verify` see every branch. The fixtures:
+launch (materials, venue, staffing, join all) and quotes (join at least two of three) in
+tests/fixtures/branches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sopflow.engine import Engine
+from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPermitted
+from sopflow.engine.worker import ConsoleChannel, Worker
+from tests.conftest import ROOT, Clock, engine_on
+
+BRANCHES = ROOT / "tests" / "fixtures" / "branches"
+
+
+@pytest.fixture
+def sop(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, BRANCHES)
+
+
+def _preparing(sop: Engine) -> int:
+    case = sop.start("launch", {"title": "spring", "venue_lead": "max"}, actor="alice").case
+    sop.fire(case.id, "plan", actor="alice")
+    return case.id
+
+
+def test_entering_the_state_starts_every_branch_with_its_owner_and_assignee(sop: Engine) -> None:
+    case = _preparing(sop)
+    assert sop.case(case).state == "preparing"
+    shown = {b.name: (b.state, b.owner, b.assignee, b.done) for b in sop.branches(case)}
+    assert shown == {
+        "materials": ("ordering", "finance", None, False),
+        "venue": ("booking", "manager", "max", False),
+        "staffing": ("staffing", "employee", None, False),
+    }
+    assert sop.history(case)[-1].detail["branches"]["venue"] == {"state": "booking", "assignee": "max"}
+
+
+def test_each_branch_step_is_one_audited_step_and_the_join_fires_once(sop: Engine) -> None:
+    case = _preparing(sop)
+    done = sop.fire(case, "ordered", actor="fay", payload={"budget": 300})
+    assert (done.record.event, done.record.from_state, done.record.to_state) == (
+        "materials.ordered",
+        "preparing",
+        "preparing",
+    )
+    assert done.record.detail["branch"] == "materials"
+    assert sop.case(case).data["budget"] == 300
+    sop.fire(case, "venue.booked", actor="max")
+    sop.fire(case, "received", actor="bob")
+    assert sop.case(case).state == "preparing"
+    last = sop.fire(case, "staffed", actor="bob")
+    assert sop.case(case).state == "ready"
+    assert last.record.to_state == "ready"
+    assert last.record.detail["join"] == {
+        "rule": "all",
+        "needed": 3,
+        "done": ["materials", "venue", "staffing"],
+        "cancelled": [],
+    }
+    assert [r.detail.get("join") is not None for r in sop.history(case)].count(True) == 1
+    assert sop.branches(case) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_branch_step_is_refused_for_the_wrong_person_its_guard_and_when_done(sop: Engine) -> None:
+    case = _preparing(sop)
+    with pytest.raises(NotPermitted, match="needs finance"):
+        sop.fire(case, "materials.ordered", actor="bob", payload={"budget": 1})
+    with pytest.raises(GuardRefused, match="Order the materials first"):
+        sop.fire(case, "venue.booked", actor="max")
+    with pytest.raises(InvalidData):
+        sop.fire(case, "ordered", actor="fay", payload={})
+    sop.fire(case, "ordered", actor="fay", payload={"budget": 1})
+    with pytest.raises(NotPermitted):  # bob is neither the venue's assignee nor a manager
+        sop.fire(case, "venue.booked", actor="bob")
+    sop.fire(case, "venue.booked", actor="max")
+    with pytest.raises(NotAvailable, match="branch `venue` of `preparing` is done"):
+        sop.fire(case, "venue.booked", actor="max")
+    with pytest.raises(NotAvailable, match="no branch `nowhere`"):
+        sop.fire(case, "nowhere.booked", actor="max")
+    with pytest.raises(NotAvailable, match=r"events here now: materials\.received, staffing\.staffed"):
+        sop.fire(case, "booked", actor="max")
+    refused = [r for r in sop.history(case) if r.outcome == "refused"]
+    assert len(refused) == 3  # not permitted (twice), guard refused: each audited, naming the branch
+    assert all(r.detail.get("branch") in ("materials", "venue") for r in refused)
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_an_event_several_open_branches_have_must_name_its_branch(sop: Engine) -> None:
+    case = sop.start("quotes", {}, actor="fay").case
+    with pytest.raises(NotAvailable, match=r"name the branch: `north\.quoted`"):
+        sop.fire(case.id, "quoted", actor="fay", payload={"price": 5})
+    sop.fire(case.id, "north.quoted", actor="fay", payload={"price": 5})
+    assert sop.case(case.id).state == "asking"
+    # Only south offers `quoted` now: the bare event is inferred.
+    joined = sop.fire(case.id, "quoted", actor="fay", payload={"price": 4})
+    assert joined.record.event == "south.quoted"
+    assert sop.case(case.id).state == "chosen"
+    assert joined.record.detail["join"]["cancelled"] == ["east"]
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_state_own_events_still_leave_it_and_end_its_branches(sop: Engine) -> None:
+    case = _preparing(sop)
+    sop.fire(case, "ordered", actor="fay", payload={"budget": 1})
+    sop.fire(case, "abandon", actor="mia")
+    assert sop.case(case).state == "abandoned"
+    assert sop.deadlines(case) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_show_and_tasks_list_each_branch_for_whom_may_act(sop: Engine) -> None:
+    case = _preparing(sop)
+    options = {o.event: o.allowed for o in sop.options(case, "fay")}
+    assert options["materials.ordered"] is True
+    assert options["staffing.staffed"] is False
+    assert [t.events for t in sop.tasks("fay")] == [("materials.ordered",)]
+    assert [t.events for t in sop.tasks("bob")] == [("staffing.staffed",)]
+    sop.fire(case, "staffed", actor="bob")
+    assert sop.tasks("bob") == []
+
+
+def test_a_branch_deadline_runs_with_its_branch_and_ends_when_the_branch_is_done(
+    sop: Engine, clock: Clock
+) -> None:
+    case = _preparing(sop)
+    assert [d.name for d in sop.deadlines(case)] == ["venue-in-2h"]
+    sop.fire(case, "ordered", actor="fay", payload={"budget": 1})
+    sop.fire(case, "venue.booked", actor="max")
+    assert sop.deadlines(case) == []
+    clock.advance(hours=3)
+    Worker(sop, channels=[ConsoleChannel(write=lambda _line: None)]).tick()
+    assert all(r.event != "deadline_breached" for r in sop.history(case))
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_branch_deadline_breach_escalates_on_its_own(sop: Engine, clock: Clock) -> None:
+    case = _preparing(sop)
+    sop.fire(case, "staffed", actor="bob")
+    clock.advance(hours=2, minutes=1)
+    Worker(sop, channels=[ConsoleChannel(write=lambda _line: None)]).tick()
+    breached = [r for r in sop.history(case) if r.actor == "$system"]
+    assert breached and breached[0].detail["deadline"] == "venue-in-2h"
+    assert sop.case(case).state == "preparing"  # the other branches go on
+    assert sop.verify().ok, sop.verify().findings
+
+
+# -- property: random interleavings of branch events ------------------------------------------------
+
+_FANOUT = {"a": ["a1", "a2"], "b": ["b1"], "c": ["c1"]}
+"""fanout.yaml: branch → its events in order; the join needs two branches done."""
+
+
+@settings(max_examples=30, deadline=None)
+@given(order=st.lists(st.sampled_from(["a.a1", "a.a2", "b.b1", "c.c1", "a1", "b1"]), min_size=1, max_size=8))
+def test_any_interleaving_joins_exactly_once_and_only_when_its_rule_is_met(
+    order: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('p') / 'p.db'}"
+    with Engine(url, clock=Clock()) as sop:
+        sop.deploy([BRANCHES])
+        case = sop.start("fanout", {}, actor="bob").case.id
+        taken = dict.fromkeys(_FANOUT, 0)
+        for event in order:
+            branch, _, bare = event.rpartition(".")
+            branch = branch or bare[0]
+            done = sum(taken[n] == len(events) for n, events in _FANOUT.items())
+            expected_ok = (
+                done < 2 and taken[branch] < len(_FANOUT[branch]) and _FANOUT[branch][taken[branch]] == bare
+            )
+            if expected_ok:
+                sop.fire(case, event, actor="bob")
+                taken[branch] += 1
+            else:
+                with pytest.raises(NotAvailable):
+                    sop.fire(case, event, actor="bob")
+            done = sum(taken[n] == len(events) for n, events in _FANOUT.items())
+            assert (sop.case(case).state == "joined") == (done >= 2)
+        joins = [r for r in sop.history(case) if "join" in r.detail]
+        assert len(joins) == (1 if sum(taken[n] == len(e) for n, e in _FANOUT.items()) >= 2 else 0)
+        assert sop.verify().ok, sop.verify().findings
