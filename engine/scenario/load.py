@@ -298,5 +298,6 @@ class _Checker:
             timers_fired=tuple(raw["timers_fired"]) if "timers_fired" in raw else None,
             notifications=notices,
             child_state=raw.get("child_state"),
+            child_deadlines=tuple(raw["child_deadlines"]) if "child_deadlines" in raw else None,
             branches=dict(raw["branches"]) if "branches" in raw else None,
         )

@@ -31,6 +31,8 @@ class Expect:
     notifications: tuple[ExpectedNotice, ...] | None = None
     child_state: str | None = None
     """The state of the case's newest sub-process case (its child)."""
+    child_deadlines: tuple[str, ...] | None = None
+    """The deadlines running (or breached) on the case's newest sub-process case."""
     branches: Mapping[str, str] | None = None
     """In a parallel state: branch → the state it is in."""
 

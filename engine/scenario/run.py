@@ -431,11 +431,14 @@ class _Play:
 
         if expect.state is not None and case.state != expect.state:
             return differ("state", expect.state, case.state)
-        if expect.child_state is not None:
+        if expect.child_state is not None or expect.child_deadlines is not None:
             children = self.sop.links(case.id)[1]
             child_state = children[-1].state if children else "(no sub-process case)"
-            if child_state != expect.child_state:
+            if expect.child_state is not None and child_state != expect.child_state:
                 return differ("child_state", expect.child_state, child_state)
+            running = sorted(d.name for d in self.sop.deadlines(children[-1].case_id)) if children else []
+            if expect.child_deadlines is not None and running != sorted(expect.child_deadlines):
+                return differ("child_deadlines", sorted(expect.child_deadlines), running)
         if expect.branches is not None:
             standing = {b.name: b.state for b in self.sop.branches(case.id)}
             found = {name: standing.get(name, "(no such open branch)") for name in expect.branches}
