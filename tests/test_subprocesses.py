@@ -306,3 +306,54 @@ def test_the_4h_rule_of_content_review_runs_inside_the_pipeline(database_url: st
         assert [(o.case_id, o.name) for o in sop.overdue()] == [(review.case_id, "publish-within-4h")]
         assert sop.case(case.id).state == "manager_review"  # the pipeline waits on its review
         assert sop.verify().ok, sop.verify().findings
+
+
+def _race(first: tuple[Engine, int, str, str], second: tuple[Engine, int, str, str]) -> list[str]:
+    """Fire two events at once from two engines; what each gave: done, retry (the database asked for
+    another try) or the kind of its refusal."""
+    import threading
+
+    from sopflow.engine.errors import DatabaseUnavailable, SopflowError
+
+    barrier = threading.Barrier(2)
+    outcomes = ["", ""]
+
+    def act(n: int, engine: Engine, case: int, event: str, actor: str) -> None:
+        barrier.wait()
+        try:
+            engine.fire(case, event, actor=actor)
+            outcomes[n] = "done"
+        except DatabaseUnavailable:
+            outcomes[n] = "retry"
+        except SopflowError as exc:
+            outcomes[n] = exc.kind
+
+    threads = [threading.Thread(target=act, args=(n, *job)) for n, job in enumerate((first, second))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes
+
+
+def test_a_parent_cancelled_while_its_child_closes_ends_consistent(database_url: str, clock: Clock) -> None:
+    """Two writers at once: one cancels the purchase, the other declines its quote. Whichever commits first
+    wins; the other is refused (the case is closed, or its event is gone) or told to try again (a
+    PostgreSQL deadlock between the two rows), and the trail verifies."""
+    for sop in engine_on(database_url, clock, NESTED):
+        other = Engine(database_url, clock=clock)
+        try:
+            for _ in range(4):
+                parent, child = _requested(sop)
+                cancel, decline = _race((sop, parent, "cancel", "alice"), (other, child, "decline", "fay"))
+                assert "done" in (cancel, decline), (cancel, decline)
+                purchase, quote = sop.case(parent), sop.case(child)
+                assert not quote.open
+                if cancel == "done":
+                    assert purchase.state == "cancelled"
+                    assert quote.state in ("asking", "declined")
+                else:
+                    assert (purchase.state, quote.state) == ("draft", "declined")
+            assert sop.verify().ok, sop.verify().findings
+        finally:
+            other.close()
