@@ -304,3 +304,15 @@ def test_audit_verify_names_a_computed_value_that_was_rewritten(engine: Engine) 
     (found,) = engine.verify(case_id).findings
     assert found.seq == 2
     assert "data change is not the one the rules give" in found.problem
+
+
+def test_the_expense_scenarios_pass_on_sqlite_and_postgresql(database_url: str) -> None:
+    """The owner's own scenarios of the example (docs/examples/expense-reimbursement.test.yaml), as
+    `sopflow test --db URL` runs them, with every trail verified."""
+    from sopflow.engine.scenario.load import load_scenario_file
+    from sopflow.engine.scenario.run import run_files
+
+    files, _definition, org = load_scenario_file(EXAMPLES / "expense-reimbursement.test.yaml")
+    report = run_files([(files, org)], database=database_url, verify=True)
+    assert [f"{r.name}: {r.difference.render()}" for r in report.results if r.difference] == []
+    assert len(report.results) == 4
