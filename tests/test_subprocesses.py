@@ -357,3 +357,27 @@ def test_a_parent_cancelled_while_its_child_closes_ends_consistent(database_url:
             assert sop.verify().ok, sop.verify().findings
         finally:
             other.close()
+
+
+def test_simulate_acts_on_the_child_with_a_child_step() -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    steps = [
+        'submit_plan@li.na={"formats": ["article"], "planned_date": "2026-08-25", "planned_channel": "App"}',
+        'submit_draft@fu.xiao={"draft_url": "https://x/1"}',
+        'child:submit@li.na={"material_url": "https://m/1"}',
+        "child:claim@wang.fang",
+        'child:reject_noncompliant@wang.fang={"reason": "不合规"}',
+    ]
+    pipeline = str(ROOT / "definitions" / "content-pipeline.yaml")
+    result = CliRunner().invoke(
+        cli, ["--json", "simulate", pipeline, *steps, "--data", '{"topic": "开学季"}'], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert [s.get("state") for s in answer["steps"]] == [
+        "topic_planning", "creation", "manager_review", "manager_review", "manager_review", "creation",
+    ]  # fmt: skip
+    assert answer["data"]["review_rejection"] == "不合规"
