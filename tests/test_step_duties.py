@@ -437,7 +437,7 @@ def test_the_engine_resumes_a_case_by_its_childs_outcome() -> None:
 def test_an_outcome_the_sub_process_does_not_map_is_invalid() -> None:
     compiled = CompiledDefinition(PURCHASE)
     people = People(NESTED_ORG, lambda role: None)
-    for outcome in ("lost", None, 3):
+    for outcome in ("lost", None, 3, ["accepted"]):
         with pytest.raises(InvalidData) as caught:
             take_step(compiled, _waiting(), SYSTEM_ACTOR, RESUME, {"outcome": outcome}, people)
         assert (caught.value.message, caught.value.hint) == (
@@ -457,13 +457,18 @@ def test_no_person_resumes_a_case_and_no_other_state_is_resumed() -> None:
         "act on the child case (a case of quote); `sopflow show` names it",
     )
     assert (caught.value.role, caught.value.detail) == (None, {"needed": ["$system"]})
-    draft = Snapshot(state="draft", data={"item": "desk"}, starter="alice")
+    draft = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="alice")
     with pytest.raises(NotAvailable) as missing:
-        take_step(compiled, draft, SYSTEM_ACTOR, RESUME, {"outcome": "accepted"}, people)
+        take_step(CompiledDefinition(DUTIES), draft, SYSTEM_ACTOR, RESUME, {"outcome": "accepted"}, PEOPLE)
     assert (missing.value.message, missing.value.hint) == (
         f"`{RESUME}` is not an event of state `draft` (Draft (草稿))",
-        "events here: request",
+        "events here: submit, note, redo, cancel",
     )
+    bare = _replace(DUTIES.states["draft"], transitions=())
+    nothing = CompiledDefinition(_replace(DUTIES, states={**DUTIES.states, "draft": bare}))
+    with pytest.raises(NotAvailable) as none:
+        take_step(nothing, draft, SYSTEM_ACTOR, RESUME, {"outcome": "accepted"}, PEOPLE)
+    assert none.value.hint == "events here: none"
 
 
 # -- helpers ----------------------------------------------------------------------------------------------
