@@ -137,6 +137,11 @@ def _label(state: State) -> list[str]:
         lines.append(f"approval: {rule}" + (f", not by {', '.join(a.not_by)}" if a.not_by else ""))
     if state.subprocess:
         lines.append(f"sub-process: {state.subprocess.definition}")
+    if state.parallel:
+        # Each branch on a line of its own: its steps in order, each with its owner.
+        for branch in state.parallel.branches.values():
+            steps = " → ".join(s.name + (f" ({s.owner})" if s.owner else "") for s in branch.states.values())
+            lines.append(f"branch {branch.name}: {steps}")
     return [line for line in lines if line]
 
 
@@ -159,6 +164,10 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
         if state.subprocess:
             for outcome, target in state.subprocess.on.items():
                 edges.append((state.name, target, f"{state.subprocess.definition} {outcome}"))
+        if state.parallel:
+            p = state.parallel
+            rule = f"at least {p.at_least}" if p.join == "at_least" else p.join
+            edges.append((state.name, p.then, f"join: {rule} of {len(p.branches)} branches"))
     return edges
 
 
