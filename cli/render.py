@@ -182,7 +182,9 @@ def mermaid(definition: Definition, path: Sequence[str] = (), current: str | Non
             out.append(f'  {name}(["{label}"])')
         else:
             out.append(f'  {name}["{label}"]')
-    out.append(f"  start((start)) --> {definition.initial}")
+    started = _start_label(definition)
+    arrow = f'-->|"{_mermaid_escape(started)}"|' if started else "-->"
+    out.append(f"  start((start)) {arrow} {definition.initial}")
     for source, target, label in _edges(definition):
         out.append(f'  {source} -->|"{_mermaid_escape(label)}"| {target}')
     if path:
@@ -192,6 +194,16 @@ def mermaid(definition: Definition, path: Sequence[str] = (), current: str | Non
         out.append("  classDef current fill:#fde68a,stroke:#b45309,stroke-width:3px")
         out.append(f"  class {current} current")
     return "\n".join(out)
+
+
+def _start_label(definition: Definition) -> str:
+    """Who may start a case and on what condition (`start:`), or "" when anyone may."""
+    rule = definition.start
+    if rule is None:
+        return ""
+    parts = [f"by {', '.join(rule.by)}"] if rule.by else []
+    parts += [f"[{rule.when.text}]"] if rule.when else []
+    return " ".join(parts)
 
 
 def _mermaid_escape(value: str) -> str:
@@ -212,7 +224,9 @@ def dot(definition: Definition, path: Sequence[str] = (), current: str | None = 
         elif name in visited:
             attrs.append('style=filled fillcolor="#dbeafe"')
         out.append(f"  {_dot_id(name)} [{' '.join(attrs)}];")
-    out.append(f'  "__start" -> {_dot_id(definition.initial)};')
+    started = _start_label(definition)
+    label = f" [label={_dot_id(started)}]" if started else ""
+    out.append(f'  "__start" -> {_dot_id(definition.initial)}{label};')
     for source, target, label in _edges(definition):
         out.append(f"  {_dot_id(source)} -> {_dot_id(target)} [label={_dot_id(label)}];")
     out.append("}")

@@ -274,6 +274,8 @@ def test_the_diagram_shows_who_may_not_act_and_what_only_the_clock_fires() -> No
     assert 'manager_approval -->|"expire (clock only)"| expired' in chart
     assert 'paying -->|"pay not by $starter, fired:approve"| paid' in chart
     assert "approval: any of operations_manager, not by $starter" in chart
+    assert "start((start)) -->|#quot;by operations_manager" not in chart  # the label is quoted once
+    assert '[data.department == actor.department]"| drafting' in chart
 
 
 def test_audit_verify_names_a_payment_rewritten_onto_the_claimant(engine: Engine) -> None:
