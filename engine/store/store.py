@@ -57,8 +57,6 @@ from sopflow.engine.store.tables import (
 )
 
 MAX_ATTEMPTS = 20
-SYSTEM_STARTER = "$system"
-"""The starter of a case a schedule started (the definition model's SYSTEM; the store imports no model)."""
 MAX_CASCADE = 16
 """How deep one step may reach through linked sub-process cases (the checker refuses cycles)."""
 SYSTEM_STARTER = "$system"
@@ -298,11 +296,12 @@ class Store:
         children it started, oldest first."""
         c = cases.c
         columns = (c.id, c.parent_case_id, c.parent_seq, c.definition_id, c.state, c.open)
+        # One statement (the primary key and ix_cases_parent): `audit verify` asks it of every case.
+        query = select(*columns).where(or_(c.id == case_id, c.parent_case_id == case_id)).order_by(c.id)
         with self._read() as conn:
-            own = conn.execute(select(*columns).where(c.id == case_id, c.parent_case_id.is_not(None))).first()
-            children = conn.execute(select(*columns).where(c.parent_case_id == case_id).order_by(c.id)).all()
-        parent = None if own is None else _link(own)
-        return parent, [_link(r) for r in children]
+            rows = [_link(r) for r in conn.execute(query) if r[1] is not None]
+        parent = next((r for r in rows if r.case_id == case_id), None)
+        return parent, [r for r in rows if r.parent_case_id == case_id and r.case_id != case_id]
 
     def start(
         self,
@@ -618,12 +617,16 @@ class Store:
 
     # -- schedules ---------------------------------------------------------------------------------
 
-    def started_periods(self, definition_id: str, schedule: str, since: datetime) -> set[datetime]:
-        """The periods of a definition's schedule started so far, after `since`."""
+    def started_periods(
+        self, definition_id: str, schedule: str, since: datetime, until: datetime | None = None
+    ) -> set[datetime]:
+        """The periods of a definition's schedule started so far, after `since` (and up to `until`)."""
         sp = schedule_periods.c
         query = select(sp.period).where(
             sp.definition_id == definition_id, sp.schedule == schedule, sp.period > since
         )
+        if until is not None:
+            query = query.where(sp.period <= until)
         with self._read() as conn:
             return {p.astimezone(UTC) for p in conn.execute(query).scalars()}
 
