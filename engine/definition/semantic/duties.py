@@ -5,6 +5,7 @@ only the clock fires."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -140,12 +141,31 @@ def check_computes(ctx: Context) -> Iterator[Problem]:
                 if isinstance(found, Problem):
                     yield found
                 elif fields is not None and name in fields:
-                    yield from _result_types(ctx, name, expr, thawed_json(fields[name]))
+                    roots = {"data": thawed_json(ctx.defn.data_schema), "payload": thawed_json(payload)}
+                    yield from _result_types(ctx, name, expr, thawed_json(fields[name]), roots)
 
 
-def _result_types(ctx: Context, name: str, expr: Expression, schema: Any) -> Iterator[Problem]:
-    """A literal the expression can give (a whole literal, or an arm of `? :`) that the field's schema
-    does not allow: that step would always be refused."""
+def _result_types(
+    ctx: Context, name: str, expr: Expression, schema: Any, roots: Mapping[str, Any]
+) -> Iterator[Problem]:
+    """A result the expression can give (the whole expression, or an arm of `? :`) that the field's
+    schema does not allow, so that the step would always be refused: a literal the schema refuses, or a
+    field read (`payload.score`) whose declared type the field cannot hold."""
+    wanted = _kinds(schema)
+    for text in _results(expr.text):
+        if not _FIELD_READ.fullmatch(text) or not wanted:
+            continue
+        root, *names = text.split(".")
+        given = _kinds(_field_schema(roots.get(root), names))
+        if given and not any(k in wanted or (k == "integer" and "number" in wanted) for k in given):
+            yield ctx.problem(
+                expr.path,
+                "compute-type",
+                f"`{name}` can be computed as {text}, which is {' or '.join(sorted(given))}, but the field "
+                f"holds {' or '.join(sorted(wanted))}",
+                "make every result a value the field's schema allows (its type, its enum)",
+            )
+            return
     validator = Draft202012Validator(schema)
     for text in _literal_results(expr.text):
         try:
@@ -163,9 +183,42 @@ def _result_types(ctx: Context, name: str, expr: Expression, schema: Any) -> Ite
             return
 
 
+_FIELD_READ = re.compile(r"(data|payload)(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_JSON_KIND = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _kinds(schema: Any) -> set[str]:
+    """The JSON types a schema allows, from its `type` or its `enum`/`const` values; empty if unsaid."""
+    if not isinstance(schema, Mapping):
+        return set()
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {str(t) for t in declared}
+    values = schema.get("enum", [schema["const"]] if "const" in schema else None)
+    if isinstance(values, list):
+        return {_JSON_KIND.get(type(v), "null") for v in values}
+    return set()
+
+
+def _field_schema(schema: Any, names: list[str]) -> Any:
+    for part in names:
+        props = schema.get("properties") if isinstance(schema, Mapping) else None
+        if not isinstance(props, Mapping) or part not in props:
+            return None
+        schema = props[part]
+    return schema
+
+
 def _literal_results(text: str) -> list[str]:
-    """The parts of `a ? b : c ? d : e` that are results (b, d, e), when each is a literal; the whole
-    text when it has no `?`. Strings are skipped over so that a `?` or `:` inside one does not count."""
+    """The results of `text` (see `_results`) that are literals."""
+    return [r for r in _results(text) if _is_literal(r)]
+
+
+def _results(text: str) -> list[str]:
+    """The parts of `a ? b : c ? d : e` that are results (b, d, e); the whole text when it has no `?`.
+    Strings are skipped over so that a `?` or `:` inside one does not count."""
     parts: list[str] = []
     depth = 0
     current = ""
@@ -193,7 +246,7 @@ def _literal_results(text: str) -> list[str]:
         results = parts
     else:  # c1 ? r1 : c2 ? r2 : r3 — a result follows a `?`, and the last part is one
         results = [parts[i + 1] for i in range(len(parts) - 1) if parts[i] == "?"] + [parts[-1]]
-    return [r for r in results if _is_literal(r)]
+    return results
 
 
 def _is_literal(text: str) -> bool:
