@@ -15,6 +15,7 @@ another worker holds and comes back to it on its next look).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ from sopflow.engine.store import CaseChange, Write
 from sopflow.engine.store.records import DefinitionRow
 from sopflow.engine.timers import on_entry
 
+SPREAD = 16
+"""A round longer than this is begun at a random place (see `Scheduler.start_due`)."""
 LOOK_AHEAD = timedelta(days=800)
 """How far `status` looks for a schedule's next period (a yearly one, moved, is found)."""
 BATCH = 200
@@ -63,24 +66,44 @@ class Scheduler:
         self.engine = engine
         self._rows: tuple[tuple[str, int], ...] = ()
         self._anchors: dict[tuple[str, str], tuple[CompiledDefinition, datetime]] = {}
+        self._settled: dict[tuple[str, str], datetime] = {}
+        """Per schedule, a period up to which every period was seen started: later looks begin there,
+        so that a tick with nothing due reads nothing (forgotten when the deployed versions change)."""
 
     def start_due(self, now: datetime, limit: int | None = None) -> int:
         """Start every period due at `now` (at most `limit`), oldest first; how many this worker started.
 
         The due periods are worked out once; before each round of BATCH of them, the periods started
         meanwhile (by other workers) are read again and left out."""
+        if not self._schedules():
+            return 0
         org = self.engine.org()
         plan = [(item, list(periods)) for item, periods in self._plan(now, org)]
+        last = {(c.definition.id, s.name): periods[-1].period for (c, s, _), periods in plan if periods}
         started = 0
+        skipped = False
         while limit is None or started < limit:
             batch: list[DuePeriod] = []
             for (compiled, schedule, since), periods in plan:
-                done = self.engine.store.started_periods(compiled.definition.id, schedule.name, since)
+                if not periods:
+                    continue
+                # Only the round's window is read: what came before it was seen started already.
+                window = periods[: BATCH * 2]
+                done = self.engine.store.started_periods(
+                    compiled.definition.id, schedule.name, since, window[-1].period
+                )
                 periods[:] = [p for p in periods if p.period not in done]
                 batch += [DuePeriod(compiled, schedule, p) for p in periods[:BATCH]]
             if not batch:
+                if not skipped:
+                    self._settle(plan, last)
                 return started
             progress = 0
+            if len(batch) > SPREAD:
+                # Several workers look at the same round: each begins it at its own place, so that
+                # they seldom try the same period; a short round (a month or two missed) keeps its order.
+                turn = secrets.randbelow(len(batch))
+                batch = batch[turn:] + batch[:turn]
             for item in batch:
                 if limit is not None and started >= limit:
                     break
@@ -91,9 +114,23 @@ class Scheduler:
                     progress += 1
             if progress == 0:
                 # Every period of the round is held by other workers: leave it to them, go on.
+                skipped = True
                 for _item, periods in plan:
                     del periods[:BATCH]
         return started
+
+    def _settle(
+        self,
+        plan: list[tuple[tuple[CompiledDefinition, Schedule, datetime], list[Period]]],
+        last: dict[tuple[str, str], datetime],
+    ) -> None:
+        """Remember, for each schedule whose due periods were all seen started, the last of them. Not for
+        a schedule that moves periods to the previous working day: a later period may be due before an
+        earlier one, so what is due is not a prefix of its occurrences."""
+        for (compiled, schedule, _since), periods in plan:
+            key = (compiled.definition.id, schedule.name)
+            if not periods and key in last and schedule.working_day != "previous":
+                self._settled[key] = last[key]
 
     def due(self, now: datetime) -> Iterator[DuePeriod]:
         """The periods due at `now` that no case was started for yet, oldest first per schedule."""
@@ -110,9 +147,10 @@ class Scheduler:
         `now` by the calendar of `org`, started or not."""
         calendar = org.calendar
         plan = []
-        for (_definition_id, name), (compiled, since) in self._schedules().items():
+        for (definition_id, name), (compiled, since) in self._schedules().items():
             schedule = next(s for s in compiled.definition.schedules if s.name == name)
-            plan.append(((compiled, schedule, since), list(occurrences(schedule, calendar, since, now))))
+            after = max(since, self._settled.get((definition_id, name), since))
+            plan.append(((compiled, schedule, after), list(occurrences(schedule, calendar, after, now))))
         return plan
 
     def start(self, item: DuePeriod, now: datetime, org: Org | None = None) -> bool:
@@ -220,7 +258,7 @@ class Scheduler:
                     )
                 )
                 anchors[(definition_id, schedule.name)] = (newest, first)
-        self._rows, self._anchors = keys, anchors
+        self._rows, self._anchors, self._settled = keys, anchors, {}
         return anchors
 
 

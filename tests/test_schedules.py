@@ -232,6 +232,18 @@ def test_the_seed_schedules_start_the_plans_and_the_survey_of_a_new_year(tmp_pat
         (survey,) = engine.cases(definition="training")
         assert survey.data == {"topic": "年度培训需求调查", "cycle": "annual", "period": "2027"}
         assert engine.verify().ok
+        # Every period due was seen started: a tick with nothing new due reads no period at all.
+        reads: list[str] = []
+        original = engine.store.started_periods
+
+        def counted(definition_id: str, schedule: str, since: datetime) -> set[datetime]:
+            reads.append(schedule)
+            return original(definition_id, schedule, since)
+
+        engine.store.started_periods = counted  # type: ignore[method-assign]
+        clock.now = datetime(2027, 1, 20, 1, 0, tzinfo=UTC)
+        assert worker.tick().fired.get("schedule", 0) == 0
+        assert reads == []
 
 
 def test_a_period_format_writes_the_quarter_and_a_percent_sign() -> None:
