@@ -26,6 +26,7 @@ from sopflow.engine.errors import (
     OutcomeUnknown,
     Problem,
     SopflowError,
+    StrandedCases,
     UsageError,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "Problem",
     "Result",
     "SopflowError",
+    "StrandedCases",
     "UsageError",
     "VerifyReport",
 ]
