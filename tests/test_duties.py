@@ -318,3 +318,20 @@ def test_the_expense_scenarios_pass_on_sqlite_and_postgresql(database_url: str) 
     report = run_files([(files, org)], database=database_url, verify=True)
     assert [f"{r.name}: {r.difference.render()}" for r in report.results if r.difference] == []
     assert len(report.results) == 4
+
+
+def test_a_delegate_acting_for_the_claimant_is_excluded_too(engine: Engine, clock: Clock) -> None:
+    from datetime import timedelta
+
+    case_id = submitted(engine, "li.lei", department="operations")
+    engine.delegate("li.lei", "wu.hao", actor="li.lei", ends_at=clock() + timedelta(days=2))
+    with pytest.raises(NotPermitted) as delegate:
+        engine.fire(case_id, "approve", actor="wu.hao", payload={"payer": "lin.fei"})
+    assert delegate.value.message == (
+        "wu.hao acts for li.lei, who started the case and may not vote in `manager_approval` "
+        "(separation of duties)"
+    )
+    assert engine.fire(case_id, "approve", actor="zhao.min", payload={"payer": "lin.fei"}).case.state == (
+        "paying"
+    )
+    assert engine.verify(case_id).ok
