@@ -6,6 +6,11 @@ runtime then stores the returned `Step` and its audit record in one transaction.
 audited (not permitted, guard refused) are raised as `Refused`, carrying the error for the caller and
 the facts for the audit record; errors that change nothing and need no record (an unknown event, invalid
 data) are raised as they are.
+
+Everything a step reads of the case comes in the `Snapshot`, and all of it is derivable from the case's
+audit trail (who started it and when, when it entered its state, who fired each event, the votes of this
+visit), so that `audit verify` can decide every step again: separation of duties (`not_by`), what a guard
+or computed value sees as `case`, and the people that user fields name (checked against the org).
 """
 
 from __future__ import annotations
