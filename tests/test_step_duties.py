@@ -250,6 +250,21 @@ def test_a_person_in_the_start_data_is_checked() -> None:
     assert caught.value.message == "data field `payer` names mia, who does not hold the role finance"
 
 
+def test_a_person_in_the_data_is_checked_when_a_step_changes_that_field() -> None:
+    compiled = CompiledDefinition(DUTIES)
+    # The payer was valid when written; a later step that leaves the field alone does not check it again.
+    stale = Snapshot(state="draft", data={"title": "t", "amount": 1, "payer": "mia"}, starter="alice")
+    step = take_step(compiled, stale, _actor("alice"), "note", {"note": "n"}, PEOPLE)
+    assert step.data["payer"] == "mia"
+    fresh = Snapshot(state="vote", data={"title": "t", "amount": 1}, starter="alice")
+    with pytest.raises(InvalidData) as caught:
+        take_step(compiled, fresh, _actor("mia"), APPROVE, {"payer": "b1"}, PEOPLE)
+    assert (caught.value.message, caught.value.hint) == (
+        "payload field `payer` names b1, who does not hold the role finance",
+        "give a member of finance: fay, dual",
+    )
+
+
 def test_an_approval_takes_its_payload_into_the_data(sim: Simulation) -> None:
     case = in_vote(sim)
     step = sim.fire(case, "mia", APPROVE, {"payer": "fay"})
