@@ -335,3 +335,23 @@ def test_a_delegate_acting_for_the_claimant_is_excluded_too(engine: Engine, cloc
         "paying"
     )
     assert engine.verify(case_id).ok
+
+
+def test_defs_show_says_who_may_start_and_which_events_are_the_clocks(tmp_path: Any) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    runner = CliRunner()
+    for args in (["db", "upgrade"], ["deploy", str(EXAMPLES)]):
+        assert runner.invoke(cli, ["--db", db, *args]).exit_code == 0
+    shown = runner.invoke(cli, ["--db", db, "defs", "show", "expense-reimbursement"])
+    assert shown.exit_code == 0, shown.output
+    assert "started by operations_manager, content_specialist" in shown.output
+    assert "when data.department == actor.department" in shown.output
+    assert "expire (the clock's) → expired" in shown.output
+    as_json = runner.invoke(cli, ["--db", db, "--json", "defs", "show", "expense-reimbursement"])
+    assert json.loads(as_json.output)["start"]["when"] == "data.department == actor.department"

@@ -382,8 +382,10 @@ def _ways(state: State) -> list[str]:
             decided = state.approval.approved if event == "approve" else state.approval.rejected
             out.append(f"{event} (a vote) → {decided}")
             continue
-        targets = dict.fromkeys(t.target for t in state.transitions if t.event == event)
-        out.append(f"{event} → {'/'.join(targets)}")
+        alternatives = [t for t in state.transitions if t.event == event]
+        targets = dict.fromkeys(t.target for t in alternatives)
+        clock = " (the clock's)" if all(t.clock_only for t in alternatives) else ""
+        out.append(f"{event}{clock} → {'/'.join(targets)}")
     return out
 
 
@@ -425,6 +427,9 @@ def defs_show(definition_id: str, version: int | None) -> None:
                     for x in d.deadlines
                 ],
                 "assumptions": [text(a) for a in d.assumptions],
+                "start": None
+                if d.start is None
+                else {"by": list(d.start.by), "when": d.start.when.text if d.start.when else None},
                 "schedules": [
                     {
                         "name": s.name,
@@ -449,6 +454,9 @@ def defs_show(definition_id: str, version: int | None) -> None:
     click.echo(
         f"data fields: {', '.join(f + ('*' if f in required else '') for f in fields) or 'any'} (* required)"
     )
+    if d.start is not None:
+        who = f"by {', '.join(d.start.by)}" if d.start.by else "by anyone"
+        click.echo(f"started {who}" + (f", when {d.start.when.text}" if d.start.when else ""))
     click.echo("")
     click.echo(
         table(
