@@ -108,8 +108,7 @@ def _as_parent(
         if rec.outcome != "accepted":
             continue
         state = definition.states.get(rec.to_state or "")
-        entered = rec.seq == 1 or rec.from_state != rec.to_state or rec.event == RESUME
-        if state is not None and state.subprocess is not None and entered and rec.event != CLOSED_BY_PARENT:
+        if state is not None and state.subprocess is not None and _entered(rec):
             entries.add(rec.seq)
             found = by_seq.get(rec.seq, [])
             if len(found) != 1:
@@ -125,6 +124,18 @@ def _as_parent(
         if seq not in entries:
             return seq, f"case {linked[0].case_id} names it as its start, but it entered no sub-process state"
     return None
+
+
+def _entered(rec: AuditRecord) -> bool:
+    """Whether an accepted record entered its `to_state` (a start, a move, the engine's resumption, a
+    route through a choice), rather than acting within it: an event leading back to the state it leaves
+    stays in it, as the runtime takes it, and the child keeps running."""
+    return (
+        rec.seq == 1
+        or rec.from_state != rec.to_state
+        or rec.event == RESUME
+        or bool(rec.detail.get("routes"))
+    )
 
 
 def _resumption(store: Store, rec: AuditRecord, children: Sequence[CaseLink]) -> str | None:

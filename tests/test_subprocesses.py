@@ -83,6 +83,15 @@ def test_an_outcome_maps_to_its_own_state(sop: Engine) -> None:
     assert sop.verify().ok, sop.verify().findings
 
 
+def test_an_event_back_into_the_same_state_keeps_the_child(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    sop.fire(parent, "ask_again", actor="alice")  # stays in `quoting`, as any event leading back does
+    assert [(c.case_id, c.open) for c in sop.links(parent)[1]] == [(child, True)]
+    sop.fire(child, "decline", actor="fay")
+    assert sop.case(parent).state == "draft"
+    assert sop.verify().ok, sop.verify().findings
+
+
 def test_cancelling_the_parent_closes_the_open_child_and_grandchild(sop: Engine) -> None:
     parent, child = _requested(sop)
     sop.fire(child, "quote", actor="fay", payload={"price": 420})
