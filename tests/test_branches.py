@@ -7,6 +7,7 @@ tests/fixtures/branches."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -188,3 +189,72 @@ def test_any_interleaving_joins_exactly_once_and_only_when_its_rule_is_met(
         joins = [r for r in sop.history(case) if "join" in r.detail]
         assert len(joins) == (1 if sum(taken[n] == len(e) for n, e in _FANOUT.items()) >= 2 else 0)
         assert sop.verify().ok, sop.verify().findings
+
+
+# -- crashes and races ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_worker_killed_at_random_moments_never_joins_twice(database_url: str) -> None:
+    import random
+    import signal
+
+    from tests.test_concurrency import _spawn
+
+    rng = random.Random(20261206)
+    kills = 20
+    for _ in range(kills):
+        worker = _spawn("tests.helpers.branch_worker", database_url, str(BRANCHES))
+        assert worker.stdout is not None
+        line = worker.stdout.readline().strip()
+        assert line == "ready", worker.stderr.read() if worker.stderr else line
+        time.sleep(rng.uniform(0.0, 0.15))
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+    with Engine(database_url) as sop:
+        report = sop.verify()
+        assert report.ok, report.findings
+        joined = 0
+        for case_id in sop.store.iter_case_ids():
+            history = sop.history(case_id)
+            joins = [r for r in history if "join" in r.detail]
+            case = sop.case(case_id)
+            assert len(joins) == (1 if case.state == "joined" else 0)
+            assert case.state == history[-1].to_state
+            joined += len(joins)
+        assert joined > 0
+
+
+@pytest.mark.slow
+def test_people_finishing_branches_at_once_join_the_case_once(database_url: str, clock: Clock) -> None:
+    import threading
+
+    with Engine(database_url, clock=clock) as setup:
+        setup.deploy([BRANCHES])
+        cases = [setup.start("fanout", {}, actor="bob").case.id for _ in range(5)]
+    engines = [Engine(database_url, clock=clock) for _ in range(3)]
+    errors: list[Exception] = []
+
+    def finish(sop: Engine, event: str) -> None:
+        for case_id in cases:
+            try:
+                sop.fire(case_id, event, actor="bob")
+            except NotAvailable as exc:  # the join came first and closed the case
+                errors.append(exc)
+
+    threads = [
+        threading.Thread(target=finish, args=(sop, event))
+        for sop, event in zip(engines, ["a.a1", "b.b1", "c.c1"], strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    sop = engines[0]
+    for case_id in cases:
+        history = sop.history(case_id)
+        assert len([r for r in history if "join" in r.detail]) == 1
+        assert sop.case(case_id).state == "joined"
+    assert sop.verify().ok
+    for e in engines:
+        e.close()
