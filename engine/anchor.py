@@ -224,7 +224,7 @@ def parse(text: str, key: bytes, label: str) -> Anchor:
             mac=str(doc["mac"]),
             label=label,
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:  # RecursionError: nesting too deep
         raise UsageError(
             f"{label} is not a sopflow anchor: {exc}", hint="give a file that `sopflow audit anchor` wrote"
         ) from None

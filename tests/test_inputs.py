@@ -356,3 +356,12 @@ def test_simulate_refuses_the_same_json_in_a_steps_payload(sop: Sop) -> None:
             "simulate", "content-review", f"submit={text}", "--data", json.dumps(CONTENT), user="li.na"
         )
         refused(result, 2, "the payload of `submit` is refused", words)
+
+
+def test_an_anchor_file_nested_5000_deep_is_not_an_anchor(sop: Sop, tmp_path: Path) -> None:
+    key = tmp_path / "anchor.key"
+    key.write_bytes(bytes(range(40)))
+    deep = tmp_path / "deep.json"
+    deep.write_text(DEEP, encoding="utf-8")
+    result = sop("audit", "verify", "--all", "--anchor", str(deep), "--key-file", str(key))
+    refused(result, 2, "deep.json", "is not a sopflow anchor")
