@@ -132,10 +132,11 @@ def _fail(error: Any, ctx: click.Context) -> NoReturn:
     obj = ctx.find_object(Settings)
     if obj is not None and obj.json:
         emit(error.as_dict())
-    from sopflow.cli.render import safe_lines
+    from sopflow.cli.render import safe_lines, short_quotes
 
-    # The message may quote what someone typed or stored (a user id, a comment): shown, not acted on.
-    click.echo(f"error: {safe_lines(str(error))}", err=True)
+    # The message may quote what someone typed or stored (a user id, a comment): shown, not acted on,
+    # and cut short when it is long.
+    click.echo(f"error: {safe_lines(short_quotes(str(error)))}", err=True)
     ctx.exit(error.exit_code)
 
 

@@ -4,6 +4,7 @@ Mermaid or Graphviz dot with each step's owner and output (002 §三(一)2)."""
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -61,6 +62,15 @@ def safe(value: str, limit: int | None = None) -> str:
             kept.append(ch)
         value = "".join(kept) + "…"
     return value
+
+
+_LONG_QUOTE = re.compile("`([^`\n]{61,})`")
+
+
+def short_quotes(value: str) -> str:
+    """A message with each quoted name over 60 characters cut to its start and its length: a 100,000
+    character user id or event name typed by mistake is named, not echoed whole."""
+    return _LONG_QUOTE.sub(lambda m: f"`{m.group(1)[:30]}…` ({len(m.group(1))} characters)", value)
 
 
 def safe_lines(value: str) -> str:

@@ -365,3 +365,13 @@ def test_an_anchor_file_nested_5000_deep_is_not_an_anchor(sop: Sop, tmp_path: Pa
     deep.write_text(DEEP, encoding="utf-8")
     result = sop("audit", "verify", "--all", "--anchor", str(deep), "--key-file", str(key))
     refused(result, 2, "deep.json", "is not a sopflow anchor")
+
+
+def test_a_huge_name_typed_by_mistake_is_quoted_cut_short(sop: Sop) -> None:
+    before = footprint(sop)
+    huge = "x" * 100_000
+    refused(sop("fire", "1", "claim", user=huge), 1, "(100000 characters) is not in the org")
+    refused(sop("fire", "1", huge, user="wang.fang"), 1, "(100000 characters) is not an event")
+    for result in (sop("fire", "1", "claim", user=huge), sop("start", huge, user="li.na")):
+        assert len(result.stderr) < 1000, result.stderr[:200]
+    unchanged(sop, before)
