@@ -375,3 +375,13 @@ def test_a_huge_name_typed_by_mistake_is_quoted_cut_short(sop: Sop) -> None:
     for result in (sop("fire", "1", "claim", user=huge), sop("start", huge, user="li.na")):
         assert len(result.stderr) < 1000, result.stderr[:200]
     unchanged(sop, before)
+
+
+@pytest.mark.parametrize("step", ["+99999999d", "+9999999999999999999999h", "+" + "9" * 5000 + "h"])
+def test_a_simulated_clock_step_beyond_ten_years_is_refused(step: str) -> None:
+    sop = Sop("sqlite:///unused.db", CliRunner())
+    data = json.dumps(CONTENT)
+    result = sop(
+        "simulate", "content-review", f"submit={json.dumps(SUBMIT)}", step, "--data", data, user="li.na"
+    )
+    refused(result, 2, "clock")

@@ -192,13 +192,23 @@ def _parse_clock(raw: str) -> _Clock:
 
     text = raw.removeprefix("+")
     working = text.startswith("working:")
-    seconds = parse_duration(text.removeprefix("working:"))
+    # A 40-character duration is already absurd; a longer one could hold a number int() refuses.
+    seconds = parse_duration(text.removeprefix("working:")) if len(text) <= 40 else None
     if seconds is None:
         raise UsageError(
-            f"`{raw}` is not a clock step",
+            f"`{raw[:40]}` is not a clock step",
             hint="write +DURATION or +working:DURATION, e.g. +3h30m, +working:2h",
         )
+    if seconds > MAX_CLOCK_STEP:
+        raise UsageError(
+            f"`{raw}` moves the clock more than ten years",
+            hint="a simulated case runs for at most ten years: give a shorter step, e.g. +30d",
+        )
     return _Clock(seconds, working, text)
+
+
+MAX_CLOCK_STEP = 3650 * 86400
+"""The longest clock step of a simulation: ten years, as far as a working-time calendar looks ahead."""
 
 
 def _advance(
