@@ -23,7 +23,7 @@ def is_working_day(day: date, calendar: WorkingCalendar) -> bool:
     return day.weekday() in calendar.working_days or iso in calendar.extra_working_days
 
 
-def add_working_time(start: datetime, seconds: int, calendar: WorkingCalendar) -> datetime:
+def add_working_time(start: datetime, seconds: float, calendar: WorkingCalendar) -> datetime:
     """The moment at which `seconds` of working time have passed since `start` (an aware datetime)."""
     zone = ZoneInfo(calendar.timezone)
     local = start.astimezone(zone)
@@ -58,3 +58,22 @@ def _at(day: date, minutes: int, zone: ZoneInfo) -> datetime:
     if minutes >= 24 * 60:
         return datetime.combine(day + timedelta(days=1), time(0, 0), zone)
     return datetime.combine(day, time(minutes // 60, minutes % 60), zone)
+
+
+def working_seconds(start: datetime, end: datetime, calendar: WorkingCalendar) -> float:
+    """The working time between `start` and `end` (aware datetimes), in seconds: what a working-time
+    deadline has left at `start` when it is due at `end` (0 when `end` is not later)."""
+    if end <= start:
+        return 0.0
+    zone = ZoneInfo(calendar.timezone)
+    local_start, local_end = start.astimezone(zone), end.astimezone(zone)
+    total = timedelta()
+    day = local_start.date()
+    while day <= local_end.date():
+        if is_working_day(day, calendar):
+            for begin, finish in calendar.working_hours:
+                span = (max(local_start, _at(day, begin, zone)), min(local_end, _at(day, finish, zone)))
+                if span[1] > span[0]:
+                    total += span[1] - span[0]
+        day += timedelta(days=1)
+    return total.total_seconds()

@@ -37,7 +37,6 @@ from sopflow.engine.errors import (
     Conflict,
     DefinitionError,
     InvalidData,
-    NotAvailable,
     NotFound,
     OutcomeUnknown,
     SopflowError,
@@ -518,10 +517,10 @@ class Engine:
                     hint=f"run `sopflow show {row.id}` and decide again",
                 )
             if not row.open:
-                raise NotAvailable(
-                    f"case {row.id} is closed: its parent case closed it in `{row.state}`",
-                    hint="a closed case takes no more events; `sopflow show` names its parent",
-                )
+                from sopflow.engine.control import closed_error
+
+                # Suspended, cancelled or closed by its parent: its records say which.
+                raise closed_error(self, row)
             snapshot = self.snapshot_in(compiled, row, reads, now)
             people = People(org, lambda role: reads.least_loaded(org.members(role)))
             try:
@@ -872,6 +871,21 @@ class Engine:
         from sopflow.engine import control
 
         fired = control.cancel(self, case_id, actor=actor, reason=reason)
+        return Result(self._case(fired.case), fired.record)
+
+    def suspend(self, case_id: int, *, actor: str, reason: str) -> Result:
+        """Suspend an open case with a reason (audited): it takes no step but resume and cancel, and its
+        deadlines and timeouts pause with the time they had left (`engine.control`)."""
+        from sopflow.engine import control
+
+        fired = control.suspend(self, case_id, actor=actor, reason=reason)
+        return Result(self._case(fired.case), fired.record)
+
+    def resume(self, case_id: int, *, actor: str, reason: str | None = None) -> Result:
+        """Resume a suspended case: its timers run again with the time they had left (`engine.control`)."""
+        from sopflow.engine import control
+
+        fired = control.resume(self, case_id, actor=actor, reason=reason)
         return Result(self._case(fired.case), fired.record)
 
     def delegate(

@@ -32,6 +32,8 @@ from sopflow.engine.definition.model import (
     CLOSED_BY_PARENT,
     REJECT,
     RESUME,
+    RESUME_CASE,
+    SUSPEND_CASE,
     SYSTEM,
     Definition,
     Org,
@@ -239,6 +241,8 @@ class _Replay:
     """(event, person) of every accepted record so far, as the runtime reads them for a step."""
     closed: bool = False
     """Closed by its parent case where it stood (a sub-process's child the parent stopped waiting on)."""
+    suspended: AuditRecord | None = None
+    """The record that suspended the case, while it is suspended."""
     branches: dict[str, Any] = field(default_factory=dict)
     """Where a parallel state's branches stand, as the last step that gave them."""
 
@@ -442,6 +446,10 @@ class _Checker:
             return _closed_by_parent(replay, rec)
         if rec.event == CANCEL_CASE:
             return self._cancelled(compiled.definition, replay, rec, at)
+        if rec.event in (SUSPEND_CASE, RESUME_CASE):
+            return self._suspension(compiled.definition, replay, rec, at)
+        if replay.suspended is not None:
+            return "the case was suspended: it takes no step but resume and cancel"
         if rec.actor == SYSTEM and rec.event in NO_CHANGE_SYSTEM_EVENTS:
             calendar = next((o.calendar for o in self.orgs_at(at) if o is not None), None)
             return _system_note(compiled.definition, replay, rec) or replay.timers.system(
@@ -511,6 +519,50 @@ class _Checker:
                 why = f"it names the role `{rec.role}`, the cancel was {rec.actor}'s as `{role}`"
                 continue
             _closed_by_parent(replay, rec)
+            return None
+        return why
+
+    def _suspension(
+        self, definition: Definition, replay: _Replay, rec: AuditRecord, at: datetime
+    ) -> str | None:
+        """A suspension or a resumption: by someone the rules in force then allowed, in the role its record
+        names; a suspension records what each pending timer had left, and a resumption starts them again."""
+        from sopflow.engine.control import decide_control, paused, resumed
+
+        suspending = rec.event == SUSPEND_CASE
+        if rec.to_state != replay.state or rec.data_change:
+            return f"a {rec.event} record changes the case (to `{rec.to_state}`)"
+        if suspending == (replay.suspended is not None):
+            return "it suspends a suspended case" if suspending else "it resumes a case not suspended"
+        why = "no org was deployed when it was taken"
+        for org in self.orgs_at(at):
+            if org is None or rec.actor not in org.users:
+                why = f"{rec.actor} was not in the org in force then"
+                continue
+            try:
+                role, behalf = decide_control(definition, org, self.actor(org, rec.actor, at), "suspend")
+            except Refused as refused:
+                why = f"it was not allowed: {refused.error.message}"
+                continue
+            if (role, behalf) != (rec.role, rec.on_behalf_of):
+                why = f"it names the role `{rec.role}`, the step was {rec.actor}'s as `{role}`"
+                continue
+            if suspending:
+                pending = [(k, n, r, due, None) for (k, n, r), due in replay.timers.pending.items()]
+                given = paused(definition, pending, at, org.calendar)
+                said = [{k: v for k, v in e.items() if k != "seq"} for e in rec.detail.get("paused", [])]
+                if canonical_json(given) != canonical_json(said):
+                    why = "the time its timers had left is not what its records give"
+                    continue
+                replay.timers.pending.clear()
+                replay.suspended = rec
+            else:
+                assert replay.suspended is not None
+                for spec in resumed(definition, replay.suspended.detail.get("paused", []), at, org.calendar):
+                    replay.timers.pending[(spec.kind, spec.name, spec.rung)] = spec.due_at
+                replay.suspended = None
+            replay.version += 1
+            replay.updated_at = rec.at
             return None
         return why
 
@@ -677,7 +729,11 @@ def _compare(
     state = definition.states.get(replay.state or "")
     expected: list[tuple[str, Any, Any]] = [
         ("state", row.state, replay.state),
-        ("open", row.open, state is not None and not state.final and not replay.closed),
+        (
+            "open",
+            row.open,
+            state is not None and not state.final and not replay.closed and replay.suspended is None,
+        ),
         ("data", canonical_json(row.data), canonical_json(replay.data)),
         ("starter", row.starter, replay.starter),
         ("submitter", row.submitter, replay.submitter),

@@ -1,6 +1,8 @@
-"""Commands that act on a whole case rather than on its current step: cancel."""
+"""Commands that act on a whole case rather than on its current step: cancel, suspend, resume."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import click
 
@@ -8,6 +10,9 @@ from sopflow.cli.main import emit, settings
 from sopflow.cli.output import case_dict, record_dict
 from sopflow.cli.params import CASE
 from sopflow.cli.render import text
+
+if TYPE_CHECKING:
+    from sopflow.engine.runtime import Result
 
 
 @click.command()
@@ -17,15 +22,33 @@ def cancel(case: int, reason: str) -> None:
     """Cancel CASE where it stands, with a reason: it closes, its deadlines and timeouts end and its open
     sub-process cases close. For an administrator or a role the definition names under `control: cancel:`;
     audited either way."""
-    s = settings()
-    result = s.engine().cancel(case, actor=s.actor(), reason=reason)
-    if s.json:
+    _done(settings().engine().cancel(case, actor=settings().actor(), reason=reason), "cancelled")
+
+
+@click.command()
+@click.argument("case", type=CASE)
+@click.option("--reason", required=True, help="Why, e.g. waiting for the customer (at most 16 KiB).")
+def suspend(case: int, reason: str) -> None:
+    """Suspend CASE where it stands, with a reason: it takes no step but resume and cancel, and its
+    deadlines and timeouts pause with the time they had left. For an administrator or a role the
+    definition names under `control: suspend:`; audited either way."""
+    _done(settings().engine().suspend(case, actor=settings().actor(), reason=reason), "suspended")
+
+
+@click.command()
+@click.argument("case", type=CASE)
+@click.option("--reason", help="Why, kept in the audit trail (at most 16 KiB).")
+def resume(case: int, reason: str | None) -> None:
+    """Resume a suspended CASE: its deadlines and timeouts run again with the time they had left."""
+    _done(settings().engine().resume(case, actor=settings().actor(), reason=reason), "resumed")
+
+
+def _done(result: Result, what: str) -> None:
+    if settings().json:
         emit({"case": case_dict(result.case), "record": record_dict(result.record)})
         return
-    done = result.case
-    click.echo(
-        f"case {done.id} ({done.definition_key}) is cancelled in {done.state}: {text(done.state_title)}"
-    )
+    case = result.case
+    click.echo(f"case {case.id} ({case.definition_key}) is {what} in {case.state}: {text(case.state_title)}")
 
 
-COMMANDS = [cancel]
+COMMANDS = [cancel, suspend, resume]

@@ -120,7 +120,11 @@ def build_definition(doc: Document) -> Definition:
             _build_schedule(name, raw, ("schedules", name)) for name, raw in data.get("schedules", {}).items()
         ),
         start=_build_start(data["start"], ("start",)) if "start" in data else None,
-        control=Control(("control",), cancel=tuple(data["control"].get("cancel", ())))
+        control=Control(
+            ("control",),
+            cancel=tuple(data["control"].get("cancel", ())),
+            suspend=tuple(data["control"].get("suspend", ())),
+        )
         if "control" in data
         else None,
     )

@@ -345,15 +345,23 @@ class Schedule:
 CANCEL_CASE = "cancel_case"
 """The record with which an administrator or a role the definition's `control: cancel:` names cancels an
 open case where it stands, with a reason: the case closes, its timers end and its open children close."""
+SUSPEND_CASE = "suspend_case"
+"""The record that suspends a case ("waiting for the customer"), with a reason: it takes no step until it
+is resumed (or cancelled), and its timers pause with the time each had left."""
+RESUME_CASE = "resume_case"
+"""The record that resumes a suspended case: its timers run again with the time they had left."""
+CONTROL_RECORDS = frozenset({CANCEL_CASE, SUSPEND_CASE, RESUME_CASE})
+"""Records of acts on a whole case; no event of a definition may take one of these names."""
 
 
 @dataclass(frozen=True, slots=True)
 class Control:
     """Who may act on a whole case besides administrators: `cancel` names the roles that may cancel any
-    open case of the definition."""
+    open case of the definition, `suspend` those that may suspend and resume one."""
 
     path: Path
     cancel: tuple[str, ...] = ()
+    suspend: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,6 +429,7 @@ class Definition:
             found.update(self.start.by)
         if self.control is not None:
             found.update(self.control.cancel)
+            found.update(self.control.suspend)
         for d in self.deadlines:
             found.update(e.target for e in d.escalate if e.action in ("notify", "reassign"))
         return frozenset(found)

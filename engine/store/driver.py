@@ -284,7 +284,7 @@ class Sql:
         source = " FROM u" if after_update else ""
         for t in specs:
             part = "SELECT ?, ?, ?, ?, ?, ?, ?" + source
-            params += [case_id, t.kind, t.name, t.rung, self.time(t.due_at), True, seq]
+            params += [case_id, t.kind, t.name, t.rung, self.time(t.due_at), True, t.entered_seq or seq]
             if t.kind == "deadline":
                 # Two searches of ix_timers_case rather than one OR, which would read every timer the
                 # case ever had; a breached deadline is never pending.
@@ -317,6 +317,15 @@ class Sql:
             )
             tail = (rec.case_id, False, *names) if names else ()
             parts.append((cancel, (False, True, True, stamp, rec.case_id, True, *names, *tail)))
+        if write.pause_timers:
+            # A suspension: the pending timers stop; the suspension's record keeps what each had left.
+            pause = (
+                "UPDATE timers SET pending = ?, outcome = 'paused', done_at = ? "
+                "WHERE case_id = ? AND pending = ?"
+            )
+            if after_update:
+                pause += " AND EXISTS (SELECT 1 FROM u)"
+            parts.append((self.text(pause), (False, stamp, rec.case_id, True)))
         if start and write.start_timers:
             starts = self.start_timers(rec.case_id, rec.seq, write.start_timers, after_update=after_update)
             parts.append(starts)

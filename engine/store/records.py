@@ -78,6 +78,9 @@ class TimerSpec:
     name: str
     rung: int
     due_at: datetime
+    entered_seq: int | None = None
+    """The record the timer belongs to; None: the step's own. A timer resumed after a suspension keeps the
+    visit or span it was started for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,8 @@ class Write:
     """The idempotency key an accepted start or fire stores with its record (the store sets it)."""
     cascade: Cascade | None = None
     """Steps on other cases that this one takes in its own transaction (sub-processes)."""
+    pause_timers: bool = False
+    """Pause every pending timer of the case (a suspension): each stops pending, with outcome `paused`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,14 +3,14 @@
 A transition back to its own state records its step and stays (the assignee, a claim, the state's timeout
 and an approval round go on); `reenter: true` asks for leaving and entering the state again. On a
 transition to another state `reenter` means nothing, and saying it there is a mistake worth naming.
-`control:` names the roles that may cancel any open case (besides administrators).
+`control:` names the roles that may cancel, suspend and resume cases (besides administrators).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sopflow.engine.definition.model import CANCEL_CASE
+from sopflow.engine.definition.model import CONTROL_RECORDS
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.errors import Problem
 
@@ -34,24 +34,25 @@ def check_reentry(ctx: Context) -> Iterator[Problem]:
 
 
 def check_control(ctx: Context) -> Iterator[Problem]:
-    """The roles `control: cancel:` names must be the org's, and no event may take the name of the record
-    with which a case is cancelled (the history and `audit verify` would mistake one for the other)."""
+    """The roles `control:` names must be the org's, and no event may take the name of a record that acts
+    on a whole case (the history and `audit verify` would mistake one for the other)."""
     control = ctx.defn.control
     if control is not None and ctx.org is not None:
-        for i, role in enumerate(control.cancel):
-            if role not in ctx.org.roles:
-                yield ctx.problem(
-                    (*control.path, "cancel", i),
-                    "unknown-role",
-                    f"the org has no role `{role}`",
-                    did_you_mean(role, ctx.org.roles) or f"roles are defined in {ctx.org.file}",
-                )
+        for key, roles in (("cancel", control.cancel), ("suspend", control.suspend)):
+            for i, role in enumerate(roles):
+                if role not in ctx.org.roles:
+                    yield ctx.problem(
+                        (*control.path, key, i),
+                        "unknown-role",
+                        f"the org has no role `{role}`",
+                        did_you_mean(role, ctx.org.roles) or f"roles are defined in {ctx.org.file}",
+                    )
     for s in ctx.defn.states.values():
-        if CANCEL_CASE in s.events:
+        for event in sorted(CONTROL_RECORDS & set(s.events)):
             yield ctx.problem(
-                (*s.path, "on", CANCEL_CASE),
+                (*s.path, "on", event),
                 "duplicate-event",
-                f"`{CANCEL_CASE}` in `{s.name}` clashes with the record that cancels a case",
+                f"`{event}` in `{s.name}` clashes with the record of that name, which acts on a whole case",
                 "rename the event",
                 key=True,
             )
