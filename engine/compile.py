@@ -16,6 +16,7 @@ command that only reads cases (`sopflow show`) needs the definition and none of 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -192,8 +193,11 @@ class CompiledDefinition:
         start = definition.start
         if start is not None and start.when is not None:
             self._guards[start.when.path] = _LazyGuard(definition, start.when, None)
-        self.reads_history = _reads_history(definition)
+        texts = _texts(definition)
+        self.reads_history = any(t.startswith(FIRED_PREFIX) or "fired_by" in t for t in texts)
         """Whether a step needs who fired each earlier event (`fired:` in a `not_by`, `case.fired_by`)."""
+        self.reads_case = any(re.search(r"\bcase\b", t) for t in texts)
+        """Whether any expression may read `case` (else a step does not build what it would see)."""
 
     def _build(self) -> Machine:
         # transitions (and its Machine) load on the first fire: reading a case never needs them.
@@ -301,7 +305,8 @@ def _branch_states(definition: Definition) -> list[State]:
     ]
 
 
-def _reads_history(definition: Definition) -> bool:
+def _texts(definition: Definition) -> list[str]:
+    """Every expression and `not_by` entry of the definition, as written."""
     texts: list[str] = []
     for state in definition.all_states():
         for t in state.transitions:
@@ -313,4 +318,4 @@ def _reads_history(definition: Definition) -> bool:
             texts += [e.text for e in state.approval.compute.values()]
     if definition.start is not None and definition.start.when is not None:
         texts.append(definition.start.when.text)
-    return any(text.startswith(FIRED_PREFIX) or "fired_by" in text for text in texts)
+    return texts

@@ -308,7 +308,7 @@ def _transition(
             errors=errors,
         )
     check_people(user_fields(first.payload), payload, people.org, "payload field")
-    view = case_view(snapshot)
+    view = case_view(snapshot) if compiled.reads_case else None
     context = GuardContext(
         data=snapshot.data,
         payload=payload,
@@ -486,7 +486,7 @@ def _enter(
     entered = [target]
     routes: list[dict[str, Any]] = []
     guard_actor = actor.guard_view()
-    view = case_view(snapshot)
+    view = case_view(snapshot) if compiled.reads_case else None
     while definition.states[entered[-1]].is_choice:
         if len(entered) > len(definition.states):
             raise InvalidData(f"choice states route in a loop: {' → '.join(entered)}")
@@ -704,7 +704,10 @@ def _vote_data(
         )
     check_people(user_fields(approval.payload), payload, people.org, "payload field")
     context = GuardContext(
-        data=snapshot.data, payload=payload, actor=actor.guard_view(), case=case_view(snapshot)
+        data=snapshot.data,
+        payload=payload,
+        actor=actor.guard_view(),
+        case=case_view(snapshot) if compiled.reads_case else None,
     )
     detail: dict[str, Any] = {}
     data = _changed_data(
