@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
 from sopflow.engine.errors import Conflict, DatabaseUnavailable, NotFound, OutcomeUnknown
@@ -57,6 +57,10 @@ from sopflow.engine.store.tables import (
 )
 
 MAX_ATTEMPTS = 20
+LiveTimer = tuple[str, str, int, datetime, bool, str | None]
+"""A timer as `audit verify` compares it: kind, name, rung, due, pending, outcome."""
+KeyOfCase = tuple[str, str, str, str, int]
+"""An idempotency key as `audit verify` checks it: key, operation, actor, target, seq."""
 MAX_CASCADE = 16
 """How deep one step may reach through linked sub-process cases (the checker refuses cycles)."""
 SYSTEM_STARTER = "$system"
@@ -136,10 +140,12 @@ class Reads:
             .where(audit.c.case_id == case_id, audit.c.seq >= since_seq, audit.c.outcome == "accepted")
             .order_by(audit.c.seq.desc())
         )
-        for (text,) in self._conn.execute(query):
-            found = json.loads(text).get("branches")
-            if isinstance(found, dict):
-                return found
+        # Almost always the last accepted record carries them: read one row, and more only when not.
+        for limit in (1, None):
+            for (text,) in self._conn.execute(query.limit(limit)):
+                found = json.loads(text).get("branches")
+                if isinstance(found, dict):
+                    return found
         return {}
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
@@ -416,6 +422,12 @@ class Store:
                         continue
                     tx.commit()
                     return Fired(after, write.record)
+                except OperationalError as exc:
+                    if tx.active:
+                        tx.rollback()
+                    if _deadlock(exc):  # two steps on linked cases crossed: the server undid this one
+                        continue
+                    raise
                 except IntegrityError:
                     tx.rollback()
                     continue
@@ -791,6 +803,12 @@ class Store:
                     self._finish_timer(conn, timer.id, stamp, outcome)
                     tx.commit()
                     return Fired(after, write.record)
+                except OperationalError as exc:
+                    if tx.active:
+                        tx.rollback()
+                    if _deadlock(exc):  # two steps on linked cases crossed: the server undid this one
+                        continue
+                    raise
                 except OutcomeUnknown as exc:
                     # The timer's effect and its completion commit together: tried again, it fires at
                     # most once (or finds itself done), so this is an outage to ride out, like any other.
@@ -1170,26 +1188,43 @@ class Store:
         with self._read() as conn, conn.begin():
             return [(int(r.case_id), int(r.seq), str(r.hash)) for r in conn.execute(query)]
 
-    def live_timers(self, case_id: int) -> list[tuple[str, str, int, datetime, bool, str | None]]:
-        """(kind, name, rung, due, pending, outcome) of a case's pending timers and breached deadlines."""
+    def histories(self, case_ids: Sequence[int]) -> dict[int, list[AuditRecord]]:
+        """The audit trails of several cases (as `history` reads one), in one statement: `audit verify`
+        reads its cases a batch at a time."""
+        query = select(audit).where(audit.c.case_id.in_(list(case_ids)))
+        found: dict[int, list[AuditRecord]] = {}
+        with self._read() as conn:
+            for r in conn.execute(query.order_by(audit.c.case_id, audit.c.seq)):
+                record = _audit_record(r)
+                found.setdefault(record.case_id, []).append(record)
+        return found
+
+    def live_timers(self, case_ids: Sequence[int]) -> dict[int, list[LiveTimer]]:
+        """(kind, name, rung, due, pending, outcome) of each case's pending timers and breached deadlines."""
         t = timers.c
         breached = and_(t.kind == "deadline", t.outcome == "breached")
         query = (
-            select(t.kind, t.name, t.rung, t.due_at, t.pending, t.outcome)
-            .where(t.case_id == case_id, or_(t.pending.is_(True), breached))
+            select(t.case_id, t.kind, t.name, t.rung, t.due_at, t.pending, t.outcome)
+            .where(t.case_id.in_(list(case_ids)), or_(t.pending.is_(True), breached))
             .order_by(t.id)
         )
+        found: dict[int, list[LiveTimer]] = {}
         with self._read() as conn:
-            rows = conn.execute(query)
-            return [(r.kind, r.name, int(r.rung), r.due_at, bool(r.pending), r.outcome) for r in rows]
+            for r in conn.execute(query):
+                live = (r.kind, r.name, int(r.rung), r.due_at, bool(r.pending), r.outcome)
+                found.setdefault(int(r.case_id), []).append(live)
+        return found
 
-    def keys_of_case(self, case_id: int) -> list[tuple[str, str, str, str, int]]:
-        """(key, operation, actor, target, seq) of every idempotency key that wrote a record of a case."""
+    def keys_of_cases(self, case_ids: Sequence[int]) -> dict[int, list[KeyOfCase]]:
+        """(key, operation, actor, target, seq) of every idempotency key that wrote a record of each case."""
         k = idempotency_keys.c
-        query = select(k.key, k.operation, k.actor, k.target, k.seq).where(k.case_id == case_id)
+        query = select(k.case_id, k.key, k.operation, k.actor, k.target, k.seq)
+        found: dict[int, list[KeyOfCase]] = {}
         with self._read() as conn:
-            rows = conn.execute(query.order_by(k.seq))
-            return [(r.key, r.operation, r.actor, r.target, int(r.seq)) for r in rows]
+            for r in conn.execute(query.where(k.case_id.in_(list(case_ids))).order_by(k.case_id, k.seq)):
+                key = (r.key, r.operation, r.actor, r.target, int(r.seq))
+                found.setdefault(int(r.case_id), []).append(key)
+        return found
 
     def cases_without_row(self) -> list[int]:
         """Ids of cases that have audit records but no case row (a deleted case row)."""
@@ -1268,3 +1303,11 @@ def _check_query(query: CaseQuery) -> None:
 
 def _link(row: Sequence[Any]) -> CaseLink:
     return CaseLink(int(row[0]), int(row[1]), int(row[2]), str(row[3]), str(row[4]), bool(row[5]))
+
+
+def _deadlock(exc: OperationalError) -> bool:
+    """Whether PostgreSQL undid the transaction to break a deadlock (SQLSTATE 40P01): two steps on linked
+    cases (a parent leaving its sub-process state, its child closing) locked their rows in opposite
+    orders. The whole step is tried again from its read."""
+    return getattr(exc.orig, "sqlstate", None) == "40P01"
+
