@@ -396,6 +396,9 @@ def _ways(state: State) -> list[str]:
         targets = dict.fromkeys(t.target for t in alternatives)
         clock = " (the clock's)" if all(t.clock_only for t in alternatives) else ""
         out.append(f"{event}{clock} → {'/'.join(targets)}")
+    if state.subprocess is not None:
+        sub = state.subprocess
+        out += [f"{sub.definition} {outcome} → {target}" for outcome, target in sub.on.items()]
     return out
 
 
@@ -424,6 +427,9 @@ def defs_show(definition_id: str, version: int | None) -> None:
                         "final": s.final,
                         "events": list(s.events),
                         "targets": list(s.targets()),
+                        "subprocess": None
+                        if s.subprocess is None
+                        else {"definition": s.subprocess.definition, "on": dict(s.subprocess.on)},
                     }
                     for n, s in d.states.items()
                 },
