@@ -60,12 +60,12 @@ if TYPE_CHECKING:
 NO_CHANGE_SYSTEM_EVENTS = frozenset({"deadline_breached", "escalate"})
 """Records the worker appends without changing the case (a breach noted, an escalation notice)."""
 
-_SOME_MEMBER = "\x00"
 CLOCK_GRACE = timedelta(seconds=60)
 """A deployment or a revocation is dated when it begins, and commits a little later; a step on another
 host reads another clock. A step within this much after one may still have been decided under what was
 in force before it."""
 
+_SOME_MEMBER = "\x00"
 """Prefix of the replayed assignee of an old record that did not record whom the load picked."""
 
 
@@ -118,22 +118,26 @@ def verify(
     anchored = _anchored_heads(anchors)
     ids: Iterator[int] = iter([case_id]) if case_id is not None else engine.store.iter_case_ids()
     cases = records = 0
-    for cid in ids:
-        row = engine.store.case(cid)
-        history = engine.store.history(cid)
-        cases += 1
-        records += len(history)
-        found = (
-            _chain(row, history)
-            or _against_anchors(cid, history, anchored.pop(cid, []))
-            or checker.replay(row, history, engine.store.live_timers(cid))
-            or checker.links(row, history)
-            or _keys(row, history, engine.store.keys_of_case(cid))
-        )
-        if found is not None:
-            findings.append(found)
-        if progress is not None:
-            progress(cases)
+    store = engine.store
+    for batch in _batches(ids):
+        # A batch's trails, timers and keys in a statement each: per case, they cost more than its replay.
+        histories, timers, keys = store.histories(batch), store.live_timers(batch), store.keys_of_cases(batch)
+        for cid in batch:
+            row = store.case(cid)
+            history = histories.get(cid, [])
+            cases += 1
+            records += len(history)
+            found = (
+                _chain(row, history)
+                or _against_anchors(cid, history, anchored.pop(cid, []))
+                or checker.replay(row, history, timers.get(cid, []))
+                or checker.links(row, history)
+                or _keys(row, history, keys.get(cid, []))
+            )
+            if found is not None:
+                findings.append(found)
+            if progress is not None:
+                progress(cases)
     if case_id is None:
         for orphan in engine.store.cases_without_row():
             anchored.pop(orphan, None)
@@ -148,6 +152,17 @@ def verify(
                 )
             )
     return VerifyReport(cases, records, tuple(findings), len(anchors))
+
+
+def _batches(ids: Iterator[int], size: int = 200) -> Iterator[list[int]]:
+    batch: list[int] = []
+    for cid in ids:
+        batch.append(cid)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _chain(row: CaseRow, history: Sequence[AuditRecord]) -> VerifyFinding | None:
