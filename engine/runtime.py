@@ -23,6 +23,7 @@ from sopflow.engine.audit import (
     sealed,
     utc_now,
 )
+from sopflow.engine.automatic import Handler
 from sopflow.engine.casework import (
     check_comment,
     check_limit,
@@ -199,6 +200,14 @@ class Engine:
         self._last_org: Org | None = None
         self._people: dict[tuple[str, str], Actor] = {}
         """(org hash, user) → the person as that org knows them, without delegations: most steps' actor."""
+        self.handlers: dict[str, Handler] = {}
+        """The Python handlers of automatic states, by name (`register_handler`), for this engine's worker."""
+
+    def register_handler(self, name: str, handler: Handler) -> None:
+        """Register the Python function an automatic state names (`automatic: {handler: NAME}`): the
+        worker of this engine calls it with an `AutomaticCall` and maps the JSON object it returns into the
+        case's data; raising is a failed try. Use the call's `key` to do the work once when called again."""
+        self.handlers[name] = handler
 
     def close(self) -> None:
         self.store.close()

@@ -28,6 +28,7 @@ from sopflow.engine.audit import AuditRecord, canonical_json, iso, verify_chain
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import (
     APPROVE,
+    AUTOMATIC_FAILED,
     CANCEL_CASE,
     CLOSED_BY_PARENT,
     REJECT,
@@ -672,7 +673,9 @@ def _system_cause(definition: Definition, replay: _Replay, rec: AuditRecord, org
         return f"the system started the case for a schedule `{name}` the definition does not have"
     state = definition.states.get(replay.state or "")
     if rec.detail.get("timer") == "timeout":
-        if state is None or state.timeout is None or state.timeout.fire != rec.event:
+        # An automatic state's work ends in its answer (the timeout's event) or in its error.
+        failed = state is not None and state.automatic is not None and rec.event == AUTOMATIC_FAILED
+        if state is None or state.timeout is None or (state.timeout.fire != rec.event and not failed):
             return f"the system fired `{rec.event}` for a timeout that `{replay.state}` does not have"
         return None
     deadline = next((d for d in definition.deadlines if d.name == rec.detail.get("deadline")), None)

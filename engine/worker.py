@@ -35,10 +35,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sopflow.engine import automatic
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import Definition, Escalation, Org
-from sopflow.engine.errors import Conflict, DatabaseUnavailable, OutcomeUnknown, SopflowError
+from sopflow.engine.definition.model import AUTOMATIC_DONE, AUTOMATIC_FAILED, Definition, Escalation, Org
+from sopflow.engine.errors import Conflict, DatabaseUnavailable, InvalidData, OutcomeUnknown, SopflowError
 from sopflow.engine.runtime import Engine
 from sopflow.engine.scheduler import Scheduler
 from sopflow.engine.step import SYSTEM_ACTOR, People, Refused, take_step
@@ -255,11 +256,13 @@ class Worker:
 
     def _fire(self, timer: TimerRow, now: datetime, report: TickReport) -> None:
         outcome = "breached" if timer.kind == "deadline" else "fired"
+        # An automatic state's work is done before the transaction that records its outcome.
+        work = self._automatic_work(timer) if timer.kind == "timeout" else None
         try:
             fired = self.engine.store.fire_timer(
                 timer,
                 self.name,
-                lambda row, reads: self._decide(timer, row, reads, now),
+                lambda row, reads: self._decide(timer, row, reads, now, work),
                 now=now,
                 outcome=outcome,
             )
@@ -273,7 +276,26 @@ class Worker:
         else:
             report.fired[timer.kind] = report.fired.get(timer.kind, 0) + 1
 
-    def _decide(self, timer: TimerRow, row: CaseRow, reads: Reads, now: datetime) -> Write | None:
+    def _automatic_work(self, timer: TimerRow) -> automatic.Outcome | None:
+        """The outcome of the work of the automatic state the timer is for (None when it is not one's)."""
+        row = self.engine.store.case(timer.case_id)
+        state = self.engine.compiled(row.definition_id, row.definition_version).definition.states[row.state]
+        work = state.automatic
+        if work is None or row.entered_seq != timer.entered_seq or timer.name != TIMEOUT_PREFIX + row.state:
+            return None
+        call = automatic.AutomaticCall(
+            row.id, row.definition_id, row.state, row.data, automatic.key_of(row.id, row.entered_seq)
+        )
+        return automatic.perform(work, call, self.engine.handlers)
+
+    def _decide(
+        self,
+        timer: TimerRow,
+        row: CaseRow,
+        reads: Reads,
+        now: datetime,
+        work: automatic.Outcome | None = None,
+    ) -> Write | None:
         compiled = self.engine.compiled(row.definition_id, row.definition_version)
         definition = compiled.definition
         if timer.kind == "timeout":
@@ -281,6 +303,8 @@ class Worker:
             if row.entered_seq != timer.entered_seq or timer.name != TIMEOUT_PREFIX + row.state:
                 return None
             assert state.timeout is not None
+            if state.automatic is not None:
+                return self._automatic_step(compiled, row, reads, now, work)
             write = self._system_event(
                 compiled,
                 row,
@@ -409,6 +433,32 @@ class Worker:
     ) -> Write:
         return Write(self._record(compiled, row, now, "escalate", row.state, detail), None)
 
+    def _automatic_step(
+        self,
+        compiled: CompiledDefinition,
+        row: CaseRow,
+        reads: Reads,
+        now: datetime,
+        work: automatic.Outcome | None,
+    ) -> Write:
+        """The system step recording an automatic state's work: its answer, or its error."""
+        if work is None:
+            # The case entered the state after the work was looked for: leave the timer to its lease.
+            raise Conflict(f"case {row.id} entered `{row.state}` while its work was being looked for")
+        detail = {
+            "timer": "timeout",
+            "after_seconds": 0,
+            "automatic": {"key": automatic.key_of(row.id, row.entered_seq), "tries": work.tries},
+        }
+        if work.event == AUTOMATIC_DONE:
+            try:
+                return self._system_event(compiled, row, reads, AUTOMATIC_DONE, now, detail, work.payload)
+            except InvalidData as exc:
+                # An answer the data cannot take is a failure a person must look at, not a retry.
+                failed = {"error": f"the answer does not fit the case's data: {exc.message}"}
+                return self._system_event(compiled, row, reads, AUTOMATIC_FAILED, now, detail, failed)
+        return self._system_event(compiled, row, reads, AUTOMATIC_FAILED, now, detail, work.payload)
+
     def _system_event(
         self,
         compiled: CompiledDefinition,
@@ -417,6 +467,7 @@ class Worker:
         event: str,
         now: datetime,
         detail: Mapping[str, Any],
+        payload: Mapping[str, Any] | None = None,
     ) -> Write:
         # The org is read in the timer's own transaction (its hash came with the case), as a user's step
         # reads it, not in a connection of its own per timer.
@@ -425,7 +476,7 @@ class Worker:
         snapshot = self.engine.snapshot_in(compiled, row, reads, now)
         people = People(org, lambda role: reads.least_loaded(org.members(role)))
         try:
-            step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, {}, people)
+            step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, dict(payload or {}), people)
         except Refused as refused:
             record = self.engine.audit_record(
                 row,
@@ -440,7 +491,7 @@ class Worker:
             )
             return Write(record, None)
         step.detail.update(detail)
-        return self.engine.step_write(compiled, row, org, SYSTEM_ACTOR, step, {}, None, now)
+        return self.engine.step_write(compiled, row, org, SYSTEM_ACTOR, step, dict(payload or {}), None, now)
 
     def _record(
         self,

