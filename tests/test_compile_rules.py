@@ -226,6 +226,9 @@ def test_a_guard_that_does_not_read_the_acting_person_is_not_handed_them() -> No
     compiled = CompiledDefinition(EXPENSE)
     strange = context(100, id=object())
     assert compiled.fire("manager_review", "approve_claim", strange) == Fired("paid", APPROVE_CLAIM)
+    # So with the case: a guard that never names `case` is not handed it.
+    odd_case = dataclasses.replace(context(100), case={"started_by": object()})
+    assert compiled.fire("manager_review", "approve_claim", odd_case) == Fired("paid", APPROVE_CLAIM)
 
 
 def test_an_event_named_like_a_machine_method_leaves_the_embedders_logs_quiet(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, RESUME
+from sopflow.engine.definition.model import APPROVE, REJECT, RESUME, Expression
 from sopflow.engine.definition.validate import load_definition_file, load_org_file
 from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPermitted, SopflowError
 from sopflow.engine.simulate import SimCase, Simulation
@@ -26,6 +26,7 @@ from sopflow.engine.step import (
     People,
     Refused,
     Snapshot,
+    Vote,
     case_view,
     excluded_people,
     start_step,
@@ -513,3 +514,105 @@ def _delegating(delegations: dict[str, dict[str, str]]) -> Simulation:
             return _actor(user_id, delegations.get(user_id))
 
     return Delegating(CompiledDefinition(DUTIES), ORG, clock=Clock())
+
+
+# -- what mutation testing showed untested ------------------------------------------------------------------
+
+
+def _with_vote(**changes: Any) -> CompiledDefinition:
+    """The duties definition with its approval changed, as a definition may write it."""
+    approval = DUTIES.states["vote"].approval
+    assert approval is not None
+    vote = _replace(DUTIES.states["vote"], approval=_replace(approval, **changes))
+    return CompiledDefinition(_replace(DUTIES, states={**DUTIES.states, "vote": vote}))
+
+
+def _expr(text: str, *path: str | int) -> Expression:
+    return Expression(text, path)
+
+
+VOTING = Snapshot(
+    state="vote", data={"title": "t", "amount": 1}, starter="alice", now="2026-03-02T09:00:00+00:00"
+)
+
+
+def test_an_approval_that_only_copies_sets_or_computes_changes_the_data() -> None:
+    copies = _with_vote(compute={})
+    assert take_step(copies, VOTING, _actor("mia"), APPROVE, {"payer": "fay"}, PEOPLE).data_change == {
+        "payer": [None, "fay"]
+    }
+    sets = _with_vote(payload=None, copy={}, compute={}, set={"note": "seen"})
+    assert take_step(sets, VOTING, _actor("mia"), APPROVE, {}, PEOPLE).data_change == {"note": [None, "seen"]}
+    computes = _with_vote(
+        payload=None,
+        copy={},
+        compute={
+            "note": _expr(
+                "actor.id + ' for ' + case.started_by", "states", "vote", "approval", "compute", "note"
+            )
+        },
+    )
+    step = take_step(computes, VOTING, _actor("mia"), APPROVE, {}, PEOPLE)
+    assert step.data_change == {"note": [None, "mia for alice"]}
+    assert step.detail["computed"] == {"note": "mia for alice"}
+
+
+def test_an_invalid_approval_payload_lists_its_errors() -> None:
+    with pytest.raises(InvalidData) as caught:
+        take_step(CompiledDefinition(DUTIES), VOTING, _actor("mia"), APPROVE, {"payer": 5}, PEOPLE)
+    assert caught.value.errors == ("payer: 5 is not of type 'string'",)
+
+
+def test_a_delegate_of_someone_not_by_excludes_may_not_vote() -> None:
+    compiled = CompiledDefinition(DUTIES)
+    checked = _replace(VOTING, fired=(("check", "max"),))
+    with pytest.raises(Refused) as caught:
+        take_step(compiled, checked, _actor("fay", {"manager": "max"}), APPROVE, {"payer": "fay"}, PEOPLE)
+    assert caught.value.error.message == (
+        "fay acts for max, who fired `check` on the case and may not vote in `vote` (separation of duties)"
+    )
+    assert caught.value.role == "manager"
+
+
+def test_a_person_named_in_the_data_does_not_count_towards_the_rule() -> None:
+    compiled = _with_vote(not_by=("data:reviewer",))
+    named = _replace(VOTING, data={**VOTING.data, "reviewer": "dual"})
+    first = take_step(compiled, named, _actor("mia"), REJECT, {}, PEOPLE)
+    assert first.detail["outcome"] == "pending"  # max may still approve
+    after = _replace(named, votes=(Vote("mia", "manager", "reject"),))
+    second = take_step(compiled, after, _actor("max"), REJECT, {}, PEOPLE)
+    assert second.detail["outcome"] == "rejected"  # only dual is left, and the data names dual
+
+
+def test_a_pending_vote_records_the_old_value_it_changes() -> None:
+    compiled = _with_vote(rule="quorum", roles=("manager",), at_least=2)
+    before = _replace(VOTING, data={**VOTING.data, "tier": "large", "approved_tier": "small"})
+    step = take_step(compiled, before, _actor("mia"), APPROVE, {"payer": "fay"}, PEOPLE)
+    assert step.data_change == {"payer": [None, "fay"], "approved_tier": ["small", "large"]}
+
+
+def test_a_stay_records_the_old_value_it_changes(sim: Simulation) -> None:
+    case = started(sim, note="first")
+    assert sim.fire(case, "alice", "note", {"note": "second"}).data_change == {"note": ["first", "second"]}
+
+
+def test_a_computed_value_may_read_the_payload_the_person_and_the_case() -> None:
+    submit = DUTIES.states["draft"].transitions[0]
+    path = (*submit.path, "compute", "note")
+    reads = _expr("payload.reviewer + ' by ' + actor.id + ' of ' + case.started_by", *path)
+    changed = _replace(submit, compute={"note": reads})
+    draft = _replace(DUTIES.states["draft"], transitions=(changed, *DUTIES.states["draft"].transitions[1:]))
+    compiled = CompiledDefinition(_replace(DUTIES, states={**DUTIES.states, "draft": draft}))
+    snapshot = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="bob")
+    step = take_step(compiled, snapshot, _actor("bob"), "submit", {"reviewer": "mia"}, PEOPLE)
+    assert step.data["note"] == "mia by bob of bob"
+
+
+def test_a_start_condition_may_read_the_person_and_the_case() -> None:
+    rule = DUTIES.start
+    assert rule is not None
+    when = _expr("actor.id != 'bob' && case.started_by == actor.id", "start", "when")
+    compiled = CompiledDefinition(_replace(DUTIES, start=_replace(rule, when=when, explain=None)))
+    assert start_step(compiled, _actor("alice"), {"title": "t", "amount": 1}, PEOPLE).to_state == "draft"
+    with pytest.raises(GuardRefused):
+        start_step(compiled, _actor("bob"), {"title": "t", "amount": 1}, PEOPLE)
