@@ -1,5 +1,6 @@
 """Working time (engine/calendar.py): spans, breaks, weekends, holidays and swapped work days, a span
-that ends at 24:00, a calendar with no working time at all, and time zones. No database."""
+that ends at 24:00, a calendar with no working time at all, time zones, and the working time between two
+moments (the inverse of adding it). No database."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from sopflow.engine.calendar import add_working_time, is_working_day
+from sopflow.engine.calendar import add_working_time, is_working_day, working_seconds
 from sopflow.engine.definition.model import WorkingCalendar
 from sopflow.engine.errors import ConfigurationError
 
@@ -154,3 +157,46 @@ def test_a_long_stretch_adds_up_to_the_same_as_its_parts() -> None:
     step = due(start, 5 * HOUR)
     assert due(step, 7 * HOUR) == due(start, 12 * HOUR)
     assert due(start, 12 * HOUR) - start > timedelta(hours=12)
+
+
+# -- working time between two moments (what a paused deadline has left) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "seconds"),
+    [
+        (local(2026, 3, 2, 10, 0), local(2026, 3, 2, 10, 0), 0),  # no time
+        (local(2026, 3, 2, 11, 0), local(2026, 3, 2, 10, 0), 0),  # the end before the start
+        (local(2026, 3, 2, 10, 0), local(2026, 3, 2, 11, 0), HOUR),
+        (local(2026, 3, 2, 11, 0), local(2026, 3, 2, 14, 0), 2 * HOUR),  # the lunch break does not count
+        (local(2026, 3, 2, 7, 0), local(2026, 3, 2, 20, 0), 8 * HOUR),  # before opening, after closing
+        (local(2026, 3, 6, 17, 0), local(2026, 3, 9, 10, 0), 2 * HOUR),  # over a weekend
+        (local(2026, 9, 30, 17, 0), local(2026, 10, 5, 10, 0), 2 * HOUR),  # over two holidays and a weekend
+        (local(2026, 10, 9, 17, 0), local(2026, 10, 10, 10, 0), 2 * HOUR),  # into a swapped Saturday
+        (local(2026, 3, 2, 9, 0), local(2026, 3, 9, 9, 0), 40 * HOUR),  # a working week
+    ],
+)
+def test_working_time_between_two_moments(start: datetime, end: datetime, seconds: int) -> None:
+    assert working_seconds(start, end, OFFICE) == seconds
+
+
+def test_working_time_between_moments_in_any_zone_and_up_to_midnight() -> None:
+    assert (
+        working_seconds(
+            datetime(2026, 3, 2, 1, 0, tzinfo=UTC), datetime(2026, 3, 2, 2, 30, tzinfo=UTC), OFFICE
+        )
+        == 5400
+    )
+    assert working_seconds(local(2026, 3, 2, 22, 0), local(2026, 3, 3, 0, 0), EVENINGS) == 2 * HOUR
+    assert working_seconds(local(2026, 3, 2, 23, 0), local(2026, 3, 3, 21, 0), EVENINGS) == 2 * HOUR
+    assert working_seconds(local(2026, 3, 2, 12, 0), local(2026, 3, 9, 12, 0), ALWAYS) == 7 * 24 * HOUR
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    minutes=st.integers(min_value=0, max_value=14 * 24 * 60),
+    seconds=st.integers(min_value=1, max_value=3 * 40 * HOUR),
+)
+def test_the_working_time_to_a_due_moment_is_the_time_that_made_it_due(minutes: int, seconds: int) -> None:
+    start = local(2026, 9, 21) + timedelta(minutes=minutes)  # two weeks around the October holidays
+    assert working_seconds(start, add_working_time(start, seconds, OFFICE), OFFICE) == seconds
