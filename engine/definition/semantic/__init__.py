@@ -27,6 +27,7 @@ from sopflow.engine.definition.semantic.duties import (
     check_clock_events,
     check_computes,
     check_exclusions,
+    check_self_exclusion,
     check_start,
     check_user_fields,
 )
@@ -149,6 +150,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_rungs_after_breach,
     check_schedules,
     check_exclusions,
+    check_self_exclusion,
     check_start,
     check_computes,
     check_user_fields,

@@ -30,7 +30,13 @@ from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.definition.semantic.guards import CLAIM
 from sopflow.engine.errors import GuardRefused, Problem
 
-CODES = ("unknown-exclusion", "compute-type", "bad-user-field", "clock-event-never-fired")
+CODES = (
+    "unknown-exclusion",
+    "compute-type",
+    "bad-user-field",
+    "clock-event-never-fired",
+    "excludes-every-actor",
+)
 """The codes this module reports besides the guard language's and `unknown-role`/`unknown-data-field`/
 `unknown-payload-field`."""
 
@@ -41,6 +47,22 @@ def _exclusions(ctx: Context) -> Iterator[tuple[str, Path]]:
             yield from ((e, (*t.path, "not_by", i)) for i, e in enumerate(t.not_by))
         if s.approval is not None:
             yield from ((e, (*s.approval.path, "not_by", i)) for i, e in enumerate(s.approval.not_by))
+
+
+def check_self_exclusion(ctx: Context) -> Iterator[Problem]:
+    """A transition whose `by` names only people its `not_by` excludes ($starter, $assignee): nobody
+    could ever fire it."""
+    for s in ctx.defn.all_states():
+        for t in s.transitions:
+            if t.by and t.not_by and set(t.by) <= set(t.not_by):
+                yield ctx.problem(
+                    (*t.path, "not_by"),
+                    "excludes-every-actor",
+                    f"`{t.event}` in `{s.name}` is for {', '.join(t.by)} only, and `not_by` excludes "
+                    f"{'them' if len(t.by) > 1 else 'that person'}: nobody could ever fire it",
+                    "name in `by` the role that should act, or drop the entry from `not_by`",
+                    key=True,
+                )
 
 
 def _events(ctx: Context) -> set[str]:
