@@ -122,7 +122,8 @@ def verify(
     store = engine.store
     for batch in _batches(ids):
         # A batch's trails, timers and keys in a statement each: per case, they cost more than its replay.
-        histories, timers, keys = store.histories(batch), store.live_timers(batch), store.keys_of_cases(batch)
+        histories, timers = store.histories(batch), store.live_timers_of(batch)
+        keys = store.keys_of_cases(batch)
         for cid in batch:
             row = store.case(cid)
             history = histories.get(cid, [])
