@@ -311,6 +311,12 @@ class ClockedSimulation:
             detail=record.detail,
         )
 
+    def control(self, user_id: str, act: str, reason: str | None) -> None:
+        """Suspend, resume or cancel the case as a user; a refusal is recorded, then raised."""
+        outcome = self.driver.control(act, user_id, reason)
+        if outcome.refused is not None:
+            raise outcome.refused
+
     def advance(self, seconds: int, *, working: bool = False) -> ClockStep:
         """Move the clock on (by working time if `working`), firing each due timer at its own time."""
         outcome = self.driver.advance(seconds, working=working)

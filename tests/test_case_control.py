@@ -8,6 +8,7 @@ enters the state again. `audit verify` re-decides both. The fixture: tests/fixtu
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -489,3 +490,47 @@ def test_property_deadlines_fire_after_exactly_the_time_left(sop: Engine, clock:
         assert sop.verify(case_id).ok, sop.verify(case_id).findings
 
     run()
+
+
+def test_scenarios_suspend_resume_and_cancel_on_a_fake_clock(database_url: str) -> None:
+    """`sopflow test` steps `suspend`, `resume` and `cancel`, and a clock step while suspended that fires
+    nothing (tests/fixtures/control/ticket.test.yaml), on SQLite and PostgreSQL."""
+    from sopflow.engine.scenario.load import load_scenario_file
+    from sopflow.engine.scenario.run import run_files
+
+    files, _definition, org = load_scenario_file(CONTROL / "ticket.test.yaml")
+    report = run_files([(files, org)], database=database_url, verify=True)
+    assert [f"{r.name}: {r.difference.render()}" for r in report.results if r.difference] == []
+    assert len(report.results) == 2
+
+
+def test_a_scenario_expecting_the_timeout_while_suspended_fails(tmp_path: Path) -> None:
+    from sopflow.engine.scenario.load import load_scenario_file
+    from sopflow.engine.scenario.run import run_files
+
+    for name in ("ticket.yaml", "org.yaml"):
+        (tmp_path / name).write_text((CONTROL / name).read_text(encoding="utf-8"), encoding="utf-8")
+    text = (CONTROL / "ticket.test.yaml").read_text(encoding="utf-8")
+    (tmp_path / "ticket.test.yaml").write_text(text.replace("after: 2h59m", "after: 3h"), encoding="utf-8")
+    files, _definition, org = load_scenario_file(tmp_path / "ticket.test.yaml")
+    report = run_files([(files, org)], database=None, verify=True)
+    failed = [r for r in report.results if r.difference]
+    assert len(failed) == 1 and "timers_fired" in failed[0].difference.render()
+
+
+def test_simulate_suspends_resumes_and_cancels() -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    args = ["--as", "alice", "--json", "simulate", str(CONTROL / "ticket.yaml"), "--data", '{"title": "x"}']
+    steps = ["claim@bob", "case:suspend@bob=waiting", "handle@bob", "+5h", "case:resume@mia", "+4h"]
+    result = CliRunner().invoke(cli, [*args, *steps, "case:cancel@mia=done"], catch_exceptions=False)
+    assert result.exit_code == 1  # the step refused while suspended
+    out = json.loads(result.stdout)["steps"]
+    assert out[3]["refused"]["error"] == "not-available"
+    assert out[4]["timers_fired"] == []  # the clock stood still for the suspended case
+    assert out[6]["timers_fired"] == ["timeout:queue"]  # 4h of the timeout, none of the 5h suspended
+    assert out[7] == {"step": "case:cancel", "as": "mia", "state": "queue"}
+    bad = CliRunner().invoke(cli, [*args, "case:pause@bob"], catch_exceptions=False)
+    assert bad.exit_code == 2 and "case:suspend" in bad.stderr

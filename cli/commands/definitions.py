@@ -109,7 +109,8 @@ def simulate(
     exits 1 at the end. A STEP +DURATION (+3h30m) or +working:DURATION moves the clock: deadlines,
     escalations and timeouts due on the way fire, each at its time (the case starts on Monday
     2026-03-02 09:00 in the org's time zone, in a throwaway database). A STEP child:EVENT@USER fires
-    on the case's open sub-process case (the definitions it runs are deployed from beside it).
+    on the case's open sub-process case (the definitions it runs are deployed from beside it). A STEP
+    case:suspend@USER=REASON, case:resume@USER or case:cancel@USER=REASON acts on the whole case.
 
     \b
     sopflow --as li.na simulate content-review \\
@@ -141,6 +142,9 @@ def simulate(
             continue
         event, user, payload = item
         who = user or settings().user or starter
+        if event.startswith(CASE_PREFIX):
+            failed = _control(sim, event.removeprefix(CASE_PREFIX), who, payload, out, as_json) or failed
+            continue
         child = event.startswith(CHILD_PREFIX)  # child:EVENT acts on the case's open sub-process case
         event = event.removeprefix(CHILD_PREFIX)
         try:
@@ -175,6 +179,33 @@ def simulate(
 
 CHILD_PREFIX = "child:"
 """A simulate step `child:EVENT@USER` fires on the case's open sub-process case."""
+CASE_PREFIX = "case:"
+"""A simulate step `case:suspend@USER=REASON`, `case:resume@USER` or `case:cancel@USER=REASON` acts on
+the whole case."""
+
+
+def _control(
+    sim: Any, act: str, who: str, payload: dict[str, Any], out: list[dict[str, Any]], as_json: bool
+) -> Any:
+    """A `case:ACT` step: the error when it was refused (reported), else None."""
+    from sopflow.engine.errors import SopflowError, UsageError
+
+    if act not in ("suspend", "resume", "cancel"):
+        raise UsageError(
+            f"`case:{act}` is not a simulate step", hint="write case:suspend, case:resume or case:cancel"
+        )
+    try:
+        sim.control(who, act, payload.get("reason"))
+    except SopflowError as exc:
+        out.append({"step": f"case:{act}", "as": who, "refused": exc.as_dict()})
+        if not as_json:
+            click.echo(f"error: case:{act} as {who}: REFUSED ({exc.kind}): {exc}", err=True)
+        return exc
+    out.append({"step": f"case:{act}", "as": who, "state": sim.state})
+    if not as_json:
+        done = {"suspend": "suspended", "resume": "resumed", "cancel": "cancelled"}[act]
+        click.echo(f"case:{act} as {who}: the case is {done} in {sim.state}")
+    return None
 
 
 @dataclass(frozen=True)
@@ -236,6 +267,8 @@ def _advance(
 def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:
     head, _, payload = raw.partition("=")
     event, _, user = head.partition("@")
+    if event.startswith(CASE_PREFIX):  # case:ACT@USER=REASON: the reason is plain text
+        return event, user or None, {"reason": payload} if payload else {}
     if not payload:
         return event, user or None, {}
     hint = f'quote the step for the shell: \'{head}={{"field": "value"}}\''

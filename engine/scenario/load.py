@@ -27,6 +27,7 @@ from sopflow.engine.definition.validate import (
 from sopflow.engine.errors import DefinitionError, Problem, UsageError
 from sopflow.engine.scenario.model import (
     Advance,
+    Control,
     Expect,
     ExpectedNotice,
     Fire,
@@ -37,6 +38,8 @@ from sopflow.engine.scenario.model import (
 )
 from sopflow.engine.step import CLAIM
 
+CONTROL_ACTS = ("suspend", "resume", "cancel")
+"""Scenario steps that act on the whole case, each with its reason."""
 MAX_LISTED = 12
 """A hint lists the names allowed only when they are few; more, and it says where to find them."""
 DEFAULT_START = (2026, 3, 2, 9, 0)
@@ -228,8 +231,21 @@ class _Checker:
         return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=self.zone)
 
     def step(self, path: NodePath, number: int, raw: Mapping[str, Any]) -> Step:
-        action: Fire | Advance
-        if "fire" in raw:
+        action: Fire | Advance | Control
+        act = next((a for a in CONTROL_ACTS if a in raw), None)
+        if act is not None:
+            if "as" in raw:
+                self.known((*path, "as"), raw["as"], self.org.users, "unknown-user", "user")
+            else:
+                self.fail(
+                    path,
+                    "missing-key",
+                    f"missing key `as` in step {number}: who does the {act}?",
+                    "write the user id, e.g. `as: li.na`",
+                )
+            reason = raw[act]
+            action = Control(act, raw.get("as", ""), reason if isinstance(reason, str) else None)
+        elif "fire" in raw:
             if not raw.get("child"):  # a child's events are its own definition's, checked when fired
                 self.known((*path, "fire"), raw["fire"], self.events, "unknown-event", "event")
             if "as" in raw:

@@ -60,16 +60,27 @@ class Advance:
 
 
 @dataclass(frozen=True, slots=True)
+class Control:
+    """An act on the whole case as `actor`: suspend or cancel it (with a reason), or resume it."""
+
+    act: str
+    actor: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One step of a scenario: what it does, what is expected after it, and where it was written."""
 
     number: int
     """1-based; the start is step 0."""
     line: int
-    action: Fire | Advance
+    action: Fire | Advance | Control
     expect: Expect = field(default_factory=Expect)
 
     def describe(self) -> str:
+        if isinstance(self.action, Control):
+            return f"step {self.number} ({self.action.act} as {self.action.actor})"
         if isinstance(self.action, Fire):
             on = " on the child" if self.action.child else ""
             return f"step {self.number} (fire {self.action.event}{on} as {self.action.actor})"

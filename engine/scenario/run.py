@@ -30,7 +30,15 @@ from sopflow.engine.definition.model import Org
 from sopflow.engine.definition.validate import subprocess_files
 from sopflow.engine.errors import NotAvailable, SopflowError
 from sopflow.engine.runtime import Engine
-from sopflow.engine.scenario.model import Advance, Expect, ExpectedNotice, Fire, Scenario, ScenarioFile
+from sopflow.engine.scenario.model import (
+    Advance,
+    Control,
+    Expect,
+    ExpectedNotice,
+    Fire,
+    Scenario,
+    ScenarioFile,
+)
 from sopflow.engine.step import SYSTEM_ACTOR
 from sopflow.engine.store import NotificationRow, Store
 from sopflow.engine.worker import Worker
@@ -302,6 +310,21 @@ class CaseDriver:
             return Outcome(exc, (), (), ())
         return Outcome(None, (), (), (result.record,))
 
+    def control(self, act: str, actor: str, reason: str | None) -> Outcome:
+        """Suspend, resume or cancel the case as `actor` (a suspend or cancel without a reason is
+        refused, as the engine refuses it)."""
+        assert self.case_id is not None
+        try:
+            if act == "resume":
+                result = self.sop.resume(self.case_id, actor=actor, reason=reason)
+            elif act == "suspend":
+                result = self.sop.suspend(self.case_id, actor=actor, reason=reason or "")
+            else:
+                result = self.sop.cancel(self.case_id, actor=actor, reason=reason or "")
+        except SopflowError as exc:
+            return Outcome(exc, (), (), ())
+        return Outcome(None, (), (), (result.record,))
+
     def open_child(self) -> int:
         """The case's open sub-process case (NotAvailable when it waits on none)."""
         assert self.case_id is not None
@@ -377,7 +400,9 @@ class _Play:
         for step in scenario.steps:
             action = step.action
             before = self.sop.case(self.driver.case_id)
-            if isinstance(action, Fire):
+            if isinstance(action, Control):
+                outcome = self.driver.control(action.act, action.actor, action.reason)
+            elif isinstance(action, Fire):
                 outcome = self.driver.fire(
                     action.event, action.actor, action.payload, action.comment, child=action.child
                 )
