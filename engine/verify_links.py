@@ -64,7 +64,10 @@ def _as_child(
     where = f"parent case {parent.parent_case_id} record {parent.parent_seq}"
     if entry is None or entry.outcome != "accepted":
         return 1, f"{where}, which started it, does not exist or was refused"
-    parent_row = store.case(parent.parent_case_id)
+    try:
+        parent_row = store.case(parent.parent_case_id)
+    except NotFound:
+        return 1, f"parent case {parent.parent_case_id}, which started it, is gone (its row was deleted)"
     definition = definition_of(parent_row.definition_id, parent_row.definition_version)
     state = definition.states.get(entry.to_state or "") if definition is not None else None
     if state is None or state.subprocess is None or state.subprocess.definition != row.definition_id:
@@ -148,7 +151,10 @@ def _resumption(store: Store, rec: AuditRecord, children: Sequence[CaseLink]) ->
     outcome = payload.get("outcome")
     if closing is None or closing.outcome != "accepted" or closing.to_state != outcome or child.open:
         return f"child case {child_id} did not close in `{outcome}` at record {payload.get('seq')}"
-    data: Mapping[str, Any] = store.case(child.case_id).data
+    try:
+        data: Mapping[str, Any] = store.case(child.case_id).data
+    except NotFound:
+        return f"child case {child_id} is gone (its row was deleted)"
     values = payload.get("values")
     if not isinstance(values, Mapping) or any(
         canonical_json(data.get(k)) != canonical_json(v) for k, v in values.items()

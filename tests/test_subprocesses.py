@@ -391,3 +391,11 @@ def test_simulate_acts_on_the_child_with_a_child_step() -> None:
         "topic_planning", "creation", "manager_review", "manager_review", "manager_review", "creation",
     ]  # fmt: skip
     assert answer["data"]["review_rejection"] == "不合规"
+
+
+def test_verify_names_a_parent_whose_row_was_deleted(sop: Engine) -> None:
+    parent, child = _requested(sop)
+    with sop.store.engine.begin() as conn:
+        conn.execute(text("DELETE FROM cases WHERE id = :id"), {"id": parent})
+    findings = {(f.case_id, f.problem) for f in sop.verify().findings}
+    assert (child, f"parent case {parent}, which started it, is gone (its row was deleted)") in findings
