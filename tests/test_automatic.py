@@ -140,3 +140,42 @@ def test_a_webhook_is_called_with_the_idempotency_key_and_its_answer_mapped(
 
 def test_the_checker_refuses_an_automatic_state_with_a_timeout() -> None:
     assert (ROOT / "tests" / "bad" / "automatic-timeout-1.yaml").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_work_loses_no_step_and_records_each_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    import random
+    import signal
+    import time
+    from datetime import timedelta
+
+    from tests.test_concurrency import _spawn
+
+    log = tmp_path / "deliveries.txt"
+    log.touch()
+    with Engine(database_url) as sop:
+        sop.deploy([AUTOMATIC])
+        cases = [_submitted(sop) for _ in range(12)]
+    rng = random.Random(20261206)
+    for _ in range(8):
+        worker = _spawn("tests.helpers.automatic_worker", database_url, str(AUTOMATIC), str(log))
+        assert worker.stdout is not None
+        line = worker.stdout.readline().strip()
+        assert line == "ready", worker.stderr.read() if worker.stderr else line
+        time.sleep(rng.uniform(0.0, 0.2))
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+    time.sleep(1.2)  # every lease a killed worker held has run out
+    with Engine(database_url) as sop:
+        sop.register_handler("score", lambda call: {"value": 1})
+        Worker(sop, lease=timedelta(seconds=1), channels=[ConsoleChannel(write=lambda _line: None)]).tick()
+        for case in cases:
+            history = sop.history(case)
+            assert sop.case(case).state == "review"
+            assert len([r for r in history if r.event == AUTOMATIC_DONE]) == 1
+            assert not [r for r in history if r.event == AUTOMATIC_FAILED]
+        assert sop.verify().ok, sop.verify().findings
+    delivered = log.read_text(encoding="utf-8").split()
+    assert set(delivered) <= {f"{c}:2" for c in cases}  # every call carried its case's one key
