@@ -207,12 +207,14 @@ def mermaid(definition: Definition, path: Sequence[str] = (), current: str | Non
 
 
 def _start_label(definition: Definition) -> str:
-    """Who may start a case and on what condition (`start:`), or "" when anyone may."""
+    """Who may start a case and on what condition (`start:`), and the schedules that start one; "" when
+    anyone may and nothing starts one by itself."""
     rule = definition.start
-    if rule is None:
-        return ""
-    parts = [f"by {', '.join(rule.by)}"] if rule.by else []
-    parts += [f"[{rule.when.text}]"] if rule.when else []
+    parts = [f"by {', '.join(rule.by)}"] if rule is not None and rule.by else []
+    parts += [f"[{rule.when.text}]"] if rule is not None and rule.when else []
+    for s in definition.schedules:
+        moved = "" if s.working_day == "any" else f", {s.working_day} working day"
+        parts.append(f"schedule {s.name}: {s.cron}{moved}")
     return " ".join(parts)
 
 

@@ -210,6 +210,8 @@ def test_tick_starts_due_periods_and_defs_show_tells_the_schedule(tmp_path: Path
     (schedule,) = json.loads(run("--json", "defs", "show", "appraisal"))["schedules"]
     assert (schedule["name"], schedule["started"], schedule["cron"]) == ("monthly", started, "0 17 L * *")
     assert run("tick", "--now", later.isoformat()).startswith("fired: nothing due")
+    diagram = run("diagram", str(TIMING / "appraisal.yaml"))
+    assert "schedule monthly: 0 17 L * *, previous working day" in diagram
 
 
 def test_the_seed_schedules_start_the_plans_and_the_survey_of_a_new_year(tmp_path: Path) -> None:
