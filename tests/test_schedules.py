@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from sopflow.engine.definition.model import Schedule, WorkingCalendar
+from sopflow.engine.errors import GuardRefused
 from sopflow.engine.runtime import Engine
 from sopflow.engine.schedule import cron_problem, occurrences
 from sopflow.engine.worker import ConsoleChannel, Worker
@@ -224,7 +225,17 @@ def test_the_seed_schedules_start_the_plans_and_the_survey_of_a_new_year(tmp_pat
         clock.now = datetime(2027, 1, 4, 0, 59, tzinfo=UTC)
         assert worker.tick().fired.get("schedule", 0) == 0
         clock.now = datetime(2027, 1, 4, 1, 0, tzinfo=UTC)
-        assert worker.tick().fired["schedule"] == 7
+        # Six group plans, the year's training needs survey and a quarterly review of each of 11 SOPs.
+        assert worker.tick().fired["schedule"] == 18
+        reviews = engine.cases(definition="sop-revision")
+        assert len({c.data["sop_name"] for c in reviews}) == 11
+        assert {c.data["quarter"] for c in reviews} == {"2027-Q1"}
+        # A scheduled review does not know the SOP's version: it is given when a revision is decided.
+        review = reviews[0].id
+        with pytest.raises(GuardRefused):
+            engine.fire(review, "revision_needed", actor="chen.jing")
+        engine.fire(review, "revision_needed", actor="chen.jing", payload={"sop_version": 3})
+        assert engine.case(review).data["sop_version"] == 3
         plans = engine.cases(definition="operations-plan")
         assert sorted((c.data["group"], c.data["period"]) for c in plans) == sorted(
             (group, period)
