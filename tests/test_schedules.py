@@ -249,9 +249,11 @@ def test_the_seed_schedules_start_the_plans_and_the_survey_of_a_new_year(tmp_pat
         reads: list[str] = []
         original = engine.store.started_periods
 
-        def counted(definition_id: str, schedule: str, since: datetime) -> set[datetime]:
+        def counted(
+            definition_id: str, schedule: str, since: datetime, until: datetime | None = None
+        ) -> set[datetime]:
             reads.append(schedule)
-            return original(definition_id, schedule, since)
+            return original(definition_id, schedule, since, until)
 
         engine.store.started_periods = counted  # type: ignore[method-assign]
         clock.now = datetime(2027, 1, 20, 1, 0, tzinfo=UTC)
@@ -267,3 +269,58 @@ def test_a_period_format_writes_the_quarter_and_a_percent_sign() -> None:
     assert period_label(moment, SHANGHAI, "%Y-Q%Q") == "2026-Q3"
     assert period_label(moment, SHANGHAI, "%Y-%m") == "2026-07"
     assert period_label(moment, SHANGHAI, "100%%Q") == "100%Q"
+
+
+MINUTELY = """\
+id: every-minute
+version: 1
+title: {zh: 每分钟, en: Every minute}
+data:
+  type: object
+  properties:
+    period: {type: string}
+initial: open
+states:
+  open:
+    title: {zh: 进行中, en: Open}
+    owner: staff
+    on:
+      close: {to: closed}
+  closed:
+    title: {zh: 已关闭, en: Closed}
+    final: true
+schedules:
+  minutely:
+    cron: "* * * * *"
+"""
+
+
+def test_four_workers_catching_up_on_300_periods_start_each_once(database_url: str, tmp_path: Path) -> None:
+    from sopflow.engine.scheduler import Scheduler
+
+    folder = tmp_path / "defs"
+    folder.mkdir()
+    (folder / "every-minute.yaml").write_text(MINUTELY, encoding="utf-8")
+    (folder / "org.yaml").write_text((TIMING / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    moment = datetime(2026, 6, 1, tzinfo=UTC)
+    deployed = moment - timedelta(minutes=300)
+    engines = [Engine(database_url, clock=lambda: deployed) for _ in range(4)]
+    try:
+        engines[0].deploy([folder])
+        counts: list[int] = []
+        threads = [
+            threading.Thread(target=lambda e=e: counts.append(Scheduler(e).start_due(moment)))
+            for e in engines
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(counts) == 300
+        cases = engines[0].cases(definition="every-minute", limit=1000)
+        found = Counter(str(c.data["period"]) for c in cases)
+        assert len(found) == 300
+        assert set(found.values()) == {1}
+    finally:
+        for e in engines:
+            e.close()
