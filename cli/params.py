@@ -307,24 +307,24 @@ class JsonFile(click.ParamType[dict[str, Any]]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
-        where = f"{name_of(param)} {show(str(value), 80)}"
+        where = f"{name_of(param)} {show(str(value), 200)}"
         path = Path(value)
         hint = f"check the path given to {name_of(param)}"
         try:
             if path.is_dir():
-                _fail(param, f"{show(str(value), 80)} is a folder, not a file", hint)
+                _fail(param, f"{show(str(value), 200)} is a folder, not a file", hint)
             size = path.stat().st_size
             if size > MAX_JSON_FILE_BYTES:
-                _fail(param, f"{show(str(value), 80)} holds {size} bytes", "a case holds at most 256 KiB")
+                _fail(param, f"{show(str(value), 200)} holds {size} bytes", "a case holds at most 256 KiB")
             raw = path.read_bytes()
         except OSError as exc:
-            _fail(param, f"cannot read {show(str(value), 80)}: {exc.strerror or exc}", hint)
+            _fail(param, f"cannot read {show(str(value), 200)}: {exc.strerror or exc}", hint)
         try:
             # utf-8-sig: editors on Windows save UTF-8 with a byte-order mark, which means nothing here.
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             byte = f"byte 0x{raw[exc.start]:02x} at offset {exc.start}"
-            _fail(param, f"{show(str(value), 80)} is not UTF-8 text ({byte})", "save the file as UTF-8")
+            _fail(param, f"{show(str(value), 200)} is not UTF-8 text ({byte})", "save the file as UTF-8")
         return json_object(text, where, 'fix the JSON in the file (a JSON object: {"field": "value"})')
 
 

@@ -64,13 +64,13 @@ def safe(value: str, limit: int | None = None) -> str:
     return value
 
 
-_LONG_QUOTE = re.compile("`([^`\n]{61,})`")
+_LONG_QUOTE = re.compile("`([^`\n]{201,})`")
 
 
 def short_quotes(value: str) -> str:
-    """A message with each quoted name over 60 characters cut to its start and its length: a 100,000
-    character user id or event name typed by mistake is named, not echoed whole."""
-    return _LONG_QUOTE.sub(lambda m: f"`{m.group(1)[:30]}…` ({len(m.group(1))} characters)", value)
+    """A message with each quoted name over 200 characters (a long file path still fits) cut to its start
+    and its length: a 100,000-character user id or event name typed by mistake is named, not echoed."""
+    return _LONG_QUOTE.sub(lambda m: f"`{m.group(1)[:40]}…` ({len(m.group(1))} characters)", value)
 
 
 def safe_lines(value: str) -> str:
