@@ -27,7 +27,15 @@ from sopflow.engine.casework import (
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
 from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted, UsageError
-from sopflow.engine.step import CLAIM, Actor, Refused, Snapshot, acting_role, excluded_people
+from sopflow.engine.step import (
+    CLAIM,
+    Actor,
+    Refused,
+    Snapshot,
+    acting_role,
+    excluded_people,
+    standing_in,
+)
 from sopflow.engine.store import (
     CaseChange,
     CaseQuery,
@@ -159,7 +167,7 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
             )
         role = _owning_role(state)
         try:
-            _check_reassign(org, state, role, actor, to_user)
+            _check_reassign(org, state, role, actor, to_user, row.assignee)
         except Refused as refused:
             assert isinstance(refused.error, NotPermitted)
             refusal.append(refused.error)
@@ -181,7 +189,7 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
             compiled,
             now,
             actor=actor,
-            role=_acting_as(org, actor, role),
+            role=_handing_role(org, actor, role, row.assignee),
             event="reassign",
             to_state=row.state,
             accepted=True,
@@ -204,12 +212,22 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
     return fired
 
 
-def reassign_role(org: Org, state: State, actor: str, to_user: str) -> str | None:
-    """The role in which `actor` may give a case in `state` to `to_user` (the role its record names);
-    raises `Refused` when they may not. `audit verify` checks recorded reassignments with it."""
+def reassign_role(
+    org: Org, state: State, actor: str, to_user: str, assignee: str | None = None
+) -> str | None:
+    """The role in which `actor` may give a case in `state` (held by `assignee`) to `to_user` (the role its
+    record names); raises `Refused` when they may not. `audit verify` checks recorded reassignments with
+    it."""
     role = _owning_role(state)
-    _check_reassign(org, state, role, actor, to_user)
-    return _acting_as(org, actor, role)
+    _check_reassign(org, state, role, actor, to_user, assignee)
+    return _handing_role(org, actor, role, assignee)
+
+
+def _handing_role(org: Org, actor: str, role: str | None, assignee: str | None) -> str | None:
+    """The manager or administrator role a reassignment is made in; for the assignee handing on their own
+    task, the role that owns the state."""
+    acting = _acting_as(org, actor, role)
+    return acting if acting is not None or actor != assignee else role
 
 
 def _owning_role(state: State) -> str | None:
@@ -225,10 +243,13 @@ def _acting_as(org: Org, actor: str, role: str | None) -> str | None:
     return next((r for r in org.users[actor].roles if org.roles.get(r) and org.roles[r].administrator), None)
 
 
-def _check_reassign(org: Org, state: State, role: str | None, actor: str, to_user: str) -> None:
+def _check_reassign(
+    org: Org, state: State, role: str | None, actor: str, to_user: str, assignee: str | None = None
+) -> None:
     if state.final or state.is_choice:
         raise Refused(NotPermitted(f"a case in `{state.name}` has no step to reassign"), None, {})
-    if _acting_as(org, actor, role) is None:
+    # The assignee may hand their own task on, to another member of the role that owns the state.
+    if _acting_as(org, actor, role) is None and (actor != assignee or role is None):
         manager = org.roles[role].manager if role and role in org.roles else None
         raise Refused(
             NotPermitted(
@@ -264,6 +285,10 @@ def tasks(engine: Host, org: Org, person: Actor, *, limit: int = 50) -> list[Wai
         if _role_may_act(s, person.roles)
     }
     queries = [CaseQuery(assignee=user_id, open=True, limit=page)]
+    # A delegation covers the cases assigned to whoever delegated to them, not only their roles.
+    queries += [
+        CaseQuery(assignee=who, open=True, limit=page) for who in sorted(person.stands_in_for)
+    ]
     queries += [CaseQuery(definition_id=d, state=s, open=True, limit=page) for d, s in sorted(places)]
     candidates: dict[int, CaseRow] = {}
     for row in engine.store.cases_each(queries):
@@ -322,6 +347,7 @@ def _what_they_may_do(
     # Who fired what (for `fired:` exclusions) is read from the trail, only for a definition that asks.
     fired = fired_of(engine.store.fired(row.id)) if compiled.reads_history else ()
     snapshot = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, fired=fired)
+    person = standing_in(person, snapshot)
     events: list[str] = []
     reasons: list[str] = []
     for t in state.transitions:
@@ -335,7 +361,9 @@ def _what_they_may_do(
             events.append(t.event)
             who = person.delegated.get(role)
             reasons.append(
-                "assigned to you" if role == "$assignee" else f"as {role}" + (f" for {who}" if who else "")
+                ("assigned to you" if not who else f"assigned to {who}, for whom you stand in")
+                if role == "$assignee"
+                else f"as {role}" + (f" for {who}" if who else "")
             )
     if _may_vote(state, person.roles):
         current = votes_of(v for seq, v in votes if seq > row.entered_seq)

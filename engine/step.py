@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -65,6 +65,9 @@ class Actor:
     department: str | None = None
     delegated: Mapping[str, str] = field(default_factory=dict)
     """Role → the user who delegated it to this actor."""
+    stands_in_for: frozenset[str] = frozenset()
+    """Everyone whose running delegation reaches this actor (roles they hold themselves included): the
+    actor stands in for them on the cases assigned to them."""
 
     def guard_view(self) -> dict[str, Any]:
         return {"id": self.id, "roles": sorted(self.roles), "department": self.department or ""}
@@ -209,6 +212,15 @@ class People:
         return self.org.members(role)
 
 
+def standing_in(actor: Actor, snapshot: Snapshot) -> Actor:
+    """`actor`, standing in for the case's assignee when the assignee delegated any role to them (an
+    absence): then they act as `$assignee` on the assignee's behalf, and the record says so."""
+    assignee = snapshot.assignee
+    if assignee is None or assignee == actor.id or assignee not in actor.stands_in_for:
+        return actor
+    return replace(actor, delegated={**actor.delegated, ASSIGNEE: assignee})
+
+
 def acting_role(actor: Actor, by: Sequence[str], snapshot: Snapshot) -> str | None:
     """The role in which `actor` may fire a transition allowed to `by`, or None. The actor's own roles
     come before delegated ones, then $assignee, then $starter. The system (timers) may fire anything."""
@@ -242,6 +254,7 @@ def take_step(
     before staying became the rule (`audit verify` replays records written then with it)."""
     definition = compiled.definition
     state = definition.states[snapshot.state]
+    actor = standing_in(actor, snapshot)
     if state.final:
         raise NotAvailable(
             f"the case is closed: it ended in `{state.name}` ({state.title})",
@@ -894,4 +907,5 @@ def actor_from_org(org: Org, user_id: str, delegated: Mapping[str, str] | None =
         roles=frozenset(user.roles) | frozenset(extra),
         department=user.department,
         delegated={r: who for r, who in extra.items() if r not in user.roles},
+        stands_in_for=frozenset(extra.values()),
     )

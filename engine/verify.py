@@ -620,7 +620,7 @@ class _Checker:
                 if not isinstance(to, str) or to not in org.users:
                     return f"it reassigns to `{to}`, who is not in the org in force then"
                 state = compiled.definition.states[replay.state or ""]
-                role = people_module.reassign_role(org, state, person.id, to)
+                role = people_module.reassign_role(org, state, person.id, to, replay.assignee)
                 if role != rec.role:
                     return f"it names the role `{rec.role}`, the reassignment was {rec.actor}'s as `{role}`"
                 return None, to

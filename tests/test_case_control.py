@@ -534,3 +534,35 @@ def test_simulate_suspends_resumes_and_cancels() -> None:
     assert out[7] == {"step": "case:cancel", "as": "mia", "state": "queue"}
     bad = CliRunner().invoke(cli, [*args, "case:pause@bob"], catch_exceptions=False)
     assert bad.exit_code == 2 and "case:suspend" in bad.stderr
+
+
+# -- absence: standing in for the assignee, handing on one's own task ---------------------------------------
+
+
+def test_a_delegation_covers_the_cases_assigned_to_the_absent_person(sop: Engine, clock: Clock) -> None:
+    case_id = _claimed(sop)  # bob holds it
+    with pytest.raises(NotPermitted):
+        sop.fire(case_id, "handle", actor="alice")
+    # alice holds employee herself: the delegation still makes her bob's stand-in on his cases.
+    sop.delegate("bob", "alice", actor="bob", ends_at=clock.now + timedelta(days=2), reason="holiday")
+    (task,) = [t for t in sop.tasks("alice") if t.case.id == case_id]
+    assert "handle" in task.events and "assigned to bob, for whom you stand in" in task.reason
+    done = sop.fire(case_id, "handle", actor="alice")
+    assert (done.record.role, done.record.on_behalf_of) == ("$assignee", "bob")
+    clock.advance(days=3)  # the delegation has ended
+    other = _claimed(sop)
+    with pytest.raises(NotPermitted):
+        sop.fire(other, "handle", actor="alice")
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_assignee_hands_their_own_task_to_another_member_of_its_role(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    with pytest.raises(NotPermitted, match="may not reassign"):
+        sop.reassign(case_id, "bob", actor="alice")  # not the assignee, not a manager
+    with pytest.raises(NotPermitted, match="does not hold employee"):
+        sop.reassign(case_id, "fay", actor="bob")
+    done = sop.reassign(case_id, "alice", actor="bob", comment="I am off tomorrow")
+    assert (done.case.assignee, done.record.role) == ("alice", "employee")
+    sop.fire(case_id, "handle", actor="alice")
+    assert sop.verify().ok, sop.verify().findings
