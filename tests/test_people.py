@@ -84,9 +84,9 @@ def test_delegation_rules(engine: Engine, clock: Clock) -> None:
 
 
 def test_a_delegate_for_the_submitter_may_not_approve(engine: Engine, clock: Clock) -> None:
-    engine.delegate("wu.lei", "zhou.qiang", actor="wu.lei", ends_at=clock.now + timedelta(days=1))
-    case_id = engine.start("tiered-approval", DAILY, actor="zhou.qiang").case.id
-    engine.fire(case_id, "submit", actor="zhou.qiang")
+    # A daily optimisation is the submitting lead's own decision (002 §二(二)1); a major reform is not.
+    engine.delegate("ma.chao", "zhou.qiang", actor="ma.chao", ends_at=clock.now + timedelta(days=1))
+    case_id = reform(engine)
     with pytest.raises(NotPermitted, match="separation of duties"):
         engine.fire(case_id, "approve", actor="zhou.qiang")
 
