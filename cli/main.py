@@ -206,9 +206,9 @@ def _accept_global_options(command: click.Command) -> None:
 
 
 def _register() -> None:
-    from sopflow.cli.commands import admin, cases, control, definitions, people, scenarios
+    from sopflow.cli.commands import admin, cases, control, definitions, governance, people, scenarios
 
-    for module in (definitions, cases, control, people, admin, scenarios):
+    for module in (definitions, cases, control, people, admin, scenarios, governance):
         for command in module.COMMANDS:
             _accept_global_options(command)
             cli.add_command(command)

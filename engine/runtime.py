@@ -74,6 +74,7 @@ from sopflow.engine.verify import VerifyReport, verify
 
 if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
+    from sopflow.engine.backup import BackupReport
     from sopflow.engine.scheduler import ScheduleStatus
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
@@ -948,6 +949,13 @@ class Engine:
         from sopflow.engine.anchor import make
 
         return make(self, key, previous=previous)
+
+    def backup(self, to: Path) -> BackupReport:
+        """Back the database up to the new file `to`, restore the copy into a scratch database, verify it
+        there and write its manifest beside it (`engine.backup`)."""
+        from sopflow.engine.backup import take
+
+        return take(self, to)
 
 
 def _clock_only(alternatives: Sequence[Transition]) -> bool:

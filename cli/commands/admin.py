@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from sopflow.cli.commands.audit import anchor_options, audit, start_anchoring
+from sopflow.cli.commands.governance import backup_options, start_backups
 from sopflow.cli.main import emit, settings
 from sopflow.cli.params import BACKOFF, IDLE, LEASE, TIME
 
@@ -109,6 +110,7 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
     help="Longest wait, in seconds, between attempts to reach a database that is unavailable.",
 )
 @anchor_options
+@backup_options
 def worker(
     webhook: str | None,
     lease: int,
@@ -119,6 +121,9 @@ def worker(
     anchor_dir: Path | None,
     anchor_every: str,
     anchor_key_file: Path | None,
+    backup_dir: Path | None,
+    backup_at: Any,
+    backup_keep: int,
 ) -> None:
     """Fire timers as they fall due until SIGTERM or SIGINT; stops cleanly between timers. Run as many
     as you like on one database. Rides out database restarts and outages (backs off and retries); ends,
@@ -145,6 +150,8 @@ def worker(
         w = _worker(webhook, lease, name)
         w.retry_cap = max_backoff
         anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
+        # The nightly backup, with an anchor after each when anchors are configured.
+        start_backups(stop, backup_dir, backup_at, backup_keep, list(w.channels), anchor_dir, anchor_key_file)
         click.echo(f"worker {w.name} running on {settings().db}", err=True)
 
         def report(r: Any) -> None:

@@ -1,0 +1,153 @@
+"""Commands for keeping the data safe: `backup` and `restore` (each copy verified), and the worker's
+options that take a verified backup every night."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from sopflow.cli.main import emit, settings
+from sopflow.cli.params import Count, show
+
+if TYPE_CHECKING:
+    from sopflow.engine.backup import BackupSchedule
+
+KEEP = Count(1, 1000, "give how many nightly backups to keep, 1 to 1000, e.g. --keep 7")
+
+
+class ClockTime(click.ParamType[time]):
+    """A time of day, HH:MM on a 24-hour clock."""
+
+    name = "HH:MM"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> time:
+        if isinstance(value, time):
+            return value
+        from sopflow.engine.backup import parse_clock_time
+        from sopflow.engine.errors import UsageError
+
+        try:
+            return parse_clock_time(str(value))
+        except UsageError:
+            self.fail(f"{show(str(value))} is not a time of day; give HH:MM on a 24-hour clock, e.g. 02:00")
+
+
+CLOCK_TIME = ClockTime()
+
+
+@click.command()
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The new backup file (never overwritten); its manifest is written beside it as FILE.manifest.json.",
+)
+def backup(to: Path) -> None:
+    """Back the database up while it is in use (SQLite's online backup, PostgreSQL's pg_dump in custom
+    format), then prove the copy: restored into a scratch database, its storage checked, `audit verify
+    --all` run on it, its counts and chain heads compared with the database at the backup's moment. Only
+    a copy that passes is kept, with a manifest (time, counts, every chain's last hash, SHA-256)."""
+    report = settings().engine().backup(to)
+    if settings().json:
+        emit(report.as_dict())
+        return
+    m = report.manifest
+    click.echo(
+        f"backup {report.path}: {m.counts['cases']} cases, {m.counts['audit']} audit records, "
+        f"{m.size} bytes; restored and verified (audit verify: ok) in {report.seconds:.1f} s"
+    )
+    click.echo(f"manifest {report.manifest_path} (sha256 {m.sha256})")
+
+
+@click.command()
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="The database to restore into: sqlite:///FILE or postgresql+psycopg://USER@HOST/DB (must exist).",
+)
+@click.option("--force", is_flag=True, help="Replace what the target database holds.")
+def restore(path: Path, to: str, force: bool) -> None:
+    """Restore a backup that `sopflow backup` wrote, after checking it: the file must match its manifest's
+    SHA-256, and it is restored into a scratch database and verified there before the target is touched.
+    A target that holds data is refused unless --force."""
+    from sopflow.engine.backup import restore as restore_backup
+
+    report = restore_backup(path, to, force=force)
+    if settings().json:
+        emit(report.as_dict())
+        return
+    click.echo(
+        f"restored {report.path} (taken {report.manifest.created_at}) into {report.target}: "
+        f"{report.checked.cases} cases, {report.checked.records} audit records; verified (audit verify: ok)"
+    )
+
+
+def backup_options(command: Callable[..., None]) -> Callable[..., None]:
+    """`--backup-dir`, `--backup-at` and `--keep` for `sopflow worker`."""
+    command = click.option(
+        "--keep",
+        "backup_keep",
+        type=KEEP,
+        default=7,
+        show_default=True,
+        help="How many nightly backups to keep in --backup-dir (older ones are removed).",
+    )(command)
+    command = click.option(
+        "--backup-at",
+        type=CLOCK_TIME,
+        default="02:00",
+        show_default=True,
+        help="When to take the nightly backup, HH:MM in the host's local time.",
+    )(command)
+    return click.option(
+        "--backup-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Take a verified backup into this folder every night at --backup-at (keep it on another "
+        "disk); a failure is sent to the administrators through the notification outbox.",
+    )(command)
+
+
+def start_backups(
+    stop: threading.Event,
+    folder: Path | None,
+    at: time,
+    keep: int,
+    channels: Sequence[str],
+    anchor_dir: Path | None = None,
+    anchor_key_file: Path | None = None,
+) -> tuple[BackupSchedule, threading.Thread] | None:
+    """Start the nightly backup until `stop` (None without a folder); checks the folder first, so that a
+    worker misconfigured for backups does not start."""
+    if folder is None:
+        return None
+    from sopflow.engine.backup import BackupSchedule
+
+    key = None
+    if anchor_dir is not None:
+        from sopflow.engine.anchor import load_key
+
+        key = load_key(anchor_key_file)
+    schedule = BackupSchedule(
+        settings().engine(),
+        folder,
+        at=at,
+        keep=keep,
+        channels=channels,
+        anchor_dir=anchor_dir,
+        anchor_key=key,
+    )
+    # A daemon: a worker that ends must not wait for a backup (a backup is kept whole or not at all).
+    thread = threading.Thread(target=schedule.run, args=(stop,), name="sopflow-backups", daemon=True)
+    thread.start()
+    return schedule, thread
+
+
+COMMANDS = [backup, restore]
