@@ -10,12 +10,12 @@ manager role or an administrator may take.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
 from sopflow.engine import branches
-from sopflow.engine.audit import AuditRecord
+from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.casework import (
     check_comment,
     check_limit,
@@ -356,6 +356,14 @@ def _what_they_may_do(
             # Separation of duties: not offered to whom it excludes.
             principal = person.delegated.get(role, person.id)
             if {person.id, principal} & set(excluded_people(t.not_by, snapshot, row.data)):
+                role = None
+        if role is not None and t.event not in events and t.when is not None:
+            # A guarded event is listed only when its guard holds now (a dry run of the step decides it;
+            # an event whose payload is still to be given is listed, as its guard may read the payload).
+            now = iso(engine.clock())
+            seen = replace(snapshot, started_at=iso(row.created_at), entered_at=iso(row.entered_at), now=now)
+            fields = required_fields(compiled.alternatives(state.name, t.event))
+            if not may_fire(compiled, seen, person, t.event, org, fields)[0]:
                 role = None
         if role is not None and t.event not in events:
             events.append(t.event)

@@ -566,3 +566,19 @@ def test_the_assignee_hands_their_own_task_to_another_member_of_its_role(sop: En
     assert (done.case.assignee, done.record.role) == ("alice", "employee")
     sop.fire(case_id, "handle", actor="alice")
     assert sop.verify().ok, sop.verify().findings
+
+
+def test_tasks_leave_out_an_event_whose_guard_does_not_hold_now(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    sop.fire(case_id, "handle", actor="bob")
+    manager = sop.case(case_id).assignee
+    assert manager is not None
+
+    def offered() -> tuple[str, ...]:
+        return next(t.events for t in sop.tasks(manager) if t.case.id == case_id)
+
+    assert "close_fixed" not in offered()  # its guard, has(data.note), does not hold
+    assert "submit" in offered()
+    sop.fire(case_id, "note", actor=manager, payload={"note": "replaced the fuse"})
+    assert "close_fixed" in offered()
+    sop.fire(case_id, "close_fixed", actor=manager)
