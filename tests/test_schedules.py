@@ -211,6 +211,8 @@ def test_tick_starts_due_periods_and_defs_show_tells_the_schedule(tmp_path: Path
     (schedule,) = json.loads(run("--json", "defs", "show", "appraisal"))["schedules"]
     assert (schedule["name"], schedule["started"], schedule["cron"]) == ("monthly", started, "0 17 L * *")
     assert run("tick", "--now", later.isoformat()).startswith("fired: nothing due")
+    first = json.loads(run("--json", "list", "--definition", "appraisal"))[0]
+    assert "schedule monthly, period " in run("--as", "ann", "show", str(first["id"]))
     diagram = run("diagram", str(TIMING / "appraisal.yaml"))
     assert "schedule monthly: 0 17 L * *, previous working day" in diagram
 

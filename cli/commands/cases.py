@@ -136,6 +136,11 @@ def show(case: int) -> None:
         f"started  by {c.starter}, {ago(c.created_at, now)} ago; in this state for {ago(c.entered_at, now)}"
         f"; version {c.version}"
     )
+    if c.starter == "$system":
+        # The system starts a case only for a schedule; its start record says which, and the period.
+        first = engine.history(c.id)[0].detail
+        if "schedule" in first:
+            echo(f"schedule {first['schedule']}, period {first.get('period')}")
     echo("data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         "))
     if parent is not None:
         echo(f"parent   case {parent.parent_case_id} (started this case by its record {parent.parent_seq})")
