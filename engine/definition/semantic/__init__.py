@@ -53,6 +53,7 @@ from sopflow.engine.definition.semantic.schedules import check_schedules
 from sopflow.engine.definition.semantic.schemas import (
     check_data_fields,
     check_schema_keywords,
+    check_schema_numbers,
     check_schema_satisfiable,
     check_schema_validity,
 )
@@ -144,6 +145,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_timed_guards,
     check_data_fields,
     check_schema_validity,
+    check_schema_numbers,
     check_schema_keywords,
     check_schema_satisfiable,
     check_guards,

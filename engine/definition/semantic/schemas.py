@@ -3,6 +3,7 @@ Draft 2020-12, keys that are no keyword, and the data and payload fields the def
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -95,6 +96,30 @@ def check_schema_validity(ctx: Context) -> Iterator[Problem]:
             seen.add(path)
             message, hint = _schema_error_text(leaf)
             yield ctx.problem(path, "bad-data-schema", f"{what} is not valid: {message}", hint, key=key)
+
+
+def check_schema_numbers(ctx: Context) -> Iterator[Problem]:
+    for schema, root, what in _embedded_schemas(ctx):
+        for path, value in _not_finite(schema, root):
+            yield ctx.problem(
+                path,
+                "bad-data-schema",
+                f"{what} is not valid: `{path[-1]}` is {value}, which is not a number JSON can hold",
+                "give a finite number (YAML's .nan and .inf have no JSON form), or leave the keyword out",
+            )
+
+
+def _not_finite(value: Any, path: Path) -> Iterator[tuple[Path, float]]:
+    """(path, value) of every NaN or infinity in a schema (YAML's `.nan`, `.inf`): the meta-schema takes
+    them as numbers, but no comparison with NaN holds and neither has a JSON form."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _not_finite(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _not_finite(item, (*path, i))
 
 
 def _deepest(error: ValidationError) -> ValidationError:
@@ -242,11 +267,20 @@ def _properties(schema: Mapping[str, Any] | None) -> Collection[str] | None:
 
 def check_data_fields(ctx: Context) -> Iterator[Problem]:
     fields = _properties(ctx.defn.data_schema)
+    # What one task per item sets goes into its `collect` field, under the item: not the case's fields.
+    collected = {
+        id(bs)
+        for st in ctx.defn.states.values()
+        if st.parallel is not None and st.parallel.collect and st.parallel.template is not None
+        for bs in st.parallel.template.states.values()
+    }
     for s in ctx.defn.all_states():
         assign = s.assign
         from_data = assign is not None and assign.kind == "from_data"
         if fields is not None and assign is not None and from_data and assign.value not in fields:
             yield _unknown_data(ctx, assign.value, (*assign.path, "from_data"), fields, key=False)
+        if id(s) in collected:
+            continue
         for t in s.transitions:
             yield from _transition_fields(ctx, t, fields)
 
