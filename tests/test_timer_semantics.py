@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -136,4 +137,33 @@ def test_release_go_no_go_a_24h_rung_written_as_24h_and_clock_only_reject_and_re
     assert engine.case(case_id).state == "rejected"
     assert [r.event for r in engine.history(case_id)][-1] == "auto_reject"
     assert sum("fired `auto_reject`" in line for line in lines) == 1
+    assert engine.verify(case_id).ok
+
+
+def test_a_breach_recorded_before_rungs_counted_working_time_still_verifies(
+    engine: Engine, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trails written before rungs counted the deadline's calendar: the breach names no span start and its
+    rungs count clock time from the breach. `audit verify` replays such a breach that way."""
+    import sopflow.engine.worker as worker_module
+
+    def legacy_rung_due(deadline: Any, rung: Any, breached_due: datetime, *_: Any) -> datetime:
+        return breached_due + timedelta(seconds=rung.after_seconds)
+
+    original: Any = Worker._record
+
+    def legacy_record(self: Worker, *args: Any) -> Any:
+        *head, detail = args
+        if head[3] == "deadline_breached":
+            detail = {k: v for k, v in detail.items() if k != "span_started_at"}
+        return original(self, *head, detail)
+
+    monkeypatch.setattr(worker_module, "rung_due", legacy_rung_due)
+    monkeypatch.setattr(Worker, "_record", legacy_record)
+    case_id = submitted(engine)
+    worker = Worker(engine, channels=[ConsoleChannel(write=lambda _line: None)])
+    clock.now = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)  # the working deadline's breach, 18:00 Beijing
+    worker.tick()
+    rungs = {t.rung: t.due_at for t in engine.store.pending_timers(case_id) if t.kind == "escalation"}
+    assert rungs[1] == datetime(2026, 3, 5, 11, 0, tzinfo=UTC)  # clock time, as before
     assert engine.verify(case_id).ok
