@@ -244,6 +244,8 @@ def _no_surrogates(value: Any) -> None:
 def parse_json(text: str) -> Any:
     """JSON text to its value, refusing (JsonRefused) what no case can hold: NaN, Infinity, numbers beyond
     a float, lone surrogates, nesting deeper than MAX_JSON_DEPTH, integers of more than 4,300 digits."""
+    # A byte-order mark carries no meaning in UTF-8; `--data "$(cat file.json)"` brings one along.
+    text = text.removeprefix("\ufeff")
     if json_depth(text) > MAX_JSON_DEPTH:
         raise JsonRefused(
             f"it nests arrays or objects more than {MAX_JSON_DEPTH} deep",

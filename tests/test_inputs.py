@@ -385,3 +385,8 @@ def test_a_simulated_clock_step_beyond_ten_years_is_refused(step: str) -> None:
         "simulate", "content-review", f"submit={json.dumps(SUBMIT)}", step, "--data", data, user="li.na"
     )
     refused(result, 2, "clock")
+
+
+def test_a_byte_order_mark_in_data_typed_on_the_command_line_is_ignored(sop: Sop) -> None:
+    answer = sop.json("start", "content-review", "--data", "\ufeff" + json.dumps(CONTENT), user="li.na")
+    assert answer["case"]["data"] == CONTENT
