@@ -48,6 +48,8 @@ from sopflow.engine.definition.semantic.guards import (
 from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
 from sopflow.engine.definition.semantic.parallel import CODES as PARALLEL_CODES
 from sopflow.engine.definition.semantic.parallel import check_parallel
+from sopflow.engine.definition.semantic.privacy import CODES as PRIVACY_CODES
+from sopflow.engine.definition.semantic.privacy import check_privacy
 from sopflow.engine.definition.semantic.schedules import CODES as SCHEDULE_CODES
 from sopflow.engine.definition.semantic.schedules import check_schedules
 from sopflow.engine.definition.semantic.schemas import (
@@ -119,6 +121,7 @@ SEMANTIC_CODES = (
     *PARALLEL_CODES,
     *AUTOMATIC_CODES,
     *CONTROL_CODES,
+    *PRIVACY_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -163,6 +166,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_automatic,
     check_reentry,
     check_control,
+    check_privacy,
 )
 
 

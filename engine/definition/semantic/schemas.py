@@ -200,6 +200,8 @@ def _unknown_keywords(schema: Any, path: Path) -> Iterator[tuple[Path, Any]]:
         here: Path = (*path, key)
         if key == "role" and schema.get("format") == USER_FORMAT:
             continue  # sopflow's own keyword: the role a person's field is bound to (`format: user`)
+        if key == "x-sensitive":
+            continue  # sopflow's own keyword: the field's class of personal data (`engine.privacy`)
         if key not in SCHEMA_KEYWORDS:
             yield here, value
         elif key in SUBSCHEMA_KEYWORDS:
