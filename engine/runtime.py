@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
     from sopflow.engine.backup import BackupReport
     from sopflow.engine.scheduler import ScheduleStatus
+    from sopflow.engine.workitems import WorkItem
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
 MAX_DATA_BYTES = 256 * 1024
@@ -733,7 +734,7 @@ class Engine:
         return self._options(compiled, row, actor)
 
     def _options(self, compiled: CompiledDefinition, row: CaseRow, actor: str) -> list[Option]:
-        from sopflow.engine.step import CLAIM
+        from sopflow.engine.step import CLAIM, START_WORK
 
         org = self.org()
         person = self._actor(org, actor)
@@ -742,6 +743,8 @@ class Engine:
         events = [e for e in state.events if not _clock_only(compiled.alternatives(state.name, e))]
         if state.assign is not None and state.assign.kind == "claim":
             events.append(CLAIM)
+        if state.assign is not None and START_WORK not in events:
+            events.append(START_WORK)
         snapshot = self._snapshot_read(compiled, row)
         if state.parallel is not None:
             offered = branches.open_events(state.parallel, snapshot.branches)
@@ -882,6 +885,13 @@ class Engine:
 
         fired = control.cancel(self, case_id, actor=actor, reason=reason)
         return Result(self._case(fired.case), fired.record)
+
+    def work_item(self, case_id: int) -> WorkItem:
+        """The work item of the case's current state: offered, allocated or started, to whom, since when
+        (`engine.workitems`)."""
+        from sopflow.engine.workitems import work_item
+
+        return work_item(self, case_id)
 
     def suspend(self, case_id: int, *, actor: str, reason: str) -> Result:
         """Suspend an open case with a reason (audited): it takes no step but resume and cancel, and its

@@ -50,6 +50,9 @@ from sopflow.engine.errors import (
 
 CLAIM = "claim"
 """The built-in event with which a member of a role takes a case of a state with `assign: {claim: role}`."""
+START_WORK = "start_work"
+"""The built-in event with which the assignee of a state with `assign` says they have started its work:
+the work item goes from allocated to started (who is working on it, and since when)."""
 
 _DATA_FIELD = re.compile(r"\bdata\.([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -271,6 +274,8 @@ def take_step(
         return _vote(compiled, state, state.approval, snapshot, actor, event, payload, people)
     if event == CLAIM and state.assign is not None and state.assign.kind == "claim":
         return _claim(state, state.assign.value, snapshot, actor)
+    if event == START_WORK and state.assign is not None and START_WORK not in state.events:
+        return _start_work(state, snapshot, actor)
     alternatives = compiled.alternatives(state.name, event)
     if not alternatives:
         raise NotAvailable(
@@ -566,6 +571,40 @@ def _assignee(state: State, data: Mapping[str, Any], people: People) -> str | No
     if state.assign.kind == "least_loaded":
         return people.least_loaded(state.assign.value)
     return None
+
+
+def _start_work(state: State, snapshot: Snapshot, actor: Actor) -> Step:
+    """The assignee (or whoever stands in for them) starts the state's work: a step that stays."""
+    if snapshot.assignee is None:
+        raise Refused(
+            NotPermitted(
+                f"nobody holds the work of `{state.name}` yet: it is started by its assignee",
+                hint="claim it first" if state.assign and state.assign.kind == "claim" else "assign it first",
+            ),
+            None,
+            {"needed": [ASSIGNEE]},
+        )
+    if acting_role(actor, (ASSIGNEE,), snapshot) is None:
+        raise Refused(
+            NotPermitted(
+                f"{actor.id} may not start the work of `{state.name}`: it is {snapshot.assignee}'s",
+                hint="the assignee starts it; a manager may reassign it",
+            ),
+            None,
+            {"needed": [ASSIGNEE]},
+        )
+    return Step(
+        event=START_WORK,
+        from_state=state.name,
+        to_state=state.name,
+        role=ASSIGNEE,
+        on_behalf_of=actor.delegated.get(ASSIGNEE),
+        data=dict(snapshot.data),
+        data_change={},
+        entered=(),
+        assignee=snapshot.assignee,
+        detail={"started_by": actor.id},
+    )
 
 
 def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor) -> Step:

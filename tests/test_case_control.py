@@ -582,3 +582,50 @@ def test_tasks_leave_out_an_event_whose_guard_does_not_hold_now(sop: Engine) -> 
     sop.fire(case_id, "note", actor=manager, payload={"note": "replaced the fuse"})
     assert "close_fixed" in offered()
     sop.fire(case_id, "close_fixed", actor=manager)
+
+
+# -- the work item: offered, allocated, started ---------------------------------------------------------
+
+
+def test_a_work_item_is_offered_allocated_and_started(sop: Engine, clock: Clock) -> None:
+    case_id = sop.start("ticket", {"title": "screen"}, actor="alice").case.id
+    item = sop.work_item(case_id)
+    assert (item.status, item.offered_to, item.assignee) == ("offered", "employee", None)
+    with pytest.raises(NotPermitted, match="claim it first"):
+        sop.fire(case_id, "start_work", actor="bob")
+    clock.advance(minutes=5)
+    sop.fire(case_id, "claim", actor="bob")
+    item = sop.work_item(case_id)
+    assert (item.status, item.assignee, item.allocated_at) == ("allocated", "bob", clock.now)
+    options = {o.event: o.allowed for o in sop.options(case_id, "bob")}
+    assert options["start_work"] is True
+    with pytest.raises(NotPermitted, match="it is bob's"):
+        sop.fire(case_id, "start_work", actor="alice")
+    clock.advance(minutes=10)
+    done = sop.fire(case_id, "start_work", actor="bob")
+    assert done.record.detail == {"started_by": "bob"}
+    item = sop.work_item(case_id)
+    assert (item.status, item.started_by, item.started_at) == ("started", "bob", clock.now)
+    before = _timers(sop, case_id)
+    assert sop.case(case_id).entered_at == clock.now - timedelta(minutes=15)  # starting work stays
+    assert _timers(sop, case_id) == before
+    # A reassignment allocates it afresh: the new assignee has not started.
+    sop.reassign(case_id, "alice", actor="bob")
+    assert sop.work_item(case_id).status == "allocated"
+    sop.suspend(case_id, actor="mia", reason="hold")
+    assert sop.work_item(case_id).status == "suspended"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_start_work_command(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_cli import Sop, refused
+
+    sop = Sop(f"sqlite:///{tmp_path / 'x.db'}", CliRunner())
+    sop.ok("deploy", str(CONTROL))
+    case = sop.start("ticket", "alice", {"title": "lamp"})
+    sop.ok("fire", str(case), "claim", user="bob")
+    refused(sop("start-work", str(case), user="alice"), 1, "it is bob's")
+    answer = sop.json("start-work", str(case), user="bob")
+    assert answer["work_item"]["status"] == "started" and answer["work_item"]["started_by"] == "bob"

@@ -1,4 +1,4 @@
-"""Commands that act on a whole case rather than on its current step: cancel, suspend, resume."""
+"""Commands that act on a whole case (cancel, suspend, resume) or on its work item (start-work)."""
 
 from __future__ import annotations
 
@@ -51,4 +51,32 @@ def _done(result: Result, what: str) -> None:
     click.echo(f"case {case.id} ({case.definition_key}) is {what} in {case.state}: {text(case.state_title)}")
 
 
-COMMANDS = [cancel, suspend, resume]
+@click.command("start-work")
+@click.argument("case", type=CASE)
+def start_work(case: int) -> None:
+    """Start the work of CASE's current step, as its assignee (or their stand-in): the work item goes from
+    allocated to started, so who is working on it and since when are known (`show`, the history)."""
+    from sopflow.engine.step import START_WORK
+
+    s = settings()
+    engine = s.engine()
+    result = engine.fire(case, START_WORK, actor=s.actor())
+    item = engine.work_item(case)
+    if s.json:
+        emit(
+            {
+                "case": case_dict(result.case),
+                "record": record_dict(result.record),
+                "work_item": {
+                    "status": item.status,
+                    "assignee": item.assignee,
+                    "started_by": item.started_by,
+                    "started_at": item.started_at.isoformat() if item.started_at else None,
+                },
+            }
+        )
+        return
+    click.echo(f"case {case}: {item.started_by} started the work of {item.state} (assignee {item.assignee})")
+
+
+COMMANDS = [cancel, suspend, resume, start_work]

@@ -14,6 +14,9 @@ from sopflow.engine.definition.model import CONTROL_RECORDS
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.errors import Problem
 
+START_WORK = "start_work"
+"""The built-in event with which the assignee of a state with `assign` starts its work (engine.step)."""
+
 CODES = ("reenter-not-self",)
 """The codes the case-control checks report."""
 
@@ -48,6 +51,15 @@ def check_control(ctx: Context) -> Iterator[Problem]:
                         did_you_mean(role, ctx.org.roles) or f"roles are defined in {ctx.org.file}",
                     )
     for s in ctx.defn.states.values():
+        if s.assign is not None and START_WORK in s.events:
+            yield ctx.problem(
+                (*s.path, "on", START_WORK),
+                "duplicate-event",
+                f"`{START_WORK}` in `{s.name}` clashes with the built-in event with which its assignee "
+                "starts the work",
+                "rename the event",
+                key=True,
+            )
         for event in sorted(CONTROL_RECORDS & set(s.events)):
             yield ctx.problem(
                 (*s.path, "on", event),
