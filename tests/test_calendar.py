@@ -4,6 +4,7 @@ moments (the inverse of adding it). No database."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -200,3 +201,35 @@ def test_working_time_between_moments_in_any_zone_and_up_to_midnight() -> None:
 def test_the_working_time_to_a_due_moment_is_the_time_that_made_it_due(minutes: int, seconds: int) -> None:
     start = local(2026, 9, 21) + timedelta(minutes=minutes)  # two weeks around the October holidays
     assert working_seconds(start, add_working_time(start, seconds, OFFICE), OFFICE) == seconds
+
+
+@pytest.mark.parametrize(
+    ("machine_zone", "calendar", "start", "end", "seconds"),
+    [
+        # The machine 14 hours ahead: Monday evening in New York is already Tuesday on the machine.
+        (
+            "Pacific/Kiritimati",
+            WorkingCalendar(timezone="America/New_York", working_hours=((20 * 60, 24 * 60),)),
+            datetime(2026, 3, 2, 20, 30, tzinfo=ZoneInfo("America/New_York")),
+            datetime(2026, 3, 2, 23, 30, tzinfo=ZoneInfo("America/New_York")),
+            3 * HOUR,
+        ),
+        # The machine 11 hours behind: Tuesday morning in Beijing is still Monday on the machine.
+        ("Pacific/Pago_Pago", ALWAYS, local(2026, 3, 2, 12, 0), local(2026, 3, 3, 7, 0), 19 * HOUR),
+    ],
+)
+def test_working_time_between_moments_counts_the_calendars_days_not_the_machines(
+    monkeypatch: pytest.MonkeyPatch,
+    machine_zone: str,
+    calendar: WorkingCalendar,
+    start: datetime,
+    end: datetime,
+    seconds: int,
+) -> None:
+    monkeypatch.setenv("TZ", machine_zone)
+    time.tzset()
+    try:
+        assert working_seconds(start, end, calendar) == seconds
+    finally:
+        monkeypatch.undo()
+        time.tzset()
