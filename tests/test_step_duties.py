@@ -23,6 +23,7 @@ from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPe
 from sopflow.engine.simulate import SimCase, Simulation
 from sopflow.engine.step import (
     SYSTEM_ACTOR,
+    Actor,
     People,
     Refused,
     Snapshot,
@@ -94,6 +95,9 @@ def test_a_start_needs_a_role_the_rule_lists() -> None:
         "fay may not start a case of duties@1: it needs manager or employee",
         "fay holds finance",
     )
+    with pytest.raises(NotPermitted) as nobody:
+        start_step(compiled, Actor(id="ghost", roles=frozenset()), {"title": "t", "amount": 1}, PEOPLE)
+    assert nobody.value.hint == "ghost holds no role"
     dual = start_step(compiled, _actor("dual"), {"title": "t", "amount": 1}, PEOPLE)
     assert dual.role == "manager"  # the first role the rule lists that dual holds, not the first held
     assert start_step(compiled, _actor("alice"), {"title": "t", "amount": 1}, PEOPLE).role == "employee"
