@@ -12,6 +12,7 @@ cancels the branches still open, named in its record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -43,6 +44,8 @@ from sopflow.engine.step import _check_data as check_step_data
 from sopflow.engine.step import _enter as enter
 from sopflow.engine.step import _separation as separation
 
+_NAME = re.compile(r"[A-Za-z0-9_@-]+(?:\.[A-Za-z0-9_@-]+)*")
+"""An item that names its branch as it is (a user id such as `li.lei`); another is named `itemN`."""
 BRANCHES = "branches"
 """The record detail holding every branch's position after the step."""
 SEPARATOR = "."
@@ -51,10 +54,47 @@ SEPARATOR = "."
 
 def entered(parallel: Parallel, data: Mapping[str, Any], people: People) -> dict[str, Any]:
     """The positions of the branches as the state is entered: each at its initial state, assigned."""
+    if parallel.template is not None:
+        return _items_entered(parallel, parallel.template, data, people)
     return {
         name: {"state": b.initial, "assignee": assignee_of(b.states[b.initial], data, people)}
         for name, b in parallel.branches.items()
     }
+
+
+def _items_entered(
+    parallel: Parallel, template: ParallelBranch, data: Mapping[str, Any], people: People
+) -> dict[str, Any]:
+    """One branch per element of the `for_each` list, named by it; a person's branch is theirs."""
+    items = data.get(parallel.for_each or "")
+    if not isinstance(items, list | tuple) or not items:
+        raise InvalidData(
+            f"`{parallel.for_each}` must hold a list of at least one item to run one task per item",
+            hint=f"give `{parallel.for_each}` in the data before the case enters the state",
+        )
+    first = template.states[template.initial]
+    out: dict[str, Any] = {}
+    for i, item in enumerate(items, 1):
+        name = str(item) if isinstance(item, str | int) and _NAME.fullmatch(str(item)) else f"item{i}"
+        if name in out:
+            raise InvalidData(
+                f"`{parallel.for_each}` holds `{name}` twice: one task per item needs each once"
+            )
+        assignee = assignee_of(first, data, people)
+        if assignee is None and isinstance(item, str) and item in people.org.users:
+            assignee = item
+        out[name] = {"state": template.initial, "assignee": assignee}
+    return out
+
+
+def branch_named(parallel: Parallel, name: str) -> ParallelBranch | None:
+    """The branch spec of the branch called `name` (the template's, for one task per item)."""
+    return parallel.template if parallel.template is not None else parallel.branches.get(name)
+
+
+def names(parallel: Parallel, positions: Mapping[str, Any]) -> list[str]:
+    """The branches of the state, in order: as written, or one per item as entered."""
+    return list(positions) if parallel.template is not None else list(parallel.branches)
 
 
 def is_done(branch: ParallelBranch, position: Mapping[str, Any]) -> bool:
@@ -64,38 +104,49 @@ def is_done(branch: ParallelBranch, position: Mapping[str, Any]) -> bool:
 def open_events(parallel: Parallel, positions: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(branch, event) of every event an open branch offers now, in the order written."""
     out: list[tuple[str, str]] = []
-    for name, branch in parallel.branches.items():
+    for name in names(parallel, positions):
+        branch = branch_named(parallel, name)
         position = positions.get(name)
-        if position is None or is_done(branch, position):
+        if branch is None or position is None or is_done(branch, position):
             continue
         out += [(name, e) for e in branch.states[str(position["state"])].events]
     return out
 
 
-def resolve(state: State, positions: Mapping[str, Any], event: str) -> tuple[ParallelBranch, str]:
-    """The branch an event addresses (`BRANCH.EVENT`, or a bare event only one open branch offers) and the
-    bare event; NotAvailable naming what is there when none or several do."""
+def resolve(
+    state: State, positions: Mapping[str, Any], event: str, actor: str | None = None
+) -> tuple[str, ParallelBranch, str]:
+    """The branch an event addresses (`BRANCH.EVENT`, or a bare event only one open branch offers, or
+    only one assigned to `actor`), its spec and the bare event; NotAvailable naming what is there when
+    none or several do."""
     parallel = state.parallel
     assert parallel is not None
     offered = open_events(parallel, positions)
     choices = ", ".join(f"{b}{SEPARATOR}{e}" for b, e in offered) or "none (every branch is done)"
     if SEPARATOR in event:
-        name, bare = event.split(SEPARATOR, 1)
-        branch = parallel.branches.get(name)
+        # A branch named by a person's id has dots of its own: the event is what follows the last one.
+        name, _, bare = event.rpartition(SEPARATOR)
+        branch = branch_named(parallel, name) if name in names(parallel, positions) else None
         if branch is None:
             raise NotAvailable(
                 f"state `{state.name}` has no branch `{name}`",
-                hint=f"its branches: {', '.join(parallel.branches)}",
+                hint=f"its branches: {', '.join(names(parallel, positions))}",
             )
         if is_done(branch, positions[name]):
             raise NotAvailable(
                 f"branch `{name}` of `{state.name}` is done: it takes no more events",
                 hint=f"events here now: {choices}",
             )
-        return branch, bare
+        return name, branch, bare
     found = [b for b, e in offered if e == event]
+    if len(found) > 1 and actor is not None:
+        # One task per item: each person's own branch is theirs to act on without naming it.
+        theirs = [b for b in found if positions[b].get("assignee") == actor]
+        found = theirs if len(theirs) == 1 else found
     if len(found) == 1:
-        return parallel.branches[found[0]], event
+        branch = branch_named(parallel, found[0])
+        assert branch is not None
+        return found[0], branch, event
     if not found:
         raise NotAvailable(
             f"`{event}` is not an event of state `{state.name}` ({state.title}) or of its open branches",
@@ -121,31 +172,35 @@ def branch_step(
     parallel = state.parallel
     assert parallel is not None
     positions = {k: dict(v) for k, v in snapshot.branches.items()}
-    branch, bare = resolve(state, positions, event)
-    here = branch.states[str(positions[branch.name]["state"])]
-    qualified = f"{branch.name}{SEPARATOR}{bare}"
+    name, branch, bare = resolve(state, positions, event, actor.id)
+    here = branch.states[str(positions[name]["state"])]
+    qualified = f"{name}{SEPARATOR}{bare}"
     alternatives = [t for t in here.transitions if t.event == bare]
     if not alternatives:
         raise NotAvailable(
-            f"`{bare}` is not an event of branch `{branch.name}` in `{here.name}` ({here.title})",
+            f"`{bare}` is not an event of branch `{name}` in `{here.name}` ({here.title})",
             hint=f"events of the branch here: {', '.join(here.events) or 'none'}",
         )
-    seen = replace(snapshot, assignee=positions[branch.name].get("assignee"))
+    seen = replace(snapshot, assignee=positions[name].get("assignee"))
     taken, role, detail, data = _decide(
-        compiled, branch, here, alternatives, seen, actor, qualified, payload, people
+        compiled, name, here, alternatives, seen, actor, qualified, payload, people, parallel.collect
     )
     if data != snapshot.data:
         check_step_data(compiled, snapshot, data, people)
     target = branch.states[taken.target]
-    positions[branch.name] = {"state": target.name, "assignee": assignee_of(target, data, people)}
-    detail["branch"] = branch.name
-    done = [n for n, b in parallel.branches.items() if is_done(b, positions[n])]
-    if len(done) >= parallel.needed():
+    # A branch keeps its person (an item's, or the one its data named) into a state that assigns no one.
+    assignee = assignee_of(target, data, people) if target.assign else positions[name].get("assignee")
+    positions[name] = {"state": target.name, "assignee": assignee}
+    detail["branch"] = name
+    every = names(parallel, positions)
+    done = [n for n in every if is_done(branch_named(parallel, n) or branch, positions[n])]
+    needed = parallel.needed(len(every))
+    if len(done) >= needed:
         detail["join"] = {
             "rule": parallel.join,
-            "needed": parallel.needed(),
+            "needed": needed,
             "done": done,
-            "cancelled": [n for n in parallel.branches if n not in done],
+            "cancelled": [n for n in every if n not in done],
         }
         return enter(compiled, snapshot, actor, qualified, parallel.then, data, role, people, detail)
     detail[BRANCHES] = positions
@@ -169,7 +224,7 @@ def branch_step(
 
 def _decide(
     compiled: CompiledDefinition,
-    branch: ParallelBranch,
+    name: str,
     here: State,
     alternatives: list[Transition],
     snapshot: Snapshot,
@@ -177,10 +232,12 @@ def _decide(
     event: str,
     payload: Mapping[str, Any],
     people: People,
+    collect: str | None = None,
 ) -> tuple[Transition, str | None, dict[str, Any], dict[str, Any]]:
     """The alternative taken (the first the actor may fire whose guard holds), the acting role, the
-    record's detail and the data after it; Refused as a state's transition is."""
-    where = f"branch `{branch.name}` ({here.name})"
+    record's detail and the data after it (with `collect`, what the step sets goes under the branch's
+    name in that field); Refused as a state's transition is."""
+    where = f"branch `{name}` ({here.name})"
     roles = {t.path: acting_role(actor, t.by, snapshot) for t in alternatives}
     permitted = [t for t in alternatives if roles[t.path] is not None]
     if not permitted:
@@ -191,7 +248,7 @@ def _decide(
                 hint=f"{actor.id} holds {', '.join(sorted(actor.roles)) or 'no role'}",
             ),
             None,
-            {"needed": needed, "branch": branch.name},
+            {"needed": needed, "branch": name},
         )
     refusals = {
         t.path: separation(actor, roles[t.path], t.not_by, snapshot, f"fire `{event}`") for t in permitted
@@ -216,7 +273,14 @@ def _decide(
     for t in cleared:
         if t.when is None or compiled.check(t.when, context):
             detail: dict[str, Any] = {"payload": dict(payload)} if payload else {}
-            data = changed_data(compiled, snapshot.data, t.set, t.copy, t.compute, context, detail)
+            if collect is None:
+                data = changed_data(compiled, snapshot.data, t.set, t.copy, t.compute, context, detail)
+                return t, roles[t.path], detail, data
+            fields = changed_data(compiled, {}, t.set, t.copy, t.compute, context, detail)
+            data = dict(snapshot.data)
+            bucket = dict(data.get(collect) or {})
+            bucket[name] = {**dict(bucket.get(name) or {}), **fields}
+            data[collect] = bucket
             return t, roles[t.path], detail, data
     guarded = next(t for t in cleared if t.when is not None)
     assert guarded.when is not None
@@ -228,28 +292,29 @@ def _decide(
             hint=f"the condition is `{guarded.when.text}`",
         ),
         roles[guarded.path],
-        {"guard": guarded.when.text, "branch": branch.name},
+        {"guard": guarded.when.text, "branch": name},
     )
 
 
 def transitions_of(state: State, positions: Mapping[str, Any], event: str) -> list[Transition]:
     """The transitions a `BRANCH.EVENT` names where its branch stands now ([] when none)."""
     parallel = state.parallel
-    name, _, bare = event.partition(SEPARATOR)
-    branch = parallel.branches.get(name) if parallel is not None else None
+    name, _, bare = event.rpartition(SEPARATOR)
+    branch = branch_named(parallel, name) if parallel is not None else None
     if branch is None or name not in positions:
         return []
     return [t for t in branch.states[str(positions[name]["state"])].transitions if t.event == bare]
 
 
 def roles_acting(state: State) -> set[str]:
-    """Every role that fires an event of a branch of the parallel `state`."""
+    """Every role that fires an event of a branch of the parallel `state`, and every branch state's owner
+    (whose members a branch assigned to one of them finds among their tasks)."""
     parallel = state.parallel
     if parallel is None:
         return set()
-    return {
-        r for b in parallel.branches.values() for s in b.states.values() for t in s.transitions for r in t.by
-    }
+    specs = (*parallel.branches.values(), *((parallel.template,) if parallel.template else ()))
+    found = {r for b in specs for s in b.states.values() for t in s.transitions for r in t.by}
+    return found | {s.owner for b in specs for s in b.states.values() if s.owner}
 
 
 def ended_deadlines(definition: Definition, step: Step) -> tuple[str, ...]:
@@ -261,7 +326,8 @@ def ended_deadlines(definition: Definition, step: Step) -> tuple[str, ...]:
         return ()
     joined = "join" in step.detail
     position = step.detail.get(BRANCHES, {}).get(name, {})
-    done = joined or state.parallel.branches[name].states[position.get("state", "")].final
+    spec = branch_named(state.parallel, name)
+    done = joined or (spec is not None and spec.states[position.get("state", "")].final)
     return tuple(
         d.name
         for d in definition.deadlines
@@ -294,9 +360,10 @@ class BranchStatus:
 def status(parallel: Parallel, positions: Mapping[str, Any]) -> list[BranchStatus]:
     """Each branch of `parallel` where `positions` put it, in the order written."""
     out = []
-    for name, branch in parallel.branches.items():
+    for name in names(parallel, positions):
+        branch = branch_named(parallel, name)
         position = positions.get(name)
-        if position is None:
+        if position is None or branch is None:
             continue
         here = branch.states[str(position["state"])]
         assignee = position.get("assignee")

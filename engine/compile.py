@@ -296,13 +296,8 @@ class CompiledDefinition:
 
 def _branch_states(definition: Definition) -> list[State]:
     """The states of every parallel state's branches."""
-    return [
-        bs
-        for s in definition.states.values()
-        if s.parallel is not None
-        for b in s.parallel.branches.values()
-        for bs in b.states.values()
-    ]
+    tops = {id(s) for s in definition.states.values()}
+    return [s for s in definition.all_states() if id(s) not in tops]
 
 
 def _texts(definition: Definition) -> list[str]:

@@ -192,7 +192,7 @@ def _keys(
             (rec.event == "start" and target == row.definition_id)
             if operation == "start"
             # A branch's step is recorded as `BRANCH.EVENT` when the request named the event alone.
-            else (operation == "fire" and target in (rec.event, rec.event.partition(".")[2]))
+            else (operation == "fire" and target in (rec.event, rec.event.rpartition(".")[2]))
         )
         if not wrote or rec.actor != actor:
             return VerifyFinding(

@@ -258,3 +258,43 @@ def test_people_finishing_branches_at_once_join_the_case_once(database_url: str,
     assert sop.verify().ok
     for e in engines:
         e.close()
+
+
+# -- one task per item ------------------------------------------------------------------------------
+
+
+def test_one_task_per_item_each_person_their_own_collected_and_joined_by_share(sop: Engine) -> None:
+    case = sop.start("reviews", {"reviewers": ["b1", "b2", "b3", "b4"]}, actor="mia").case.id
+    assert {b.name: b.assignee for b in sop.branches(case)} == {
+        "b1": "b1",
+        "b2": "b2",
+        "b3": "b3",
+        "b4": "b4",
+    }
+    assert [t.events for t in sop.tasks("b2")] == [("b2.review",)]
+    with pytest.raises(NotAvailable, match="several branches"):  # b5 holds none of them
+        sop.fire(case, "review", actor="b5", payload={"score": 3})
+    with pytest.raises(NotPermitted):  # b2's branch is b2's
+        sop.fire(case, "b1.review", actor="b2", payload={"score": 3})
+    first = sop.fire(case, "review", actor="b2", payload={"score": 4})  # inferred: b2's own
+    assert first.record.event == "b2.review"
+    sop.fire(case, "b1.review", actor="b1", payload={"score": 2})
+    assert sop.case(case).state == "reviewing"  # 2 of 4 done; 60 % needs 3
+    joined = sop.fire(case, "review", actor="b4", payload={"score": 5})
+    after = sop.case(case)
+    assert after.state == "deciding"
+    assert after.data["reviews"] == {"b1": {"score": 2}, "b2": {"score": 4}, "b4": {"score": 5}}
+    assert joined.record.detail["join"] == {
+        "rule": "share",
+        "needed": 3,
+        "done": ["b1", "b2", "b4"],
+        "cancelled": ["b3"],
+    }
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_one_task_per_item_needs_a_list_to_run_on(sop: Engine) -> None:
+    with pytest.raises(InvalidData, match="at least one item"):
+        sop.start("reviews", {"reviewers": []}, actor="mia")
+    with pytest.raises(InvalidData, match="twice"):
+        sop.start("reviews", {"reviewers": ["b1", "b1"]}, actor="mia")

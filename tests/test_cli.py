@@ -596,7 +596,7 @@ def test_show_approval_progress(deployed: Sop) -> None:
 
 def test_show_json_shape(deployed: Sop, submitted: int) -> None:
     answer = deployed.json("show", str(submitted), user="wang.fang")
-    assert set(answer) == {"case", "options", "deadlines", "parent", "children"}
+    assert set(answer) == {"case", "options", "deadlines", "parent", "children", "branches"}
     assert (answer["parent"], answer["children"]) == (None, [])
     assert answer["case"]["state"] == "screening"
     assert answer["case"]["data"]["material_url"] == SUBMIT["material_url"]

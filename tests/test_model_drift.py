@@ -12,7 +12,7 @@ import pytest
 from sopflow.engine.definition import model
 from sopflow.engine.definition.schema import load_schema
 
-DERIVED = {"path", "name", "event", "source", "content_hash", "file", "rule", "kind", "action", "at_least"}
+DERIVED = {"path", "name", "event", "source", "content_hash", "file", "rule", "kind", "action", "at_least", "share"}
 """Model fields that are not a schema key of their own: places, names taken from mapping keys, hashes,
 and what build.py derives from which key is present (an approval's rule, an escalation's action)."""
 
@@ -67,7 +67,17 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "error_field": "error_field",
         },
     ),
-    "parallel": (model.Parallel, {"branches": "branches", "join": "join", "then": "then"}),
+    "parallel": (
+        model.Parallel,
+        {
+            "branches": "branches",
+            "join": "join",
+            "then": "then",
+            "for_each": "for_each",
+            "branch": "template",
+            "collect": "collect",
+        },
+    ),
     "parallelBranch": (model.ParallelBranch, {"title": "title", "initial": "initial", "states": "states"}),
     "subprocess": (
         model.Subprocess,

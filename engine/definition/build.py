@@ -223,29 +223,38 @@ def _with_automatic(state: State, raw: Mapping[str, Any], path: Path) -> State:
     )
 
 
+def _build_branch_spec(name: str, spec: Mapping[str, Any], path: Path) -> ParallelBranch:
+    return ParallelBranch(
+        name=name,
+        title=build_text(spec["title"]),
+        initial=spec["initial"],
+        states=MappingProxyType(
+            {
+                state: _build_state(state, sub, (*path, "states", state))
+                for state, sub in spec["states"].items()
+            }
+        ),
+        path=path,
+    )
+
+
 def _build_parallel(raw: Mapping[str, Any], path: Path) -> Parallel:
     join = raw.get("join", "all")
     branches = {
-        name: ParallelBranch(
-            name=name,
-            title=build_text(spec["title"]),
-            initial=spec["initial"],
-            states=MappingProxyType(
-                {
-                    state: _build_state(state, sub, (*path, "branches", name, "states", state))
-                    for state, sub in spec["states"].items()
-                }
-            ),
-            path=(*path, "branches", name),
-        )
-        for name, spec in raw["branches"].items()
+        name: _build_branch_spec(name, spec, (*path, "branches", name))
+        for name, spec in raw.get("branches", {}).items()
     }
+    rule = next(iter(join)) if isinstance(join, Mapping) else join
     return Parallel(
         branches=MappingProxyType(branches),
         then=raw["then"],
         path=path,
-        join="at_least" if isinstance(join, Mapping) else join,
-        at_least=int(join["at_least"]) if isinstance(join, Mapping) else 1,
+        join=rule,
+        at_least=int(join["at_least"]) if rule == "at_least" else 1,
+        share=float(join["share"]) if rule == "share" else 1.0,
+        for_each=raw.get("for_each"),
+        template=_build_branch_spec("*", raw["branch"], (*path, "branch")) if "branch" in raw else None,
+        collect=raw.get("collect"),
     )
 
 

@@ -8,6 +8,7 @@ point a finding back at a line and column.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -218,7 +219,7 @@ class Automatic:
     error_field: str | None = None
 
 
-JoinRule = Literal["all", "first", "at_least"]
+JoinRule = Literal["all", "first", "at_least", "share"]
 """When a parallel state's branches are joined: all done, the first done (a discriminator), or `at_least`."""
 
 
@@ -248,13 +249,25 @@ class Parallel:
     path: Path
     join: JoinRule = "all"
     at_least: int = 1
+    share: float = 1.0
+    """For `join: {share: S}`: the share of the branches that must be done (0 < S <= 1)."""
+    for_each: str | None = None
+    """One task per item: a data field holding a list; on entry one branch per element, each a copy of
+    `template` named by its element (a person's id: the branch is theirs)."""
+    template: ParallelBranch | None = None
+    collect: str | None = None
+    """For `for_each`: the data field (an object) that receives each branch's `set`/`copy`/`compute`
+    under the branch's name, instead of the case's own fields."""
 
-    def needed(self) -> int:
-        """How many branches must be done for the join."""
+    def needed(self, count: int | None = None) -> int:
+        """How many branches must be done for the join, of `count` (default: those written)."""
+        total = len(self.branches) if count is None else count
         if self.join == "all":
-            return len(self.branches)
+            return total
         if self.join == "first":
-            return 1
+            return min(1, total)
+        if self.join == "share":
+            return max(1, math.ceil(self.share * total - 1e-9))
         return self.at_least
 
 
@@ -436,6 +449,8 @@ class Definition:
             out.append(s)
             if s.parallel is not None:
                 out += [bs for b in s.parallel.branches.values() for bs in b.states.values()]
+                if s.parallel.template is not None:
+                    out += list(s.parallel.template.states.values())
         return tuple(out)
 
     def roles(self) -> frozenset[str]:

@@ -157,12 +157,18 @@ class _Checker:
         self.problems: list[Problem] = []
         self.zone = ZoneInfo(org.calendar.timezone)
         events: set[str] = set()
+        self.item_events: set[str] = set()
         for state in definition.states.values():
             events.update(state.events)
             for branch in state.parallel.branches.values() if state.parallel is not None else ():
                 for inner in branch.states.values():
                     events.update(inner.events)
                     events.update(f"{branch.name}.{e}" for e in inner.events)
+            template = state.parallel.template if state.parallel is not None else None
+            for inner in template.states.values() if template is not None else ():
+                # One task per item: its branches are named by the case's data, known only when it runs.
+                events.update(inner.events)
+                self.item_events.update(inner.events)
             if state.assign is not None and state.assign.kind == "claim":
                 events.add(CLAIM)
         self.events = sorted(events)
@@ -247,7 +253,9 @@ class _Checker:
             action = Control(act, raw.get("as", ""), reason if isinstance(reason, str) else None)
         elif "fire" in raw:
             if not raw.get("child"):  # a child's events are its own definition's, checked when fired
-                self.known((*path, "fire"), raw["fire"], self.events, "unknown-event", "event")
+                fired = str(raw["fire"])
+                if fired.rpartition(".")[2] not in self.item_events:
+                    self.known((*path, "fire"), fired, self.events, "unknown-event", "event")
             if "as" in raw:
                 self.known((*path, "as"), raw["as"], self.org.users, "unknown-user", "user")
             else:

@@ -9,13 +9,15 @@ names the branch.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import MappingProxyType
 
-from sopflow.engine.definition.model import ParallelBranch
+from sopflow.engine.definition.model import Parallel, ParallelBranch
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.definition.semantic.graph import reachable
 from sopflow.engine.errors import Problem
 
 CODES = (
+    "bad-for-each",
     "unknown-branch-state",
     "branch-cannot-finish",
     "join-unreachable",
@@ -31,6 +33,9 @@ def check_parallel(ctx: Context) -> Iterator[Problem]:
             continue
         for branch in parallel.branches.values():
             yield from _check_branch(ctx, branch)
+        if parallel.template is not None:
+            yield from _check_branch(ctx, parallel.template)
+            yield from _check_items(ctx, s.name, parallel)
         if parallel.join == "at_least" and parallel.at_least > len(parallel.branches):
             yield ctx.problem(
                 (*parallel.path, "join", "at_least"),
@@ -93,4 +98,28 @@ def _check_branch(ctx: Context, branch: ParallelBranch) -> Iterator[Problem]:
                 f"branch `{branch.name}` in state `{name}` can never reach a final state: it is never done",
                 "add a way out that leads to a branch state with `final: true`",
                 key=True,
+            )
+
+
+def _check_items(ctx: Context, state: str, parallel: Parallel) -> Iterator[Problem]:
+    """`for_each` names a list the data declares, and `collect` an object it declares."""
+    properties = ctx.defn.data_schema.get("properties") or {}
+    declared = properties.get(parallel.for_each or "")
+    if not isinstance(declared, dict | MappingProxyType) or declared.get("type") != "array":
+        yield ctx.problem(
+            (*parallel.path, "for_each"),
+            "bad-for-each",
+            f"`{state}` runs one task per item of `{parallel.for_each}`, which the data does not declare "
+            "as a list",
+            f"declare `{parallel.for_each}: {{type: array, items: ...}}` under `data: properties:`",
+        )
+    if parallel.collect is not None:
+        target = properties.get(parallel.collect)
+        if not isinstance(target, dict | MappingProxyType) or target.get("type") != "object":
+            yield ctx.problem(
+                (*parallel.path, "collect"),
+                "bad-for-each",
+                f"`{state}` collects each item's results into `{parallel.collect}`, which the data does not "
+                "declare as an object",
+                f"declare `{parallel.collect}: {{type: object}}` under `data: properties:`",
             )
