@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from sopflow.engine.definition.loader import read_yaml
 from tests.conftest import DEFINITIONS, ROOT
 
 SEEDS = ROOT.parent / "shared" / "seeds"
@@ -154,7 +154,7 @@ def files() -> list[Path]:
 
 def unknown(path: Path, books: dict[str, dict[Section, str]]) -> list[str]:
     wrong = []
-    for at, source in sources(yaml.safe_load(path.read_text(encoding="utf-8"))):
+    for at, source in sources(read_yaml(path).data):
         for book, section in cited(source):
             if not section or section not in books.get(book, {}):
                 named = "/".join(section) or "(unreadable)"
@@ -171,7 +171,7 @@ STATED_TIME = re.compile(
 
 
 def deadline_sources(path: Path) -> Iterator[tuple[str, str]]:
-    definition = yaml.safe_load(path.read_text(encoding="utf-8"))
+    definition = read_yaml(path).data
     for deadline in definition.get("deadlines") or []:
         if "source" in deadline:
             yield deadline["name"], deadline["source"]
@@ -243,4 +243,5 @@ def test_a_deadline_the_text_does_not_state_is_caught(tmp_path: Path) -> None:
         '  - {name: self-assessment, source: "003 §四(三)1"}\n',
         encoding="utf-8",
     )
-    assert unstated_limits(bad, catalogue()) == ["bad.yaml deadline restore-within-4h: '002 §二(二)3' states no time"]
+    wrong = unstated_limits(bad, catalogue())
+    assert wrong == ["bad.yaml deadline restore-within-4h: '002 §二(二)3' states no time"]
