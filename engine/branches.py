@@ -94,7 +94,8 @@ def branch_named(parallel: Parallel, name: str) -> ParallelBranch | None:
 
 def names(parallel: Parallel, positions: Mapping[str, Any]) -> list[str]:
     """The branches of the state, in order: as written, or one per item as entered."""
-    return list(positions) if parallel.template is not None else list(parallel.branches)
+    # Sorted: stored positions come back as canonical JSON (keys in order), whatever order they were made in.
+    return sorted(positions) if parallel.template is not None else list(parallel.branches)
 
 
 def is_done(branch: ParallelBranch, position: Mapping[str, Any]) -> bool:
