@@ -152,6 +152,11 @@ def _label(state: State) -> list[str]:
         for branch in state.parallel.branches.values():
             steps = " → ".join(s.name + (f" ({s.owner})" if s.owner else "") for s in branch.states.values())
             lines.append(f"branch {branch.name}: {steps}")
+        template = state.parallel.template
+        if template is not None:
+            inner = template.states.values()
+            steps = " → ".join(s.name + (f" ({s.owner})" if s.owner else "") for s in inner)
+            lines.append(f"for each of {state.parallel.for_each}: {steps}")
     return [line for line in lines if line]
 
 
@@ -176,8 +181,9 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
                 edges.append((state.name, target, f"{state.subprocess.definition} {outcome}"))
         if state.parallel:
             p = state.parallel
-            rule = f"at least {p.at_least}" if p.join == "at_least" else p.join
-            edges.append((state.name, p.then, f"join: {rule} of {len(p.branches)} branches"))
+            rule = {"at_least": f"at least {p.at_least}", "share": f"{p.share:.0%}"}.get(p.join, p.join)
+            of = f"the {p.for_each}" if p.for_each else f"{len(p.branches)} branches"
+            edges.append((state.name, p.then, f"join: {rule} of {of}"))
     return edges
 
 

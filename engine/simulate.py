@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sopflow.engine.audit import GENESIS, AuditRecord, iso, seal, utc_now
+from sopflow.engine.branches import BranchStatus
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import APPROVE, REJECT, Org
 from sopflow.engine.errors import SopflowError
@@ -289,6 +290,12 @@ class ClockedSimulation:
     @property
     def assignee(self) -> str | None:
         return self._case().assignee
+
+    @property
+    def branches(self) -> list[BranchStatus]:
+        """Where each branch of the case's parallel state stands ([] outside one)."""
+        case = self._case()
+        return self.engine.branches(case.id) if case.open else []
 
     def fire(
         self, user_id: str, event: str, payload: Mapping[str, Any] | None = None, *, child: bool = False

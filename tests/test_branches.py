@@ -298,3 +298,28 @@ def test_one_task_per_item_needs_a_list_to_run_on(sop: Engine) -> None:
         sop.start("reviews", {"reviewers": []}, actor="mia")
     with pytest.raises(InvalidData, match="twice"):
         sop.start("reviews", {"reviewers": ["b1", "b1"]}, actor="mia")
+
+
+def test_simulate_and_diagram_show_each_branch() -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    runner = CliRunner()
+    start = [
+        "--as",
+        "alice",
+        "simulate",
+        str(BRANCHES / "launch.yaml"),
+        "--data",
+        '{"title": "t", "venue_lead": "max"}',
+    ]
+    steps = ["plan@alice", 'materials.ordered@fay={"budget": 3}', "venue.booked@max"]
+    done = runner.invoke(cli, [*start, *steps])
+    assert done.exit_code == 0, done.output
+    assert "branch venue: booking (assignee: max)" in done.output
+    assert "branch materials: receiving (employee)" in done.output
+    assert "branch venue: done (branch done)" in done.output
+    chart = runner.invoke(cli, ["diagram", str(BRANCHES / "reviews.yaml")])
+    assert "for each of reviewers: open (board) → reviewed" in chart.output
+    assert "join: 60% of the reviewers" in chart.output

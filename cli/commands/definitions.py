@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,7 +135,7 @@ def simulate(
     as_json = settings().json
     if not as_json:
         click.echo(f"start as {starter} → {sim.state} ({text(defn.states[sim.state].title)})")
-        _next(defn, sim.state, sim.assignee)
+        _next(defn, sim.state, sim.assignee, sim.branches)
     failed: SopflowError | None = None
     for item in parsed:
         if isinstance(item, _Clock):
@@ -170,7 +171,7 @@ def simulate(
                 else ""
             )
             click.echo(f"{event} as {who}: {path}{routed}{stay}")
-            _next(defn, sim.state, sim.assignee)
+            _next(defn, sim.state, sim.assignee, sim.branches)
     if as_json:
         emit({"definition": defn.key, "steps": out, "state": sim.state, "data": dict(sim.data)})
     if failed is not None:
@@ -261,7 +262,7 @@ def _advance(
     click.echo(f"+{clock.text} → {moved.now:%Y-%m-%d %H:%M %Z}: {fired}")
     for to, subject in moved.notifications:
         click.echo(f"  notified {to}: {subject}")
-    _next(defn, sim.state, sim.assignee)
+    _next(defn, sim.state, sim.assignee, sim.branches)
 
 
 def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:
@@ -275,11 +276,15 @@ def _parse_step(raw: str) -> tuple[str, str | None, dict[str, Any]]:
     return event, user or None, json_object(payload, f"the payload of `{event}`", hint)
 
 
-def _next(defn: Definition, state_name: str, assignee: str | None) -> None:
+def _next(defn: Definition, state_name: str, assignee: str | None, branches: Sequence[Any] = ()) -> None:
     state = defn.states[state_name]
     if state.final:
         click.echo("  the case is closed")
         return
+    for b in branches:
+        # A parallel state's branches: each one's state, and who acts on it (BRANCH.EVENT@USER).
+        acts = f" (assignee: {b.assignee})" if b.assignee else f" ({b.owner})" if b.owner else ""
+        click.echo(f"  branch {b.name}: {b.state}" + (" (branch done)" if b.done else acts))
     if state.subprocess is not None:
         click.echo(f"  waiting: a {state.subprocess.definition} case runs (act on it with child:EVENT@USER)")
     if state.assign is not None and state.assign.kind == "claim" and not assignee:
