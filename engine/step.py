@@ -527,7 +527,8 @@ def _enter(
     if routes:
         detail["routes"] = routes
     final = definition.states[entered[-1]]
-    assignee = _assignee(final, data, people)
+    principal = actor.delegated.get(role or "", actor.id)
+    assignee = _assignee(final, data, people, (*snapshot.fired, (event, principal)))
     if final.parallel is not None:
         from sopflow.engine.branches import BRANCHES
         from sopflow.engine.branches import entered as branches_entered
@@ -555,7 +556,9 @@ def _enter(
     )
 
 
-def _assignee(state: State, data: Mapping[str, Any], people: People) -> str | None:
+def _assignee(
+    state: State, data: Mapping[str, Any], people: People, fired: Sequence[tuple[str, str]] = ()
+) -> str | None:
     if state.assign is None:
         return None
     if state.assign.kind == "from_data":
@@ -570,6 +573,10 @@ def _assignee(state: State, data: Mapping[str, Any], people: People) -> str | No
         return value
     if state.assign.kind == "least_loaded":
         return people.least_loaded(state.assign.value)
+    if state.assign.kind == "fired_by":
+        # The same specialist as the earlier step: whoever fired the event last (for whom a delegate
+        # acted), as the case's accepted steps say.
+        return next((who for event, who in reversed(fired) if event == state.assign.value), None)
     return None
 
 

@@ -629,3 +629,26 @@ def test_the_start_work_command(tmp_path: Path) -> None:
     refused(sop("start-work", str(case), user="alice"), 1, "it is bob's")
     answer = sop.json("start-work", str(case), user="bob")
     assert answer["work_item"]["status"] == "started" and answer["work_item"]["started_by"] == "bob"
+
+
+# -- distribution by history --------------------------------------------------------------------------------
+
+
+def test_fired_by_gives_the_step_to_the_specialist_of_the_earlier_step(sop: Engine, clock: Clock) -> None:
+    case_id = _claimed(sop)
+    sop.fire(case_id, "handle", actor="bob")  # bob handled it in the queue
+    manager = sop.case(case_id).assignee
+    assert manager is not None
+    sop.fire(case_id, "recheck", actor=manager)
+    assert sop.case(case_id).assignee == "bob"  # assign: {fired_by: handle}
+    with pytest.raises(NotPermitted):
+        sop.fire(case_id, "confirm", actor="alice")
+    # When a stand-in fired the earlier step, the person they stood in for is the specialist.
+    other = sop.start("ticket", {"title": "fan"}, actor="alice").case.id
+    sop.fire(other, "claim", actor="alice")
+    sop.delegate("alice", "bob", actor="alice", ends_at=clock.now + timedelta(hours=1))
+    sop.fire(other, "handle", actor="bob")
+    sop.fire(other, "recheck", actor=str(sop.case(other).assignee))
+    assert sop.case(other).assignee == "alice"
+    sop.fire(case_id, "confirm", actor="bob")
+    assert sop.verify().ok, sop.verify().findings

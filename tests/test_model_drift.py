@@ -118,7 +118,10 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
         },
     ),
     "branch": (model.Branch, {"when": "when", "to": "target", "else": "target"}),
-    "assign": (model.Assignment, {"from_data": "value", "least_loaded": "value", "claim": "value"}),
+    "assign": (
+        model.Assignment,
+        {"from_data": "value", "least_loaded": "value", "claim": "value", "fired_by": "value"},
+    ),
     "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire", "notify": "notify"}),
     "schedule": (
         model.Schedule,

@@ -151,13 +151,14 @@ class Approval:
     compute: Mapping[str, Expression] = field(default_factory=lambda: MappingProxyType({}))
 
 
-AssignKind = Literal["from_data", "least_loaded", "claim"]
+AssignKind = Literal["from_data", "least_loaded", "claim", "fired_by"]
 
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """How a state's work goes to one person: a user id in the data, the least loaded member of a
-    role, or claimed by a member of a role."""
+    role, claimed by a member of a role, or the person who last fired an event of the case (`fired_by`:
+    the same specialist as an earlier step)."""
 
     kind: AssignKind
     value: str
@@ -463,7 +464,7 @@ class Definition:
                 found.update(r for r in t.by if r not in SPECIAL_ACTORS)
             if s.approval:
                 found.update(s.approval.roles)
-            if s.assign and s.assign.kind != "from_data":
+            if s.assign and s.assign.kind in ("least_loaded", "claim"):
                 found.add(s.assign.value)
         if self.start is not None:
             found.update(self.start.by)

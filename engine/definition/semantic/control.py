@@ -50,7 +50,15 @@ def check_control(ctx: Context) -> Iterator[Problem]:
                         f"the org has no role `{role}`",
                         did_you_mean(role, ctx.org.roles) or f"roles are defined in {ctx.org.file}",
                     )
+    events = {e for s in ctx.defn.states.values() for e in s.events}
     for s in ctx.defn.states.values():
+        if s.assign is not None and s.assign.kind == "fired_by" and s.assign.value not in events:
+            yield ctx.problem(
+                (*s.assign.path, "fired_by"),
+                "unknown-event",
+                f"`assign: {{fired_by: {s.assign.value}}}` in `{s.name}` names no event of the definition",
+                did_you_mean(s.assign.value, events) or "name the event of the earlier step",
+            )
         if s.assign is not None and START_WORK in s.events:
             yield ctx.problem(
                 (*s.path, "on", START_WORK),
