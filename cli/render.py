@@ -131,6 +131,27 @@ def dumps(value: Any) -> str:
 # -- flow charts --------------------------------------------------------------------------------------
 
 
+_ASSIGN_WORDS = {
+    "claim": "assign: claimed by {}",
+    "least_loaded": "assign: least loaded {}",
+    "from_data": "assign: the person in data.{}",
+    "fired_by": "assign: who fired {}",
+}
+
+
+def _control(definition: Definition) -> str | None:
+    """Who may act on a whole case (besides administrators), for a chart's comment."""
+    control = definition.control
+    if control is None:
+        return None
+    parts = [
+        f"{act} by {', '.join(roles)}"
+        for act, roles in (("cancel", control.cancel), ("suspend", control.suspend))
+        if roles
+    ]
+    return "control: " + "; ".join(parts) + " (and administrators)" if parts else None
+
+
 def _label(state: State) -> list[str]:
     lines = [state.title.zh or "", state.title.en or ""]
     if state.owner:
@@ -145,6 +166,8 @@ def _label(state: State) -> list[str]:
             else f"{'all of' if a.rule == 'all_of' else 'any of'} {', '.join(a.roles)}"
         )
         lines.append(f"approval: {rule}" + (f", not by {', '.join(a.not_by)}" if a.not_by else ""))
+    if state.assign:
+        lines.append(_ASSIGN_WORDS[state.assign.kind].format(state.assign.value))
     if state.subprocess:
         lines.append(f"sub-process: {state.subprocess.definition}")
     if state.parallel:
@@ -190,6 +213,8 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
 def mermaid(definition: Definition, path: Sequence[str] = (), current: str | None = None) -> str:
     """A Mermaid flowchart; `path` (states a case went through) and `current` are highlighted."""
     out = ["flowchart TD", f"  %% {definition.key}: {text(definition.title)}"]
+    if _control(definition):
+        out.append(f"  %% {_control(definition)}")
     for name, state in definition.states.items():
         label = "<br/>".join(_mermaid_escape(line) for line in _label(state))
         if state.is_choice:
@@ -233,6 +258,8 @@ def dot(definition: Definition, path: Sequence[str] = (), current: str | None = 
     visited = set(path)
     out = [f"digraph {_dot_id(definition.id)} {{", "  rankdir=TB;", '  node [fontname="sans-serif"];']
     out.append(f"  label={_dot_id(definition.key + ': ' + text(definition.title))};")
+    if _control(definition):
+        out.append(f"  // {_control(definition)}")
     out.append('  "__start" [shape=point];')
     for name, state in definition.states.items():
         shape = "diamond" if state.is_choice else "doubleoctagon" if state.final else "box"

@@ -652,3 +652,16 @@ def test_fired_by_gives_the_step_to_the_specialist_of_the_earlier_step(sop: Engi
     assert sop.case(other).assignee == "alice"
     sop.fire(case_id, "confirm", actor="bob")
     assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_diagram_shows_assignment_control_and_loops() -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    for form in ("mermaid", "dot"):
+        chart = CliRunner().invoke(cli, ["diagram", str(CONTROL / "ticket.yaml"), "--format", form]).stdout
+        assert "control: cancel by manager; suspend by manager, employee (and administrators)" in chart
+        for words in ("claimed by employee", "least loaded manager", "who fired handle"):
+            assert f"assign: {words}" in chart
+        assert "note (stays)" in chart and "pass_on (re-enters)" in chart
