@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sopflow.engine import branches, org_change, people, subprocesses
 from sopflow.engine.audit import (
@@ -75,6 +75,7 @@ from sopflow.engine.verify import VerifyReport, verify
 if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
     from sopflow.engine.backup import BackupReport
+    from sopflow.engine.export import ExportReport
     from sopflow.engine.scheduler import ScheduleStatus
     from sopflow.engine.workitems import WorkItem
 
@@ -966,6 +967,29 @@ class Engine:
         from sopflow.engine.backup import take
 
         return take(self, to)
+
+    def export(
+        self,
+        out: BinaryIO,
+        fmt: str,
+        *,
+        definition: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        desensitise_key: bytes | None = None,
+        reader: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> ExportReport:
+        """Stream cases and their events to `out` as csv, jsonl or xes, desensitised with the privacy key
+        when one is given (`engine.export`); `reader` is who exports."""
+        from sopflow.engine.export import export
+        from sopflow.engine.privacy import Desensitiser
+
+        d = Desensitiser(desensitise_key, self.clock().date()) if desensitise_key is not None else None
+        return export(
+            self, out, fmt, definition=definition, since=since, until=until, desensitiser=d, reader=reader,
+            progress=progress,
+        )  # fmt: skip
 
 
 def _clock_only(alternatives: Sequence[Transition]) -> bool:
