@@ -665,3 +665,20 @@ def test_the_diagram_shows_assignment_control_and_loops() -> None:
         for words in ("claimed by employee", "least loaded manager", "who fired handle"):
             assert f"assign: {words}" in chart
         assert "note (stays)" in chart and "pass_on (re-enters)" in chart
+
+
+def test_show_says_where_the_work_item_stands_and_that_a_case_is_suspended(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_cli import Sop
+
+    sop = Sop(f"sqlite:///{tmp_path / 'x.db'}", CliRunner())
+    sop.ok("deploy", str(CONTROL))
+    case = sop.start("ticket", "alice", {"title": "lamp"})
+    assert "work     offered to employee: nobody has claimed it" in sop.ok("show", str(case)).stdout
+    sop.ok("fire", str(case), "claim", user="bob")
+    assert "work     allocated to bob, not started yet" in sop.ok("show", str(case)).stdout
+    sop.ok("start-work", str(case), user="bob")
+    assert "work     started by bob, 0m ago" in sop.ok("show", str(case)).stdout
+    sop.ok("suspend", str(case), "--reason", "hold", user="bob")
+    assert "(suspended: resume it to go on)" in sop.ok("show", str(case)).stdout

@@ -601,7 +601,8 @@ def test_show_json_shape(deployed: Sop, submitted: int) -> None:
     assert answer["case"]["state"] == "screening"
     assert answer["case"]["data"]["material_url"] == SUBMIT["material_url"]
     options = {o["event"]: o for o in answer["options"]}
-    assert set(options) == {"pass_screening", "return_for_fix", "reject_noncompliant", "claim"}
+    assert set(options) == {"pass_screening", "return_for_fix", "reject_noncompliant", "claim", "start_work"}
+    assert options["start_work"]["allowed"] is False  # nobody has claimed it yet
     assert set(options["pass_screening"]) == {"event", "allowed", "reason", "by", "targets", "payload_fields"}
     assert options["claim"]["allowed"] is True
     assert options["pass_screening"]["allowed"] is False

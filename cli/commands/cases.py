@@ -14,7 +14,11 @@ from sopflow.cli.params import CASE, JSON_FILE, JSON_OBJECT, LIMIT, VERSION, WHE
 from sopflow.cli.render import ago, safe_lines, table, text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sopflow.engine.audit import AuditRecord
+    from sopflow.engine.definition.model import State
+    from sopflow.engine.runtime import Case, Engine
 
 
 @click.command()
@@ -125,7 +129,7 @@ def show(case: int) -> None:
     echo = _safe_echo
     state = definition.states[c.state]
     echo(f"case {c.id}  {c.definition_key}  {text(definition.title)}")
-    echo(f"state    {c.state}: {text(state.title)}" + ("" if c.open else "  (closed)"))
+    _echo_state(echo, engine, c, state, now)
     if state.owner:
         echo(f"owner    {state.owner}" + (f"   assignee: {c.assignee}" if c.assignee else ""))
     if state.output:
@@ -168,6 +172,19 @@ def show(case: int) -> None:
         if vote:
             where = f"{where} when the rule is met (a vote)"
         echo(f"  {mark} {o.event} → {where}{why}")
+
+
+def _echo_state(echo: Callable[[str], None], engine: Engine, c: Case, state: State, now: datetime) -> None:
+    """The state line, and where its work item stands: offered, allocated or started (and by whom)."""
+    item = engine.work_item(c.id)
+    closed = "  (suspended: resume it to go on)" if item.status == "suspended" else "  (closed)"
+    echo(f"state    {c.state}: {text(state.title)}" + ("" if c.open else closed))
+    if item.status == "offered":
+        echo(f"work     offered to {item.offered_to}: nobody has claimed it")
+    elif item.status == "started" and item.started_at is not None:
+        echo(f"work     started by {item.started_by}, {ago(item.started_at, now)} ago")
+    elif item.status == "allocated":
+        echo(f"work     allocated to {item.assignee}, not started yet")
 
 
 def _safe_echo(line: str) -> None:
