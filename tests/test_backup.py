@@ -264,3 +264,50 @@ def test_the_schedule_runs_once_however_late_and_in_local_time(
     clock.advance(days=3)
     assert nightly.run_due(clock.now) is not None
     assert nightly.run_due(clock.now + timedelta(hours=1)) is None
+
+
+def test_an_unverifiable_nightly_backup_tells_the_administrators_and_keeps_nothing(
+    engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    _walk(engine, 1)
+    edit_record(engine, 1, 2, actor="bob")
+    nightly = backup.BackupSchedule(engine, folder, zone=UTC)
+    clock.advance(days=1)
+    assert nightly.run_due(clock.now) is None
+    assert list(folder.iterdir()) == []
+    (sent,) = engine.store.notification_log(0)
+    assert sent["recipient"] == "admin" and "does not verify" in sent["subject"]
+
+
+def test_the_schedule_runs_in_its_own_thread_until_stopped(
+    engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    import threading
+
+    nightly = backup.BackupSchedule(engine, tmp_path, zone=UTC)
+    clock.now = nightly.next_at + timedelta(minutes=1)
+    stop = threading.Event()
+    thread = threading.Thread(target=nightly.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not nightly.taken and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    thread.join(timeout=60)
+    assert len(nightly.taken) == 1 and nightly.taken[0].is_file()
+
+
+def test_the_worker_refuses_a_backup_folder_that_does_not_exist(tmp_path: Path) -> None:
+    import signal
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        result = CliRunner().invoke(cli, ["--db", url, "worker", "--backup-dir", str(tmp_path / "nowhere")])
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
