@@ -160,7 +160,7 @@ def cli(ctx: click.Context, db: str, user: str | None, as_json: bool) -> None:
     \b
     Process owners:  validate, simulate, diagram
     Operators:       tasks, start, fire, show, list, history, reassign, delegate
-    Administrators:  db upgrade, deploy, defs, audit verify, tick, worker
+    Administrators:  db upgrade, deploy, defs, audit verify, tick, worker, backup, restore, export
     Try it:          sopflow demo
     """
     s = Settings(db=db, user=user, json=as_json)
