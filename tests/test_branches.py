@@ -323,3 +323,35 @@ def test_simulate_and_diagram_show_each_branch() -> None:
     chart = runner.invoke(cli, ["diagram", str(BRANCHES / "reviews.yaml")])
     assert "for each of reviewers: open (board) → reviewed" in chart.output
     assert "join: 60% of the reviewers" in chart.output
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    order=st.lists(st.sampled_from(["b1", "b2", "b3", "b4", "b5"]), min_size=1, max_size=7),
+    size=st.integers(min_value=1, max_value=5),
+)
+def test_any_order_of_reviewers_joins_once_when_the_share_is_met(
+    order: list[str], size: int, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import math
+
+    reviewers = ["b1", "b2", "b3", "b4", "b5"][:size]
+    needed = max(1, math.ceil(0.6 * size - 1e-9))
+    url = f"sqlite:///{tmp_path_factory.mktemp('s') / 's.db'}"
+    with Engine(url, clock=Clock()) as sop:
+        sop.deploy([BRANCHES])
+        case = sop.start("reviews", {"reviewers": reviewers}, actor="mia").case.id
+        reviewed: set[str] = set()
+        for person in order:
+            open_now = len(reviewed) < needed
+            if open_now and person in reviewers and person not in reviewed:
+                sop.fire(case, "review", actor=person, payload={"score": 3})
+                reviewed.add(person)
+            else:
+                with pytest.raises((NotAvailable, NotPermitted)):
+                    sop.fire(case, "review", actor=person, payload={"score": 3})
+            assert (sop.case(case).state == "deciding") == (len(reviewed) >= needed)
+        joins = [r for r in sop.history(case) if "join" in r.detail]
+        assert len(joins) == (1 if len(reviewed) >= needed else 0)
+        assert set(sop.case(case).data.get("reviews", {})) == reviewed
+        assert sop.verify().ok, sop.verify().findings
