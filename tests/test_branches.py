@@ -7,8 +7,10 @@ tests/fixtures/branches."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -355,3 +357,25 @@ def test_any_order_of_reviewers_joins_once_when_the_share_is_met(
         assert len(joins) == (1 if len(reviewed) >= needed else 0)
         assert set(sop.case(case).data.get("reviews", {})) == reviewed
         assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_cli_fires_a_named_branch_and_shows_each_branch(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    runner = CliRunner()
+    db = ["--db", f"sqlite:///{tmp_path / 'cli.db'}"]
+    assert runner.invoke(cli, [*db, "db", "upgrade"]).exit_code == 0
+    assert runner.invoke(cli, [*db, "deploy", str(BRANCHES)]).exit_code == 0
+    started = runner.invoke(cli, [*db, "--as", "fay", "start", "quotes", "--data", "{}"])
+    assert started.exit_code == 0, started.output
+    ambiguous = runner.invoke(cli, [*db, "--as", "fay", "fire", "1", "quoted", "--data", '{"price": 5}'])
+    assert ambiguous.exit_code == 1 and "--branch north" in ambiguous.output
+    named = runner.invoke(
+        cli, [*db, "--as", "fay", "fire", "1", "quoted", "--branch", "south", "--data", '{"price": 5}']
+    )
+    assert named.exit_code == 0, named.output
+    shown = runner.invoke(cli, [*db, "--as", "fay", "--json", "show", "1"])
+    branches = {b["branch"]: b["state"] for b in json.loads(shown.output)["branches"]}
+    assert branches == {"north": "waiting", "south": "quoted", "east": "waiting"}
