@@ -210,6 +210,8 @@ class People:
 
     org: Org
     least_loaded: Callable[[str], str | None]
+    open_cases: Callable[[str], int] | None = None
+    """How many open cases a person holds, for a role's `wip_limit` (None: not enforced, a dry run)."""
 
     def members(self, role: str) -> tuple[str, ...]:
         return self.org.members(role)
@@ -273,7 +275,7 @@ def take_step(
     if state.approval is not None and event in (APPROVE, REJECT):
         return _vote(compiled, state, state.approval, snapshot, actor, event, payload, people)
     if event == CLAIM and state.assign is not None and state.assign.kind == "claim":
-        return _claim(state, state.assign.value, snapshot, actor)
+        return _claim(state, state.assign.value, snapshot, actor, people)
     if event == START_WORK and state.assign is not None and START_WORK not in state.events:
         return _start_work(state, snapshot, actor)
     alternatives = compiled.alternatives(state.name, event)
@@ -614,7 +616,7 @@ def _start_work(state: State, snapshot: Snapshot, actor: Actor) -> Step:
     )
 
 
-def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor) -> Step:
+def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor, people: People) -> Step:
     if role not in actor.roles:
         raise Refused(
             NotPermitted(f"{actor.id} may not claim a case in `{state.name}`: it needs the role {role}"),
@@ -630,6 +632,22 @@ def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor) -> Step:
             role,
             {"assignee": snapshot.assignee},
         )
+    detail: dict[str, Any] = {"claimed_by": actor.id}
+    limit = people.org.roles[role].wip_limit if role in people.org.roles else None
+    if limit is not None and people.open_cases is not None:
+        # Work in progress per person: what they hold now is recorded, for `audit verify` to decide again.
+        held = people.open_cases(actor.id)
+        if held >= limit:
+            raise Refused(
+                NotPermitted(
+                    f"{actor.id} holds {held} open case(s), the most a {role} may hold at once "
+                    f"(wip_limit {limit})",
+                    hint="finish one, or hand one on (reassign), before claiming another",
+                ),
+                role,
+                {"rule": "wip-limit", "held": held, "limit": limit},
+            )
+        detail["held"] = held
     return Step(
         event=CLAIM,
         from_state=state.name,
@@ -640,7 +658,7 @@ def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor) -> Step:
         data_change={},
         entered=(),
         assignee=actor.id,
-        detail={"claimed_by": actor.id},
+        detail=detail,
     )
 
 

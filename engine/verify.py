@@ -597,7 +597,9 @@ class _Checker:
                 return str(recorded) if recorded is not None else None
             return _SOME_MEMBER + role if "assignee" not in rec.detail else "\x00not a member"
 
-        people = People(org, least_loaded)
+        held = rec.detail.get("held")
+        # A claim under a role's wip_limit records what the person held then: decided again with it.
+        people = People(org, least_loaded, (lambda _user: int(held)) if isinstance(held, int) else None)
         try:
             if rec.actor == SYSTEM:
                 person = SYSTEM_ACTOR

@@ -682,3 +682,34 @@ def test_show_says_where_the_work_item_stands_and_that_a_case_is_suspended(tmp_p
     assert "work     started by bob, 0m ago" in sop.ok("show", str(case)).stdout
     sop.ok("suspend", str(case), "--reason", "hold", user="bob")
     assert "(suspended: resume it to go on)" in sop.ok("show", str(case)).stdout
+
+
+# -- work in progress per person ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def limited(database_url: str, clock: Clock, tmp_path: Path) -> Iterator[Engine]:
+    """The control fixture with at most 2 open cases per employee (wip_limit)."""
+    folder = tmp_path / "limited"
+    folder.mkdir()
+    ticket = (CONTROL / "ticket.yaml").read_text(encoding="utf-8")
+    (folder / "ticket.yaml").write_text(ticket, encoding="utf-8")
+    org = (CONTROL / "org.yaml").read_text(encoding="utf-8")
+    limited_org = org.replace("manager: manager}", "manager: manager, wip_limit: 2}", 1)
+    assert limited_org != org
+    (folder / "org.yaml").write_text(limited_org, encoding="utf-8")
+    yield from engine_on(database_url, clock, folder)
+
+
+def test_a_claim_beyond_the_wip_limit_is_refused(limited: Engine) -> None:
+    sop = limited
+    cases = [sop.start("ticket", {"title": f"t{i}"}, actor="alice").case.id for i in range(3)]
+    first = sop.fire(cases[0], "claim", actor="bob")
+    assert first.record.detail == {"claimed_by": "bob", "held": 0}
+    sop.fire(cases[1], "claim", actor="bob")
+    with pytest.raises(NotPermitted, match=r"holds 2 open case\(s\).*wip_limit 2"):
+        sop.fire(cases[2], "claim", actor="bob")
+    assert sop.history(cases[2])[-1].outcome == "refused"
+    sop.cancel(cases[0], actor="root", reason="duplicate")  # one finished: room for another
+    sop.fire(cases[2], "claim", actor="bob")
+    assert sop.verify().ok, sop.verify().findings

@@ -410,6 +410,7 @@ def _build_role(name: str, raw: Mapping[str, Any], path: Path) -> Role:
         manager=raw.get("manager"),
         administrator=raw.get("administrator", False),
         rulebook=raw.get("source"),
+        wip_limit=raw.get("wip_limit"),
     )
 
 

@@ -503,6 +503,8 @@ class Role:
     manager: str | None = None
     administrator: bool = False
     rulebook: str | None = None
+    wip_limit: int | None = None
+    """At most this many open cases assigned to one member at once: a claim beyond it is refused."""
 
 
 @dataclass(frozen=True, slots=True)

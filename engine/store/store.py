@@ -148,6 +148,11 @@ class Reads:
                     return found
         return {}
 
+    def open_cases(self, user: str) -> int:
+        """How many open cases are assigned to `user` (their work in progress)."""
+        found = run(self._conn, self._sql.open_load(1), (True, user)).fetchall()
+        return int(found[0][1]) if found else 0
+
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
