@@ -34,5 +34,9 @@ def payloads(definition_id: str) -> dict[str, dict[str, Any]]:
 
 
 def start_data(definition_id: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every (starter, data) a scenario starts a case with."""
-    return [(s.start.actor, dict(s.start.data)) for s in scenarios_of(definition_id).scenarios]
+    """Every (starter, data) a scenario starts a case with (not the starts a scenario expects refused)."""
+    return [
+        (s.start.actor, dict(s.start.data))
+        for s in scenarios_of(definition_id).scenarios
+        if s.start.expect.refused is None
+    ]
