@@ -883,3 +883,42 @@ def test_a_choice_may_route_by_the_acting_person() -> None:
     snapshot = Snapshot(state="draft", data={"title": "t", "amount": 1}, starter="alice")
     step = take_step(compiled, snapshot, actor_from_org(ORG, "alice"), "sort", {}, PEOPLE)
     assert step.entered == ("sorter", "joint")
+
+
+# -- starting the work of a state ---------------------------------------------------------------------------
+
+
+def test_only_the_assignee_starts_the_work_and_it_stays() -> None:
+    sim = Delegating()
+    pool = in_pool(sim, 10)
+    error = error_of(sim, pool, "fay", "start_work")
+    assert (error.message, error.hint) == (
+        "nobody holds the work of `pool` yet: it is started by its assignee",
+        "claim it first",
+    )
+    assert (pool.history[-1].role, pool.history[-1].detail) == (None, {"needed": ["$assignee"]})
+    unassigned = in_check(sim)
+    assert error_of(sim, unassigned, "alice", "start_work").hint == "assign it first"
+    case = in_check(sim, checker="fay")
+    error = error_of(sim, case, "bob", "start_work")
+    assert (error.message, error.hint) == (
+        "bob may not start the work of `check`: it is fay's",
+        "the assignee starts it; a manager may reassign it",
+    )
+    assert (case.history[-1].role, case.history[-1].detail) == (None, {"needed": ["$assignee"]})
+    step = sim.fire(case, "fay", "start_work")
+    assert (step.event, step.from_state, step.to_state, step.role, step.on_behalf_of) == (
+        "start_work",
+        "check",
+        "check",
+        "$assignee",
+        None,
+    )
+    assert (step.data, step.data_change, step.entered, step.assignee, step.detail) == (
+        dict(case.data),
+        {},
+        (),
+        "fay",
+        {"started_by": "fay"},
+    )
+    assert case.state == "check" and case.snapshot.assignee == "fay"
