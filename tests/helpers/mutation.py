@@ -9,9 +9,10 @@ In the copy, `sopflow/engine` (and its siblings) are real folders instead of lin
 ones: mutmut copies folders without following links into them, and names each mutant by the module path
 the tests import (`sopflow.engine.step`).
 
-Run: `python -m tests.helpers.mutation [--into DIR] [--commit REV] [--resume] [--show]`; it prints the
-score of each module and every surviving mutant (`--show`: with its diff), and exits 1 when a module is
-under the target. `--commit HEAD` mutates what is committed, leaving out work in progress.
+Run: `python -m tests.helpers.mutation [--into DIR] [--commit REV] [--resume | --retest-survivors] [--show]`;
+it prints the score of each module and every surviving mutant (`--show`: with its diff), and exits 1 when
+a module is under the target. `--commit HEAD` mutates what is committed, leaving out work in progress;
+`--retest-survivors`, after tests were added, tries only the last run's survivors again.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume", action="store_true", help="keep the last run's results where the code is unchanged"
     )
+    parser.add_argument(
+        "--retest-survivors",
+        action="store_true",
+        help="after adding tests (the modules unchanged): test again only the last run's survivors",
+    )
     parser.add_argument("--show", action="store_true", help="print each surviving mutant's diff")
     parser.add_argument("--report-only", action="store_true", help="print the last run's scores")
     args = parser.parse_args(argv)
@@ -137,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--into {into} is inside the checkout; mutate a copy outside it")
     mutmut = Path(sys.executable).with_name("mutmut")
     if not args.report_only:
-        if not args.resume:
+        if not (args.resume or args.retest_survivors):
             # mutmut would keep a surviving mutant's result although the tests changed since: start over.
             shutil.rmtree(into / "mutants", ignore_errors=True)
         if args.commit is None:
@@ -145,7 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="sopflow-mutation-") as staging:
                 copy_tree(Path(staging), into, _committed(ROOT, args.commit, Path(staging)))
-        done = subprocess.run([str(mutmut), "run", "--max-children", "1"], cwd=into, check=False)
+        names = (
+            [s.split(":", 1)[0] for score in scores(into) for s in score.survivors]
+            if args.retest_survivors
+            else []
+        )
+        done = subprocess.run([str(mutmut), "run", "--max-children", "1", *names], cwd=into, check=False)
         if done.returncode != 0:
             print(f"mutmut run failed ({done.returncode}) in {into}", file=sys.stderr)
             return 2
