@@ -379,3 +379,18 @@ def test_the_cli_fires_a_named_branch_and_shows_each_branch(tmp_path: Path) -> N
     shown = runner.invoke(cli, [*db, "--as", "fay", "--json", "show", "1"])
     branches = {b["branch"]: b["state"] for b in json.loads(shown.output)["branches"]}
     assert branches == {"north": "waiting", "south": "quoted", "east": "waiting"}
+
+
+def test_the_first_branch_done_joins_and_cancels_the_other(sop: Engine) -> None:
+    case = sop.start("race", {}, actor="bob").case.id
+    done = sop.fire(case, "south.answered", actor="fay")
+    assert sop.case(case).state == "answered"
+    assert done.record.detail["join"] == {
+        "rule": "first",
+        "needed": 1,
+        "done": ["south"],
+        "cancelled": ["north"],
+    }
+    with pytest.raises(NotAvailable):
+        sop.fire(case, "north.answered", actor="bob")
+    assert sop.verify().ok, sop.verify().findings
