@@ -195,7 +195,9 @@ class CompiledDefinition:
             self._guards[start.when.path] = _LazyGuard(definition, start.when, None)
         texts = _texts(definition)
         self.reads_history = any(t.startswith(FIRED_PREFIX) or "fired_by" in t for t in texts) or any(
-            s.assign is not None and s.assign.kind == "fired_by" for s in definition.states.values()
+            s.assign is not None
+            and (s.assign.kind == "fired_by" or any(e.startswith(FIRED_PREFIX) for e in s.assign.not_by))
+            for s in definition.states.values()
         )
         """Whether a step needs who fired each earlier event (`fired:` in a `not_by`, `case.fired_by`)."""
         self.reads_case = any(re.search(r"\bcase\b", t) for t in texts)

@@ -534,7 +534,9 @@ class Engine:
                 # Suspended, cancelled or closed by its parent: its records say which.
                 raise closed_error(self, row)
             snapshot = self.snapshot_in(compiled, row, reads, now)
-            people = People(org, lambda role: reads.least_loaded(org.members(role)), reads.open_cases)
+            people = People(
+                org, lambda role: reads.least_loaded(org.members(role)), reads.open_cases, reads.least_loaded
+            )
             try:
                 step = take_step(compiled, snapshot, person, event, payload, people)
             except Refused as refused:

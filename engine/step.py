@@ -212,6 +212,8 @@ class People:
     least_loaded: Callable[[str], str | None]
     open_cases: Callable[[str], int] | None = None
     """How many open cases a person holds, for a role's `wip_limit` (None: not enforced, a dry run)."""
+    least_loaded_of: Callable[[Sequence[str]], str | None] | None = None
+    """The least loaded of some people (an assignment's `not_by` passes others by); None: the first."""
 
     def members(self, role: str) -> tuple[str, ...]:
         return self.org.members(role)
@@ -530,7 +532,7 @@ def _enter(
         detail["routes"] = routes
     final = definition.states[entered[-1]]
     principal = actor.delegated.get(role or "", actor.id)
-    assignee = _assignee(final, data, people, (*snapshot.fired, (event, principal)))
+    assignee = _assignee(final, data, people, (*snapshot.fired, (event, principal)), snapshot)
     if final.parallel is not None:
         from sopflow.engine.branches import BRANCHES
         from sopflow.engine.branches import entered as branches_entered
@@ -559,7 +561,11 @@ def _enter(
 
 
 def _assignee(
-    state: State, data: Mapping[str, Any], people: People, fired: Sequence[tuple[str, str]] = ()
+    state: State,
+    data: Mapping[str, Any],
+    people: People,
+    fired: Sequence[tuple[str, str]] = (),
+    snapshot: Snapshot | None = None,
 ) -> str | None:
     if state.assign is None:
         return None
@@ -573,6 +579,14 @@ def _assignee(
                 hint="use a user id from org.yaml",
             )
         return value
+    if state.assign.kind == "least_loaded" and state.assign.not_by:
+        # Not the person who did it last time (or whoever else `not_by` names): passed by.
+        seen = replace(snapshot or Snapshot(state.name, data, ""), fired=tuple(fired))
+        excluded = excluded_people(state.assign.not_by, seen, data)
+        members = [m for m in people.members(state.assign.value) if m not in excluded]
+        if people.least_loaded_of is not None:
+            return people.least_loaded_of(members)
+        return members[0] if members else None
     if state.assign.kind == "least_loaded":
         return people.least_loaded(state.assign.value)
     if state.assign.kind == "fired_by":
@@ -632,6 +646,10 @@ def _claim(state: State, role: str, snapshot: Snapshot, actor: Actor, people: Pe
             role,
             {"assignee": snapshot.assignee},
         )
+    passed_by = state.assign.not_by if state.assign is not None else ()
+    refusal = _separation(actor, role, passed_by, snapshot, f"claim a case in `{state.name}`")
+    if refusal is not None:
+        raise refusal
     detail: dict[str, Any] = {"claimed_by": actor.id}
     limit = people.org.roles[role].wip_limit if role in people.org.roles else None
     if limit is not None and people.open_cases is not None:

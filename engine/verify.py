@@ -590,6 +590,11 @@ class _Checker:
         no `Step`); or why the rules refuse it."""
         from sopflow.engine import people as people_module
 
+        def least_loaded_of(members: Sequence[str]) -> str | None:
+            # The pick among those not passed by (`not_by`) is recorded: it must be one of them.
+            recorded = rec.detail.get("assignee")
+            return str(recorded) if recorded in members else "\x00not one of them"
+
         def least_loaded(role: str) -> str | None:
             members = org.members(role)
             recorded = rec.detail.get("assignee", _SOME_MEMBER)
@@ -599,7 +604,9 @@ class _Checker:
 
         held = rec.detail.get("held")
         # A claim under a role's wip_limit records what the person held then: decided again with it.
-        people = People(org, least_loaded, (lambda _user: int(held)) if isinstance(held, int) else None)
+        people = People(
+            org, least_loaded, (lambda _user: int(held)) if isinstance(held, int) else None, least_loaded_of
+        )
         try:
             if rec.actor == SYSTEM:
                 person = SYSTEM_ACTOR

@@ -713,3 +713,25 @@ def test_a_claim_beyond_the_wip_limit_is_refused(limited: Engine) -> None:
     sop.cancel(cases[0], actor="root", reason="duplicate")  # one finished: room for another
     sop.fire(cases[2], "claim", actor="bob")
     assert sop.verify().ok, sop.verify().findings
+
+
+def test_not_by_passes_by_the_person_who_did_it_last_time(sop: Engine) -> None:
+    case_id = _claimed(sop)
+    sop.fire(case_id, "handle", actor="bob")
+    first = sop.case(case_id).assignee
+    assert first is not None
+    sop.fire(case_id, "submit", actor=first)
+    others = [m for m in ("mia", "max", "dual") if m != first]
+    sop.fire(case_id, "reject", actor=others[0])  # back to the queue
+    # Every other manager now holds two open cases: least loaded alone would pick `first` again.
+    for manager in others:
+        for i in range(2):
+            extra = sop.start("ticket", {"title": f"{manager}{i}"}, actor="alice").case.id
+            sop.fire(extra, "claim", actor="alice")
+            sop.fire(extra, "handle", actor="alice")
+            if sop.case(extra).assignee != manager:
+                sop.reassign(extra, manager, actor="root")
+    sop.fire(case_id, "claim", actor="bob")
+    sop.fire(case_id, "handle", actor="bob")
+    assert sop.case(case_id).assignee in others  # not_by: [fired:submit] passes `first` by
+    assert sop.verify().ok, sop.verify().findings

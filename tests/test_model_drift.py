@@ -120,7 +120,13 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
     "branch": (model.Branch, {"when": "when", "to": "target", "else": "target"}),
     "assign": (
         model.Assignment,
-        {"from_data": "value", "least_loaded": "value", "claim": "value", "fired_by": "value"},
+        {
+            "from_data": "value",
+            "least_loaded": "value",
+            "claim": "value",
+            "fired_by": "value",
+            "not_by": "not_by",
+        },
     ),
     "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire", "notify": "notify"}),
     "schedule": (

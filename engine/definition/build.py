@@ -324,7 +324,7 @@ def _build_approval(raw: Mapping[str, Any], path: Path) -> Approval:
 
 def _build_assignment(raw: Mapping[str, Any], path: Path) -> Assignment:
     kind = _first_key(raw, _ASSIGN_KINDS)
-    return Assignment(kind=kind, value=str(raw.get(kind, "")), path=path)
+    return Assignment(kind=kind, value=str(raw.get(kind, "")), path=path, not_by=tuple(raw.get("not_by", ())))
 
 
 def _build_timeout(raw: Mapping[str, Any], path: Path) -> Timeout:

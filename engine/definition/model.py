@@ -163,6 +163,9 @@ class Assignment:
     kind: AssignKind
     value: str
     path: Path
+    not_by: tuple[str, ...] = ()
+    """For `least_loaded` and `claim`: who is passed by ($starter, fired:EVENT, data:FIELD), e.g. not the
+    person who did it last time."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,8 @@ def _exclusions(ctx: Context) -> Iterator[tuple[str, Path]]:
             yield from ((e, (*t.path, "not_by", i)) for i, e in enumerate(t.not_by))
         if s.approval is not None:
             yield from ((e, (*s.approval.path, "not_by", i)) for i, e in enumerate(s.approval.not_by))
+        if s.assign is not None:
+            yield from ((e, (*s.assign.path, "not_by", i)) for i, e in enumerate(s.assign.not_by))
 
 
 def check_self_exclusion(ctx: Context) -> Iterator[Problem]:
