@@ -735,3 +735,19 @@ def test_not_by_passes_by_the_person_who_did_it_last_time(sop: Engine) -> None:
     sop.fire(case_id, "handle", actor="bob")
     assert sop.case(case_id).assignee in others  # not_by: [fired:submit] passes `first` by
     assert sop.verify().ok, sop.verify().findings
+
+
+def test_not_by_on_a_claim_keeps_the_excluded_from_claiming(tmp_path: Path, sqlite_url: str) -> None:
+    folder = tmp_path / "claim"
+    folder.mkdir()
+    ticket = (CONTROL / "ticket.yaml").read_text(encoding="utf-8")
+    changed = ticket.replace("assign: {claim: employee}", "assign: {claim: employee, not_by: [$starter]}")
+    assert changed != ticket
+    (folder / "ticket.yaml").write_text(changed, encoding="utf-8")
+    (folder / "org.yaml").write_text((CONTROL / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    for sop in engine_on(sqlite_url, Clock(), folder):
+        case_id = sop.start("ticket", {"title": "own"}, actor="alice").case.id
+        with pytest.raises(NotPermitted, match="started the case and may not claim"):
+            sop.fire(case_id, "claim", actor="alice")
+        assert sop.fire(case_id, "claim", actor="bob").case.assignee == "bob"
+        assert sop.verify().ok
