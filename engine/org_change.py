@@ -79,6 +79,6 @@ def _state_roles(state: State) -> set[str]:
         roles.update(r for r in t.by if r not in SPECIAL_ACTORS)
     if state.approval is not None:
         roles.update(state.approval.roles)
-    if state.assign is not None and state.assign.kind in ("least_loaded", "claim"):
+    if state.assign is not None and state.assign.kind in ("least_loaded", "claim", "round_robin"):
         roles.add(state.assign.value)
     return roles

@@ -231,7 +231,7 @@ def _handing_role(org: Org, actor: str, role: str | None, assignee: str | None) 
 
 
 def _owning_role(state: State) -> str | None:
-    if state.assign is not None and state.assign.kind in ("least_loaded", "claim"):
+    if state.assign is not None and state.assign.kind in ("least_loaded", "claim", "round_robin"):
         return state.assign.value
     return state.owner
 

@@ -433,7 +433,15 @@ class Engine:
         def least_loaded(role: str) -> str | None:
             return self.store.least_loaded(org.members(role))
 
-        step = start_step(compiled, person, dict(data), People(org, least_loaded), iso(now))
+        def last_turn(state: str) -> str | None:
+            return self.store.last_turn(definition.id, state)
+
+        people = People(org, least_loaded, last_turn=last_turn)
+        step = start_step(compiled, person, dict(data), people, iso(now))
+        first = definition.states[step.to_state].assign
+        turn = None
+        if first is not None and first.kind == "round_robin" and step.assignee:
+            turn = (definition.id, step.to_state, step.assignee)
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
         change = CaseChange(
             state=step.to_state,
@@ -465,7 +473,7 @@ class Engine:
             more = subprocesses.cascade(
                 self, compiled, case_id, 1, None, step, person, person.id, org, now
             )
-            return Write(record, change, start_timers=timers.start, cascade=more)
+            return Write(record, change, start_timers=timers.start, cascade=more, turn=turn)
 
         try:
             fired = self.store.start(
@@ -535,7 +543,11 @@ class Engine:
                 raise closed_error(self, row)
             snapshot = self.snapshot_in(compiled, row, reads, now)
             people = People(
-                org, lambda role: reads.least_loaded(org.members(role)), reads.open_cases, reads.least_loaded
+                org,
+                lambda role: reads.least_loaded(org.members(role)),
+                reads.open_cases,
+                reads.least_loaded,
+                lambda state: reads.last_turn(row.definition_id, state),
             )
             try:
                 step = take_step(compiled, snapshot, person, event, payload, people)
@@ -632,6 +644,10 @@ class Engine:
         more = subprocesses.cascade(
             self, compiled, row.id, record.seq, row.state, step, person, row.starter, org, now
         )
+        entered = definition.states[step.to_state]
+        turn = None
+        if step.moved and step.assignee and entered.assign and entered.assign.kind == "round_robin":
+            turn = (definition.id, step.to_state, step.assignee)
         return Write(
             record,
             change,
@@ -641,6 +657,7 @@ class Engine:
             # The only timeout a case can have pending is its current state's: leaving a state without
             # one has nothing to cancel, and the statement is saved.
             cancel_state_timers=timers.leave_state and definition.states[row.state].timeout is not None,
+            turn=turn,
         )
 
     @staticmethod

@@ -214,6 +214,8 @@ class People:
     """How many open cases a person holds, for a role's `wip_limit` (None: not enforced, a dry run)."""
     least_loaded_of: Callable[[Sequence[str]], str | None] | None = None
     """The least loaded of some people (an assignment's `not_by` passes others by); None: the first."""
+    last_turn: Callable[[str], str | None] | None = None
+    """The member a round-robin state (by name) last gave a case to; None: nobody is known."""
 
     def members(self, role: str) -> tuple[str, ...]:
         return self.org.members(role)
@@ -538,7 +540,7 @@ def _enter(
         from sopflow.engine.branches import entered as branches_entered
 
         detail[BRANCHES] = branches_entered(final.parallel, data, people)
-    if final.assign is not None and final.assign.kind == "least_loaded":
+    if final.assign is not None and final.assign.kind in ("least_loaded", "round_robin"):
         # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
         detail["assignee"] = assignee
     change = {
@@ -589,6 +591,14 @@ def _assignee(
         return members[0] if members else None
     if state.assign.kind == "least_loaded":
         return people.least_loaded(state.assign.value)
+    if state.assign.kind == "round_robin":
+        turn = people.members(state.assign.value)
+        last = people.last_turn(state.name) if people.last_turn is not None else None
+        if not turn:
+            return None
+        # The member after the one given the last case, in the org's order (the first after a member
+        # who left the role, or when nobody was given one yet).
+        return turn[(turn.index(last) + 1) % len(turn)] if last in turn else turn[0]
     if state.assign.kind == "fired_by":
         # The same specialist as the earlier step: whoever fired the event last (for whom a delegate
         # acted), as the case's accepted steps say.

@@ -171,7 +171,11 @@ def _resumer(
             "values": {theirs: data[theirs] for theirs in sub.outputs.values() if theirs in data},
         }
         org = engine.org_in(reads)
-        people = People(org, lambda role: reads.least_loaded(org.members(role)))
+        people = People(
+            org,
+            lambda role: reads.least_loaded(org.members(role)),
+            last_turn=lambda state: reads.last_turn(row.definition_id, state),
+        )
         snapshot = engine.snapshot_in(compiled, row, reads, now)
         try:
             step = take_step(compiled, snapshot, SYSTEM_ACTOR, RESUME, payload, people)

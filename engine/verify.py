@@ -19,7 +19,7 @@ and orgs it replays with (it does not trust the engine's caches, filled before a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -607,6 +607,11 @@ class _Checker:
         people = People(
             org, least_loaded, (lambda _user: int(held)) if isinstance(held, int) else None, least_loaded_of
         )
+        recorded = rec.detail.get("assignee")
+        if isinstance(recorded, str):
+            # A round-robin pick depends on the cases before it: the member recorded is given the turn
+            # (it must be one of the role, which `_assignee` then checks by picking the one after it).
+            people = replace(people, last_turn=lambda state: _before(org, compiled, state, recorded))
         try:
             if rec.actor == SYSTEM:
                 person = SYSTEM_ACTOR
@@ -648,6 +653,14 @@ class _Checker:
 
 class _Tampered(Exception):
     pass
+
+
+def _before(org: Org, compiled: CompiledDefinition, state: str, recorded: str) -> str | None:
+    """The member whose turn came before `recorded` in a round-robin state: the turn then falls to the
+    recorded member exactly when they are one of the role (None: the rule gives the first member)."""
+    assign = compiled.definition.states[state].assign
+    members = org.members(assign.value) if assign is not None else ()
+    return members[members.index(recorded) - 1] if recorded in members else None
 
 
 def _closed_by_parent(replay: _Replay, rec: AuditRecord) -> str | None:

@@ -474,7 +474,11 @@ class Worker:
         org = self.engine.org_in(reads)
         # As a person's step sees the case: `case.*` in a guard and `fired:` exclusions need its trail.
         snapshot = self.engine.snapshot_in(compiled, row, reads, now)
-        people = People(org, lambda role: reads.least_loaded(org.members(role)))
+        people = People(
+            org,
+            lambda role: reads.least_loaded(org.members(role)),
+            last_turn=lambda state: reads.last_turn(row.definition_id, state),
+        )
         try:
             step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, dict(payload or {}), people)
         except Refused as refused:

@@ -751,3 +751,31 @@ def test_not_by_on_a_claim_keeps_the_excluded_from_claiming(tmp_path: Path, sqli
             sop.fire(case_id, "claim", actor="alice")
         assert sop.fire(case_id, "claim", actor="bob").case.assignee == "bob"
         assert sop.verify().ok
+
+
+def test_round_robin_gives_each_case_to_the_next_member_in_turn(sop: Engine) -> None:
+    managers = list(sop.org().members("manager"))  # mia, max, dual: the org's order
+    given = []
+    for i in range(len(managers) + 1):
+        case_id = sop.start("rota", {}, actor="alice").case.id
+        sop.fire(case_id, "dispatch", actor="alice")
+        given.append(sop.case(case_id).assignee)
+        if i == 1:
+            sop.fire(case_id, "back", actor=str(given[-1]))  # leaving and coming back takes a new turn
+            sop.fire(case_id, "dispatch", actor="alice")
+            given.append(sop.case(case_id).assignee)
+    assert given == [*managers, managers[0], managers[1]]
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_round_robin_at_the_start_of_a_case(tmp_path: Path, database_url: str) -> None:
+    folder = tmp_path / "rota"
+    folder.mkdir()
+    rota = (CONTROL / "rota.yaml").read_text(encoding="utf-8").replace("initial: waiting", "initial: on_duty")
+    (folder / "rota.yaml").write_text(rota, encoding="utf-8")
+    (folder / "org.yaml").write_text((CONTROL / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    for sop in engine_on(database_url, Clock(), folder):
+        given = [sop.start("rota", {}, actor="alice").case.assignee for _ in range(4)]
+        managers = list(sop.org().members("manager"))
+        assert given == [*managers, managers[0]]
+        assert sop.verify().ok, sop.verify().findings

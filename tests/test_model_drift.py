@@ -126,6 +126,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "claim": "value",
             "fired_by": "value",
             "not_by": "not_by",
+            "round_robin": "value",
         },
     ),
     "timeout": (model.Timeout, {"after": "after_seconds", "fire": "fire", "notify": "notify"}),

@@ -59,7 +59,7 @@ _CJK = r"[\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef]"
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ESCALATION_ACTIONS: tuple[EscalationAction, ...] = ("notify", "reassign", "fire")
 _APPROVAL_RULES: tuple[ApprovalRule, ...] = ("all_of", "any_of", "quorum")
-_ASSIGN_KINDS: tuple[AssignKind, ...] = ("from_data", "least_loaded", "claim", "fired_by")
+_ASSIGN_KINDS: tuple[AssignKind, ...] = ("from_data", "least_loaded", "claim", "fired_by", "round_robin")
 
 _K = TypeVar("_K", bound=str)
 

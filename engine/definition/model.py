@@ -151,7 +151,7 @@ class Approval:
     compute: Mapping[str, Expression] = field(default_factory=lambda: MappingProxyType({}))
 
 
-AssignKind = Literal["from_data", "least_loaded", "claim", "fired_by"]
+AssignKind = Literal["from_data", "least_loaded", "claim", "fired_by", "round_robin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +467,7 @@ class Definition:
                 found.update(r for r in t.by if r not in SPECIAL_ACTORS)
             if s.approval:
                 found.update(s.approval.roles)
-            if s.assign and s.assign.kind in ("least_loaded", "claim"):
+            if s.assign and s.assign.kind in ("least_loaded", "claim", "round_robin"):
                 found.add(s.assign.value)
         if self.start is not None:
             found.update(self.start.by)

@@ -326,6 +326,13 @@ class Sql:
             if after_update:
                 pause += " AND EXISTS (SELECT 1 FROM u)"
             parts.append((self.text(pause), (False, stamp, rec.case_id, True)))
+        if write.turn is not None:
+            source = "SELECT ?, ?, ? FROM u" if after_update else "VALUES (?, ?, ?)"
+            turn = (
+                f"INSERT INTO assignment_turns (definition_id, state, assignee) {source} "
+                "ON CONFLICT (definition_id, state) DO UPDATE SET assignee = excluded.assignee"
+            )
+            parts.append((self.text(turn), write.turn))
         if start and write.start_timers:
             starts = self.start_timers(rec.case_id, rec.seq, write.start_timers, after_update=after_update)
             parts.append(starts)

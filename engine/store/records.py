@@ -146,6 +146,8 @@ class Write:
     """Steps on other cases that this one takes in its own transaction (sub-processes)."""
     pause_timers: bool = False
     """Pause every pending timer of the case (a suspension): each stops pending, with outcome `paused`."""
+    turn: tuple[str, str, str] | None = None
+    """(definition, state, member): the member a round-robin state gave this case, whose turn it was."""
 
 
 @dataclass(frozen=True, slots=True)

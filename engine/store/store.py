@@ -148,6 +148,14 @@ class Reads:
                     return found
         return {}
 
+    def last_turn(self, definition_id: str, state: str) -> str | None:
+        """The member a round-robin state of a definition last gave a case to (None: nobody yet)."""
+        query = "SELECT assignee FROM assignment_turns WHERE definition_id = ? AND state = ?"
+        # Locked on PostgreSQL: two steps giving out turns of the same state take them one after the other.
+        query += " FOR UPDATE" if self._sql.postgres else ""
+        found = run(self._conn, self._sql.text(query), (definition_id, state)).fetchone()
+        return str(found[0]) if found is not None else None
+
     def open_cases(self, user: str) -> int:
         """How many open cases are assigned to `user` (their work in progress)."""
         found = run(self._conn, self._sql.open_load(1), (True, user)).fetchall()
@@ -1135,6 +1143,11 @@ class Store:
         """As `Reads.branches`, outside any write transaction."""
         with self._read() as conn:
             return Reads(conn, self._sql).branches(case_id, since_seq)
+
+    def last_turn(self, definition_id: str, state: str) -> str | None:
+        """The member a round-robin state last gave a case to (outside any write transaction)."""
+        with self._read() as conn:
+            return Reads(conn, self._sql).last_turn(definition_id, state)
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned (outside any write transaction)."""

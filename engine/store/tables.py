@@ -165,6 +165,16 @@ timers = Table(
     Index("ix_timers_outcome", "kind", "outcome", "due_at"),
 )
 
+assignment_turns = Table(
+    "assignment_turns",
+    metadata,
+    # Whose turn it is in a round-robin state: the member last given a case there (migration 0007).
+    Column("definition_id", String(64), nullable=False),
+    Column("state", String(64), nullable=False),
+    Column("assignee", String(64), nullable=False),
+    PrimaryKeyConstraint("definition_id", "state", name="pk_assignment_turns"),
+)
+
 notifications = Table(
     "notifications",
     metadata,

@@ -21,7 +21,7 @@ def _role_refs(ctx: Context) -> Iterator[tuple[str, Path, bool]]:
             yield from ((r, (*t.path, "by", i), False) for i, r in enumerate(t.by) if r not in SPECIAL_ACTORS)
         if s.approval is not None:
             yield from _approval_role_refs(s.approval)
-        if s.assign is not None and s.assign.kind in ("least_loaded", "claim"):
+        if s.assign is not None and s.assign.kind in ("least_loaded", "claim", "round_robin"):
             yield s.assign.value, (*s.assign.path, s.assign.kind), False
         if s.timeout is not None:
             single = isinstance(ctx.raw((*s.timeout.path, "notify")), str)
