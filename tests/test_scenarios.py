@@ -186,7 +186,10 @@ def test_a_schema_mistake_is_reported_at_its_place_and_nothing_runs(folder: Path
     )
     result = sopflow("test", str(folder))
     assert result.exit_code == 2
-    assert f"{path}:6:9: error[schema]: `scenarios[0].steps[1]` must have `fire` or `after`" in result.output
+    assert (
+        f"{path}:6:9: error[schema]: `scenarios[0].steps[1]` must have `fire`, `after`, `suspend`, `resume` "
+        "or `cancel`, not more than one of them" in result.output
+    )
     assert f"{path}:7:34: error[unknown-key]: unknown key `expct` in `scenarios[0].steps[2]`" in result.output
     assert "hint: did you mean `expect`?" in result.output
     assert "PASS" not in result.output
