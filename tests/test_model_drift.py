@@ -12,7 +12,9 @@ import pytest
 from sopflow.engine.definition import model
 from sopflow.engine.definition.schema import load_schema
 
-DERIVED = {"path", "name", "event", "source", "content_hash", "file", "rule", "kind", "action", "at_least", "share"}
+DERIVED = {
+    "path", "name", "event", "source", "content_hash", "file", "rule", "kind", "action", "at_least", "share",
+}
 """Model fields that are not a schema key of their own: places, names taken from mapping keys, hashes,
 and what build.py derives from which key is present (an approval's rule, an escalation's action)."""
 

@@ -167,7 +167,7 @@ def check_rungs_after_breach(ctx: Context) -> Iterator[Problem]:
     would act at the breach, which is a rung without `from: start` written the long way round."""
     for d in ctx.defn.deadlines:
         for e in d.escalate:
-            if e.counted_from == "start" and 0 < d.within_seconds and e.after_seconds < d.within_seconds:
+            if e.counted_from == "start" and d.within_seconds > 0 and e.after_seconds < d.within_seconds:
                 after = ctx.raw((*e.path, "after"))
                 yield ctx.problem(
                     (*e.path, "after") if after is not None else e.path,
