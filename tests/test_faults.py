@@ -126,6 +126,39 @@ def _inject(cluster: FaultyCluster, fault: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.postgres
+def test_an_embedding_process_outlives_its_connections_ended_between_its_reads(
+    faulty: tuple[FaultyCluster, str],
+) -> None:
+    """The server ends every connection of the database ten times a second (what a restart does to an
+    idle one): a read that had finished still closes its connection, whose ROLLBACK then fails. That
+    failure is the connection's, not the read's: the process goes on, with no traceback."""
+    import psycopg
+
+    _cluster, server = faulty
+    url = fresh_postgres_database(server)
+    ping_cases_due(url, [3600.0])
+    writer = spawn("tests.helpers.outage_writer", url)
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "ready"
+    try:
+        with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as admin:
+            for _ in range(40):
+                time.sleep(0.1)
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                )
+        alive = writer.poll() is None
+    finally:
+        ((code, out, err),) = stop_all([writer])
+    assert alive, err
+    assert code == 0, err
+    clean(err)
+    assert int(out.split()[-3]) > 0  # `written N failed M`: it kept writing between the terminations
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
 @pytest.mark.parametrize("fault", ["restart", "crash", "outage"])
 def test_workers_ride_out_a_postgres_fault_and_fire_each_timer_due_meanwhile_once(
     faulty: tuple[FaultyCluster, str], fault: str, tmp_path: Path

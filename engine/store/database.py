@@ -17,6 +17,7 @@ from the pool without the reset (a ROLLBACK) that would fail on it and log a tra
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -34,6 +35,7 @@ from sqlalchemy.exc import (
     NoSuchModuleError,
     OperationalError,
     ProgrammingError,
+    SQLAlchemyError,
 )
 from sqlalchemy.pool import NullPool
 
@@ -399,8 +401,21 @@ class connect_or_explain:
     def __exit__(self, exc_type: object, exc: object, _tb: object) -> None:
         if exc is not None:
             discard_if_broken(self._conn)
-        self._conn.close()
+        try:
+            self._conn.close()
+        except DBAPIError:
+            # The server ended the connection after the work inside was done (a PostgreSQL restart, or
+            # `pg_terminate_backend`): closing rolls back the read's transaction on a connection that is
+            # gone. What was read or committed stands; the connection is dropped, not returned.
+            _drop(self._conn)
         _explain_failure(self.engine, exc)
+
+
+def _drop(conn: Any) -> None:
+    """Invalidate a connection whose closing failed, so that the pool opens a new one in its place."""
+    # SQLAlchemy's own disconnect handling may have invalidated it already.
+    with contextlib.suppress(SQLAlchemyError):
+        conn.invalidate()
 
 
 class StepTransaction:
