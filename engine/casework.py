@@ -8,15 +8,58 @@ and never `runtime`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
 
+from sopflow.engine.audit import AuditRecord, iso, seal
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import APPROVE, REJECT, Org, Transition
+from sopflow.engine.definition.model import APPROVE, REJECT, Definition, Org, Transition
 from sopflow.engine.errors import InvalidData, SopflowError, UsageError
-from sopflow.engine.step import Actor, People, Refused, Snapshot, Vote, take_step
-from sopflow.engine.store import StoredVote
+from sopflow.engine.step import Actor, People, Refused, Snapshot, Step, Vote, take_step
+from sopflow.engine.store import CaseChange, StoredVote
 
 MAX_PAGE = 10_000
+
+
+def start_change(definition: Definition, step: Step, submitter: str) -> CaseChange:
+    """The new case's row as a start step leaves it: in its first state, entered."""
+    return CaseChange(
+        state=step.to_state,
+        open=not definition.states[step.to_state].final,
+        data=step.data,
+        assignee=step.assignee,
+        submitter=submitter,
+        entered=True,
+    )
+
+
+def start_record(
+    case_id: int,
+    definition: Definition,
+    step: Step,
+    actor: str,
+    now: datetime,
+    detail: Mapping[str, Any],
+) -> AuditRecord:
+    """The sealed first record of a case: who started it, into which state, with which data."""
+    return seal(
+        AuditRecord(
+            case_id=case_id,
+            seq=1,
+            at=iso(now),
+            actor=actor,
+            role=step.role,
+            event="start",
+            from_state=None,
+            to_state=step.to_state,
+            outcome="accepted",
+            definition_hash=definition.content_hash,
+            prev_hash="0" * 64,
+            data_change=step.data_change,
+            detail=detail,
+        )
+    )
 
 
 def check_limit(limit: int) -> None:

@@ -19,7 +19,6 @@ from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
     iso,
-    seal,
     sealed,
     utc_now,
 )
@@ -30,6 +29,8 @@ from sopflow.engine.casework import (
     fired_of,
     may_fire,
     required_fields,
+    start_change,
+    start_record,
     votes_of,
 )
 from sopflow.engine.compile import CompiledDefinition
@@ -436,40 +437,17 @@ class Engine:
         def last_turn(state: str) -> str | None:
             return self.store.last_turn(definition.id, state)
 
-        people = People(org, least_loaded, last_turn=last_turn)
+        people = People(org, least_loaded, self.store.open_cases, self.store.least_loaded, last_turn)
         step = start_step(compiled, person, dict(data), people, iso(now))
         first = definition.states[step.to_state].assign
         turn = None
         if first is not None and first.kind == "round_robin" and step.assignee:
             turn = (definition.id, step.to_state, step.assignee)
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
-        change = CaseChange(
-            state=step.to_state,
-            open=not definition.states[step.to_state].final,
-            data=step.data,
-            assignee=step.assignee,
-            submitter=person.id,
-            entered=True,
-        )
+        change = start_change(definition, step, person.id)
 
         def make_write(case_id: int) -> Write:
-            record = seal(
-                AuditRecord(
-                    case_id=case_id,
-                    seq=1,
-                    at=iso(now),
-                    actor=person.id,
-                    role=step.role,
-                    event="start",
-                    from_state=None,
-                    to_state=step.to_state,
-                    outcome="accepted",
-                    definition_hash=definition.content_hash,
-                    prev_hash="0" * 64,
-                    data_change=step.data_change,
-                    detail=step.detail,
-                )
-            )
+            record = start_record(case_id, definition, step, person.id, now, step.detail)
             more = subprocesses.cascade(
                 self, compiled, case_id, 1, None, step, person, person.id, org, now
             )

@@ -20,13 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sopflow.engine.audit import AuditRecord, iso, seal
+from sopflow.engine.audit import iso
+from sopflow.engine.casework import start_change, start_record
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Org, Schedule
 from sopflow.engine.runtime import Engine
 from sopflow.engine.schedule import Period, occurrences, period_label, start_data
 from sopflow.engine.step import SYSTEM_ACTOR, People, start_step
-from sopflow.engine.store import CaseChange, Write
+from sopflow.engine.store import Write
 from sopflow.engine.store.records import DefinitionRow
 from sopflow.engine.timers import on_entry
 
@@ -162,14 +163,7 @@ class Scheduler:
         data = start_data(schedule, period.period, org.calendar)
         step = start_step(compiled, SYSTEM_ACTOR, data, _people(self.engine, org), iso(now))
         timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
-        change = CaseChange(
-            state=step.to_state,
-            open=not definition.states[step.to_state].final,
-            data=step.data,
-            assignee=step.assignee,
-            submitter=SYSTEM_ACTOR.id,
-            entered=True,
-        )
+        change = start_change(definition, step, SYSTEM_ACTOR.id)
         detail = {
             **step.detail,
             "schedule": schedule.name,
@@ -178,23 +172,7 @@ class Scheduler:
         }
 
         def make_write(case_id: int) -> Write:
-            record = seal(
-                AuditRecord(
-                    case_id=case_id,
-                    seq=1,
-                    at=iso(now),
-                    actor=SYSTEM_ACTOR.id,
-                    role=step.role,
-                    event="start",
-                    from_state=None,
-                    to_state=step.to_state,
-                    outcome="accepted",
-                    definition_hash=definition.content_hash,
-                    prev_hash="0" * 64,
-                    data_change=step.data_change,
-                    detail=detail,
-                )
-            )
+            record = start_record(case_id, definition, step, SYSTEM_ACTOR.id, now, detail)
             return Write(record, change, start_timers=timers.start)
 
         fired = self.engine.store.start_period(
@@ -263,4 +241,7 @@ class Scheduler:
 
 
 def _people(engine: Engine, org: Org) -> People:
-    return People(org, lambda role: engine.store.least_loaded(org.members(role)))
+    store = engine.store
+    return People(
+        org, lambda role: store.least_loaded(org.members(role)), store.open_cases, store.least_loaded
+    )

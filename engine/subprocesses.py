@@ -19,7 +19,8 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine.audit import AuditRecord, iso, seal
+from sopflow.engine.audit import iso
+from sopflow.engine.casework import start_change, start_record
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, SYSTEM, Org
 from sopflow.engine.errors import NotFound, SopflowError
@@ -92,7 +93,9 @@ def _starter(
         # The child's starter is whoever moved the parent into the state; the parent's starter when the
         # system did (a timer, or another child's closing).
         actor = person if person.id != SYSTEM else engine.actor_in(reads, org, starter, now)
-        people = People(org, lambda role: reads.least_loaded(org.members(role)))
+        people = People(
+            org, lambda role: reads.least_loaded(org.members(role)), reads.open_cases, reads.least_loaded
+        )
         try:
             first = start_step(child, actor, child_data(sub.inputs, step.data), people, iso(now))
         except SopflowError as exc:
@@ -118,33 +121,11 @@ def new_case(
     """A child case as the store starts it: its row, and its first record naming its parent's record."""
     definition = compiled.definition
     timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
-    change = CaseChange(
-        state=step.to_state,
-        open=not definition.states[step.to_state].final,
-        data=step.data,
-        assignee=step.assignee,
-        submitter=actor.id,
-        entered=True,
-    )
+    change = start_change(definition, step, actor.id)
+    detail = {**step.detail, "parent": {"case": parent[0], "seq": parent[1]}}
 
     def make_write(case_id: int) -> Write:
-        record = seal(
-            AuditRecord(
-                case_id=case_id,
-                seq=1,
-                at=iso(now),
-                actor=actor.id,
-                role=step.role,
-                event="start",
-                from_state=None,
-                to_state=step.to_state,
-                outcome="accepted",
-                definition_hash=definition.content_hash,
-                prev_hash="0" * 64,
-                data_change=step.data_change,
-                detail={**step.detail, "parent": {"case": parent[0], "seq": parent[1]}},
-            )
-        )
+        record = start_record(case_id, definition, step, actor.id, now, detail)
         more = cascade(engine, compiled, case_id, 1, None, step, actor, actor.id, org, now)
         return Write(record, change, start_timers=timers.start, cascade=more)
 
@@ -174,7 +155,9 @@ def _resumer(
         people = People(
             org,
             lambda role: reads.least_loaded(org.members(role)),
-            last_turn=lambda state: reads.last_turn(row.definition_id, state),
+            reads.open_cases,
+            reads.least_loaded,
+            lambda state: reads.last_turn(row.definition_id, state),
         )
         snapshot = engine.snapshot_in(compiled, row, reads, now)
         try:
