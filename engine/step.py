@@ -534,7 +534,7 @@ def _enter(
         detail["routes"] = routes
     final = definition.states[entered[-1]]
     principal = actor.delegated.get(role or "", actor.id)
-    assignee = _assignee(final, data, people, (*snapshot.fired, (event, principal)), snapshot)
+    assignee = _assignee(final, data, people, (*snapshot.fired, (event, principal)), snapshot, detail)
     if final.parallel is not None:
         from sopflow.engine.branches import BRANCHES
         from sopflow.engine.branches import entered as branches_entered
@@ -568,9 +568,12 @@ def _assignee(
     people: People,
     fired: Sequence[tuple[str, str]] = (),
     snapshot: Snapshot | None = None,
+    detail: dict[str, Any] | None = None,
 ) -> str | None:
     if state.assign is None:
         return None
+    if state.assign.kind in ("least_loaded", "round_robin"):
+        return _distributed(state, data, people, fired, snapshot, {} if detail is None else detail)
     if state.assign.kind == "from_data":
         value = data.get(state.assign.value)
         if value is not None and not isinstance(value, str):
@@ -581,29 +584,68 @@ def _assignee(
                 hint="use a user id from org.yaml",
             )
         return value
-    if state.assign.kind == "least_loaded" and state.assign.not_by:
-        # Not the person who did it last time (or whoever else `not_by` names): passed by.
-        seen = replace(snapshot or Snapshot(state.name, data, ""), fired=tuple(fired))
-        excluded = excluded_people(state.assign.not_by, seen, data)
-        members = [m for m in people.members(state.assign.value) if m not in excluded]
-        if people.least_loaded_of is not None:
-            return people.least_loaded_of(members)
-        return members[0] if members else None
-    if state.assign.kind == "least_loaded":
-        return people.least_loaded(state.assign.value)
-    if state.assign.kind == "round_robin":
-        turn = people.members(state.assign.value)
-        last = people.last_turn(state.name) if people.last_turn is not None else None
-        if not turn:
-            return None
-        # The member after the one given the last case, in the org's order (the first after a member
-        # who left the role, or when nobody was given one yet).
-        return turn[(turn.index(last) + 1) % len(turn)] if last in turn else turn[0]
     if state.assign.kind == "fired_by":
         # The same specialist as the earlier step: whoever fired the event last (for whom a delegate
         # acted), as the case's accepted steps say.
         return next((who for event, who in reversed(fired) if event == state.assign.value), None)
     return None
+
+
+def _distributed(
+    state: State,
+    data: Mapping[str, Any],
+    people: People,
+    fired: Sequence[tuple[str, str]],
+    snapshot: Snapshot | None,
+    detail: dict[str, Any],
+) -> str | None:
+    """The member a `least_loaded` or `round_robin` state gives the case to, passing by those `not_by`
+    names and those at their role's `wip_limit`; what they held is written into `detail` (`wip`)."""
+    assert state.assign is not None
+    role = state.assign.value
+    members = list(people.members(role))
+    if state.assign.not_by:
+        # Not the person who did it last time (or whoever else `not_by` names): passed by.
+        seen = replace(snapshot or Snapshot(state.name, data, ""), fired=tuple(fired))
+        excluded = excluded_people(state.assign.not_by, seen, data)
+        members = [m for m in members if m not in excluded]
+    held = _work_in_progress(role, members, people, detail)
+    if state.assign.kind == "round_robin":
+        turn = people.members(role)
+        last = people.last_turn(state.name) if people.last_turn is not None else None
+        if not turn:
+            return None
+        # The member after the one given the last case, in the org's order (the first after a member
+        # who left the role, or when nobody was given one yet), passing by those at their limit.
+        first = (turn.index(last) + 1) % len(turn) if last in turn else 0
+        return next((m for m in (*turn[first:], *turn[:first]) if m in members), None)
+    if held is not None:
+        # The counts just read decide it (ties by the org's order), so `audit verify` decides it again.
+        return min(members, key=lambda m: held[m]) if members else None
+    if state.assign.not_by:
+        if people.least_loaded_of is not None:
+            return people.least_loaded_of(members)
+        return members[0] if members else None
+    return people.least_loaded(role)
+
+
+def _work_in_progress(
+    role: str, members: list[str], people: People, detail: dict[str, Any]
+) -> dict[str, int] | None:
+    """Under a role's `wip_limit`, what each candidate holds (recorded as `wip` in `detail`); those at
+    the limit are removed from `members`, unless every one is: the case is then given anyway, noted as
+    `over_limit`, since pushed work must have an owner whose deadlines escalate (a manager reassigns)."""
+    limit = people.org.roles[role].wip_limit if role in people.org.roles else None
+    if limit is None or people.open_cases is None or not members:
+        return None
+    held = {m: people.open_cases(m) for m in members}
+    free = [m for m in members if held[m] < limit]
+    detail["wip"] = {"limit": limit, "held": held}
+    if free:
+        members[:] = free
+    else:
+        detail["wip"]["over_limit"] = True
+    return held
 
 
 def _start_work(state: State, snapshot: Snapshot, actor: Actor) -> Step:

@@ -603,10 +603,14 @@ class _Checker:
             return _SOME_MEMBER + role if "assignee" not in rec.detail else "\x00not a member"
 
         held = rec.detail.get("held")
-        # A claim under a role's wip_limit records what the person held then: decided again with it.
-        people = People(
-            org, least_loaded, (lambda _user: int(held)) if isinstance(held, int) else None, least_loaded_of
-        )
+        wip = rec.detail.get("wip")
+        # A claim under a role's wip_limit records what the person held then, a pick on entry what each
+        # candidate held: decided again with it.
+        open_cases: Callable[[str], int] | None = (lambda _user: int(held)) if isinstance(held, int) else None
+        if isinstance(wip, dict) and isinstance(wip.get("held"), dict):
+            counts = {str(m): n for m, n in wip["held"].items() if isinstance(n, int)}
+            open_cases = lambda user: counts.get(user, 0)  # noqa: E731
+        people = People(org, least_loaded, open_cases, least_loaded_of)
         recorded = rec.detail.get("assignee")
         if isinstance(recorded, str):
             # A round-robin pick depends on the cases before it: the member recorded is given the turn

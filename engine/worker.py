@@ -477,7 +477,9 @@ class Worker:
         people = People(
             org,
             lambda role: reads.least_loaded(org.members(role)),
-            last_turn=lambda state: reads.last_turn(row.definition_id, state),
+            reads.open_cases,
+            reads.least_loaded,
+            lambda state: reads.last_turn(row.definition_id, state),
         )
         try:
             step = take_step(compiled, snapshot, SYSTEM_ACTOR, event, dict(payload or {}), people)

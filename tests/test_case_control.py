@@ -779,3 +779,56 @@ def test_round_robin_at_the_start_of_a_case(tmp_path: Path, database_url: str) -
         managers = list(sop.org().members("manager"))
         assert given == [*managers, managers[0]]
         assert sop.verify().ok, sop.verify().findings
+
+
+
+def _rota_limited(database_url: str, clock: Clock, tmp_path: Path, assign: str) -> Iterator[Engine]:
+    """The rota, its managers given by `assign`, with at most 1 open case per manager (wip_limit)."""
+    folder = tmp_path / "rota-limited"
+    folder.mkdir()
+    rota = (CONTROL / "rota.yaml").read_text(encoding="utf-8")
+    (folder / "rota.yaml").write_text(rota.replace("{round_robin: manager}", assign), encoding="utf-8")
+    org = (CONTROL / "org.yaml").read_text(encoding="utf-8")
+    manager = "manager: {title: {zh: 经理, en: Manager}, department: office"
+    limited_org = org.replace(manager + "}", manager + ", wip_limit: 1}")
+    assert limited_org != org
+    (folder / "org.yaml").write_text(limited_org, encoding="utf-8")
+    yield from engine_on(database_url, clock, folder)
+
+
+def _dispatched(sop: Engine) -> int:
+    case_id = sop.start("rota", {}, actor="alice").case.id
+    sop.fire(case_id, "dispatch", actor="alice")
+    return case_id
+
+
+def test_round_robin_passes_by_a_member_at_the_wip_limit(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    for sop in _rota_limited(database_url, clock, tmp_path, "{round_robin: manager}"):
+        cases = [_dispatched(sop) for _ in range(3)]
+        assert [sop.case(c).assignee for c in cases] == ["mia", "max", "dual"]
+        # Everyone holds one: the case still goes to whose turn it is, noted as over the limit.
+        crowded = _dispatched(sop)
+        assert sop.case(crowded).assignee == "mia"
+        noted = sop.history(crowded)[-1].detail["wip"]
+        assert noted == {"limit": 1, "held": {"mia": 1, "max": 1, "dual": 1}, "over_limit": True}
+        sop.fire(cases[0], "done", actor="mia")
+        sop.fire(crowded, "done", actor="mia")
+        # max and dual are at their limit, so the turn after mia passes them by and comes back to mia.
+        passed = _dispatched(sop)
+        assert sop.case(passed).assignee == "mia"
+        assert sop.history(passed)[-1].detail["wip"] == {"limit": 1, "held": {"mia": 0, "max": 1, "dual": 1}}
+        assert sop.verify().ok, sop.verify().findings
+
+
+def test_least_loaded_at_the_wip_limit_is_noted_and_verified(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    for sop in _rota_limited(database_url, clock, tmp_path, "{least_loaded: manager}"):
+        cases = [_dispatched(sop) for _ in range(4)]
+        assert [sop.case(c).assignee for c in cases] == ["mia", "max", "dual", "mia"]
+        assert "over_limit" not in sop.history(cases[2])[-1].detail["wip"]
+        noted = sop.history(cases[3])[-1].detail["wip"]
+        assert noted == {"limit": 1, "held": {"mia": 1, "max": 1, "dual": 1}, "over_limit": True}
+        assert sop.verify().ok, sop.verify().findings

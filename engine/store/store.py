@@ -1149,6 +1149,11 @@ class Store:
         with self._read() as conn:
             return Reads(conn, self._sql).last_turn(definition_id, state)
 
+    def open_cases(self, user: str) -> int:
+        """How many open cases are assigned to `user` (outside any write transaction)."""
+        with self._read() as conn:
+            return Reads(conn, self._sql).open_cases(user)
+
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned (outside any write transaction)."""
         with self._read() as conn:
