@@ -305,6 +305,9 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
     "approval veto false": lambda: any(a.get("veto") is False for a in approvals()),
     "approval submitter may approve": lambda: any(a.get("submitter_may_approve") for a in approvals()),
     **keyed("assign", assignments, ("from_data", "least_loaded", "claim")),
+    **keyed("assign", assignments, ("fired_by", "round_robin", "not_by")),
+    **keyed("control", lambda: (d["control"] for d in definitions() if "control" in d),
+            ("cancel", "suspend")),
     "timeout after and fire": lambda: any(
         set(s.get("timeout", ())) == {"after", "fire"} for s in all_states()
     ),
@@ -327,7 +330,7 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
         " in ", "has(", "size(", ".startsWith(", ".endsWith(", ".contains(", ".matches(", ".all(", ".exists(",
         "actor.", "payload.", "data.", "&&", "||")},
     **keyed("org", lambda: [org()], ("departments", "roles", "users", "calendar")),
-    **keyed("org role", roles, ("department", "manager", "administrator", "source")),
+    **keyed("org role", roles, ("department", "manager", "administrator", "source", "wip_limit")),
     "org role administrator true": lambda: any(r.get("administrator") is True for r in roles()),
     "org bilingual role titles": lambda: all({"zh", "en"} <= set(r["title"]) for r in roles()),
     "org users with several roles": lambda: any(len(u["roles"]) >= 2 for u in org()["users"].values()),

@@ -44,6 +44,20 @@ def test_the_scenarios_pass_on_each_database(name: str, database_url: str) -> No
         assert sop.store.count_cases() == 0  # each scenario ran in a scratch place of its own
 
 
+def test_the_distribution_example_runs_on_each_database(database_url: str) -> None:
+    """The customer complaint of docs/language.md: round-robin turns, a least-loaded check by someone
+    other than the proposer, a remedy sent back to its proposer (fired_by), suspend and cancel under
+    `control:`, in an org whose user specialists have a wip_limit; its trails verified."""
+    files, _definition, org = load_scenario_file(EXAMPLES / "customer-complaint.test.yaml")
+    assert org is not None and org.roles["user_specialist"].wip_limit is not None
+    report = run_files([(files, org)], database=database_url, verify=True)
+    assert [f"{r.name}: {r.difference.render()}" for r in report.results if r.difference] == []
+    assert len(report.results) == len(files.scenarios) >= 4
+    states = definition("customer-complaint")["states"]
+    kinds = {next(iter(set(s["assign"]) - {"not_by"})) for s in states.values() if "assign" in s}
+    assert kinds == {"round_robin", "least_loaded", "fired_by"}
+
+
 def test_a_start_is_refused_when_the_department_does_not_match() -> None:
     for name in ("data-export-request", "expense-reimbursement"):
         assert definition(name)["start"]["when"] == "data.department == actor.department"
