@@ -37,6 +37,7 @@ from sopflow.engine.step import (
     acting_role,
     case_view,
     check_people,
+    data_change,
 )
 from sopflow.engine.step import _assignee as assignee_of
 from sopflow.engine.step import _changed_data as changed_data
@@ -212,11 +213,7 @@ def branch_step(
         role=role,
         on_behalf_of=actor.delegated.get(role) if role else None,
         data=data,
-        data_change={
-            k: [snapshot.data.get(k), data[k]]
-            for k in sorted(data)
-            if k not in snapshot.data or snapshot.data[k] != data[k]
-        },
+        data_change=data_change(snapshot.data, data),
         entered=(),
         assignee=snapshot.assignee,
         detail=detail,

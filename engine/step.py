@@ -386,11 +386,7 @@ def _stay(
         role=role,
         on_behalf_of=actor.delegated.get(role) if role else None,
         data=data,
-        data_change={
-            k: [snapshot.data.get(k), data[k]]
-            for k in sorted(data)
-            if k not in snapshot.data or snapshot.data[k] != data[k]
-        },
+        data_change=data_change(snapshot.data, data),
         entered=(),
         assignee=snapshot.assignee,
         detail=detail,
@@ -543,11 +539,7 @@ def _enter(
     if final.assign is not None and final.assign.kind in ("least_loaded", "round_robin"):
         # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
         detail["assignee"] = assignee
-    change = {
-        k: [snapshot.data.get(k), data[k]]
-        for k in sorted(data)
-        if k not in snapshot.data or snapshot.data[k] != data[k]
-    }
+    change = data_change(snapshot.data, data)
     return Step(
         event=event,
         from_state=snapshot.state,
@@ -1043,3 +1035,9 @@ def actor_from_org(org: Org, user_id: str, delegated: Mapping[str, str] | None =
         delegated={r: who for r, who in extra.items() if r not in user.roles},
         stands_in_for=frozenset(extra.values()),
     )
+
+
+def data_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """What a step changed in the data, as the audit record keeps it: field → [before, after], for every
+    field set or changed (by name, so that the record's canonical form does not depend on order)."""
+    return {k: [before.get(k), after[k]] for k in sorted(after) if k not in before or before[k] != after[k]}
