@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -103,6 +103,8 @@ class Case:
     created_at: datetime
     updated_at: datetime
     entered_at: datetime
+    suspended: bool = False
+    """Not open, but suspended: still open work, waiting to be resumed (set by `Engine.cases`)."""
 
     @property
     def definition_key(self) -> str:
@@ -696,8 +698,12 @@ class Engine:
         limit: int = 50,
         after_id: int | None = None,
         newest_first: bool = False,
+        suspended: bool | None = None,
+        or_suspended: bool = False,
     ) -> list[Case]:
-        """Cases matching every filter given, oldest first, one page of at most `limit`."""
+        """Cases matching every filter given, oldest first, one page of at most `limit`. `suspended`:
+        only suspended cases (True) or none (False); `or_suspended` with `open=True`: suspended ones too.
+        Each case says whether it is suspended (`Case.suspended`)."""
         check_limit(limit)
         rows = self.store.cases(
             CaseQuery(
@@ -705,6 +711,8 @@ class Engine:
                 state=state,
                 assignee=assignee,
                 open=open,
+                or_suspended=or_suspended,
+                suspended=suspended,
                 data_equals=dict(data or {}),
                 created_before=created_before,
                 after_id=after_id,
@@ -712,7 +720,8 @@ class Engine:
                 newest_first=newest_first,
             )
         )
-        return [self._case(r) for r in rows]
+        held = self.store.suspended_among([r.id for r in rows if not r.open])
+        return [replace(self._case(r), suspended=r.id in held) for r in rows]
 
     def links(self, case_id: int) -> tuple[CaseLink | None, list[CaseLink]]:
         """A case's sub-process links: how its parent started it (None: nobody did), and the children it

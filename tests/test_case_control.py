@@ -461,6 +461,45 @@ def test_the_suspend_and_resume_commands(tmp_path: Path) -> None:
     sop.ok("fire", str(case), "claim", user="bob")
 
 
+def test_a_suspended_case_is_listed_as_open_work(sop: Engine) -> None:
+    waiting = sop.start("ticket", {"title": "lamp"}, actor="alice").case.id
+    other = sop.start("ticket", {"title": "desk"}, actor="alice").case.id
+    dropped = sop.start("ticket", {"title": "chair"}, actor="alice").case.id
+    sop.suspend(waiting, actor="alice", reason="waiting for the customer")
+    sop.cancel(dropped, actor="root", reason="a duplicate")
+    with pytest.raises(NotPermitted):
+        sop.cancel(waiting, actor="bob", reason="tidying up")  # refused and recorded: still suspended
+    listed = sop.cases(open=True, or_suspended=True)
+    assert [(c.id, c.suspended) for c in listed] == [(waiting, True), (other, False)]
+    assert [c.id for c in sop.cases(suspended=True)] == [waiting]
+    assert [c.id for c in sop.cases(open=True)] == [other]
+    assert [(c.id, c.suspended) for c in sop.cases()] == [(waiting, True), (other, False), (dropped, False)]
+    assert [c.id for c in sop.cases(suspended=False)] == [other, dropped]
+    sop.resume(waiting, actor="alice", reason="the customer answered")
+    assert sop.cases(suspended=True) == []
+    assert [(c.id, c.suspended) for c in sop.cases(open=True)] == [(waiting, False), (other, False)]
+
+
+def test_list_shows_suspended_cases_marked(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from tests.test_cli import Sop
+
+    sop = Sop(f"sqlite:///{tmp_path / 'x.db'}", CliRunner())
+    sop.ok("deploy", str(CONTROL))
+    waiting = sop.start("ticket", "alice", {"title": "lamp"})
+    other = sop.start("ticket", "alice", {"title": "desk"})
+    sop.ok("suspend", str(waiting), "--reason", "waiting for the customer", user="alice")
+    rows = [(r["id"], r["state"], r["suspended"]) for r in sop.json("list")]
+    assert rows == [(waiting, "queue", True), (other, "queue", False)]
+    assert [r["id"] for r in sop.json("list", "--suspended")] == [waiting]
+    lines = sop.ok("list").stdout.splitlines()
+    marked = next(line for line in lines if line.startswith(f"{waiting} "))
+    assert marked.split()[2:4] == ["queue", "(suspended)"]
+    assert next(line for line in lines if line.startswith(f"{other} ")).split()[2] == "queue"
+    assert sop.json("list", "--suspended", "--state", "elsewhere") == []
+
+
 def test_property_deadlines_fire_after_exactly_the_time_left(sop: Engine, clock: Clock) -> None:
     """For any suspensions (when, and for how long) before the timeout of the queue is due, `chase` fires
     exactly when the 4 hours have run outside the suspensions: not a second before."""

@@ -197,6 +197,7 @@ def _safe_echo(line: str) -> None:
 @click.option("--state", help="Only cases in this state.")
 @click.option("--mine", is_flag=True, help="Only cases assigned to the --as user.")
 @click.option("--all", "include_closed", is_flag=True, help="Include closed cases.")
+@click.option("--suspended", is_flag=True, help="Only suspended cases (open ones list them too).")
 @click.option(
     "--where",
     "where",
@@ -212,12 +213,14 @@ def list_cases(
     state: str | None,
     mine: bool,
     include_closed: bool,
+    suspended: bool,
     where: tuple[Where, ...],
     limit: int,
     after: int | None,
     overdue: bool,
 ) -> None:
-    """Cases, oldest first: by definition, state, assignee or data field; or the overdue ones."""
+    """Cases, oldest first: by definition, state, assignee or data field; or the overdue ones. Open
+    cases and suspended ones (marked so), which are still open work; --all adds the closed ones."""
     s = settings()
     engine = s.engine()
     if overdue:
@@ -261,13 +264,15 @@ def list_cases(
         definition=definition,
         state=state,
         assignee=s.actor() if mine else None,
-        open=None if include_closed else True,
+        open=None if include_closed or suspended else True,
+        or_suspended=True,
+        suspended=True if suspended else None,
         data=data,
         limit=limit,
         after_id=after,
     )
     if s.json:
-        emit([case_dict(c) for c in cases])
+        emit([{**case_dict(c), "suspended": c.suspended} for c in cases])
         return
     now = engine.clock()
     click.echo(
@@ -277,7 +282,7 @@ def list_cases(
                 (
                     c.id,
                     c.definition_key,
-                    c.state,
+                    f"{c.state} (suspended)" if c.suspended else c.state,
                     c.assignee or "",
                     ago(c.created_at, now),
                     ago(c.entered_at, now),

@@ -42,6 +42,12 @@ TIMER_COLUMNS = ("id", "case_id", "kind", "name", "rung", "due_at", "entered_seq
 _CASE_WIDTH = len(CASE_COLUMNS)
 _JSON_COLUMNS = ("payload", "data_change", "detail")
 _SELECT_CASE = "SELECT " + ", ".join(CASE_COLUMNS) + " FROM cases"
+_SUSPENDED = (
+    "(open = ? AND (SELECT a.event FROM audit a WHERE a.case_id = cases.id AND a.outcome = 'accepted' "
+    "ORDER BY a.seq DESC LIMIT 1) = 'suspend_case')"
+)
+"""A suspended case: not open, and its last accepted record suspended it (no column says so: the
+trail does). Parameter: False."""
 _CHUNK = 500
 """Ids per `IN (…)` list: far below SQLite's oldest limit of 999 parameters per statement."""
 
@@ -377,11 +383,20 @@ class Sql:
             ("definition_id", query.definition_id),
             ("state", query.state),
             ("assignee", query.assignee),
-            ("open", query.open),
         ):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if query.open is not None:
+            if query.open and query.or_suspended:
+                where.append(f"(open = ? OR {_SUSPENDED})")
+                params += [True, False]
+            else:
+                where.append("open = ?")
+                params.append(query.open)
+        if query.suspended is not None:
+            where.append(_SUSPENDED if query.suspended else f"NOT {_SUSPENDED}")
+            params.append(False)
         if query.created_before is not None:
             where.append("created_at < ?")
             params.append(self.time(query.created_before))
@@ -409,6 +424,10 @@ class Sql:
             parts.append(f"SELECT * FROM ({sql}) AS p{n}")
             params += values
         return " UNION ALL ".join(parts), params
+
+    def suspended_among(self, count: int) -> str:
+        """Which of `count` cases are suspended. Parameters: the case ids, False."""
+        return self.text(f"SELECT id FROM cases WHERE id IN ({_marks(count)}) AND {_SUSPENDED}")
 
     def live_timers(self, count: int) -> str:
         """The pending timers and the breached deadlines of `count` cases: two searches of ix_timers_case.

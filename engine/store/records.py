@@ -202,6 +202,10 @@ class CaseQuery:
     state: str | None = None
     assignee: str | None = None
     open: bool | None = None
+    or_suspended: bool = False
+    """With `open=True`: the suspended cases too (still open work, though they take no step)."""
+    suspended: bool | None = None
+    """True: only suspended cases; False: none."""
     data_equals: Mapping[str, Any] = field(default_factory=dict)
     created_before: datetime | None = None
     after_id: int | None = None

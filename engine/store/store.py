@@ -1068,6 +1068,14 @@ class Store:
         with self._read() as conn:
             return [self._sql.case_row(r) for r in run(conn, sql, params).fetchall()]
 
+    def suspended_among(self, case_ids: Sequence[int]) -> set[int]:
+        """Those of `case_ids` that are suspended, in a statement per 500."""
+        found: set[int] = set()
+        with self._read() as conn:
+            for ids in chunks(case_ids):
+                found |= {int(r[0]) for r in run(conn, self._sql.suspended_among(len(ids)), (*ids, False))}
+        return found
+
     def cases_each(self, queries: Sequence[CaseQuery]) -> list[CaseRow]:
         """The pages of several queries, read in one statement per 100 queries (each query its own
         indexed search); a case matching two of them comes twice."""
