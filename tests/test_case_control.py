@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -871,3 +872,30 @@ def test_least_loaded_at_the_wip_limit_is_noted_and_verified(
         noted = sop.history(cases[3])[-1].detail["wip"]
         assert noted == {"limit": 1, "held": {"mia": 1, "max": 1, "dual": 1}, "over_limit": True}
         assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_turn_given_to_a_member_at_the_limit_is_found_by_verify(
+    database_url: str, clock: Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round-robin turn written for a member at the wip_limit while another was under it is named by
+    `audit verify`, which decides the turn again from what each member was recorded to hold."""
+    from sopflow.engine import step
+
+    real = step._work_in_progress
+
+    def passing_nobody_by(
+        role: str, members: list[str], people: step.People, detail: dict[str, Any]
+    ) -> dict[str, int] | None:
+        return real(role, list(members), people, detail)  # records what each held, skips nobody
+
+    for sop in _rota_limited(database_url, clock, tmp_path, "{round_robin: manager}"):
+        cases = [_dispatched(sop) for _ in range(4)]  # mia, max, dual, and mia again over the limit
+        sop.fire(cases[2], "done", actor="dual")  # only dual is under the limit now
+        monkeypatch.setattr(step, "_work_in_progress", passing_nobody_by)
+        wrong = _dispatched(sop)
+        monkeypatch.undo()
+        assert sop.case(wrong).assignee == "max"  # the turn after mia, though max is at the limit
+        assert sop.verify(cases[3]).ok
+        report = sop.verify(wrong)
+        assert [(f.case_id, f.seq) for f in report.findings] == [(wrong, 2)]
+        assert "assignee" in report.findings[0].problem
