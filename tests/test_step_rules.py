@@ -922,3 +922,218 @@ def test_only_the_assignee_starts_the_work_and_it_stays() -> None:
         {"started_by": "fay"},
     )
     assert case.state == "check" and case.snapshot.assignee == "fay"
+
+
+# Work distribution: round_robin and least_loaded under a role's wip_limit, `not_by` on an assignment,
+# fired_by and claims, with tests/fixtures/rules/distribution.yaml (agents a1, a2, a3 may hold 2 cases).
+DESK_ORG = load_org_file(FIXTURES / "rules" / "distribution-org.yaml")
+DESK = CompiledDefinition(load_definition_file(FIXTURES / "rules" / "distribution.yaml", DESK_ORG))
+R1 = actor_from_org(DESK_ORG, "r1")
+
+
+def desk_people(
+    held: dict[str, int] | None = None,
+    *,
+    last: str | None = None,
+    least: str | None = "m2",
+    least_of: list[list[str]] | None = None,
+) -> People:
+    """The org with each person's open cases (`held`; None: not counted, a dry run), the member a
+    round-robin state last gave a case to, the least loaded of a role and, when `least_of` is a list,
+    the least loaded of some people (the last of them; what it was asked is appended)."""
+
+    def least_loaded_of(members: Any) -> str | None:
+        assert least_of is not None
+        least_of.append(list(members))
+        return list(members)[-1] if members else None
+
+    return People(
+        DESK_ORG,
+        lambda role: least,
+        open_cases=None if held is None else (lambda person: held[person]),
+        least_loaded_of=None if least_of is None else least_loaded_of,
+        last_turn=lambda state: last,
+    )
+
+
+def desk_step(
+    event: str,
+    people: People,
+    *,
+    state: str = "new",
+    actor: Actor = R1,
+    assignee: str | None = None,
+    fired: tuple[tuple[str, str], ...] = (),
+) -> Step:
+    snapshot = Snapshot(state, {}, "r1", assignee=assignee, fired=fired)
+    return take_step(DESK, snapshot, actor, event, {}, people)
+
+
+@pytest.mark.parametrize(
+    ("held", "given"),
+    [
+        ({"a1": 1, "a2": 0, "a3": 1}, "a2"),
+        ({"a1": 1, "a2": 1, "a3": 0}, "a3"),
+        ({"a1": 0, "a2": 0, "a3": 0}, "a1"),  # a tie goes to the first in the org's order
+        ({"a1": 2, "a2": 1, "a3": 1}, "a2"),
+    ],
+)
+def test_least_loaded_under_a_wip_limit_gives_the_case_to_who_holds_least(
+    held: dict[str, int], given: str
+) -> None:
+    step = desk_step("to_least", desk_people(held, least="a3"))
+    assert (step.to_state, step.assignee) == ("least", given)
+    assert step.detail["assignee"] == given
+    assert step.detail["wip"] == {"limit": 2, "held": held}
+
+
+def test_a_member_at_the_wip_limit_is_passed_by_even_when_others_hold_as_much() -> None:
+    # a1 and a3 are at the limit; a2 is the only one under it although a1 comes first.
+    step = desk_step("to_least", desk_people({"a1": 2, "a2": 1, "a3": 3}))
+    assert step.assignee == "a2"
+    assert "over_limit" not in step.detail["wip"]
+
+
+def test_when_every_member_is_at_the_wip_limit_the_least_loaded_gets_it_over_the_limit() -> None:
+    held = {"a1": 4, "a2": 2, "a3": 3}
+    step = desk_step("to_least", desk_people(held))
+    assert step.assignee == "a2"
+    assert step.detail["wip"] == {"limit": 2, "held": held, "over_limit": True}
+    assert step.detail["assignee"] == "a2"
+
+
+def test_without_counts_least_loaded_asks_the_runtime_and_records_no_wip() -> None:
+    step = desk_step("to_least", desk_people(None, least="a3"))
+    assert step.assignee == "a3"
+    assert step.detail == {"assignee": "a3"}
+
+
+def test_a_role_without_a_wip_limit_asks_the_runtime_for_the_least_loaded() -> None:
+    step = desk_step("to_desk", desk_people({"m1": 0, "m2": 5}, least="m2"))
+    assert (step.to_state, step.assignee) == ("desk", "m2")
+    assert step.detail == {"assignee": "m2"}
+
+
+@pytest.mark.parametrize(
+    ("last", "given"),
+    [(None, "a1"), ("a1", "a2"), ("a2", "a3"), ("a3", "a1"), ("gone", "a1")],
+)
+def test_round_robin_gives_the_case_to_the_member_after_the_last_one(last: str | None, given: str) -> None:
+    step = desk_step("to_turn", desk_people(None, last=last, least="a3"))
+    assert (step.to_state, step.assignee) == ("turn", given)
+    assert step.detail == {"assignee": given}
+
+
+def test_round_robin_passes_by_a_member_at_the_wip_limit() -> None:
+    held = {"a1": 0, "a2": 2, "a3": 1}
+    step = desk_step("to_turn", desk_people(held, last="a1"))
+    assert step.assignee == "a3"
+    assert step.detail == {"assignee": "a3", "wip": {"limit": 2, "held": held}}
+    # After a3 the turn wraps round to a1, passing a2 by.
+    step = desk_step("to_turn", desk_people(held, last="a3"))
+    assert step.assignee == "a1"
+
+
+def test_round_robin_when_every_member_is_at_the_limit_keeps_the_turn() -> None:
+    held = {"a1": 2, "a2": 3, "a3": 2}
+    step = desk_step("to_turn", desk_people(held, last="a1"))
+    assert step.assignee == "a2"
+    assert step.detail["wip"] == {"limit": 2, "held": held, "over_limit": True}
+
+
+def test_a_role_with_no_members_gives_the_case_to_nobody() -> None:
+    step = desk_step("to_vacant", desk_people({}, last="a1"))
+    assert (step.to_state, step.assignee) == ("vacant", None)
+    assert step.detail == {"assignee": None}
+
+
+def test_an_assignment_passes_by_whoever_not_by_names() -> None:
+    # a1 handled the case: checking it goes to someone else, the first other member without counts.
+    step = desk_step(
+        "handle", desk_people(None, least="a1"), state="least", actor=_agent("a1"), assignee="a1"
+    )
+    assert (step.to_state, step.assignee) == ("check", "a2")
+    asked: list[list[str]] = []
+    step = desk_step(
+        "handle", desk_people(None, least_of=asked), state="least", actor=_agent("a1"), assignee="a1"
+    )
+    assert asked == [["a2", "a3"]]
+    assert step.assignee == "a3"
+    # Earlier steps count too: a2 handled it before, a3 now; only a1 is left.
+    step = desk_step(
+        "handle",
+        desk_people({"a1": 1, "a2": 0, "a3": 0}),
+        state="redo",
+        actor=_agent("a3"),
+        assignee="a3",
+        fired=(("handle", "a2"),),
+    )
+    assert step.assignee == "a1"
+    assert step.detail["wip"] == {"limit": 2, "held": {"a1": 1}}
+
+
+def test_not_by_and_the_wip_limit_together_pick_the_least_loaded_of_the_others() -> None:
+    held = {"a2": 2, "a3": 1}
+    step = desk_step(
+        "handle", desk_people({"a1": 0, **held}), state="least", actor=_agent("a1"), assignee="a1"
+    )
+    assert step.assignee == "a3"
+    assert step.detail == {"assignee": "a3", "wip": {"limit": 2, "held": held}}
+
+
+def test_when_not_by_passes_everyone_by_nobody_is_given_the_case() -> None:
+    one_agent = dataclasses.replace(
+        DESK_ORG, users={k: v for k, v in DESK_ORG.users.items() if k != "a2" and k != "a3"}
+    )
+    people = dataclasses.replace(desk_people(None, least_of=[]), org=one_agent)
+    step = desk_step("handle", people, state="least", actor=_agent("a1"), assignee="a1")
+    assert step.assignee is None
+    people = dataclasses.replace(desk_people(None), org=one_agent)
+    assert desk_step("handle", people, state="least", actor=_agent("a1"), assignee="a1").assignee is None
+
+
+def test_fired_by_gives_the_case_back_to_whoever_fired_the_event_last() -> None:
+    fired = (("handle", "a1"), ("handle", "a2"))
+    step = desk_step("back", desk_people(None), state="check", actor=_agent("a3"), assignee="a3", fired=fired)
+    assert (step.to_state, step.assignee) == ("redo", "a2")
+    assert "assignee" not in step.detail
+
+
+def _agent(user: str, delegated: dict[str, str] | None = None) -> Actor:
+    return actor_from_org(DESK_ORG, user, delegated)
+
+
+def test_a_claim_under_the_wip_limit_records_what_the_claimant_held() -> None:
+    step = desk_step("claim", desk_people({"a1": 1}), state="pool", actor=_agent("a1"))
+    assert (step.event, step.to_state, step.assignee, step.role) == ("claim", "pool", "a1", "agent")
+    assert step.detail == {"claimed_by": "a1", "held": 1}
+    assert step.entered == ()
+    # Without counts (a dry run) nothing is held against the limit.
+    step = desk_step("claim", desk_people(None), state="pool", actor=_agent("a1"))
+    assert step.detail == {"claimed_by": "a1"}
+
+
+@pytest.mark.parametrize("held", [2, 3])
+def test_a_claim_at_the_wip_limit_is_refused_and_says_so(held: int) -> None:
+    with pytest.raises(Refused) as caught:
+        desk_step("claim", desk_people({"a1": held}), state="pool", actor=_agent("a1"))
+    refused = caught.value
+    assert isinstance(refused.error, NotPermitted)
+    assert refused.error.message == (
+        f"a1 holds {held} open case(s), the most a agent may hold at once (wip_limit 2)"
+    )
+    assert refused.error.hint == "finish one, or hand one on (reassign), before claiming another"
+    assert refused.role == "agent"
+    assert refused.detail == {"rule": "wip-limit", "held": held, "limit": 2}
+
+
+def test_a_claim_is_passed_by_for_whoever_not_by_names() -> None:
+    starter = Snapshot("pool", {}, "a1")
+    with pytest.raises(Refused) as caught:
+        take_step(DESK, starter, _agent("a1"), "claim", {}, desk_people({"a1": 0}))
+    assert caught.value.error.message == (
+        "a1 started the case and may not claim a case in `pool` (separation of duties)"
+    )
+    assert caught.value.detail == {"rule": "separation-of-duties", "excluded": ["$starter"]}
+    step = take_step(DESK, starter, _agent("a2"), "claim", {}, desk_people({"a2": 0}))
+    assert step.assignee == "a2"
