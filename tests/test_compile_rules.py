@@ -245,3 +245,43 @@ def test_an_event_named_like_a_machine_method_leaves_the_embedders_logs_quiet(
         )
     assert fired == Fired("draft", dispatch)
     assert [r.getMessage() for r in caplog.records] == []
+
+
+FIXTURES = MINI.parent
+
+
+def _distribution(*leave_out: str) -> Definition:
+    org = load_org_file(FIXTURES / "rules" / "distribution-org.yaml")
+    full = load_definition_file(FIXTURES / "rules" / "distribution.yaml", org)
+    return dataclasses.replace(full, states={k: s for k, s in full.states.items() if k not in leave_out})
+
+
+@pytest.mark.parametrize(
+    ("leave_out", "reads"),
+    [
+        ((), True),
+        (("redo",), True),  # an assignment's `not_by: [fired:handle]` reads who handled the case
+        (("check",), True),  # `fired_by: handle` does
+        (("check", "redo"), False),
+    ],
+)
+def test_a_definition_reads_the_case_history_when_an_assignment_names_who_fired(
+    leave_out: tuple[str, ...], reads: bool
+) -> None:
+    compiled = CompiledDefinition(_distribution(*leave_out))
+    assert compiled.reads_history is reads
+    assert compiled.reads_case is False
+
+
+def test_the_guards_of_a_parallel_states_branches_are_compiled() -> None:
+    org = load_org_file(FIXTURES / "branches" / "org.yaml")
+    launch = load_definition_file(FIXTURES / "branches" / "launch.yaml", org)
+    parallel = launch.states["preparing"].parallel
+    assert parallel is not None
+    booked = parallel.branches["venue"].states["booking"].transitions[0]
+    assert booked.when is not None
+    compiled = CompiledDefinition(launch)
+    guard = compiled.guard(booked.when)
+    assert guard.evaluate(data={"budget": 1}, payload={}, actor={}, case=None) is True
+    assert compiled.check(booked.when, GuardContext(data={}, payload={}, actor={})) is False
+    assert compiled.check(booked.when, GuardContext(data={"budget": 1}, payload={}, actor={})) is True
