@@ -46,6 +46,7 @@ from sopflow.engine.step import (
     Step,
     Vote,
     actor_from_org,
+    check_people,
     rule_met,
     start_step,
     take_step,
@@ -1137,3 +1138,81 @@ def test_a_claim_is_passed_by_for_whoever_not_by_names() -> None:
     assert caught.value.detail == {"rule": "separation-of-duties", "excluded": ["$starter"]}
     step = take_step(DESK, starter, _agent("a2"), "claim", {}, desk_people({"a2": 0}))
     assert step.assignee == "a2"
+
+
+def test_a_stand_in_acts_as_the_assignee_on_behalf_of_the_absent_one() -> None:
+    # a1 is away and delegated the agent role to a2, who holds it already: a2 stands in on a1's cases.
+    stand_in = _agent("a2", {"agent": "a1"})
+    step = desk_step("start_work", desk_people(None), state="least", actor=stand_in, assignee="a1")
+    assert (step.role, step.on_behalf_of, step.assignee, step.detail) == (
+        "$assignee",
+        "a1",
+        "a1",
+        {"started_by": "a2"},
+    )
+    # Handling it is a1's step: a1 is passed by for the check, a2 (who only stood in) is not.
+    asked: list[list[str]] = []
+    step = desk_step(
+        "handle", desk_people(None, least_of=asked), state="least", actor=stand_in, assignee="a1"
+    )
+    assert (step.role, step.on_behalf_of, asked) == ("$assignee", "a1", [["a2", "a3"]])
+
+
+@pytest.mark.parametrize(
+    ("user", "delegated", "assignee"),
+    [("a3", None, "a1"), ("a2", {"manager": "m1"}, "a1"), ("a2", {"agent": "a1"}, None)],
+)
+def test_nobody_stands_in_for_an_assignee_who_did_not_delegate_to_them(
+    user: str, delegated: dict[str, str] | None, assignee: str | None
+) -> None:
+    actor = _agent(user, delegated)
+    with pytest.raises(Refused) as caught:
+        desk_step("start_work", desk_people(None), state="least", actor=actor, assignee=assignee)
+    assert caught.value.detail == {"needed": ["$assignee"]}
+
+
+def test_own_work_is_started_on_nobodys_behalf() -> None:
+    stand_in = _agent("a2", {"agent": "a1"})
+    step = desk_step("start_work", desk_people(None), state="least", actor=stand_in, assignee="a2")
+    assert (step.on_behalf_of, step.detail) == (None, {"started_by": "a2"})
+
+
+def test_a_user_field_must_name_a_person_of_the_org_holding_its_role() -> None:
+    fields = {"agent": "agent", "anyone": None}
+    check_people(fields, {"agent": "a1", "anyone": "m1", "other": "zz"}, DESK_ORG, "data field")
+    with pytest.raises(InvalidData) as caught:
+        check_people(fields, {"agent": "zz"}, DESK_ORG, "data field")
+    assert (caught.value.message, caught.value.hint) == (
+        "data field `agent` names 'zz', who is not a person of the org `desk-co`",
+        "give a user id of a member of agent: a1, a2, a3",
+    )
+    with pytest.raises(InvalidData) as caught:
+        check_people(fields, {"anyone": 7}, DESK_ORG, "payload field")
+    assert (caught.value.message, caught.value.hint) == (
+        "payload field `anyone` names 7, who is not a person of the org `desk-co`",
+        "give a user id from the org",
+    )
+    with pytest.raises(InvalidData) as caught:
+        check_people(fields, {"agent": "m1"}, DESK_ORG, "data field")
+    assert (caught.value.message, caught.value.hint) == (
+        "data field `agent` names m1, who does not hold the role agent",
+        "give a member of agent: a1, a2, a3",
+    )
+    with pytest.raises(InvalidData) as caught:
+        check_people({"vacant": "nobody"}, {"vacant": "m1"}, DESK_ORG, "data field")
+    assert caught.value.hint == "give a member of nobody: the role has none"
+    # Only the fields named are checked when names are given.
+    check_people(fields, {"agent": "zz", "anyone": "m1"}, DESK_ORG, "data field", ["anyone"])
+    with pytest.raises(InvalidData):
+        check_people(fields, {"agent": "zz", "anyone": "m1"}, DESK_ORG, "data field", ["agent"])
+
+
+def test_a_person_from_the_org_holds_their_roles_and_those_delegated_to_them() -> None:
+    actor = actor_from_org(DESK_ORG, "a2", {"agent": "a1", "manager": "m1"})
+    assert (actor.id, actor.roles, actor.delegated, actor.stands_in_for) == (
+        "a2",
+        frozenset({"agent", "manager"}),
+        {"manager": "m1"},
+        frozenset({"a1", "m1"}),
+    )
+    assert actor_from_org(DESK_ORG, "a2").stands_in_for == frozenset()
