@@ -1216,3 +1216,20 @@ def test_a_person_from_the_org_holds_their_roles_and_those_delegated_to_them() -
         frozenset({"a1", "m1"}),
     )
     assert actor_from_org(DESK_ORG, "a2").stands_in_for == frozenset()
+
+
+def test_entering_a_parallel_state_records_where_each_branch_starts_and_who_holds_it() -> None:
+    org = load_org_file(FIXTURES / "branches" / "org.yaml")
+    launch = CompiledDefinition(load_definition_file(FIXTURES / "branches" / "launch.yaml", org))
+    snapshot = Snapshot("draft", {"title": "fair", "venue_lead": "mia"}, "alice")
+    step = take_step(
+        launch, snapshot, actor_from_org(org, "alice"), "plan", {}, People(org, lambda role: "max")
+    )
+    assert (step.to_state, step.entered, step.assignee) == ("preparing", ("preparing",), None)
+    assert step.detail == {
+        "branches": {
+            "materials": {"state": "ordering", "assignee": None},
+            "venue": {"state": "booking", "assignee": "mia"},
+            "staffing": {"state": "staffing", "assignee": None},
+        }
+    }
