@@ -1233,3 +1233,77 @@ def test_entering_a_parallel_state_records_where_each_branch_starts_and_who_hold
             "staffing": {"state": "staffing", "assignee": None},
         }
     }
+
+
+def test_a_branch_event_of_a_parallel_state_is_decided_in_its_branch() -> None:
+    org = load_org_file(FIXTURES / "branches" / "org.yaml")
+    launch = CompiledDefinition(load_definition_file(FIXTURES / "branches" / "launch.yaml", org))
+    at = {
+        "materials": {"state": "ordering", "assignee": None},
+        "venue": {"state": "booking", "assignee": "mia"},
+        "staffing": {"state": "staffing", "assignee": None},
+    }
+    snapshot = Snapshot("preparing", {"title": "fair", "venue_lead": "mia"}, "alice", branches=at)
+    people = People(org, lambda role: None)
+    step = take_step(launch, snapshot, actor_from_org(org, "fay"), "ordered", {"budget": 5}, people)
+    assert (step.event, step.to_state, step.role, step.data_change) == (
+        "materials.ordered",
+        "preparing",
+        "finance",
+        {"budget": [None, 5]},
+    )
+    assert step.detail["branch"] == "materials"
+    assert step.detail["branches"]["materials"] == {"state": "receiving", "assignee": None}
+
+
+def test_fired_by_gives_the_case_to_nobody_when_nobody_fired_the_event() -> None:
+    step = desk_step("back", desk_people(None), state="check", actor=_agent("a3"), assignee="a3")
+    assert (step.to_state, step.assignee) == ("redo", None)
+
+
+def test_round_robin_without_a_known_last_turn_starts_with_the_first_member() -> None:
+    people = dataclasses.replace(desk_people(None), last_turn=None)
+    assert desk_step("to_turn", people).assignee == "a1"
+    # The last turn is asked for by the state's name.
+    turns = {"turn": "a2"}
+    people = dataclasses.replace(desk_people(None), last_turn=turns.get)
+    assert desk_step("to_turn", people).assignee == "a3"
+
+
+def test_an_assignment_passes_by_the_starter_and_the_person_named_in_the_data() -> None:
+    snapshot = Snapshot("new", {"lead": "a2"}, "a1")
+    step = take_step(DESK, snapshot, _agent("a1"), "to_review", {}, desk_people(None, least_of=[]))
+    assert (step.to_state, step.assignee) == ("review", "a3")
+    step = take_step(DESK, snapshot, _agent("a1"), "to_review", {}, desk_people({"a3": 5}))
+    assert step.assignee == "a3"
+    assert step.detail["wip"] == {"limit": 2, "held": {"a3": 5}, "over_limit": True}
+
+
+def test_a_delegate_of_the_starter_may_not_claim_for_them() -> None:
+    # m1 holds the agent role only by a1's delegation: claiming, m1 acts for a1, who started the case.
+    delegate = _agent("m1", {"agent": "a1"})
+    with pytest.raises(Refused) as caught:
+        take_step(DESK, Snapshot("pool", {}, "a1"), delegate, "claim", {}, desk_people({"m1": 0, "a1": 0}))
+    assert caught.value.error.message == (
+        "m1 acts for a1, who started the case and may not claim a case in `pool` (separation of duties)"
+    )
+
+
+def test_a_user_field_holding_something_other_than_a_name_is_refused() -> None:
+    with pytest.raises(InvalidData) as caught:
+        check_people({"agent": "agent"}, {"agent": ["a1"]}, DESK_ORG, "data field")
+    assert caught.value.message == "data field `agent` names ['a1'], who is not a person of the org `desk-co`"
+
+
+def test_a_user_field_hint_names_at_most_ten_members_of_the_role() -> None:
+    a1 = DESK_ORG.users["a1"]
+    many = {f"z{i:02}": dataclasses.replace(a1, id=f"z{i:02}") for i in range(12)}
+    org = dataclasses.replace(DESK_ORG, users={**DESK_ORG.users, **many})
+    ten = ", ".join(org.members("agent")[:10])
+    assert len(org.members("agent")) == 15
+    with pytest.raises(InvalidData) as caught:
+        check_people({"agent": "agent"}, {"agent": "zz"}, org, "data field")
+    assert caught.value.hint == f"give a user id of a member of agent: {ten}"
+    with pytest.raises(InvalidData) as caught:
+        check_people({"agent": "agent"}, {"agent": "m1"}, org, "data field")
+    assert caught.value.hint == f"give a member of agent: {ten}"
