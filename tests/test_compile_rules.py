@@ -285,3 +285,49 @@ def test_the_guards_of_a_parallel_states_branches_are_compiled() -> None:
     assert guard.evaluate(data={"budget": 1}, payload={}, actor={}, case=None) is True
     assert compiled.check(booked.when, GuardContext(data={}, payload={}, actor={})) is False
     assert compiled.check(booked.when, GuardContext(data={"budget": 1}, payload={}, actor={})) is True
+
+
+def test_a_guard_reads_the_events_payload_when_it_fires() -> None:
+    definition, _ = with_guard("payload.note == 'ok'")
+    compiled = CompiledDefinition(definition)
+    fired = compiled.fire("manager_review", "approve_claim", context(100))
+    assert fired is not None and fired.state == "paid"
+    other = dataclasses.replace(context(100), payload={"note": "later"})
+    assert compiled.fire("manager_review", "approve_claim", other) is None
+
+
+def test_a_computed_value_is_checked_against_its_transitions_payload_schema() -> None:
+    def computing(text: str) -> tuple[Definition, Expression]:
+        expr = Expression(text, (*APPROVE_CLAIM.path, "compute", "note"))
+        changed = dataclasses.replace(APPROVE_CLAIM, compute={"note": expr})
+        review = dataclasses.replace(REVIEW, transitions=(changed, *REVIEW.transitions[1:]))
+        return dataclasses.replace(EXPENSE, states={**EXPENSE.states, "manager_review": review}), expr
+
+    good, good_expr = computing("payload.note")
+    assert CompiledDefinition(good).guard(good_expr).text == "payload.note"
+    bad, bad_expr = computing("payload.nothing")
+    with pytest.raises(DefinitionError, match="unknown-field"):
+        CompiledDefinition(bad).guard(bad_expr)
+
+
+def test_an_approvals_computed_value_is_checked_against_the_approvals_payload_schema() -> None:
+    duties = load_definition_file(MINI.parent / "rules" / "duties.yaml", ORG)
+    vote = duties.states["vote"]
+    assert vote.approval is not None
+    for text, compiles in (("payload.payer", True), ("payload.nothing", False)):
+        expr = Expression(text, (*vote.approval.path, "compute", "approved_tier"))
+        approval = dataclasses.replace(vote.approval, compute={"approved_tier": expr})
+        states = {**duties.states, "vote": dataclasses.replace(vote, approval=approval)}
+        compiled = CompiledDefinition(dataclasses.replace(duties, states=states))
+        if compiles:
+            assert compiled.guard(expr).text == text
+        else:
+            with pytest.raises(DefinitionError, match="unknown-field"):
+                compiled.guard(expr)
+
+
+def test_a_guard_reading_who_fired_an_event_makes_the_definition_read_the_history() -> None:
+    assert CompiledDefinition(EXPENSE).reads_history is False
+    definition, _ = with_guard("has(case.fired_by.submit)")
+    compiled = CompiledDefinition(definition)
+    assert (compiled.reads_history, compiled.reads_case) == (True, True)
