@@ -9,7 +9,12 @@
 - without a veto, an approval that can no longer reach its rule is rejected at once (the submitter, who
   may not vote, does not count), and while a case waits in voting its rule is still reachable.
 
-The test bed is tests/fixtures/rules/rules.yaml with the mini org.
+- work distribution: least_loaded and round_robin under a role's `wip_limit` (who is passed by, ties in
+  the org's order, every member at the limit, what the step records for `audit verify`), `not_by` on an
+  assignment, fired_by, claims at the limit, stand-ins, entering a parallel state and its branch events.
+
+The test beds are tests/fixtures/rules/rules.yaml with the mini org, and
+tests/fixtures/rules/distribution.yaml with its own org (agents who may hold two open cases).
 """
 
 from __future__ import annotations
