@@ -32,6 +32,7 @@ from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import (
     APPROVE,
     REJECT,
+    SYSTEM,
     Approval,
     Branch,
     Definition,
@@ -44,6 +45,7 @@ from sopflow.engine.definition.validate import load_definition_file, load_org_fi
 from sopflow.engine.errors import InvalidData, NotAvailable, NotFound, NotPermitted, SopflowError
 from sopflow.engine.simulate import SimCase, Simulation
 from sopflow.engine.step import (
+    SYSTEM_ACTOR,
     Actor,
     People,
     Refused,
@@ -1312,3 +1314,10 @@ def test_a_user_field_hint_names_at_most_ten_members_of_the_role() -> None:
     with pytest.raises(InvalidData) as caught:
         check_people({"agent": "agent"}, {"agent": "m1"}, org, "data field")
     assert caught.value.hint == f"give a member of agent: {ten}"
+
+
+def test_the_system_is_never_passed_by_even_when_it_fired_the_event_not_by_names() -> None:
+    # The clock handled the case earlier (a timeout); `not_by: [fired:handle]` still lets it expire it.
+    snapshot = Snapshot("check", {}, "r1", assignee="a2", fired=(("handle", SYSTEM),))
+    step = take_step(DESK, snapshot, SYSTEM_ACTOR, "expire", {}, desk_people(None))
+    assert (step.to_state, step.role) == ("closed", SYSTEM)
