@@ -1321,3 +1321,13 @@ def test_the_system_is_never_passed_by_even_when_it_fired_the_event_not_by_names
     snapshot = Snapshot("check", {}, "r1", assignee="a2", fired=(("handle", SYSTEM),))
     step = take_step(DESK, snapshot, SYSTEM_ACTOR, "expire", {}, desk_people(None))
     assert (step.to_state, step.role) == ("closed", SYSTEM)
+
+
+@pytest.mark.parametrize(("starter", "routed"), [("r1", "desk"), ("a1", "least")])
+def test_a_choice_routes_by_what_it_reads_of_the_case(starter: str, routed: str) -> None:
+    snapshot = Snapshot("new", {}, starter)
+    step = take_step(
+        DESK, snapshot, actor_from_org(DESK_ORG, starter), "triage", {}, desk_people(None, least="m1")
+    )
+    assert step.entered == ("triage", routed)
+    assert step.detail["routes"][0]["when"] == ("case.started_by == 'r1'" if routed == "desk" else "else")
