@@ -1331,3 +1331,24 @@ def test_a_choice_routes_by_what_it_reads_of_the_case(starter: str, routed: str)
     )
     assert step.entered == ("triage", routed)
     assert step.detail["routes"][0]["when"] == ("case.started_by == 'r1'" if routed == "desk" else "else")
+
+
+def test_a_parallel_states_own_event_leaves_it_whatever_its_branches_hold() -> None:
+    org = load_org_file(FIXTURES / "branches" / "org.yaml")
+    launch = CompiledDefinition(load_definition_file(FIXTURES / "branches" / "launch.yaml", org))
+    at = {
+        "materials": {"state": "receiving", "assignee": None},
+        "venue": {"state": "booking", "assignee": "mia"},
+        "staffing": {"state": "done", "assignee": None},
+    }
+    snapshot = Snapshot("preparing", {"title": "fair", "venue_lead": "mia"}, "alice", branches=at)
+    step = take_step(
+        launch, snapshot, actor_from_org(org, "max"), "abandon", {}, People(org, lambda role: None)
+    )
+    assert (step.event, step.from_state, step.to_state, step.role) == (
+        "abandon",
+        "preparing",
+        "abandoned",
+        "manager",
+    )
+    assert step.entered == ("abandoned",)
