@@ -1352,3 +1352,24 @@ def test_a_parallel_states_own_event_leaves_it_whatever_its_branches_hold() -> N
         "manager",
     )
     assert step.entered == ("abandoned",)
+
+
+def test_a_branch_transitions_computed_value_is_checked_against_its_payload_schema() -> None:
+    split = DESK.definition.states["split"].parallel
+    assert split is not None
+    looked = split.branches["second"].states["looking"].transitions[0]
+    expr = looked.compute["lead"]
+    assert DESK.guard(expr).text == "payload.verdict"
+    bad = dataclasses.replace(expr, text="payload.nothing")
+    changed = dataclasses.replace(looked, compute={"lead": bad})
+    branch = split.branches["second"]
+    looking = dataclasses.replace(branch.states["looking"], transitions=(changed,))
+    branches = {"second": dataclasses.replace(branch, states={**branch.states, "looking": looking})}
+    states = {
+        **DESK.definition.states,
+        "split": dataclasses.replace(
+            DESK.definition.states["split"], parallel=dataclasses.replace(split, branches=branches)
+        ),
+    }
+    with pytest.raises(SopflowError, match="unknown-field"):
+        CompiledDefinition(dataclasses.replace(DESK.definition, states=states)).guard(bad)
