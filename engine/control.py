@@ -36,7 +36,7 @@ from sopflow.engine.definition.model import (
 )
 from sopflow.engine.errors import Conflict, InvalidData, NotAvailable, NotPermitted, SopflowError
 from sopflow.engine.step import Actor, Refused
-from sopflow.engine.store import Cascade, CaseChange, CaseRow, Fired, Reads, TimerSpec, Write
+from sopflow.engine.store import CaseChange, CaseRow, Fired, Reads, TimerSpec, Write
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
@@ -231,31 +231,14 @@ def cancel_write(
 ) -> Write:
     """The accepted cancel of `row`: its record, the case closed where it stands, its timers ended and,
     when it waits in a sub-process state, its open children closed."""
-    from sopflow.engine.subprocesses import closer
+    from sopflow.engine.subprocesses import closed_where_it_stands
 
     compiled = engine.compiled(row.definition_id, row.definition_version)
     record = engine.audit_record(
         row, compiled, now, actor=actor, role=role, on_behalf_of=behalf, event=CANCEL_CASE,
         to_state=row.state, accepted=True, comment=reason, detail={"reason": reason},
     )  # fmt: skip
-    change = CaseChange(
-        state=row.state,
-        open=False,
-        data=dict(row.data),
-        assignee=row.assignee,
-        submitter=row.submitter,
-        entered=False,
-    )
-    more = None
-    if definition.states[row.state].subprocess is not None:
-        more = Cascade(close_children=closer(engine, row.id, record.seq, now))
-    return Write(
-        record,
-        change,
-        cancel_timers=tuple(d.name for d in definition.deadlines),
-        cancel_state_timers=True,
-        cascade=more,
-    )
+    return closed_where_it_stands(engine, row, definition, record, now)
 
 
 # -- suspend and resume ------------------------------------------------------------------------------------

@@ -19,10 +19,10 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine.audit import iso
+from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.casework import start_change, start_record
 from sopflow.engine.compile import CompiledDefinition
-from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, SYSTEM, Org
+from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, SYSTEM, Definition, Org
 from sopflow.engine.errors import NotFound, SopflowError
 from sopflow.engine.step import SYSTEM_ACTOR, Actor, People, Step, start_step, take_step
 from sopflow.engine.store import Cascade, CaseChange, CaseRow, NewCase, Reads, Write
@@ -195,23 +195,31 @@ def closer(
             accepted=True,
             detail={"parent": {"case": parent_id, "seq": parent_seq}},
         )
-        change = CaseChange(
-            state=row.state,
-            open=False,
-            data=dict(row.data),
-            assignee=row.assignee,
-            submitter=row.submitter,
-            entered=False,
-        )
-        more = None
-        if definition.states[row.state].subprocess is not None:
-            more = Cascade(close_children=closer(engine, row.id, record.seq, now))
-        return Write(
-            record,
-            change,
-            cancel_timers=tuple(d.name for d in definition.deadlines),
-            cancel_state_timers=True,
-            cascade=more,
-        )
+        return closed_where_it_stands(engine, row, definition, record, now)
 
     return close_child
+
+
+def closed_where_it_stands(
+    engine: Engine, row: CaseRow, definition: Definition, record: AuditRecord, now: datetime
+) -> Write:
+    """The write that closes a case in the state it is in (cancelled, or closed by its parent): its row
+    closed as it stands, every timer ended, and its own open children closed after it."""
+    change = CaseChange(
+        state=row.state,
+        open=False,
+        data=dict(row.data),
+        assignee=row.assignee,
+        submitter=row.submitter,
+        entered=False,
+    )
+    more = None
+    if definition.states[row.state].subprocess is not None:
+        more = Cascade(close_children=closer(engine, row.id, record.seq, now))
+    return Write(
+        record,
+        change,
+        cancel_timers=tuple(d.name for d in definition.deadlines),
+        cancel_state_timers=True,
+        cascade=more,
+    )
