@@ -37,7 +37,7 @@ from sopflow.engine.step import (
     acting_role,
     case_view,
     check_people,
-    data_change,
+    staying,
 )
 from sopflow.engine.step import _assignee as assignee_of
 from sopflow.engine.step import _changed_data as changed_data
@@ -206,18 +206,7 @@ def branch_step(
         }
         return enter(compiled, snapshot, actor, qualified, parallel.then, data, role, people, detail)
     detail[BRANCHES] = positions
-    return Step(
-        event=qualified,
-        from_state=state.name,
-        to_state=state.name,
-        role=role,
-        on_behalf_of=actor.delegated.get(role) if role else None,
-        data=data,
-        data_change=data_change(snapshot.data, data),
-        entered=(),
-        assignee=snapshot.assignee,
-        detail=detail,
-    )
+    return staying(qualified, snapshot, actor, role, data, detail)
 
 
 def _decide(

@@ -379,6 +379,18 @@ def _stay(
     if data != snapshot.data:
         _check_data(compiled, snapshot, data, people)
     detail["stayed"] = True
+    return staying(event, snapshot, actor, role, data, detail)
+
+
+def staying(
+    event: str,
+    snapshot: Snapshot,
+    actor: Actor,
+    role: str | None,
+    data: dict[str, Any],
+    detail: dict[str, Any],
+) -> Step:
+    """A step that leaves the case in its state, entering nothing: its assignee stays."""
     return Step(
         event=event,
         from_state=snapshot.state,
