@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from sopflow.engine.audit import GENESIS, canonical_json, iso
 from sopflow.engine.errors import AuditBroken, ConfigurationError, SopflowError, UsageError
+from sopflow.engine.keyfile import read_key_file
 from sopflow.engine.verify import VerifyFinding
 from sopflow.engine.verify_registry import log_digest
 
@@ -107,18 +108,7 @@ def load_key(path: str | Path | None = None) -> bytes:
     chosen = path or os.environ.get(KEY_ENV)
     if not chosen:
         raise ConfigurationError("no anchor key is given", hint=KEY_HINT)
-    try:
-        raw = Path(chosen).expanduser().read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the anchor key `{chosen}`: {exc.strerror or exc}", hint=KEY_HINT
-        ) from None
-    if len(raw) < MIN_KEY_BYTES:
-        raise ConfigurationError(
-            f"the anchor key `{chosen}` holds {len(raw)} bytes; at least {MIN_KEY_BYTES} are needed",
-            hint=KEY_HINT,
-        )
-    return raw.removesuffix(b"\n").removesuffix(b"\r")
+    return read_key_file("the anchor key", chosen, minimum=MIN_KEY_BYTES, hint=KEY_HINT)
 
 
 def key_id(key: bytes) -> str:

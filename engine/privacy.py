@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sopflow.engine.errors import ConfigurationError
+from sopflow.engine.keyfile import read_key_file
 from sopflow.engine.provinces import PROVINCES
 
 KEYWORD = "x-sensitive"
@@ -179,18 +180,7 @@ def load_key(path: str | Path | None = None) -> bytes:
     chosen = path or os.environ.get(KEY_ENV)
     if not chosen:
         raise ConfigurationError("no privacy key is given, so nothing can be desensitised", hint=KEY_HINT)
-    try:
-        raw = Path(chosen).expanduser().read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(
-            f"cannot read the privacy key `{chosen}`: {exc.strerror or exc}", hint=KEY_HINT
-        ) from None
-    if len(raw) < MIN_KEY_BYTES:
-        raise ConfigurationError(
-            f"the privacy key `{chosen}` holds {len(raw)} bytes; at least {MIN_KEY_BYTES} are needed",
-            hint=KEY_HINT,
-        )
-    return raw.removesuffix(b"\n").removesuffix(b"\r")
+    return read_key_file("the privacy key", chosen, minimum=MIN_KEY_BYTES, hint=KEY_HINT)
 
 
 # -- marks and data ---------------------------------------------------------------------------------
