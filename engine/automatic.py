@@ -10,14 +10,17 @@ delivered at least once and recorded once: the receiver (or handler) uses the ke
 
 from __future__ import annotations
 
+import importlib
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any
 
 from sopflow.engine.definition.model import AUTOMATIC_DONE, AUTOMATIC_FAILED, Automatic
+from sopflow.engine.errors import ConfigurationError, UsageError
 
 MAX_ERROR = 1000
 """An error is kept to this many characters in the record (and the data)."""
@@ -49,6 +52,71 @@ class Outcome:
     event: str
     payload: dict[str, Any]
     tries: int
+
+
+HANDLER_GROUP = "sopflow.handlers"
+"""The entry-point group an installed package declares its handlers in: the entry point's name is the
+handler's name (`automatic: {handler: NAME}`), its object the function."""
+
+
+def load_handlers(specs: Sequence[str] = (), *, installed: bool = True) -> dict[str, Handler]:
+    """The handlers a worker outside the embedding application registers: those installed packages declare
+    in the `sopflow.handlers` entry-point group, then (winning over them) those each `MODULE:FUNCTION` of
+    `specs` returns (a function called without arguments that returns {name: handler})."""
+    found: dict[str, Handler] = {}
+    if installed:
+        for point in entry_points(group=HANDLER_GROUP):
+            where = f"entry point `{point.name} = {point.value}` of group `{HANDLER_GROUP}`"
+            found[point.name] = _handler(_loaded(point.load, where), where)
+    named: dict[str, str] = {}
+    for spec in specs:
+        for name, handler in _registry(spec).items():
+            if name in named:
+                raise UsageError(
+                    f"handler `{name}` is returned by both `{named[name]}` and `{spec}`",
+                    hint="give each handler one name, or pass only one of the two to --handlers",
+                )
+            named[name] = spec
+            found[name] = handler
+    return found
+
+
+def _registry(spec: str) -> dict[str, Handler]:
+    module, colon, attribute = spec.partition(":")
+    if not colon or not module or not attribute:
+        raise UsageError(
+            f"`{spec}` does not name a registry function",
+            hint="write MODULE:FUNCTION, e.g. myapp.sop:handlers",
+        )
+    where = f"--handlers {spec}"
+    loaded = _loaded(lambda: importlib.import_module(module), where)
+    function = getattr(loaded, attribute, None)
+    if not callable(function):
+        raise UsageError(f"module `{module}` has no function `{attribute}`", hint=f"check {where}")
+    answer = _loaded(function, where)
+    if not isinstance(answer, Mapping) or not all(isinstance(k, str) for k in answer):
+        raise UsageError(
+            f"`{spec}` returned {type(answer).__name__}, not a mapping of handler names to functions",
+            hint="return {'NAME': function, ...}, NAME as the definition's `automatic: {handler: NAME}`",
+        )
+    return {name: _handler(h, f"handler `{name}` of {where}") for name, h in answer.items()}
+
+
+def _loaded(load: Callable[[], Any], where: str) -> Any:
+    try:
+        return load()
+    except Exception as exc:
+        raise ConfigurationError(
+            f"{where} could not be loaded: {type(exc).__name__}: {exc}"[:MAX_ERROR],
+            hint="install the package that provides it, or put its folder on PYTHONPATH",
+        ) from None
+
+
+def _handler(value: Any, where: str) -> Handler:
+    if not callable(value):
+        raise UsageError(f"{where} is {type(value).__name__}, not a function", hint="name a function")
+    handler: Handler = value
+    return handler
 
 
 def key_of(case_id: int, entered_seq: int) -> str:

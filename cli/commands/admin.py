@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ def db_upgrade() -> None:
         click.echo(f"schema upgraded from {before or 'nothing'} to revision {after}")
 
 
-def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
+def _worker(webhook: str | None, lease: int, name: str | None, handlers: Mapping[str, Any]) -> Any:
     from sopflow.engine.worker import Channel, ConsoleChannel, WebhookChannel, Worker
 
     # With --json, stdout carries only the JSON answer: the notifications go to stderr.
@@ -46,7 +47,16 @@ def _worker(webhook: str | None, lease: int, name: str | None) -> Any:
     channels: list[Channel] = [ConsoleChannel(write=lambda line: click.echo(line, err=as_json))]
     if webhook:
         channels.append(WebhookChannel(webhook))
-    return Worker(settings().engine(), name=name, lease=timedelta(seconds=lease), channels=channels)
+    engine = settings().engine()
+    for handler_name, handler in handlers.items():
+        engine.register_handler(handler_name, handler)
+    return Worker(engine, name=name, lease=timedelta(seconds=lease), channels=channels)
+
+
+def _handlers(specs: Sequence[str]) -> dict[str, Any]:
+    from sopflow.engine.automatic import load_handlers
+
+    return load_handlers(specs)
 
 
 _webhook = click.option(
@@ -60,16 +70,26 @@ _lease = click.option(
     help="Seconds a claimed timer or notification stays this worker's before another may take it "
     "(more than the webhook's slowest answer).",
 )
+_handlers_option = click.option(
+    "--handlers",
+    "handler_specs",
+    multiple=True,
+    metavar="MODULE:FUNCTION",
+    help="Register the Python handlers of automatic states that FUNCTION returns ({name: function}); "
+    "repeatable. Handlers installed packages declare in the `sopflow.handlers` entry-point group are "
+    "registered too.",
+)
 
 
 @click.command()
 @click.option("--now", "now", type=TIME, help="Fire what is due at this time instead of now (ISO 8601).")
 @_webhook
 @_lease
-def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
+@_handlers_option
+def tick(now: datetime | None, webhook: str | None, lease: int, handler_specs: tuple[str, ...]) -> None:
     """Fire every timer due now (deadline breaches, escalations, timeouts) once, deliver the notification
     outbox, and exit. For cron; safe to run while workers run."""
-    worker = _worker(webhook, lease, None)
+    worker = _worker(webhook, lease, None, _handlers(handler_specs))
     report = worker.tick(now)
     if settings().json:
         emit(
@@ -92,6 +112,7 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
 @click.command()
 @_webhook
 @_lease
+@_handlers_option
 @click.option(
     "--idle", type=IDLE, default=1.0, show_default=True, help="Longest wait between ticks, in seconds."
 )
@@ -114,6 +135,7 @@ def tick(now: datetime | None, webhook: str | None, lease: int) -> None:
 def worker(
     webhook: str | None,
     lease: int,
+    handler_specs: tuple[str, ...],
     idle: float,
     name: str | None,
     health_file: str | None,
@@ -133,6 +155,8 @@ def worker(
 
     from sopflow.engine.worker import HealthFile, log_lines_to, open_patiently
 
+    # A handler that cannot be loaded ends the worker before it takes any work (exit code 2).
+    handlers = _handlers(handler_specs)
     stop = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -147,12 +171,14 @@ def worker(
         if open_patiently(settings().engine, stop, retry_cap=max_backoff) is None:
             click.echo("worker stopped", err=True)
             return
-        w = _worker(webhook, lease, name)
+        w = _worker(webhook, lease, name, handlers)
         w.retry_cap = max_backoff
         anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
         # The nightly backup, with an anchor after each when anchors are configured.
         start_backups(stop, backup_dir, backup_at, backup_keep, list(w.channels), anchor_dir, anchor_key_file)
         click.echo(f"worker {w.name} running on {settings().db}", err=True)
+        if handlers:
+            click.echo(f"handlers: {', '.join(sorted(handlers))}", err=True)
 
         def report(r: Any) -> None:
             fired = ", ".join(f"{n} {kind}" for kind, n in sorted(r.fired.items()))
