@@ -45,6 +45,9 @@ from sopflow.engine.errors import (
     StrandedCases,
     UsageError,
 )
+from sopflow.engine.lifecycle import trials
+from sopflow.engine.lifecycle.diff import Diff, diff
+from sopflow.engine.lifecycle.trials import LifecycleAct, TrialStatus
 from sopflow.engine.step import (
     Actor,
     People,
@@ -77,6 +80,7 @@ if TYPE_CHECKING:
     from sopflow.engine.anchor import Anchor
     from sopflow.engine.backup import BackupReport
     from sopflow.engine.export import ExportReport
+    from sopflow.engine.lifecycle.migrate import MigrationReport
     from sopflow.engine.scheduler import ScheduleStatus
     from sopflow.engine.workitems import WorkItem
 
@@ -427,6 +431,9 @@ class Engine:
         _check_size(data)  # first: data without a JSON form cannot even be fingerprinted for the key
         key = new_key() if key is None else check_key(key)
         claim = KeyClaim.start(key, actor, definition_id, version, data)
+        trial = None
+        if version is None:  # a trial or an adopted version decides (`engine.lifecycle.trials`)
+            version, trial = trials.version_for(self, definition_id, key)
         compiled = self.compiled(definition_id, version)
         definition = compiled.definition
         org = self.org()
@@ -449,7 +456,8 @@ class Engine:
         change = start_change(definition, step, person.id)
 
         def make_write(case_id: int) -> Write:
-            record = start_record(case_id, definition, step, person.id, now, step.detail)
+            detail = step.detail if trial is None else {**step.detail, "trial": trial}
+            record = start_record(case_id, definition, step, person.id, now, detail)
             more = subprocesses.cascade(
                 self, compiled, case_id, 1, None, step, person, person.id, org, now
             )
@@ -946,6 +954,55 @@ class Engine:
     def delegations(self, user_id: str | None = None) -> list[DelegationRow]:
         """Delegations not revoked (running, future and ended), newest first."""
         return self.store.delegations(user=user_id)
+
+    # -- versions: diff, trials, adoption, migration (`engine.lifecycle`) ---------------------------
+
+    def diff(self, definition_id: str, old: int, new: int) -> Diff:
+        """What changed from version `old` to `new` of a definition, in words a process owner reads."""
+        return diff(self.definition(definition_id, old), self.definition(definition_id, new))
+
+    def trial_start(self, definition_id: str, versions: Mapping[int, int], *, actor: str) -> LifecycleAct:
+        """Split new cases between versions by weight, by a hash of each start's key (audited)."""
+        return trials.start(self, definition_id, versions, actor=actor)
+
+    def trial_stop(self, definition_id: str, *, actor: str) -> LifecycleAct:
+        """End the running trial: new cases start on the newest version again (audited)."""
+        return trials.stop(self, definition_id, actor=actor)
+
+    def adopt(self, definition_id: str, version: int, *, actor: str) -> LifecycleAct:
+        """Start every new case on `version` from now on, ending a running trial (audited)."""
+        return trials.adopt(self, definition_id, version, actor=actor)
+
+    def trial_status(self, definition_id: str) -> TrialStatus:
+        """Which version new cases start on, and the last trial's figures per version."""
+        return trials.status(self, definition_id)
+
+    def lifecycle_log(self, definition_id: str | None = None) -> list[LifecycleAct]:
+        """Every trial, adoption and migration act (accepted and refused), oldest first."""
+        return trials.log(self, definition_id)
+
+    def migrate(
+        self,
+        definition_id: str,
+        from_version: int,
+        to_version: int,
+        *,
+        actor: str,
+        state_map: Mapping[str, str] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        where: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+        comment: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> MigrationReport:
+        """Move running cases to another version, each in its own transaction with its audit record, or
+        (`dry_run`) say per case what would happen and why a case cannot move (`engine.lifecycle.migrate`)."""
+        from sopflow.engine.lifecycle.migrate import migrate
+
+        return migrate(
+            self, definition_id, from_version, to_version, actor=actor, state_map=state_map,
+            defaults=defaults, where=where, dry_run=dry_run, comment=comment, progress=progress,
+        )  # fmt: skip
 
     # -- verifying ---------------------------------------------------------------------------------
 

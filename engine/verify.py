@@ -31,6 +31,7 @@ from sopflow.engine.definition.model import (
     AUTOMATIC_FAILED,
     CANCEL_CASE,
     CLOSED_BY_PARENT,
+    MIGRATE_CASE,
     REJECT,
     RESUME,
     RESUME_CASE,
@@ -413,8 +414,12 @@ class _Checker:
     def replay(
         self, row: CaseRow, history: Sequence[AuditRecord], live: Sequence[LiveTimer]
     ) -> VerifyFinding | None:
-        compiled = self._definitions.get((row.definition_id, row.definition_version))
-        key = f"{row.definition_id}@{row.definition_version}"
+        from sopflow.engine.lifecycle.verify import first_version
+
+        # A migrated case started on the version its first migration left (`engine.lifecycle.verify`).
+        started_on = first_version(row.definition_version, history)
+        compiled = self._definitions.get((row.definition_id, started_on))
+        key = f"{row.definition_id}@{started_on}"
         if compiled is None:
             return VerifyFinding(row.id, 1, f"its definition {key} is not deployed")
         if isinstance(compiled, str):
@@ -422,6 +427,13 @@ class _Checker:
         definition = compiled.definition
         replay = _Replay()
         for rec in history:
+            if rec.event == MIGRATE_CASE and rec.outcome == "accepted":
+                moved = self._migrated(row, compiled, replay, rec)
+                if isinstance(moved, str):
+                    return VerifyFinding(row.id, rec.seq, moved)
+                compiled, definition, key = moved, moved.definition, moved.definition.key
+                replay.fired.append((rec.event, rec.on_behalf_of or rec.actor))
+                continue
             if rec.definition_hash != definition.content_hash:
                 return VerifyFinding(
                     row.id,
@@ -446,7 +458,28 @@ class _Checker:
             if problem is not None:
                 return VerifyFinding(row.id, rec.seq, problem)
             replay.fired.append((rec.event, rec.on_behalf_of or rec.actor))
+        if definition.version != row.definition_version:
+            return VerifyFinding(
+                row.id, len(history), f"the case runs on {row.definition_id}@{row.definition_version}, "
+                f"its records give {key}"
+            )  # fmt: skip
         return _compare(row, definition, replay, history, self.orgs_at(row.updated_at), live)
+
+    def _migrated(
+        self, row: CaseRow, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord
+    ) -> CompiledDefinition | str:
+        """A `migrate_case` record decided again (`engine.lifecycle.verify`): the definition after it."""
+        from sopflow.engine.lifecycle.verify import check_migration
+
+        at = _moment(rec.at)
+        if at is None:
+            return f"its time `{rec.at}` is not a time"
+        return check_migration(
+            compiled, replay, rec,
+            definition_of=lambda version: self._definitions.get((row.definition_id, version)),
+            orgs=self.orgs_at(at),
+            actor_of=lambda org, user: self.actor(org, user, at),
+        )  # fmt: skip
 
     def _apply(self, compiled: CompiledDefinition, replay: _Replay, rec: AuditRecord) -> str | None:
         """Decide the accepted record's step again and fold it into `replay`; what is wrong, or None."""

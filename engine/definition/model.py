@@ -392,7 +392,9 @@ SUSPEND_CASE = "suspend_case"
 is resumed (or cancelled), and its timers pause with the time each had left."""
 RESUME_CASE = "resume_case"
 """The record that resumes a suspended case: its timers run again with the time they had left."""
-CONTROL_RECORDS = frozenset({CANCEL_CASE, SUSPEND_CASE, RESUME_CASE})
+MIGRATE_CASE = "migrate_case"
+"""The record that moves a running case to another version of its definition (`engine.lifecycle`)."""
+CONTROL_RECORDS = frozenset({CANCEL_CASE, SUSPEND_CASE, RESUME_CASE, MIGRATE_CASE})
 """Records of acts on a whole case; no event of a definition may take one of these names."""
 
 

@@ -236,3 +236,21 @@ delegations = Table(
     Column("reason", Text),
     Index("ix_delegations_delegate", "delegate", "ends_at"),
 )
+
+
+lifecycle_actions = Table(
+    "lifecycle_actions",
+    metadata,
+    # The SOP lifecycle's acts on a definition's versions (migration 0008): trials, adoptions, migrations.
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("definition_id", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("versions", Text, nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("role", String(64)),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", Text),
+    Column("detail", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Index("ix_lifecycle_definition", "definition_id", "outcome", "id"),
+)

@@ -1,0 +1,301 @@
+"""The SOP lifecycle's SQL: the log of trials, adoptions and migrations, and the write that moves one case
+to another version of its definition.
+
+A migration writes one case per transaction: the case row (its version, state, data and assignee), its
+`migrate_case` audit record chained onto its trail, and its timers (cancelled, started) — all or nothing.
+The update names the case's optimistic `version` and chain head as read in the same transaction, so a
+step that a worker commits in between is never overwritten: the case is read and decided again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, insert, select, update
+
+from sopflow.engine.audit import AuditRecord, canonical_json
+from sopflow.engine.errors import Conflict
+from sopflow.engine.store import database
+from sopflow.engine.store.driver import run
+from sopflow.engine.store.records import CaseRow, TimerSpec
+from sopflow.engine.store.tables import audit, cases, lifecycle_actions, timers
+
+if TYPE_CHECKING:
+    from sopflow.engine.store.store import Store
+
+MAX_ATTEMPTS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRow:
+    """One act on a definition's versions, as logged: a trial started or stopped, a version adopted, a
+    migration run; accepted or refused."""
+
+    id: int
+    definition_id: str
+    action: str
+    versions: dict[str, Any]
+    actor: str
+    role: str | None
+    outcome: str
+    reason: str | None
+    detail: dict[str, Any]
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTimer:
+    """A pending timer of a case, with the time of the record it belongs to (a deadline's span start)."""
+
+    kind: str
+    name: str
+    rung: int
+    due_at: datetime
+    entered_seq: int
+    started_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseMove:
+    """What a migration writes for one case: its new row values, its record and its timer changes."""
+
+    record: AuditRecord
+    definition_version: int
+    state: str
+    open: bool
+    data: dict[str, Any]
+    assignee: str | None
+    cancel: tuple[tuple[str, str, int], ...]
+    start: tuple[TimerSpec, ...]
+
+
+def log_action(
+    store: Store,
+    definition_id: str,
+    action: str,
+    versions: dict[str, Any],
+    *,
+    actor: str,
+    role: str | None,
+    accepted: bool,
+    reason: str | None,
+    detail: dict[str, Any],
+    at: datetime,
+) -> ActionRow:
+    """Append one act to the lifecycle log, in its own transaction."""
+    values = {
+        "definition_id": definition_id,
+        "action": action,
+        "versions": canonical_json(versions),
+        "actor": actor,
+        "role": role,
+        "outcome": "accepted" if accepted else "refused",
+        "reason": reason,
+        "detail": canonical_json(detail),
+        "at": at,
+    }
+    with store._write() as conn, conn.begin():
+        new_id = conn.execute(insert(lifecycle_actions).values(**values)).inserted_primary_key
+    assert new_id is not None
+    return _action({**values, "id": int(new_id[0])})
+
+
+def actions(
+    store: Store, definition_id: str | None = None, *, accepted_only: bool = False
+) -> list[ActionRow]:
+    """The lifecycle log, oldest first (of one definition when given)."""
+    query = select(lifecycle_actions).order_by(lifecycle_actions.c.id)
+    if definition_id is not None:
+        query = query.where(lifecycle_actions.c.definition_id == definition_id)
+    if accepted_only:
+        query = query.where(lifecycle_actions.c.outcome == "accepted")
+    with store._read() as conn:
+        return [_action(dict(r._mapping)) for r in conn.execute(query)]
+
+
+def policy(store: Store, definition_id: str) -> ActionRow | None:
+    """The definition's last accepted trial or adoption act (None: new cases start on the newest version).
+    One indexed read: a start asks it."""
+    c = lifecycle_actions.c
+    query = (
+        select(lifecycle_actions)
+        .where(
+            c.definition_id == definition_id,
+            c.outcome == "accepted",
+            c.action.in_(("trial_start", "trial_stop", "adopt")),
+        )
+        .order_by(c.id.desc())
+        .limit(1)
+    )
+    with store._read() as conn:
+        found = conn.execute(query).first()
+    return None if found is None else _action(dict(found._mapping))
+
+
+def case_ids(
+    store: Store, definition_id: str, version: int, *, after_id: int = 0, limit: int = 1000
+) -> list[int]:
+    """Ids of the cases of one definition version, open or suspended or closed, in id order (a page)."""
+    c = cases.c
+    query = (
+        select(c.id)
+        .where(c.definition_id == definition_id, c.definition_version == version, c.id > after_id)
+        .order_by(c.id)
+        .limit(limit)
+    )
+    with store._read() as conn:
+        return [int(i) for i in conn.execute(query).scalars()]
+
+
+def version_counts(store: Store, definition_id: str, since: datetime | None) -> dict[int, int]:
+    """How many cases of each version of a definition were started (since `since`)."""
+    c = cases.c
+    query = select(c.definition_version, func.count()).where(c.definition_id == definition_id)
+    if since is not None:
+        query = query.where(c.created_at >= since)
+    with store._read() as conn:
+        return {int(v): int(n) for v, n in conn.execute(query.group_by(c.definition_version))}
+
+
+def cycle_times(store: Store, definition_id: str, since: datetime | None) -> dict[int, list[float]]:
+    """Per version, the seconds from start to close of each closed case started since `since` (a closed
+    case's `updated_at` is its closing: it takes no step after)."""
+    c = cases.c
+    query = select(c.definition_version, c.created_at, c.updated_at).where(
+        c.definition_id == definition_id, c.open.is_(False)
+    )
+    if since is not None:
+        query = query.where(c.created_at >= since)
+    found: dict[int, list[float]] = {}
+    with store._read() as conn:
+        for version, created, updated in conn.execute(query):
+            seconds = (_aware(updated) - _aware(created)).total_seconds()
+            found.setdefault(int(version), []).append(seconds)
+    return found
+
+
+def pending_timers(store: Store, case_id: int) -> list[PendingTimer]:
+    """The case's pending timers with the time of the record each belongs to."""
+    with store._read() as conn:
+        return _pending(conn, case_id)
+
+
+def _pending(conn: Any, case_id: int) -> list[PendingTimer]:
+    t = timers.c
+    rows = conn.execute(
+        select(t.kind, t.name, t.rung, t.due_at, t.entered_seq)
+        .where(t.case_id == case_id, t.pending.is_(True))
+        .order_by(t.kind, t.name, t.rung)
+    ).all()
+    seqs = sorted({int(r.entered_seq) for r in rows})
+    at: dict[int, str] = {}
+    if seqs:
+        found = conn.execute(
+            select(audit.c.seq, audit.c.at).where(audit.c.case_id == case_id, audit.c.seq.in_(seqs))
+        )
+        at = {int(s): str(a) for s, a in found}
+    return [
+        PendingTimer(
+            r.kind,
+            r.name,
+            int(r.rung),
+            _aware(r.due_at),
+            int(r.entered_seq),
+            datetime.fromisoformat(at[int(r.entered_seq)].replace("Z", "+00:00"))
+            if int(r.entered_seq) in at
+            else None,
+        )
+        for r in rows
+    ]
+
+
+def move_case(
+    store: Store,
+    case_id: int,
+    decide: Callable[[CaseRow, Sequence[PendingTimer]], CaseMove | None],
+    *,
+    now: datetime,
+) -> tuple[CaseRow, CaseMove | None]:
+    """Read the case and its pending timers, let `decide` plan its move (None: it stays; nothing is
+    written) and write it, in one transaction; again when another writer changed the case in between.
+    The case as read, and the move written (or None)."""
+    sql = store._sql
+    for _attempt in range(MAX_ATTEMPTS):
+        with store._write() as conn:
+            tx = database.StepTransaction(conn)
+            try:
+                row = store._case(conn, case_id)
+                move = decide(row, _pending(conn, case_id))
+                if move is None:
+                    tx.rollback()
+                    return row, None
+                if not _write_move(conn, sql, row, move, now):
+                    tx.rollback()
+                    continue
+                tx.commit()
+                return row, move
+            except BaseException:
+                if tx.active:
+                    tx.rollback()
+                raise
+    raise Conflict(
+        f"case {case_id} kept changing while it was being migrated", hint="run the migration again"
+    )
+
+
+def _write_move(conn: Any, sql: Any, row: CaseRow, move: CaseMove, now: datetime) -> bool:
+    """The case row updated if it is still as read (False: another writer changed it first), then its
+    record and its timers."""
+    rec = move.record
+    c = cases.c
+    changed = conn.execute(
+        update(cases)
+        .where(c.id == row.id, c.version == row.version, c.audit_seq == row.audit_seq)
+        .values(
+            definition_version=move.definition_version,
+            state=move.state,
+            open=move.open,
+            data=canonical_json(move.data),
+            assignee=move.assignee,
+            version=row.version + 1,
+            updated_at=now,
+            audit_seq=rec.seq,
+            last_hash=rec.hash,
+        )
+    ).rowcount
+    if changed != 1:
+        return False
+    run(conn, sql.insert_audit, sql.audit_values(rec))
+    t = timers.c
+    for kind, name, rung in move.cancel:
+        conn.execute(
+            update(timers)
+            .where(t.case_id == row.id, t.pending.is_(True), t.kind == kind, t.name == name, t.rung == rung)
+            .values(pending=False, outcome="cancelled", done_at=now)
+        )
+    if move.start:
+        run(conn, *sql.start_timers(row.id, rec.seq, move.start))
+    return True
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _action(values: dict[str, Any]) -> ActionRow:
+    return ActionRow(
+        id=int(values["id"]),
+        definition_id=values["definition_id"],
+        action=values["action"],
+        versions=json.loads(values["versions"]),
+        actor=values["actor"],
+        role=values["role"],
+        outcome=values["outcome"],
+        reason=values["reason"],
+        detail=json.loads(values["detail"]),
+        at=_aware(values["at"]),
+    )
