@@ -124,25 +124,40 @@ def key_of(case_id: int, entered_seq: int) -> str:
     return f"{case_id}:{entered_seq}"
 
 
+class TakenOver(Exception):
+    """The worker no longer holds the work (its lease ran out and another worker took the timer over)."""
+
+
 def perform(
     automatic: Automatic,
     call: AutomaticCall,
     handlers: Mapping[str, Handler],
     sleep: Callable[[float], None] = time.sleep,
+    *,
+    tried: int = 0,
+    last_error: str | None = None,
+    note: Callable[[int, str], bool] | None = None,
 ) -> Outcome:
-    """Do the work, retrying a failed try `automatic.retries` times with a short backoff."""
-    error = ""
+    """Do the work, retrying a failed try with a short backoff until `automatic.retries + 1` tries are
+    made. `tried` tries already failed (kept with the timer by an earlier worker, `last_error` the last
+    one's error): only those left are made, none when none are. After each failed try `note(tries so
+    far, error)` keeps it; when it answers False the work is another worker's now: TakenOver."""
     tries = automatic.retries + 1
-    for attempt in range(tries):
+    error = last_error or "every try failed"
+    attempt = tried
+    while attempt < tries:
         try:
             answer = _once(automatic, call, handlers)
             payload = {mine: answer[theirs] for mine, theirs in automatic.out.items() if theirs in answer}
             return Outcome(AUTOMATIC_DONE, payload, attempt + 1)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
-            if attempt + 1 < tries:
-                sleep(min(0.2 * 2**attempt, 2.0))
-    return Outcome(AUTOMATIC_FAILED, {"error": error}, tries)
+        attempt += 1
+        if note is not None and not note(attempt, error):
+            raise TakenOver(f"try {attempt} of {call.key} failed after the work was taken over")
+        if attempt < tries:
+            sleep(min(0.2 * 2 ** (attempt - tried - 1), 2.0))
+    return Outcome(AUTOMATIC_FAILED, {"error": error}, max(tries, tried))
 
 
 def _once(automatic: Automatic, call: AutomaticCall, handlers: Mapping[str, Handler]) -> Mapping[str, Any]:

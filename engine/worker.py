@@ -257,7 +257,12 @@ class Worker:
     def _fire(self, timer: TimerRow, now: datetime, report: TickReport) -> None:
         outcome = "breached" if timer.kind == "deadline" else "fired"
         # An automatic state's work is done before the transaction that records its outcome.
-        work = self._automatic_work(timer) if timer.kind == "timeout" else None
+        try:
+            work = self._automatic_work(timer) if timer.kind == "timeout" else None
+        except automatic.TakenOver as exc:
+            log.warning("timer %s of case %s: %s", timer.id, timer.case_id, exc)
+            report.lost_claims += 1
+            return
         try:
             fired = self.engine.store.fire_timer(
                 timer,
@@ -286,7 +291,16 @@ class Worker:
         call = automatic.AutomaticCall(
             row.id, row.definition_id, row.state, row.data, automatic.key_of(row.id, row.entered_seq)
         )
-        return automatic.perform(work, call, self.engine.handlers)
+
+        def note(tries: int, error: str) -> bool:
+            # Each failed try is kept with the timer (and renews its lease): a worker that takes the timer
+            # over after a crash makes only the tries left.
+            until = self.engine.clock() + self.lease
+            return self.engine.store.note_attempt(timer, self.name, tries, error, until)
+
+        return automatic.perform(
+            work, call, self.engine.handlers, tried=timer.attempts, last_error=timer.last_error, note=note
+        )
 
     def _decide(
         self,

@@ -179,3 +179,133 @@ def test_a_worker_killed_during_the_work_loses_no_step_and_records_each_once(
         assert sop.verify().ok, sop.verify().findings
     delivered = log.read_text(encoding="utf-8").split()
     assert set(delivered) <= {f"{c}:2" for c in cases}  # every call carried its case's one key
+
+
+def test_each_failed_try_is_kept_with_the_timer_and_a_later_worker_makes_only_those_left(
+    sop: Engine, clock: Clock
+) -> None:
+    from datetime import timedelta
+
+    case = _submitted(sop)
+    (timer,) = sop.store.pending_timers(case)
+    claimed = sop.store.claim_timers(clock(), "gone", timedelta(seconds=30), 10)
+    assert [t.id for t in claimed] == [timer.id]
+    # A worker made two of the three tries, kept them, and died.
+    assert sop.store.note_attempt(timer, "gone", 1, "ConnectionError: down", clock() + timedelta(seconds=30))
+    assert sop.store.note_attempt(timer, "gone", 2, "TimeoutError: slow", clock() + timedelta(seconds=30))
+    assert not sop.store.note_attempt(timer, "another", 3, "x", clock())  # only the lease holder writes
+    (kept,) = sop.store.pending_timers(case)
+    assert (kept.attempts, kept.last_error) == (2, "TimeoutError: slow")
+    calls: list[str] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        calls.append(call.key)
+        raise ConnectionError("still down")
+
+    sop.register_handler("score", score)
+    clock.advance(seconds=31)  # the dead worker's lease runs out
+    _worker(sop).tick()
+    assert calls == [f"{case}:2"]  # the one try left, not three more
+    last = sop.history(case)[-1]
+    assert (last.event, last.detail["automatic"]["tries"]) == (AUTOMATIC_FAILED, 3)
+    assert sop.case(case).data["scoring_error"] == "ConnectionError: still down"
+
+
+def test_a_worker_that_finds_every_try_made_hands_the_case_to_a_person_without_calling(
+    sop: Engine, clock: Clock
+) -> None:
+    from datetime import timedelta
+
+    case = _submitted(sop)
+    (timer,) = sop.store.pending_timers(case)
+    sop.store.claim_timers(clock(), "gone", timedelta(seconds=30), 10)
+    until = clock() + timedelta(seconds=30)
+    assert sop.store.note_attempt(timer, "gone", 3, "ConnectionError: down", until)
+    calls: list[str] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        calls.append(call.key)
+        return {"value": 1}
+
+    sop.register_handler("score", score)
+    clock.advance(seconds=31)
+    _worker(sop).tick()
+    assert calls == []
+    after = sop.case(case)
+    assert (after.state, after.data["scoring_error"]) == ("score_by_hand", "ConnectionError: down")
+    assert len([r for r in sop.history(case) if r.event == AUTOMATIC_FAILED]) == 1
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_worker_whose_lease_was_taken_over_stops_trying(sop: Engine, clock: Clock) -> None:
+    from datetime import timedelta
+
+    case = _submitted(sop)
+    calls: list[str] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        calls.append(call.key)
+        # Meanwhile the lease ran out and another worker took the timer.
+        sop.store.claim_timers(clock(), "other", timedelta(seconds=30), 10, at=clock() + timedelta(hours=1))
+        raise ConnectionError("down")
+
+    sop.register_handler("score", score)
+    report = _worker(sop).tick()
+    assert calls == [f"{case}:2"] and report.lost_claims == 1
+    assert sop.case(case).state == "scoring"  # nothing recorded: the work is the other worker's
+    assert sop.store.pending_timers(case)[0].attempts == 0
+
+
+@pytest.mark.slow
+def test_workers_killed_between_failing_tries_make_each_try_once_and_hand_the_case_over_once(
+    database_url: str, tmp_path: Path
+) -> None:
+    import random
+    import signal
+    import time
+    from datetime import timedelta
+
+    from tests.test_concurrency import _spawn
+
+    log = tmp_path / "calls.txt"
+    log.touch()
+    with Engine(database_url) as sop:
+        sop.deploy([AUTOMATIC])
+        cases = [_submitted(sop) for _ in range(6)]
+    rng = random.Random(20261207)
+    kills = 0
+    for _ in range(10):
+        worker = _spawn("tests.helpers.failing_worker", database_url, str(AUTOMATIC), str(log))
+        assert worker.stdout is not None
+        line = worker.stdout.readline().strip()
+        assert line == "ready", worker.stderr.read() if worker.stderr else line
+        time.sleep(rng.uniform(0.05, 0.4))
+        worker.send_signal(signal.SIGKILL)
+        worker.communicate(timeout=30)
+        kills += 1
+    time.sleep(1.2)  # every lease a killed worker held has run out
+    with Engine(database_url) as sop:
+        made = {c: sop.store.pending_timers(c)[0].attempts for c in cases if sop.case(c).state == "scoring"}
+        left: list[str] = []
+
+        def score(call: AutomaticCall) -> dict[str, Any]:
+            left.append(call.key)
+            raise ConnectionError("scoring service down")
+
+        sop.register_handler("score", score)
+        worker = Worker(sop, lease=timedelta(seconds=1), channels=[ConsoleChannel(write=lambda _line: None)])
+        worker.tick()
+        for case in cases:
+            after = sop.case(case)
+            failed = [r for r in sop.history(case) if r.event == AUTOMATIC_FAILED]
+            assert after.state == "score_by_hand", case
+            assert after.data["scoring_error"] == "ConnectionError: scoring service down"
+            assert len(failed) == 1 and failed[0].detail["automatic"]["tries"] == 3
+            assert not [r for r in sop.history(case) if r.event == AUTOMATIC_DONE]
+            # The last worker made only the tries the killed ones had not kept.
+            assert left.count(f"{case}:2") == 3 - made.get(case, 3)
+        assert sop.verify().ok, sop.verify().findings
+    calls = log.read_text(encoding="utf-8").split()
+    for case in cases:
+        # Three tries per case; a try is made again only when a kill landed during it (or before it was kept).
+        assert 0 < calls.count(f"{case}:2") + left.count(f"{case}:2") <= 3 + kills

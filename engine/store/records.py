@@ -92,6 +92,10 @@ class TimerRow:
     rung: int
     due_at: datetime
     entered_seq: int
+    attempts: int = 0
+    """The failed tries of an automatic state's work so far (kept across workers)."""
+    last_error: str | None = None
+    """The error of the last of them."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,6 +76,8 @@ _TIMER_COLUMNS = (
     timers.c.rung,
     timers.c.due_at,
     timers.c.entered_seq,
+    timers.c.attempts,
+    timers.c.last_error,
 )
 
 # Statements off the hot path that a step may still need, built once: building a statement (coercing
@@ -783,6 +785,20 @@ class Store:
                 select(*_TIMER_COLUMNS).where(timers.c.id.in_(ids)).order_by(timers.c.due_at, timers.c.id)
             )
             return [TimerRow(**r._mapping) for r in rows]
+
+    def note_attempt(
+        self, timer: TimerRow, owner: str, attempts: int, error: str, lease_until: datetime
+    ) -> bool:
+        """Keep a failed try of an automatic state's work with its timer: the tries so far and the last
+        error, and the lease renewed to `lease_until`. False (nothing written) when `owner` no longer
+        holds the timer's lease, or the timer has fired: then another worker has the work."""
+        with self._write() as conn, conn.begin():
+            done = conn.execute(
+                update(timers)
+                .where(timers.c.id == timer.id, timers.c.lease_owner == owner, timers.c.pending.is_(True))
+                .values(attempts=attempts, last_error=error, lease_until=lease_until)
+            )
+            return bool(done.rowcount)
 
     def fire_timer(
         self,

@@ -158,6 +158,9 @@ timers = Table(
     Column("lease_until", UTCDateTime),
     Column("done_at", UTCDateTime),
     Column("outcome", String(16)),
+    # The failed tries of an automatic state's work and the last one's error (migration 0011).
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
     Index("ix_timers_due", "pending", "due_at"),
     # A case's pending timers, and its breached deadlines (pending false, outcome "breached"), found
     # without reading the rest of its timer history: a step checks and cancels them.
