@@ -206,9 +206,19 @@ def _accept_global_options(command: click.Command) -> None:
 
 
 def _register() -> None:
-    from sopflow.cli.commands import admin, cases, control, definitions, governance, people, scenarios
+    from sopflow.cli.commands import (
+        admin,
+        cases,
+        control,
+        definitions,
+        governance,
+        lifecycle,
+        people,
+        scenarios,
+    )
 
-    for module in (definitions, cases, control, people, admin, scenarios, governance):
+    definitions.defs.add_command(lifecycle.defs_diff)
+    for module in (definitions, cases, control, people, admin, scenarios, governance, lifecycle):
         for command in module.COMMANDS:
             _accept_global_options(command)
             cli.add_command(command)

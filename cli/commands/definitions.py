@@ -305,10 +305,20 @@ def _next(defn: Definition, state_name: str, assignee: str | None, branches: Seq
 @click.command()
 @click.argument("target")
 @click.option("--format", "fmt", type=click.Choice(["mermaid", "dot"]), default="mermaid", show_default=True)
-def diagram(target: str, fmt: str) -> None:
+@click.option("--diff", "versions", type=VERSION, nargs=2, help="OLD NEW: colour what changed since OLD.")
+def diagram(target: str, fmt: str, versions: tuple[int, int] | None) -> None:
     """Draw a definition (a file or id) or a case (a number) as a flow chart, with each step's owner and
-    output; for a case, the path it took and its current state are marked."""
+    output; for a case, the path it took and its current state are marked. With --diff OLD NEW, a deployed
+    definition's version NEW with the states that changed since OLD coloured (added, changed, removed)."""
     draw = mermaid if fmt == "mermaid" else dot
+    if versions:
+        from sopflow.cli.commands.lifecycle import diff_chart
+
+        engine = settings().engine()
+        old, new = (engine.definition(target, v) for v in versions)
+        chart = diff_chart(old, new, engine.diff(target, *versions), fmt)
+        _drawn(new, fmt, chart, None, None)
+        return
     if target.lstrip("#").isascii() and target.lstrip("#").isdigit():
         engine = settings().engine()
         ctx = click.get_current_context()
