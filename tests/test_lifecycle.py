@@ -218,3 +218,22 @@ def test_the_cli_diffs_draws_trials_adopts_and_migrates(sqlite_url: str, tmp_pat
     )  # fmt: skip
     assert "case 1: moved: moves from `packing` to `pack`" in out and "1 moved, 0 skipped, 0 failed" in out
     assert "audit trail intact" in run("audit", "verify", "--all")
+
+
+def test_trial_status_gives_the_comparison_verdict_when_version_2_is_faster(
+    sop: Engine, clock: Clock
+) -> None:
+    pytest.importorskip("sopflow.engine.insight.compare", reason="the insight engine's compare is not here")
+    sop.deploy([FIXTURE])
+    sop.trial_start("order", {1: 50, 2: 50}, actor="root")
+    for n in range(40):  # one after the other: version 1 takes 5 hours to decide, version 2 one hour
+        clock.advance(minutes=1)
+        case = sop.start("order", {"item": "pen", "channel": "web"}, actor="mia", key=f"k{n}").case
+        clock.advance(hours=5 if case.definition_version == 1 else 1)
+        sop.fire(case.id, "reject", actor="mia")
+    status = sop.trial_status("order")
+    assert all(f.closed == f.started > 5 for f in status.versions)
+    one, two = (f.median_cycle_seconds for f in status.versions)
+    assert one is not None and two is not None and two < one
+    assert status.comparison is not None
+    assert status.comparison.verdict.startswith("Version 2 is faster overall (cycle time)")
