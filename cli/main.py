@@ -212,13 +212,14 @@ def _register() -> None:
         control,
         definitions,
         governance,
+        insight,
         lifecycle,
         people,
         scenarios,
     )
 
     definitions.defs.add_command(lifecycle.defs_diff)
-    for module in (definitions, cases, control, people, admin, scenarios, governance, lifecycle):
+    for module in (definitions, cases, control, people, admin, scenarios, governance, lifecycle, insight):
         for command in module.COMMANDS:
             _accept_global_options(command)
             cli.add_command(command)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol
 
 from sopflow.engine import branches
+from sopflow.engine.access import may_modify
 from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.casework import (
     check_comment,
@@ -48,6 +49,7 @@ from sopflow.engine.store import (
     TimerRow,
     Write,
 )
+from sopflow.engine.store.records import Scope
 
 
 class Host(Protocol):
@@ -270,7 +272,9 @@ def _check_reassign(
         )
 
 
-def tasks(engine: Host, org: Org, person: Actor, *, limit: int = 50) -> list[Waiting]:
+def tasks(
+    engine: Host, org: Org, person: Actor, *, limit: int = 50, scope: Scope | None = None
+) -> list[Waiting]:
     """Every open case where `user_id` can act now, most urgent first (nearest deadline, then the longest
     waiting). Candidates come from indexed searches (assigned to them; in each state their roles act in),
     never from a scan of all cases, sent as one statement; the votes cast on the approval candidates and
@@ -284,12 +288,14 @@ def tasks(engine: Host, org: Org, person: Actor, *, limit: int = 50) -> list[Wai
         for s in d.states.values()
         if _role_may_act(s, person.roles)
     }
-    queries = [CaseQuery(assignee=user_id, open=True, limit=page)]
+    queries = [CaseQuery(assignee=user_id, open=True, limit=page, scope=scope)]
     # A delegation covers the cases assigned to whoever delegated to them, not only their roles.
     queries += [
-        CaseQuery(assignee=who, open=True, limit=page) for who in sorted(person.stands_in_for)
+        CaseQuery(assignee=who, open=True, limit=page, scope=scope) for who in sorted(person.stands_in_for)
     ]
-    queries += [CaseQuery(definition_id=d, state=s, open=True, limit=page) for d, s in sorted(places)]
+    queries += [
+        CaseQuery(definition_id=d, state=s, open=True, limit=page, scope=scope) for d, s in sorted(places)
+    ]
     candidates: dict[int, CaseRow] = {}
     for row in engine.store.cases_each(queries):
         candidates.setdefault(row.id, row)
@@ -297,6 +303,8 @@ def tasks(engine: Host, org: Org, person: Actor, *, limit: int = 50) -> list[Wai
     votes = engine.store.all_votes(voting) if voting else {}
     found: dict[int, tuple[CaseRow, tuple[str, ...], str]] = {}
     for row in candidates.values():
+        if scope is not None and not may_modify(engine, org, person, row):
+            continue
         events, reason = _what_they_may_do(engine, row, person, org, votes.get(row.id, []))
         if events:
             found[row.id] = (row, events, reason)

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from sopflow.engine import branches, org_change, people, subprocesses
+from sopflow.engine import access, branches, org_change, people, subprocesses
 from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
@@ -82,6 +82,7 @@ if TYPE_CHECKING:
     from sopflow.engine.export import ExportReport
     from sopflow.engine.lifecycle.migrate import MigrationReport
     from sopflow.engine.scheduler import ScheduleStatus
+    from sopflow.engine.store.access import AccessEntry
     from sopflow.engine.workitems import WorkItem
 
 DEFAULT_DATABASE = "sqlite:///sopflow.db"
@@ -438,6 +439,7 @@ class Engine:
         definition = compiled.definition
         org = self.org()
         person = self._actor(org, actor)
+        access.check_start(self, actor, definition.id)
         now = self.clock()
 
         def least_loaded(role: str) -> str | None:
@@ -508,6 +510,7 @@ class Engine:
             org = self.org_in(reads)
             person = self._delegated(org, actor, reads.delegations(actor), now)
             compiled = self.compiled(row.definition_id, row.definition_version)
+            access.judge(self, org, person, row, "modify")  # the permission matrix; refused: see below
             if reads.key_clash is not None:
                 clash = claim.conflict(reads.key_clash)
                 refusal.append(clash)
@@ -564,6 +567,8 @@ class Engine:
             fired = self.store.fire(case_id, decide, now=now, key=claim, actor=actor)
         except OutcomeUnknown as exc:
             raise exc.of(f"`{event}` on case {case_id}", key) from exc
+        except access.REFUSALS as exc:  # recorded in the access log, outside the step's transaction
+            raise access.refused(self, exc) from None
         if refusal:
             raise refusal[0]
         return Result(self._case(fired.case), fired.record, fired.replayed, key)
@@ -691,8 +696,11 @@ class Engine:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def case(self, case_id: int) -> Case:
-        return self._case(self.store.case(case_id))
+    def case(self, case_id: int, *, viewer: str | None = None) -> Case:
+        """The case as `viewer` may see it (None: the operator); NotFound when it is outside their
+        scope, as for a case that does not exist (`engine.access`). Every read below takes `viewer` so."""
+        row, how = access.case_row(self, case_id, viewer)
+        return access.shown_case(self, self._case(row), row, how)
 
     def cases(
         self,
@@ -708,11 +716,13 @@ class Engine:
         newest_first: bool = False,
         suspended: bool | None = None,
         or_suspended: bool = False,
+        viewer: str | None = None,
     ) -> list[Case]:
         """Cases matching every filter given, oldest first, one page of at most `limit`. `suspended`:
         only suspended cases (True) or none (False); `or_suspended` with `open=True`: suspended ones too.
         Each case says whether it is suspended (`Case.suspended`)."""
         check_limit(limit)
+        seen = access.scope(self, viewer, "view")
         rows = self.store.cases(
             CaseQuery(
                 definition_id=definition,
@@ -726,25 +736,31 @@ class Engine:
                 after_id=after_id,
                 limit=limit,
                 newest_first=newest_first,
+                scope=seen,
             )
         )
         held = self.store.suspended_among([r.id for r in rows if not r.open])
-        return [replace(self._case(r), suspended=r.id in held) for r in rows]
+        return [
+            access.shown_case(self, replace(self._case(r), suspended=r.id in held), r, access.how(seen, r))
+            for r in rows
+        ]
 
-    def links(self, case_id: int) -> tuple[CaseLink | None, list[CaseLink]]:
+    def links(
+        self, case_id: int, *, viewer: str | None = None
+    ) -> tuple[CaseLink | None, list[CaseLink]]:
         """A case's sub-process links: how its parent started it (None: nobody did), and the children it
         started, oldest first (each with its definition, state and whether it is open)."""
-        self.store.case(case_id)
+        access.case_row(self, case_id, viewer)
         return self.store.links(case_id)
 
-    def history(self, case_id: int) -> list[AuditRecord]:
-        self.store.case(case_id)
-        return self.store.history(case_id)
+    def history(self, case_id: int, *, viewer: str | None = None) -> list[AuditRecord]:
+        row, how = access.case_row(self, case_id, viewer)
+        return access.shown_history(self, row, self.store.history(case_id), how)
 
-    def options(self, case_id: int, actor: str) -> list[Option]:
+    def options(self, case_id: int, actor: str, *, viewer: str | None = None) -> list[Option]:
         """Every event of the case's current state, and whether `actor` may fire it now (and why not).
         Nothing is written."""
-        row = self.store.case(case_id)
+        row, _how = access.case_row(self, case_id, viewer)
         compiled = self.compiled(row.definition_id, row.definition_version)
         return self._options(compiled, row, actor)
 
@@ -781,9 +797,9 @@ class Engine:
             out.append(Option(event, title, allowed, reason, targets, by, fields))
         return out
 
-    def branches(self, case_id: int) -> list[branches.BranchStatus]:
+    def branches(self, case_id: int, *, viewer: str | None = None) -> list[branches.BranchStatus]:
         """Where each branch of the case's parallel state stands ([] when the case is not in one)."""
-        row = self.store.case(case_id)
+        row, _how = access.case_row(self, case_id, viewer)
         definition = self.compiled(row.definition_id, row.definition_version).definition
         parallel = definition.states[row.state].parallel
         if parallel is None:
@@ -797,9 +813,9 @@ class Engine:
 
         return Scheduler(self).status(definition_id, self.clock())
 
-    def deadlines(self, case_id: int) -> list[DeadlineStatus]:
+    def deadlines(self, case_id: int, *, viewer: str | None = None) -> list[DeadlineStatus]:
         """The case's running deadlines, soonest first."""
-        row = self.store.case(case_id)
+        row, _how = access.case_row(self, case_id, viewer)
         definition = self.definition(row.definition_id, row.definition_version)
         titles = {d.name: d.title for d in definition.deadlines}
         return [
@@ -812,9 +828,9 @@ class Engine:
         """Cases with a breached deadline whose span has not ended, oldest breach first."""
         return self.store.overdue(limit)
 
-    def approval_progress(self, case_id: int) -> str | None:
+    def approval_progress(self, case_id: int, *, viewer: str | None = None) -> str | None:
         """For a case waiting in an approval state: the rule, who has voted, what is missing."""
-        row = self.store.case(case_id)
+        row, _how = access.case_row(self, case_id, viewer)
         compiled = self.compiled(row.definition_id, row.definition_version)
         approval = compiled.definition.states[row.state].approval
         if approval is None:
@@ -879,16 +895,21 @@ class Engine:
 
     def tasks(self, user_id: str, *, limit: int = 50) -> list[Task]:
         """Every open case where `user_id` can act now (assigned, a role they hold or hold for someone,
-        an approval awaiting their vote, a case to claim), most urgent first."""
+        an approval awaiting their vote, a case to claim), most urgent first; of the cases the permission
+        matrix lets them view and modify (filtered in SQL), shown as they may view them."""
         org = self.org()
-        found = people.tasks(self, org, self._actor(org, user_id), limit=limit)
+        seen = access.scope(self, user_id, "view")
+        found = people.tasks(self, org, self._actor(org, user_id), limit=limit, scope=seen)
+        shown = [access.shown_case(self, self._case(w.row), w.row, access.how(seen, w.row)) for w in found]
         return [
-            Task(self._case(w.row), w.events, w.reason, w.waiting_since, w.due_at, w.deadline) for w in found
+            Task(case, w.events, w.reason, w.waiting_since, w.due_at, w.deadline)
+            for case, w in zip(shown, found, strict=True)
         ]
 
     def reassign(self, case_id: int, to_user: str, *, actor: str, comment: str | None = None) -> Result:
         """Give the case's current step to `to_user` (audited); for the owning role's manager role or an
         administrator."""
+        access.check_case(self, case_id, actor, "modify")
         fired = people.reassign(self, case_id, to_user, actor=actor, comment=comment)
         return Result(self.case(fired.case.id), fired.record)
 
@@ -898,14 +919,16 @@ class Engine:
         (`engine.control`)."""
         from sopflow.engine import control
 
+        access.check_case(self, case_id, actor, "administer")
         fired = control.cancel(self, case_id, actor=actor, reason=reason)
         return Result(self._case(fired.case), fired.record)
 
-    def work_item(self, case_id: int) -> WorkItem:
+    def work_item(self, case_id: int, *, viewer: str | None = None) -> WorkItem:
         """The work item of the case's current state: offered, allocated or started, to whom, since when
         (`engine.workitems`)."""
         from sopflow.engine.workitems import work_item
 
+        access.case_row(self, case_id, viewer)
         return work_item(self, case_id)
 
     def suspend(self, case_id: int, *, actor: str, reason: str) -> Result:
@@ -913,6 +936,7 @@ class Engine:
         deadlines and timeouts pause with the time they had left (`engine.control`)."""
         from sopflow.engine import control
 
+        access.check_case(self, case_id, actor, "administer")
         fired = control.suspend(self, case_id, actor=actor, reason=reason)
         return Result(self._case(fired.case), fired.record)
 
@@ -920,6 +944,7 @@ class Engine:
         """Resume a suspended case: its timers run again with the time they had left (`engine.control`)."""
         from sopflow.engine import control
 
+        access.check_case(self, case_id, actor, "administer")
         fired = control.resume(self, case_id, actor=actor, reason=reason)
         return Result(self._case(fired.case), fired.record)
 
@@ -1004,6 +1029,13 @@ class Engine:
             defaults=defaults, where=where, dry_run=dry_run, comment=comment, progress=progress,
         )  # fmt: skip
 
+    def access_log(self, actor: str | None = None) -> list[AccessEntry]:
+        """The access log, oldest first: every refusal of the permission matrix and every export (of one
+        person when `actor` is given); hash-chained, checked by `verify` (`engine.access_log`)."""
+        from sopflow.engine.access_log import read
+
+        return read(self.store, actor)
+
     # -- verifying ---------------------------------------------------------------------------------
 
     def verify(
@@ -1044,14 +1076,14 @@ class Engine:
         progress: Callable[[int, int], None] | None = None,
     ) -> ExportReport:
         """Stream cases and their events to `out` as csv, jsonl or xes, desensitised with the privacy key
-        when one is given (`engine.export`); `reader` is who exports."""
-        from sopflow.engine.export import export
-        from sopflow.engine.privacy import Desensitiser
+        when one is given (`engine.export`); `reader` is who exports (None: the operator): only the cases
+        the permission matrix lets them export, desensitised when it says so; recorded in the access log
+        (`engine.access_export`)."""
+        from sopflow.engine.access_export import export
 
-        d = Desensitiser(desensitise_key, self.clock().date()) if desensitise_key is not None else None
         return export(
-            self, out, fmt, definition=definition, since=since, until=until, desensitiser=d, reader=reader,
-            progress=progress,
+            self, out, fmt, definition=definition, since=since, until=until, key=desensitise_key,
+            reader=reader, progress=progress,
         )  # fmt: skip
 
 

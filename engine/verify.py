@@ -350,6 +350,9 @@ class _Checker:
         from sopflow.engine.verify_registry import check_log, since_anchor
 
         findings += check_log(self._log, self.orgs_at)
+        from sopflow.engine import access_log
+
+        findings += access_log.check(store)
         org_times = [deployed for _id, deployed, _org in self._orgs]
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)

@@ -338,6 +338,8 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
                                                     "extra_working_days")),
     # the second edition: who may act and what a step computes
     **keyed("top-level", definitions, ("start",)),
+    **keyed("measures", lambda: (d["measures"] for d in definitions() if "measures" in d), (
+        "errors", "complaints", "satisfaction", "threshold")),
     **keyed("start", lambda: (d["start"] for d in definitions() if "start" in d), ("by", "when", "explain")),
     **keyed("transition", all_transitions, ("not_by", "compute")),
     **keyed("approval", approvals, ("not_by", "payload", "copy")),

@@ -35,6 +35,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "schedules": "schedules",
             "start": "start",
             "control": "control",
+            "measures": "measures",
         },
     ),
     "start": (model.StartRule, {"by": "by", "when": "when", "explain": "explain"}),

@@ -91,14 +91,14 @@ def show(case: int) -> None:
     """A case: its state, data, who may do what now (and why not), and its deadlines."""
     s = settings()
     engine = s.engine()
-    c = engine.case(case)
+    viewer = s.user  # None: the operator, who sees every case (docs/operations.md)
+    c = engine.case(case, viewer=viewer)
     definition = engine.definition(c.definition_id, c.definition_version)
-    viewer = s.user
-    options = engine.options(c.id, viewer) if viewer else []
-    deadlines = engine.deadlines(c.id)
+    options = engine.options(c.id, viewer, viewer=viewer) if viewer else []
+    deadlines = engine.deadlines(c.id, viewer=viewer)
     now = engine.clock()
-    parent, children = engine.links(c.id)
-    branches = engine.branches(c.id) if c.open else []
+    parent, children = engine.links(c.id, viewer=viewer)
+    branches = engine.branches(c.id, viewer=viewer) if c.open else []
     if s.json:
         emit(
             {
@@ -142,7 +142,7 @@ def show(case: int) -> None:
     )
     if c.starter == "$system":
         # The system starts a case only for a schedule; its start record says which, and the period.
-        first = engine.history(c.id)[0].detail
+        first = engine.history(c.id, viewer=viewer)[0].detail
         if "schedule" in first:
             echo(f"schedule {first['schedule']}, period {first.get('period')}")
     echo("data     " + json.dumps(dict(c.data), ensure_ascii=False, indent=2).replace("\n", "\n         "))
@@ -153,7 +153,7 @@ def show(case: int) -> None:
     for b in branches:
         who = ", ".join(x for x in (b.owner, b.assignee and f"assignee: {b.assignee}") if x)
         echo(f"branch   {b.name}: {b.state} ({text(b.state_title)})" + (" done" if b.done else f"  {who}"))
-    approval = engine.approval_progress(c.id)
+    approval = engine.approval_progress(c.id, viewer=viewer)
     if approval is not None:
         echo(f"approval {approval}")
     for d in deadlines:
@@ -270,6 +270,7 @@ def list_cases(
         data=data,
         limit=limit,
         after_id=after,
+        viewer=s.user,
     )
     if s.json:
         emit([{**case_dict(c), "suspended": c.suspended} for c in cases])
@@ -311,7 +312,7 @@ def _linked(record: AuditRecord) -> str:
 def history(case: int) -> None:
     """A case's audit trail: every step and refused attempt, who, when, in which role."""
     s = settings()
-    records = s.engine().history(case)
+    records = s.engine().history(case, viewer=s.user)
     if s.json:
         emit([record_dict(r) for r in records])
         return

@@ -323,13 +323,14 @@ def diagram(target: str, fmt: str, versions: tuple[int, int] | None) -> None:
         engine = settings().engine()
         ctx = click.get_current_context()
         param = next(p for p in ctx.command.params if p.name == "target")
-        case = engine.case(CASE.convert(target, param, ctx))
-        history = engine.history(case.id)
+        viewer = settings().user
+        case = engine.case(CASE.convert(target, param, ctx), viewer=viewer)
+        history = engine.history(case.id, viewer=viewer)
         path = [r.to_state for r in history if r.outcome == "accepted" and r.to_state]
         routes = [r["choice"] for rec in history for r in rec.detail.get("routes", [])]
         defn = engine.definition(case.definition_id, case.definition_version)
         chart = draw(defn, [*path, *routes], case.state)
-        parent, children = engine.links(case.id)
+        parent, children = engine.links(case.id, viewer=viewer)
         # The linked cases, as comments both formats keep: a diagram draws one case's definition.
         mark = "%%" if fmt == "mermaid" else "//"
         notes = [f"  {mark} parent: case {parent.parent_case_id}"] if parent else []

@@ -34,6 +34,8 @@ from sopflow.engine.definition.model import (
     Escalation,
     EscalationAction,
     Expression,
+    Grant,
+    Measures,
     Org,
     Parallel,
     ParallelBranch,
@@ -132,6 +134,20 @@ def build_definition(doc: Document) -> Definition:
         )
         if "control" in data
         else None,
+        measures=_build_measures(data["measures"], ("measures",)) if "measures" in data else None,
+    )
+
+
+def _build_measures(raw: Mapping[str, Any], path: Path) -> Measures:
+    satisfaction = raw.get("satisfaction", {})
+    threshold = str(raw.get("threshold", "10%")).rstrip("%")
+    return Measures(
+        path=path,
+        errors=tuple(raw.get("errors", ())),
+        complaints=tuple(raw.get("complaints", ())),
+        satisfaction_field=satisfaction.get("field"),
+        satisfaction_scale=satisfaction.get("scale", "csat"),
+        threshold=float(threshold) / 100,
     )
 
 
@@ -398,6 +414,21 @@ def build_org(doc: Document) -> Org:
         file=doc.file,
         departments=MappingProxyType(departments),
         calendar=_build_calendar(data.get("calendar", {})),
+        access=_build_access(data["access"]) if "access" in data else None,
+    )
+
+
+def _build_access(raw: Mapping[str, Any]) -> tuple[Grant, ...]:
+    return tuple(
+        Grant(
+            role=role,
+            actions=tuple(grant["actions"]),
+            scope=grant.get("scope", "own"),
+            definitions=tuple(grant["definitions"]) if "definitions" in grant else None,
+            path=("access", role, i),
+        )
+        for role, grants in raw.items()
+        for i, grant in enumerate(grants)
     )
 
 

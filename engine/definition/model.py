@@ -408,6 +408,26 @@ class Control:
     suspend: tuple[str, ...] = ()
 
 
+SatisfactionScale = Literal["csat", "nps"]
+"""How a satisfaction score is read: CSAT (1 to 5, the share of 4s and 5s) or NPS (0 to 10, the share of
+promoters, 9 and 10, less the share of detractors, 0 to 6)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Measures:
+    """What the reports count for the process beyond durations (`measures:`): the events that are
+    errors (a correction after publication) and complaints, the data field holding a satisfaction score,
+    and by how much a step's median may exceed its baseline before the report flags it."""
+
+    path: Path
+    errors: tuple[str, ...] = ()
+    complaints: tuple[str, ...] = ()
+    satisfaction_field: str | None = None
+    satisfaction_scale: SatisfactionScale = "csat"
+    threshold: float = 0.1
+    """A fraction: 0.2 flags a step whose median is more than 20 % over its baseline."""
+
+
 @dataclass(frozen=True, slots=True)
 class StartRule:
     """Who may start a case (any of `by`; empty: anyone in the org) and on what condition."""
@@ -438,6 +458,7 @@ class Definition:
     schedules: tuple[Schedule, ...] = ()
     start: StartRule | None = None
     control: Control | None = None
+    measures: Measures | None = None
 
     @property
     def key(self) -> str:
@@ -537,9 +558,29 @@ class WorkingCalendar:
     """ISO dates worked although their weekday is not (调休)."""
 
 
+ACCESS_ACTIONS = ("view", "export", "start", "modify", "administer")
+"""What the permission matrix grants: read cases, export them, start them, take steps on them (modify
+their data), and cancel, suspend, resume or reassign them (administer)."""
+ACCESS_SCOPES = ("own", "department", "all", "all_desensitised")
+"""On which cases a grant holds: the person's own (started, held or submitted by them), their department's
+(started, held or submitted by a member), every case, or every case with personal data desensitised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One row of the permission matrix: `role` may do `actions` on the cases in `scope`, of the
+    `definitions` named (None: of every definition)."""
+
+    role: str
+    actions: tuple[str, ...]
+    scope: str
+    definitions: tuple[str, ...] | None
+    path: Path
+
+
 @dataclass(frozen=True, slots=True)
 class Org:
-    """The people: roles, departments and users, and the working calendar."""
+    """The people: roles, departments and users, the working calendar and the permission matrix."""
 
     id: str
     title: Text
@@ -549,6 +590,8 @@ class Org:
     file: str
     departments: Mapping[str, Text] = field(default_factory=lambda: MappingProxyType({}))
     calendar: WorkingCalendar = field(default_factory=WorkingCalendar)
+    access: tuple[Grant, ...] | None = None
+    """The permission matrix (`access:`); None when the org has none: then everyone may do everything."""
 
     def members(self, role: str) -> tuple[str, ...]:
         """User ids holding `role`, in the order the org lists them."""

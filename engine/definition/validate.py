@@ -16,6 +16,7 @@ from sopflow.engine.definition.loader import Document, read_yaml
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.definition.schema import check_definition_schema, check_org_schema
 from sopflow.engine.definition.semantic import check_definition, check_org, sort_problems
+from sopflow.engine.definition.semantic.context import did_you_mean
 from sopflow.engine.definition.semantic.subprocesses import check_links
 from sopflow.engine.errors import DefinitionError, Problem, UsageError
 
@@ -151,6 +152,25 @@ def _duplicate_versions(defs: Iterable[tuple[Definition, Document]]) -> Iterator
             )
 
 
+def _unknown_granted(org: Org, doc: Document, known: set[str]) -> Iterator[Problem]:
+    """Definitions the permission matrix names that are not among `known`."""
+    for grant in org.access or ():
+        for i, name in enumerate(grant.definitions or ()):
+            if name not in known:
+                line, col = doc.where((*grant.path, "definitions", i))
+                yield Problem(
+                    doc.file,
+                    line,
+                    col,
+                    "grant-unknown-definition",
+                    f"the permission matrix names the definition `{name}`, which is neither given nor "
+                    "in a file beside the org: the grant covers no case of it",
+                    did_you_mean(name, sorted(known))
+                    or "fix the id, or keep the definition's file beside the org file",
+                    "warning",
+                )
+
+
 def _duplicate_org(extra: _Read, chosen: _Read) -> Problem:
     return Problem(
         str(extra.path),
@@ -256,6 +276,10 @@ def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
         if defn is not None:
             checked.append((defn, r.doc, _has_errors(found)))
     problems += _duplicate_versions((d, doc) for d, doc, _ in checked)
+    if org is not None and org_read is not None and org_read.doc is not None and org.access is not None:
+        # The matrix may name any definition given or kept beside the org file.
+        known = {d.id for d, _, _ in checked} | set(_Beside({})._ids(org_read.path.parent))
+        problems += _unknown_granted(org, org_read.doc, known)
     problems += check_links([(d, doc) for d, doc, _ in checked], _Beside({d.id: d for d, _, _ in checked}))
     sources = {doc.file: doc.text for _, doc, _ in checked}
     if org_read is not None and org_read.doc is not None:

@@ -4,8 +4,8 @@ XES (IEEE 1849, for process-mining tools), each optionally desensitised (`engine
 Cases are read a batch at a time (`engine.store.export`) and written as they come, so memory stays flat
 in the number of cases. A desensitised export keeps, of every field its definition marks `x-sensitive`,
 what the class allows; replaces every person (who started, holds or took a step) with a token; and drops
-what may hold anything (comments, reasons, the facts behind a step). `reader` names who exports, for the
-permission matrix to scope by; nothing here restricts by it yet.
+what may hold anything (comments, reasons, the facts behind a step). `scope` holds the export to the cases
+the reader may export (`engine.access`, applied in SQL).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from sopflow.engine.export.jsonl import JsonLinesWriter
 from sopflow.engine.export.xes import XesWriter
 from sopflow.engine.privacy import DROP, Desensitiser, marks_of
 from sopflow.engine.store.export import ExportQuery, cases_with_trails, count
-from sopflow.engine.store.records import CaseRow
+from sopflow.engine.store.records import CaseRow, Scope
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
@@ -81,6 +81,7 @@ def export(
     desensitiser: Desensitiser | None = None,
     reader: str | None = None,
     progress: Progress | None = None,
+    scope: Scope | None = None,
 ) -> ExportReport:
     """Write the cases the filters select, with their events, to `out` in `fmt` (see the module)."""
     started = time.perf_counter()
@@ -90,7 +91,7 @@ def export(
         raise UsageError("--since is not before --until", hint="give a period that starts before it ends")
     if definition is not None and engine.store.definition(definition) is None:
         raise NotFound(f"no definition `{definition}` is deployed", hint="see `sopflow defs list`")
-    query = ExportQuery(definition, since, until)
+    query = ExportQuery(definition, since, until, scope)
     total = count(engine.store.engine, query)
     writer = WRITERS[fmt](out)
     writer.begin(
@@ -103,7 +104,7 @@ def export(
             "reader": reader,
         }
     )
-    views = _Views(engine, desensitiser)
+    views = Views(engine, desensitiser)
     cases = events = 0
     for row, trail in cases_with_trails(engine.store.engine, query):
         case, steps = views.of(row, trail)
@@ -123,8 +124,9 @@ def export(
     )
 
 
-class _Views:
-    """A case and its records as an export shows them, desensitised when a desensitiser is given; the
+class Views:
+    """A case and its records as an export (or a desensitised read, `engine.access`) shows them,
+    desensitised when a desensitiser is given; the
     marks of each definition version are read once."""
 
     def __init__(self, engine: Engine, desensitiser: Desensitiser | None) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
 from sopflow.engine.audit import AuditRecord, canonical_json
+from sopflow.engine.store.access import scope_sql
 from sopflow.engine.store.records import CaseQuery, CaseRow, TimerSpec, Write
 
 CASE_COLUMNS = tuple(f.name for f in fields(CaseRow))
@@ -410,6 +411,10 @@ class Sql:
             else:
                 where.append("json_extract(data, ?) = json_extract(?, '$.v')")
                 params += [f"$.{json.dumps(name)}", json.dumps({"v": value}, ensure_ascii=False)]
+        if query.scope is not None:
+            clause, values = scope_sql(query.scope)
+            where.append(clause)
+            params += values
         order = "created_at DESC, id DESC" if query.newest_first else "created_at, id"
         sql = _SELECT_CASE + (" WHERE " + " AND ".join(where) if where else "")
         return self.text(f"{sql} ORDER BY {order} LIMIT ?"), [*params, query.limit]

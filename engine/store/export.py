@@ -17,7 +17,8 @@ from sqlalchemy import Row, func, select
 
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.store import database
-from sopflow.engine.store.records import CaseRow
+from sopflow.engine.store.access import scope_clause
+from sopflow.engine.store.records import CaseRow, Scope
 from sopflow.engine.store.tables import audit, cases
 
 
@@ -28,6 +29,8 @@ class ExportQuery:
     definition_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    scope: Scope | None = None
+    """Only the cases the reader may export (None: every case)."""
 
 
 def _where(query: ExportQuery) -> list[Any]:
@@ -38,6 +41,8 @@ def _where(query: ExportQuery) -> list[Any]:
         conditions.append(cases.c.created_at >= query.since)
     if query.until is not None:
         conditions.append(cases.c.created_at < query.until)
+    if query.scope is not None:
+        conditions.append(scope_clause(query.scope))
     return conditions
 
 

@@ -199,6 +199,27 @@ class Fired:
 
 
 @dataclass(frozen=True, slots=True)
+class ScopePart:
+    """Some of the cases one person may reach (a row of the permission matrix, resolved for them)."""
+
+    definitions: tuple[str, ...] | None = None
+    """Only cases of these definitions (None: of every definition)."""
+    people: tuple[str, ...] | None = None
+    """Only cases started, held or submitted by one of these people (None: everyone's cases)."""
+    scheduled: tuple[str, ...] = ()
+    """With `people`: also the cases a schedule started, of these definitions."""
+    desensitised: bool = False
+    """The person sees these cases with their personal data desensitised."""
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The cases one person may reach: those any part admits (no part: none)."""
+
+    parts: tuple[ScopePart, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class CaseQuery:
     """Which cases to list, oldest first, at most `limit`, after case `after_id` for paging."""
 
@@ -215,6 +236,8 @@ class CaseQuery:
     after_id: int | None = None
     limit: int = 50
     newest_first: bool = False
+    scope: Scope | None = None
+    """Only the cases this scope admits (None: every case, as the operator sees them)."""
 
 
 @dataclass(frozen=True, slots=True)

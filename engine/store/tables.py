@@ -13,6 +13,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -256,4 +257,100 @@ lifecycle_actions = Table(
     Column("detail", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
     Index("ix_lifecycle_definition", "definition_id", "outcome", "id"),
+)
+
+insight_steps = Table(
+    "insight_steps",
+    metadata,
+    # One row per audit record that acts in a state, derived from the trail (migration 0009): the visit it
+    # ends with its wall-clock and working durations, the time suspended counted apart (engine/insight).
+    Column("case_id", CaseId, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("definition_id", String(64), nullable=False),
+    Column("definition_version", Integer, nullable=False),
+    Column("state", String(64), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("role", String(64)),
+    Column("accepted", Boolean, nullable=False),
+    Column("ends_visit", Boolean, nullable=False),
+    Column("kind", String(12), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("week", String(10), nullable=False),
+    Column("month", String(7), nullable=False),
+    Column("entered_at", UTCDateTime),
+    Column("wall_seconds", Float),
+    Column("working_seconds", Float),
+    Column("paused_seconds", Float),
+    Column("score", Float),
+    PrimaryKeyConstraint("case_id", "seq", name="pk_insight_steps"),
+    Index("ix_insight_steps_definition", "definition_id", "at"),
+)
+
+insight_spans = Table(
+    "insight_spans",
+    metadata,
+    # One row per deadline span, derived from the trail: breached or not, the highest rung reached.
+    Column("case_id", CaseId, nullable=False),
+    Column("deadline", String(64), nullable=False),
+    Column("started_seq", Integer, nullable=False),
+    Column("definition_id", String(64), nullable=False),
+    Column("definition_version", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("ended_at", UTCDateTime),
+    Column("week", String(10), nullable=False),
+    Column("breached", Boolean, nullable=False),
+    Column("rung", Integer, nullable=False),
+    PrimaryKeyConstraint("case_id", "deadline", "started_seq", name="pk_insight_spans"),
+    Index("ix_insight_spans_definition", "definition_id", "started_at"),
+)
+
+insight_progress = Table(
+    "insight_progress",
+    metadata,
+    # Up to which record of each case the two tables above are derived.
+    Column("case_id", CaseId, nullable=False),
+    Column("seq", Integer, nullable=False),
+    PrimaryKeyConstraint("case_id", name="pk_insight_progress"),
+)
+
+insight_baselines = Table(
+    "insight_baselines",
+    metadata,
+    # Append-only: a new baseline is a new row and the newest per definition and step is the current one.
+    Column("id", CaseId, primary_key=True, autoincrement=True),
+    Column("definition_id", String(64), nullable=False),
+    Column("step", String(64), nullable=False),
+    Column("seconds", Float, nullable=False),
+    Column("kind", String(12), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("period", String(7)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(64), nullable=False),
+    UniqueConstraint("definition_id", "step", "kind", "period", name="uq_insight_baselines_period"),
+    Index("ix_insight_baselines", "definition_id", "step", "id"),
+)
+
+# The permission matrix's "own" and "department" scopes look a case up by who started or submitted it
+# (the assignee has ix_cases_assignee), migration 0010.
+Index("ix_cases_starter", cases.c.starter, cases.c.open, cases.c.created_at, cases.c.id)
+Index("ix_cases_submitter", cases.c.submitter, cases.c.open)
+
+access_log = Table(
+    "access_log",
+    metadata,
+    # Refused reads and writes and every export (migration 0010): one hash chain over every row, in `seq`
+    # order, append-only like the audit trail (engine/access_log.py).
+    Column("seq", CaseId, nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("records", Integer, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    PrimaryKeyConstraint("seq", name="pk_access_log"),
+    Index("ix_access_log_actor", "actor", "seq"),
 )

@@ -45,6 +45,8 @@ from sopflow.engine.definition.semantic.guards import (
     check_duplicate_events,
     check_guards,
 )
+from sopflow.engine.definition.semantic.measures import CODES as MEASURE_CODES
+from sopflow.engine.definition.semantic.measures import check_measures
 from sopflow.engine.definition.semantic.org import ORG_CHECKS, ORG_CODES, check_org
 from sopflow.engine.definition.semantic.parallel import CODES as PARALLEL_CODES
 from sopflow.engine.definition.semantic.parallel import check_parallel
@@ -122,6 +124,7 @@ SEMANTIC_CODES = (
     *AUTOMATIC_CODES,
     *CONTROL_CODES,
     *PRIVACY_CODES,
+    *MEASURE_CODES,
 )
 """Every code `check_definition` itself reports (guard problems carry the expression module's codes)."""
 
@@ -167,6 +170,7 @@ DEFINITION_CHECKS: tuple[Check, ...] = (
     check_reentry,
     check_control,
     check_privacy,
+    check_measures,
 )
 
 

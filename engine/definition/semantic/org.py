@@ -11,7 +11,7 @@ from sopflow.engine.definition.model import Org, Path
 from sopflow.engine.definition.semantic.context import did_you_mean, problem, raw, sort_problems
 from sopflow.engine.errors import Problem
 
-ORG_CODES = ("unknown-role", "unknown-department", "no-administrator", "bad-calendar")
+ORG_CODES = ("unknown-role", "unknown-department", "no-administrator", "bad-calendar", "no-access")
 """Every code `check_org` reports."""
 
 
@@ -67,6 +67,34 @@ def _org_administrator(org: Org, doc: Document) -> Iterator[Problem]:
         )
 
 
+def _org_access(org: Org, doc: Document) -> Iterator[Problem]:
+    if org.access is None:
+        return
+    granted = {grant.role for grant in org.access}
+    for name in sorted(granted):
+        if name not in org.roles:
+            yield problem(
+                doc,
+                ("access", name),
+                "unknown-role",
+                f"the permission matrix grants to unknown role `{name}`",
+                did_you_mean(name, org.roles) or "define the role under `roles:`",
+                key=True,
+            )
+    for role in org.roles.values():
+        if role.name not in granted and org.members(role.name):
+            yield problem(
+                doc,
+                role.path,
+                "no-access",
+                f"the permission matrix grants role `{role.name}` nothing: "
+                "its holders see no case through it",
+                f"add `{role.name}:` under `access:` with the actions and scope it needs",
+                key=True,
+                severity="warning",
+            )
+
+
 def _calendar_faults(org: Org, doc: Document) -> Iterator[tuple[Path, str]]:
     cal = org.calendar
     try:
@@ -95,6 +123,7 @@ ORG_CHECKS: tuple[Callable[[Org, Document], Iterator[Problem]], ...] = (
     _org_unknown_departments,
     _org_administrator,
     _org_calendar,
+    _org_access,
 )
 
 

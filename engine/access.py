@@ -1,0 +1,287 @@
+"""Who may see and do what: the permission matrix (the org's `access:`) applied to one person.
+
+A person holds the union of the grants of their roles (roles delegated to them included). Each grant
+names actions (view, export, start, modify, administer), a scope (own, department, all,
+all_desensitised) and, optionally, the definitions it covers. `scope(engine, person, action)` resolves
+them into a `Scope`, which the store applies in SQL (`engine.store.access`): a list or a task list is
+filtered by the database, with indexes, never in Python after the fact.
+
+- Reads take `viewer`: None is the operator, who holds the database's credentials and is an
+  administrator by definition (docs/operations.md); an org without `access:` restricts nobody.
+- A case outside a person's view scope is "not found" to them, with the very message and exit code of
+  a case that does not exist, so case numbers cannot be probed.
+- A case reached only through an `all_desensitised` grant is shown desensitised (`engine.privacy`, with
+  the deployment's privacy key): data fields marked `x-sensitive` as their class allows, people as
+  tokens, comments, reasons and a step's facts left out, hashes blanked.
+- Writes are checked too: `start` (of the definition), `modify` (a step on the case), `administer`
+  (cancel, suspend, resume, reassign). A case the person cannot even view is "not found"; one they view
+  but may not change is "not permitted".
+- Every refusal, and every export, is recorded in the access log (`engine.access_log`).
+
+`viewer_filter` is the public hook for readers outside the engine's own (reports): the SQLAlchemy
+condition on `cases` that admits exactly what a viewer may see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sopflow.engine.audit import AuditRecord, iso
+from sopflow.engine.definition.model import Definition, Org
+from sopflow.engine.errors import NotFound, NotPermitted, SopflowError
+from sopflow.engine.step import Actor
+from sopflow.engine.store.access import Condition, admitting, append, scope_clause
+from sopflow.engine.store.records import CaseRow, Scope, ScopePart
+
+if TYPE_CHECKING:
+    from sopflow.engine.compile import CompiledDefinition
+    from sopflow.engine.privacy import Desensitiser
+    from sopflow.engine.runtime import Case, Engine
+
+OPERATOR = "$operator"
+"""How the access log names the operator (a read or export with no person named)."""
+
+
+class OutOfScope(NotFound):
+    """A case the person may not view: told exactly as a case that does not exist."""
+
+    def __init__(self, case_id: int, actor: str, action: str) -> None:
+        super().__init__(f"case {case_id} does not exist", hint="`sopflow list` shows the cases")
+        self.actor, self.action, self.target = actor, action, f"case {case_id}"
+
+
+class AccessDenied(NotPermitted):
+    """An act the permission matrix does not grant the person."""
+
+    def __init__(self, message: str, actor: str, action: str, target: str, *, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.actor, self.action, self.target = actor, action, target
+
+
+REFUSALS = (OutOfScope, AccessDenied)
+
+
+def scope(engine: Engine, person: str | None, action: str) -> Scope | None:
+    """The cases `person` may `action`; None when nothing restricts them (the operator, no matrix)."""
+    if person is None:
+        return None
+    org = engine.org()
+    if org.access is None:
+        return None
+    actor = engine.actor(person)  # NotFound for a person the org does not know
+    return scope_of(org, actor, action, lambda department: _department_definitions(engine, org, department))
+
+
+def scope_of(org: Org, actor: Actor, action: str, scheduled: Callable[[str], tuple[str, ...]]) -> Scope:
+    """The scope of `actor`'s grants for `action` under `org` (which has a matrix); `scheduled` gives the
+    definitions whose schedule-started cases belong to a department."""
+    parts: list[ScopePart] = []
+    for grant in org.access or ():
+        if grant.role not in actor.roles or action not in grant.actions:
+            continue
+        if grant.scope in ("all", "all_desensitised"):
+            parts.append(ScopePart(grant.definitions, None, (), grant.scope == "all_desensitised"))
+        elif grant.scope == "department" and actor.department is not None:
+            members = tuple(u.id for u in org.users.values() if u.department == actor.department)
+            parts.append(ScopePart(grant.definitions, members, scheduled(actor.department)))
+        else:  # own, or a department grant to a person in none: their own cases
+            parts.append(ScopePart(grant.definitions, tuple(sorted({actor.id, *actor.stands_in_for}))))
+    return Scope(tuple(parts))
+
+
+def _department_definitions(engine: Engine, org: Org, department: str) -> tuple[str, ...]:
+    """The definitions a role of `department` owns a state in: their scheduled cases are the department's."""
+    return tuple(sorted(d.id for d in engine.definitions() if owned_by(d, org, department)))
+
+
+def owned_by(definition: Definition, org: Org, department: str) -> bool:
+    return any(
+        s.owner is not None and s.owner in org.roles and org.roles[s.owner].department == department
+        for s in definition.states.values()
+    )
+
+
+def viewer_filter(engine: Engine, viewer: str | None, action: str = "view") -> Condition:
+    """The SQLAlchemy condition on the `cases` table that admits exactly the cases `viewer` may `action`
+    (`true()` for the operator or an org without a matrix; `false()` for a person granted nothing). For
+    reports and other readers that build their own statements: join or filter on `cases` with it."""
+    return scope_clause(scope(engine, viewer, action))
+
+
+# -- one case ------------------------------------------------------------------------------------------
+
+
+class Compiles(Protocol):
+    """What `judge` needs of the engine: a case's compiled definition."""
+
+    def compiled(self, definition_id: str, version: int | None = None) -> CompiledDefinition: ...
+
+
+def how(found: Scope | None, row: CaseRow) -> str:
+    """`raw` or `desensitised`: how a row a list found under `found` is shown."""
+    if found is None:
+        return "raw"
+    parts = admitting(found, row.definition_id, row.starter, row.assignee, row.submitter)
+    return "desensitised" if parts and all(p.desensitised for p in parts) else "raw"
+
+
+def may_modify(engine: Compiles, org: Org, actor: Actor, row: CaseRow) -> bool:
+    """Whether the matrix lets `actor` take a step on the case (nothing recorded)."""
+    try:
+        judge(engine, org, actor, row, "modify")
+    except REFUSALS:
+        return False
+    return True
+
+
+def judge(engine: Compiles, org: Org, actor: Actor, row: CaseRow, action: str) -> str:
+    """`raw` or `desensitised`: how `actor` may `action` the case under `org`; raises OutOfScope when they
+    may not even view it, AccessDenied when they may view it but not `action` it (neither is recorded:
+    see `refused`). Reads nothing but the case's compiled definition."""
+    if org.access is None:
+        return "raw"
+
+    def scheduled(department: str) -> tuple[str, ...]:
+        definition = engine.compiled(row.definition_id, row.definition_version).definition
+        return (row.definition_id,) if owned_by(definition, org, department) else ()
+
+    def parts(act: str) -> list[ScopePart]:
+        found = scope_of(org, actor, act, scheduled)
+        return admitting(found, row.definition_id, row.starter, row.assignee, row.submitter)
+
+    granted = parts(action)
+    if granted:
+        return "desensitised" if all(p.desensitised for p in granted) else "raw"
+    if action != "view" and parts("view"):
+        raise AccessDenied(
+            f"{actor.id} may not {action} case {row.id}: the permission matrix does not grant it to "
+            "their roles",
+            actor.id,
+            action,
+            f"case {row.id}",
+            hint="ask an administrator, or the owner of the org file, for the grant",
+        )
+    raise OutOfScope(row.id, actor.id, action)
+
+
+def case_row(engine: Engine, case_id: int, viewer: str | None, action: str = "view") -> tuple[CaseRow, str]:
+    """The case's row and how `viewer` reaches it (`raw` or `desensitised`); OutOfScope, recorded, as
+    for no such case; AccessDenied, recorded, for an act they may not take on a case they may view."""
+    row = engine.store.case(case_id)
+    if viewer is None:
+        return row, "raw"
+    org = engine.org()
+    if org.access is None:
+        return row, "raw"
+    try:
+        return row, judge(engine, org, engine.actor(viewer), row, action)
+    except REFUSALS as exc:
+        raise refused(engine, exc) from None
+
+
+def check_case(engine: Engine, case_id: int, person: str | None, action: str) -> None:
+    """Refuse (and record) an act on a case outside the person's grants for it."""
+    case_row(engine, case_id, person, action)
+
+
+def check_start(engine: Engine, person: str, definition_id: str) -> None:
+    """Refuse (and record) a start the permission matrix does not grant."""
+    org = engine.org()
+    if org.access is None:
+        return
+    found = scope(engine, person, "start")
+    assert found is not None
+    if not any(p.definitions is None or definition_id in p.definitions for p in found.parts):
+        raise refused(
+            engine,
+            AccessDenied(
+                f"{person} may not start a `{definition_id}` case: the permission matrix does not grant "
+                "it to their roles",
+                person,
+                "start",
+                f"definition {definition_id}",
+                hint="ask an administrator, or the owner of the org file, for the grant",
+            ),
+        )
+
+
+def refused(engine: Engine, error: SopflowError) -> SopflowError:
+    """Record a refusal of the permission matrix in the access log; returns the error to raise."""
+    actor = getattr(error, "actor", OPERATOR)
+    append(
+        engine.store,
+        at=iso(engine.clock()),
+        actor=actor,
+        action=getattr(error, "action", "view"),
+        target=getattr(error, "target", ""),
+        outcome="refused",
+        records=0,
+        detail={"error": error.kind, "message": error.message},
+    )
+    return error
+
+
+def exported(engine: Engine, reader: str | None, target: str, records: int, detail: dict[str, Any]) -> None:
+    """Record an export in the access log."""
+    append(
+        engine.store,
+        at=iso(engine.clock()),
+        actor=reader or OPERATOR,
+        action="export",
+        target=target,
+        outcome="granted",
+        records=records,
+        detail=detail,
+    )
+
+
+# -- what a desensitised viewer sees -------------------------------------------------------------------
+
+
+def desensitiser(engine: Engine) -> Desensitiser:
+    """The deployment's desensitiser (its privacy key: ConfigurationError when none is given)."""
+    from sopflow.engine.privacy import Desensitiser, load_key
+
+    return Desensitiser(load_key(), engine.clock().date())
+
+
+def shown_case(engine: Engine, case: Case, row: CaseRow, how: str) -> Case:
+    if how == "raw":
+        return case
+    from sopflow.engine.export import Views
+
+    shown, _ = Views(engine, desensitiser(engine)).of(row, [])
+    return replace(
+        case,
+        data=shown["data"],
+        starter=shown["starter"],
+        assignee=shown["assignee"],
+        submitter=shown["submitter"],
+    )
+
+
+def shown_history(
+    engine: Engine, row: CaseRow, records: Sequence[AuditRecord], how: str
+) -> list[AuditRecord]:
+    if how == "raw":
+        return list(records)
+    from sopflow.engine.export import Views
+
+    _, steps = Views(engine, desensitiser(engine)).of(row, list(records))
+    return [
+        replace(
+            r,
+            actor=s["actor"],
+            on_behalf_of=s["on_behalf_of"],
+            payload=s["payload"],
+            data_change=s["data_change"],
+            comment=None,
+            reason=None,
+            detail={},
+            prev_hash="",
+            hash="",
+        )
+        for r, s in zip(records, steps, strict=True)
+    ]

@@ -1,0 +1,30 @@
+"""The access log: every read or write the permission matrix refused, and every export (who, what, when,
+how many records), as one hash chain kept by `engine.store.access`; `audit verify` checks it here.
+
+A row changed behind the engine's back no longer matches its hash; a row removed breaks the numbering or
+the link of the next; the database refuses UPDATE, DELETE and REPLACE on the table (migration 0010), so
+either takes someone who switched the triggers off.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sopflow.engine.store.access import AccessEntry, chain_findings, entries
+from sopflow.engine.verify import VerifyFinding
+
+if TYPE_CHECKING:
+    from sopflow.engine.store import Store
+
+
+def check(store: Store) -> list[VerifyFinding]:
+    """A finding for each row of the access log that breaks its chain."""
+    return [
+        VerifyFinding(None, None, problem, f"access log row {seq}")
+        for seq, problem in chain_findings(entries(store))
+    ]
+
+
+def read(store: Store, actor: str | None = None) -> list[AccessEntry]:
+    """The access log, oldest first (one person's rows when `actor` is given)."""
+    return list(entries(store, actor=actor))
