@@ -45,6 +45,12 @@ from sopflow.engine.errors import (
     StrandedCases,
     UsageError,
 )
+from sopflow.engine.insight import baseline as insight_baseline
+from sopflow.engine.insight import compare as insight_compare
+from sopflow.engine.insight import refresh as insight_refresh
+from sopflow.engine.insight import report as insight_report
+from sopflow.engine.insight.compare import Comparison
+from sopflow.engine.insight.report import Report
 from sopflow.engine.lifecycle import trials
 from sopflow.engine.lifecycle.diff import Diff, diff
 from sopflow.engine.lifecycle.trials import LifecycleAct, TrialStatus
@@ -72,6 +78,7 @@ from sopflow.engine.store import (
     Store,
     Write,
 )
+from sopflow.engine.store.insight import BaselineRow
 from sopflow.engine.store.keys import KeyClaim, check_key, new_key
 from sopflow.engine.timers import on_entry
 from sopflow.engine.verify import VerifyReport, verify
@@ -979,6 +986,42 @@ class Engine:
     def delegations(self, user_id: str | None = None) -> list[DelegationRow]:
         """Delegations not revoked (running, future and ended), newest first."""
         return self.store.delegations(user=user_id)
+
+    # -- insight: reports, baselines, comparisons (`engine.insight`) ---------------------------------
+
+    def report(
+        self,
+        definition_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        by: str = "step",
+        viewer: str | None = None,
+    ) -> Report:
+        """Handling times, SLA, errors, satisfaction, workload and backlog of the cases `viewer` may see."""
+        return insight_report.build(self, definition_id, since=since, until=until, by=by, viewer=viewer)
+
+    def report_check(self) -> list[tuple[int, str]]:
+        """(case, what differs) for each case whose derived figures are not what its trail gives."""
+        return insight_refresh.check(self)
+
+    def set_baseline(
+        self, definition_id: str, step: str | None, seconds: float, *, source: str, actor: str
+    ) -> BaselineRow:
+        """Record a benchmark baseline of a step's median (None: the whole process), with its source."""
+        return insight_baseline.set_baseline(self, definition_id, step, seconds, source=source, actor=actor)
+
+    def update_baselines(self, month: str | None = None) -> list[BaselineRow]:
+        """Record last month's (or `month`'s, YYYY-MM) own medians as baselines; the rows added."""
+        return insight_baseline.update(self, month)
+
+    def baselines(self, definition_id: str | None = None) -> list[BaselineRow]:
+        """Every baseline, oldest first (never overwritten: the newest per step is the current one)."""
+        return insight_baseline.history(self, definition_id)
+
+    def compare(self, definition_id: str, version1: int, version2: int) -> Comparison:
+        """Version 2 against version 1: durations (Mann–Whitney U), rates (Fisher), a verdict."""
+        return insight_compare.compare(self, definition_id, version1, version2)
 
     # -- versions: diff, trials, adoption, migration (`engine.lifecycle`) ---------------------------
 
