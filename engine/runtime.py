@@ -218,8 +218,11 @@ class Engine:
         self._last_org: Org | None = None
         self._people: dict[tuple[str, str], Actor] = {}
         """(org hash, user) → the person as that org knows them, without delegations: most steps' actor."""
-        self.handlers: dict[str, Handler] = {}
-        """The Python handlers of automatic states, by name (`register_handler`), for this engine's worker."""
+        from sopflow.engine.lifecycle.handlers import builtin
+
+        self.handlers: dict[str, Handler] = builtin(self)
+        """The Python handlers of automatic states, by name (`register_handler`), for this engine's worker;
+        the built-in `sopflow.*` ones of the SOP lifecycle to begin with (`engine.lifecycle.handlers`)."""
 
     def register_handler(self, name: str, handler: Handler) -> None:
         """Register the Python function an automatic state names (`automatic: {handler: NAME}`): the
