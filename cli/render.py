@@ -173,14 +173,21 @@ def _label(state: State) -> list[str]:
     if state.parallel:
         # Each branch on a line of its own: its steps in order, each with its owner.
         for branch in state.parallel.branches.values():
-            steps = " → ".join(s.name + (f" ({s.owner})" if s.owner else "") for s in branch.states.values())
+            steps = " → ".join(_branch_step(s) for s in branch.states.values())
             lines.append(f"branch {branch.name}: {steps}")
         template = state.parallel.template
         if template is not None:
-            inner = template.states.values()
-            steps = " → ".join(s.name + (f" ({s.owner})" if s.owner else "") for s in inner)
+            steps = " → ".join(_branch_step(s) for s in template.states.values())
             lines.append(f"for each of {state.parallel.for_each}: {steps}")
     return [line for line in lines if line]
+
+
+def _branch_step(state: State) -> str:
+    """A branch's step on its line: its name, owner and how its work is given (`pack (packer; least
+    loaded packer)`)."""
+    given = _ASSIGN_WORDS[state.assign.kind].format(state.assign.value)[8:] if state.assign else None
+    said = "; ".join(x for x in (state.owner, given) if x)
+    return state.name + (f" ({said})" if said else "")
 
 
 def _edges(definition: Definition) -> list[tuple[str, str, str]]:

@@ -29,6 +29,7 @@ from sopflow.engine.definition.model import (
 )
 from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPermitted
 from sopflow.engine.step import (
+    CLAIM,
     Actor,
     People,
     Refused,
@@ -53,18 +54,64 @@ SEPARATOR = "."
 """Between a branch's name and its event: `investigate.cause_found`."""
 
 
-def entered(parallel: Parallel, data: Mapping[str, Any], people: People) -> dict[str, Any]:
-    """The positions of the branches as the state is entered: each at its initial state, assigned."""
+WIP = "branch_wip"
+"""The record detail holding what each person held when the step gave branches to the least loaded: the
+counts the picks were decided with (`audit verify` decides them again from it)."""
+
+
+class _Picker:
+    """Gives the branches of one step their people: `least_loaded` to the member of the role holding the
+    fewest open cases and branch work items (counting those given in the same step, so that the items of
+    one entry are spread), passing by those at the role's `wip_limit` unless every one is."""
+
+    def __init__(self, people: People, detail: dict[str, Any] | None) -> None:
+        self.people = people
+        self.detail = detail
+        self.held: dict[str, int] = {}
+        self.given: dict[str, int] = {}
+
+    def assignee(self, state: State, data: Mapping[str, Any]) -> str | None:
+        if state.assign is None or state.assign.kind != "least_loaded":
+            return assignee_of(state, data, self.people)
+        role = state.assign.value
+        members = list(self.people.members(role))
+        if not members:
+            return None
+        count = self.people.open_cases
+        for m in members:
+            if m not in self.held:
+                self.held[m] = count(m) if count is not None else 0
+        load = {m: self.held[m] + self.given.get(m, 0) for m in members}
+        limit = self.people.org.roles[role].wip_limit if role in self.people.org.roles else None
+        free = [m for m in members if limit is None or load[m] < limit]
+        chosen = min(free or members, key=lambda m: load[m])
+        self.given[chosen] = self.given.get(chosen, 0) + 1
+        if self.detail is not None:
+            wip = self.detail.setdefault(WIP, {"held": {}})
+            wip["held"] = dict(self.held)
+            if limit is not None:
+                wip.setdefault("limit", {})[role] = limit
+            if not free:
+                wip.setdefault("over_limit", []).append(chosen)
+        return chosen
+
+
+def entered(
+    parallel: Parallel, data: Mapping[str, Any], people: People, detail: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The positions of the branches as the state is entered: each at its initial state, assigned (the
+    counts of least-loaded picks written into `detail`)."""
+    picker = _Picker(people, detail)
     if parallel.template is not None:
-        return _items_entered(parallel, parallel.template, data, people)
+        return _items_entered(parallel, parallel.template, data, picker)
     return {
-        name: {"state": b.initial, "assignee": assignee_of(b.states[b.initial], data, people)}
+        name: {"state": b.initial, "assignee": picker.assignee(b.states[b.initial], data)}
         for name, b in parallel.branches.items()
     }
 
 
 def _items_entered(
-    parallel: Parallel, template: ParallelBranch, data: Mapping[str, Any], people: People
+    parallel: Parallel, template: ParallelBranch, data: Mapping[str, Any], picker: _Picker
 ) -> dict[str, Any]:
     """One branch per element of the `for_each` list, named by it; a person's branch is theirs."""
     items = data.get(parallel.for_each or "")
@@ -81,8 +128,9 @@ def _items_entered(
             raise InvalidData(
                 f"`{parallel.for_each}` holds `{name}` twice: one task per item needs each once"
             )
-        assignee = assignee_of(first, data, people)
-        if assignee is None and isinstance(item, str) and item in people.org.users:
+        assignee = picker.assignee(first, data)
+        offered = first.assign is not None and first.assign.kind == "claim"
+        if assignee is None and not offered and isinstance(item, str) and item in picker.people.org.users:
             assignee = item
         out[name] = {"state": template.initial, "assignee": assignee}
     return out
@@ -111,8 +159,16 @@ def open_events(parallel: Parallel, positions: Mapping[str, Any]) -> list[tuple[
         position = positions.get(name)
         if branch is None or position is None or is_done(branch, position):
             continue
-        out += [(name, e) for e in branch.states[str(position["state"])].events]
+        here = branch.states[str(position["state"])]
+        if _offered(here, position):
+            out.append((name, CLAIM))
+        out += [(name, e) for e in here.events if e != CLAIM]
     return out
+
+
+def _offered(state: State, position: Mapping[str, Any]) -> bool:
+    """A branch state that members of a role claim, which nobody has claimed yet."""
+    return state.assign is not None and state.assign.kind == "claim" and position.get("assignee") is None
 
 
 def resolve(
@@ -177,6 +233,8 @@ def branch_step(
     name, branch, bare = resolve(state, positions, event, actor.id)
     here = branch.states[str(positions[name]["state"])]
     qualified = f"{name}{SEPARATOR}{bare}"
+    if bare == CLAIM and here.assign is not None and here.assign.kind == "claim":
+        return _claim(here, name, positions, snapshot, actor, qualified, people)
     alternatives = [t for t in here.transitions if t.event == bare]
     if not alternatives:
         raise NotAvailable(
@@ -191,7 +249,8 @@ def branch_step(
         check_step_data(compiled, snapshot, data, people)
     target = branch.states[taken.target]
     # A branch keeps its person (an item's, or the one its data named) into a state that assigns no one.
-    assignee = assignee_of(target, data, people) if target.assign else positions[name].get("assignee")
+    picked = _Picker(people, detail).assignee(target, data) if target.assign else None
+    assignee = picked if target.assign else positions[name].get("assignee")
     positions[name] = {"state": target.name, "assignee": assignee}
     detail["branch"] = name
     every = names(parallel, positions)
@@ -207,6 +266,53 @@ def branch_step(
         return enter(compiled, snapshot, actor, qualified, parallel.then, data, role, people, detail)
     detail[BRANCHES] = positions
     return staying(qualified, snapshot, actor, role, data, detail)
+
+
+def _claim(
+    here: State,
+    name: str,
+    positions: dict[str, Any],
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    people: People,
+) -> Step:
+    """A member of the role takes the work of branch `name`, as a claim of a case's state is taken: not
+    twice, and not by someone holding their role's `wip_limit` (what they held is recorded)."""
+    assert here.assign is not None
+    role = here.assign.value
+    where = f"branch `{name}` ({here.name})"
+    if role not in actor.roles:
+        raise Refused(
+            NotPermitted(f"{actor.id} may not claim {where}: it needs the role {role}"),
+            None,
+            {"needed": [role], "branch": name},
+        )
+    holder = positions[name].get("assignee")
+    if holder is not None:
+        raise Refused(
+            NotPermitted(f"{where} is already claimed by {holder}", hint="ask the role's manager"),
+            role,
+            {"assignee": holder, "branch": name},
+        )
+    detail: dict[str, Any] = {"claimed_by": actor.id, "branch": name}
+    limit = people.org.roles[role].wip_limit if role in people.org.roles else None
+    if limit is not None and people.open_cases is not None:
+        held = people.open_cases(actor.id)
+        if held >= limit:
+            raise Refused(
+                NotPermitted(
+                    f"{actor.id} holds {held} open case(s) and branch work item(s), the most a {role} may "
+                    f"hold at once (wip_limit {limit})",
+                    hint="finish one, or hand one on, before claiming another",
+                ),
+                role,
+                {"rule": "wip-limit", "held": held, "limit": limit, "branch": name},
+            )
+        detail["held"] = held
+    positions[name] = {**positions[name], "assignee": actor.id}
+    detail[BRANCHES] = positions
+    return staying(event, snapshot, actor, role, dict(snapshot.data), detail)
 
 
 def _decide(
@@ -302,6 +408,24 @@ def roles_acting(state: State) -> set[str]:
     specs = (*parallel.branches.values(), *((parallel.template,) if parallel.template else ()))
     found = {r for b in specs for s in b.states.values() for t in s.transitions for r in t.by}
     return found | {s.owner for b in specs for s in b.states.values() if s.owner}
+
+
+def held_items(definition: Definition, step: Step) -> dict[str, str] | None:
+    """The open branches someone holds after `step` (branch → assignee), for a person's load: from the
+    positions its record carries when it enters or stays in a parallel state, none when it leaves one;
+    None when it changes no branch."""
+    here = definition.states.get(step.to_state)
+    positions = step.detail.get(BRANCHES)
+    if here is not None and here.parallel is not None and isinstance(positions, dict):
+        out: dict[str, str] = {}
+        for name, position in positions.items():
+            spec = branch_named(here.parallel, name)
+            assignee = position.get("assignee")
+            if spec is not None and isinstance(assignee, str) and not is_done(spec, position):
+                out[name] = assignee
+        return out
+    left = definition.states.get(step.from_state)
+    return {} if left is not None and left.parallel is not None and step.moved else None
 
 
 def ended_deadlines(definition: Definition, step: Step) -> tuple[str, ...]:

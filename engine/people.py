@@ -404,7 +404,8 @@ def _what_they_may_do(
         for name, event in branches.open_events(state.parallel, positions):
             qualified = f"{name}{branches.SEPARATOR}{event}"
             allowed, _ = may_fire(compiled, seen, person, qualified, org, ("?",))
-            clock = all(t.clock_only for t in branches.transitions_of(state, positions, qualified))
+            written = branches.transitions_of(state, positions, qualified)  # none for a branch's claim
+            clock = bool(written) and all(t.clock_only for t in written)
             if allowed and not clock:
                 events.append(qualified)
                 reasons.append(f"branch {name}")

@@ -473,7 +473,10 @@ class Engine:
             more = subprocesses.cascade(
                 self, compiled, case_id, 1, None, step, person, person.id, org, now
             )
-            return Write(record, change, start_timers=timers.start, cascade=more, turn=turn)
+            held = branches.held_items(definition, step)
+            return Write(
+                record, change, start_timers=timers.start, cascade=more, turn=turn, branch_items=held
+            )
 
         try:
             fired = self.store.start(
@@ -661,6 +664,7 @@ class Engine:
             # one has nothing to cancel, and the statement is saved.
             cancel_state_timers=timers.leave_state and definition.states[row.state].timeout is not None,
             turn=turn,
+            branch_items=branches.held_items(definition, step),
         )
 
     @staticmethod

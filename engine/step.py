@@ -547,7 +547,7 @@ def _enter(
         from sopflow.engine.branches import BRANCHES
         from sopflow.engine.branches import entered as branches_entered
 
-        detail[BRANCHES] = branches_entered(final.parallel, data, people)
+        detail[BRANCHES] = branches_entered(final.parallel, data, people, detail)
     if final.assign is not None and final.assign.kind in ("least_loaded", "round_robin"):
         # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
         detail["assignee"] = assignee

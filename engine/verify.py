@@ -643,6 +643,10 @@ class _Checker:
         # A claim under a role's wip_limit records what the person held then, a pick on entry what each
         # candidate held: decided again with it.
         open_cases: Callable[[str], int] | None = (lambda _user: int(held)) if isinstance(held, int) else None
+        branch_wip = rec.detail.get("branch_wip")
+        if isinstance(branch_wip, dict) and isinstance(branch_wip.get("held"), dict):
+            # Branches given to the least loaded: decided again from what each person held then.
+            wip = {"held": {**(wip or {}).get("held", {}), **branch_wip["held"]}}
         if isinstance(wip, dict) and isinstance(wip.get("held"), dict):
             counts = {str(m): n for m, n in wip["held"].items() if isinstance(n, int)}
             open_cases = lambda user: counts.get(user, 0)  # noqa: E731

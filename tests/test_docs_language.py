@@ -239,6 +239,15 @@ def all_transitions() -> Iterator[dict[str, Any]]:
     return (t for _, t in transitions())
 
 
+def branch_states() -> Iterator[dict[str, Any]]:
+    """The states of every branch (written, or the template of one task per item) of the examples."""
+    for state in all_states():
+        parallel = state.get("parallel", {})
+        written = list(parallel.get("branches", {}).values())
+        for branch in written + ([parallel["branch"]] if "branch" in parallel else []):
+            yield from branch["states"].values()
+
+
 def assignments() -> Iterator[dict[str, Any]]:
     return (s["assign"] for s in all_states() if "assign" in s)
 
@@ -351,6 +360,9 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
         n.get("format") == "user" and "role" in n
         for d in definitions() for n in schema_nodes(d.get("data"))),
     "guard uses case.": guard_uses("case."),
+    # concurrency: who does a branch's work
+    **keyed("branch assign", lambda: (s["assign"] for s in branch_states() if "assign" in s), (
+        "from_data", "least_loaded", "claim")),
 }  # fmt: skip
 
 

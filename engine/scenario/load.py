@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from sopflow.engine.definition.build import parse_duration
 from sopflow.engine.definition.loader import Document, read_yaml
-from sopflow.engine.definition.model import Definition, Org
+from sopflow.engine.definition.model import Definition, Org, State
 from sopflow.engine.definition.model import Path as NodePath
 from sopflow.engine.definition.schema import check_scenario_schema
 from sopflow.engine.definition.validate import (
@@ -162,13 +162,13 @@ class _Checker:
             events.update(state.events)
             for branch in state.parallel.branches.values() if state.parallel is not None else ():
                 for inner in branch.states.values():
-                    events.update(inner.events)
-                    events.update(f"{branch.name}.{e}" for e in inner.events)
+                    events.update(_branch_events(inner))
+                    events.update(f"{branch.name}.{e}" for e in _branch_events(inner))
             template = state.parallel.template if state.parallel is not None else None
             for inner in template.states.values() if template is not None else ():
                 # One task per item: its branches are named by the case's data, known only when it runs.
-                events.update(inner.events)
-                self.item_events.update(inner.events)
+                events.update(_branch_events(inner))
+                self.item_events.update(_branch_events(inner))
             if state.assign is not None and state.assign.kind == "claim":
                 events.add(CLAIM)
         self.events = sorted(events)
@@ -325,3 +325,9 @@ class _Checker:
             child_deadlines=tuple(raw["child_deadlines"]) if "child_deadlines" in raw else None,
             branches=dict(raw["branches"]) if "branches" in raw else None,
         )
+
+
+def _branch_events(state: State) -> tuple[str, ...]:
+    """The events of a branch state: those written, and `claim` when members of a role claim it."""
+    claimed = state.assign is not None and state.assign.kind == "claim"
+    return (*state.events, CLAIM) if claimed else state.events

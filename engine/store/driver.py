@@ -368,10 +368,14 @@ class Sql:
         return "WITH " + ", ".join(ctes) + " SELECT COUNT(*) FROM u", values
 
     def open_load(self, members: int) -> str:
-        """Open cases per assignee among `members` assignees. Parameters: True, the members."""
+        """Open cases and branch work items of open cases per assignee among `members` assignees.
+        Parameters: True, the members, True, the members."""
         return self.text(
-            f"SELECT assignee, COUNT(*) FROM cases WHERE open = ? AND assignee IN ({_marks(members)}) "
-            "GROUP BY assignee"
+            "SELECT assignee, COUNT(*) FROM ("
+            f"SELECT assignee FROM cases WHERE open = ? AND assignee IN ({_marks(members)}) "
+            "UNION ALL SELECT b.assignee FROM branch_items b JOIN cases c ON c.id = b.case_id "
+            f"AND c.entered_seq = b.entered_seq WHERE c.open = ? AND b.assignee IN ({_marks(members)})"
+            ") held GROUP BY assignee"
         )
 
     # -- reading many ------------------------------------------------------------------------------

@@ -152,6 +152,9 @@ class Write:
     """Pause every pending timer of the case (a suspension): each stops pending, with outcome `paused`."""
     turn: tuple[str, str, str] | None = None
     """(definition, state, member): the member a round-robin state gave this case, whose turn it was."""
+    branch_items: Mapping[str, str] | None = None
+    """The open branches of the case's parallel state that someone holds after the step (branch →
+    assignee), replacing those stored; None: the step leaves them as they are."""
 
 
 @dataclass(frozen=True, slots=True)

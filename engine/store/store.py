@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, and_, func, insert, or_, select, update
+from sqlalchemy import Connection, Engine, Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
@@ -45,6 +45,7 @@ from sopflow.engine.store.records import (
 )
 from sopflow.engine.store.tables import (
     audit,
+    branch_items,
     cases,
     definitions,
     delegations,
@@ -160,14 +161,15 @@ class Reads:
 
     def open_cases(self, user: str) -> int:
         """How many open cases are assigned to `user` (their work in progress)."""
-        found = run(self._conn, self._sql.open_load(1), (True, user)).fetchall()
+        found = run(self._conn, self._sql.open_load(1), (True, user, True, user)).fetchall()
         return int(found[0][1]) if found else 0
 
     def least_loaded(self, members: Sequence[str]) -> str | None:
         """The member with the fewest open cases assigned, ties broken by the order given."""
         if not members:
             return None
-        found = run(self._conn, self._sql.open_load(len(members)), (True, *members)).fetchall()
+        params = (True, *members, True, *members)
+        found = run(self._conn, self._sql.open_load(len(members)), params).fetchall()
         counts: dict[str, int] = {m: int(n) for m, n in found}
         return min(members, key=lambda m: counts.get(m, 0))
 
@@ -362,6 +364,8 @@ class Store:
                         write = replace(write, key=key)
                     run(conn, sql.seal_case, (write.record.seq, write.record.hash, case_id))
                     self._append(conn, write, now, stamp)
+                    if write.branch_items is not None:
+                        self._branch_items(conn, case_id, write.record.seq, write.branch_items)
                     if not self._cascade(conn, write, now, stamp):
                         tx.rollback()
                         continue
@@ -512,7 +516,19 @@ class Store:
             )  # fmt: skip
         if not self._write_after(conn, update, params, write, now, stamp):
             return None
+        if write.branch_items is not None:
+            self._branch_items(conn, row.id, after.entered_seq, write.branch_items)
         return after
+
+    @staticmethod
+    def _branch_items(conn: Connection, case_id: int, entered_seq: int, items: Mapping[str, str]) -> None:
+        conn.execute(delete(branch_items).where(branch_items.c.case_id == case_id))
+        if items:
+            rows = [
+                {"case_id": case_id, "branch": b, "entered_seq": entered_seq, "assignee": a}
+                for b, a in items.items()
+            ]
+            conn.execute(insert(branch_items), rows)
 
     def _write_after(
         self, conn: Connection, update: str, params: Sequence[Any], write: Write, now: datetime, stamp: Any

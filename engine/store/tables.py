@@ -169,6 +169,18 @@ timers = Table(
     Index("ix_timers_outcome", "kind", "outcome", "due_at"),
 )
 
+branch_items = Table(
+    "branch_items",
+    metadata,
+    # Who holds each open branch of a case's parallel state, for a person's load (migration 0012).
+    Column("case_id", CaseId, nullable=False),
+    Column("branch", String(255), nullable=False),
+    Column("entered_seq", Integer, nullable=False),
+    Column("assignee", String(64), nullable=False),
+    PrimaryKeyConstraint("case_id", "branch", name="pk_branch_items"),
+    Index("ix_branch_items_assignee", "assignee"),
+)
+
 assignment_turns = Table(
     "assignment_turns",
     metadata,

@@ -1,0 +1,144 @@
+"""Work distribution inside parallel branches, on SQLite and PostgreSQL: a branch state given to the least
+loaded member of a role (the load counting open cases and the branches each person holds, the branches
+given in the same step included, under the role's wip_limit, what each held recorded and decided again by
+`audit verify`), and a branch state its role's members claim. The fixture: tests/fixtures/distribution
+(packers with wip_limit 2, checkers with wip_limit 1)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sopflow.cli.main import cli
+from sopflow.engine import Engine
+from sopflow.engine.errors import NotAvailable, NotPermitted
+from tests.conftest import ROOT, Clock, engine_on
+
+DISTRIBUTION = ROOT / "tests" / "fixtures" / "distribution"
+
+
+@pytest.fixture
+def sop(database_url: str, clock: Clock) -> Iterator[Engine]:
+    yield from engine_on(database_url, clock, DISTRIBUTION)
+
+
+def _holders(sop: Engine, case: int) -> dict[str, str | None]:
+    return {b.name: b.assignee for b in sop.branches(case)}
+
+
+def test_the_items_of_one_entry_are_spread_over_the_least_loaded(sop: Engine) -> None:
+    case = sop.start("packing", {"stores": ["s1", "s2", "s3"]}, actor="mia").case.id
+    assert _holders(sop, case) == {"s1": "p1", "s2": "p2", "s3": "p3"}
+    entered = sop.history(case)[0]
+    assert entered.detail["branch_wip"] == {"held": {"p1": 0, "p2": 0, "p3": 0}, "limit": {"packer": 2}}
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_pick_counts_the_branches_other_cases_give_people(sop: Engine) -> None:
+    first = sop.start("packing", {"stores": ["s1", "s2"]}, actor="mia").case.id
+    assert _holders(sop, first) == {"s1": "p1", "s2": "p2"}
+    # A one-state least_loaded pick sees the branches: p1 and p2 hold one each, p3 none.
+    assert sop.start("sorting", {}, actor="mia").case.assignee == "p3"
+    second = sop.start("packing", {"stores": ["t1"]}, actor="mia").case.id
+    assert sop.history(second)[0].detail["branch_wip"]["held"] == {"p1": 1, "p2": 1, "p3": 1}
+    assert _holders(sop, second) == {"t1": "p1"}
+    # A branch that moves on to another role's state is no longer its packer's load.
+    sop.fire(first, "s1.packed", actor="p1")
+    sop.fire(first, "s2.packed", actor="p2")
+    assert sop.start("sorting", {}, actor="mia").case.assignee == "p2"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_wip_limit_passes_by_those_holding_it_and_notes_when_everyone_does(sop: Engine) -> None:
+    stores = [f"s{i}" for i in range(1, 8)]
+    case = sop.start("packing", {"stores": stores}, actor="mia").case.id
+    held = _holders(sop, case)
+    assert [held[s] for s in stores] == ["p1", "p2", "p3", "p1", "p2", "p3", "p1"]
+    wip = sop.history(case)[0].detail["branch_wip"]
+    assert wip["over_limit"] == ["p1"]  # the seventh: every packer held two
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_branch_state_is_claimed_once_by_a_member_under_their_wip_limit(sop: Engine) -> None:
+    case = sop.start("packing", {"stores": ["s1", "s2"]}, actor="mia").case.id
+    sop.fire(case, "s1.packed", actor="p1")
+    sop.fire(case, "s2.packed", actor="p2")
+    assert _holders(sop, case) == {"s1": None, "s2": None}
+    assert sorted(e for t in sop.tasks("c2") for e in t.events) == ["s1.claim", "s2.claim"]
+    with pytest.raises(NotAvailable, match="several branches"):
+        sop.fire(case, "claim", actor="c1")
+    with pytest.raises(NotPermitted, match="needs the role checker"):
+        sop.fire(case, "s1.claim", actor="p1")
+    claimed = sop.fire(case, "s1.claim", actor="c1")
+    assert claimed.record.detail["claimed_by"] == "c1" and claimed.record.detail["held"] == 0
+    assert _holders(sop, case)["s1"] == "c1"
+    with pytest.raises(NotPermitted, match="already claimed by c1"):
+        sop.fire(case, "s1.claim", actor="c2")
+    with pytest.raises(NotPermitted, match="wip_limit 1"):
+        sop.fire(case, "s2.claim", actor="c1")  # c1 holds s1 already
+    assert "s1.checked" in [e for t in sop.tasks("c1") for e in t.events]
+    sop.fire(case, "claim", actor="c2")  # the only branch still offered
+    sop.fire(case, "checked", actor="c1")
+    sop.fire(case, "checked", actor="c2")
+    assert sop.case(case).state == "shipped"
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_verify_names_branches_given_to_other_people_than_the_recorded_loads_give(
+    sop: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sopflow.engine import branches
+
+    real = branches._Picker.assignee
+
+    def everything_to_p1(self: branches._Picker, state: Any, data: Any) -> str | None:
+        real(self, state, data)  # records what each held, as the right pick does
+        return "p1"
+
+    fair = sop.start("packing", {"stores": ["s1", "s2"]}, actor="mia").case.id
+    monkeypatch.setattr(branches._Picker, "assignee", everything_to_p1)
+    wrong = sop.start("packing", {"stores": ["t1", "t2"]}, actor="mia").case.id
+    monkeypatch.undo()
+    assert _holders(sop, wrong) == {"t1": "p1", "t2": "p1"}
+    assert sop.verify(fair).ok
+    report = sop.verify(wrong)
+    assert [(f.case_id, f.seq) for f in report.findings] == [(wrong, 1)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(sizes=st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=3))
+def test_any_run_of_entries_keeps_the_packers_loads_within_one_of_each_other(
+    sizes: list[int], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('spread') / 'x.db'}"
+    with Engine(url) as sop:
+        sop.deploy([DISTRIBUTION])
+        for n in sizes:
+            sop.start("packing", {"stores": [f"s{i}" for i in range(n)]}, actor="mia")
+        loads = [sop.store.open_cases(p) for p in ("p1", "p2", "p3")]
+        assert sum(loads) == sum(sizes)
+        assert max(loads) - min(loads) <= 1
+        assert sop.verify().ok
+
+
+def test_simulate_and_diagram_show_how_a_branch_state_gives_its_work() -> None:
+    runner = CliRunner()
+    chart = runner.invoke(cli, ["diagram", str(DISTRIBUTION / "packing.yaml")])
+    assert chart.exit_code == 0, chart.output
+    assert (
+        "for each of stores: pack (packer; least loaded packer) → check (checker; claimed by checker) → done"
+        in chart.output
+    )
+    steps = ["s1.packed@p1", "s2.packed@p2", "s1.claim@c1", "s1.checked@c1"]
+    packing = str(DISTRIBUTION / "packing.yaml")
+    start = ["--as", "mia", "simulate", packing, "--data", '{"stores": ["s1", "s2"]}']
+    done = runner.invoke(cli, [*start, *steps])
+    assert done.exit_code == 0, done.output
+    assert "branch s1: pack (assignee: p1)" in done.output
+    assert "branch s2: pack (assignee: p2)" in done.output
+    assert "branch s1: check (assignee: c1)" in done.output
