@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from sopflow.engine.audit import AuditRecord, canonical_json
 from sopflow.engine.errors import Conflict
 from sopflow.engine.store import database
-from sopflow.engine.store.driver import run
+from sopflow.engine.store.driver import postgres_time, run, sqlite_time
 from sopflow.engine.store.records import CaseRow, TimerSpec
-from sopflow.engine.store.tables import audit, cases, lifecycle_actions, timers
+from sopflow.engine.store.tables import cases, lifecycle_actions
 
 if TYPE_CHECKING:
     from sopflow.engine.store.store import Store
@@ -181,36 +181,35 @@ def cycle_times(store: Store, definition_id: str, since: datetime | None) -> dic
 def pending_timers(store: Store, case_id: int) -> list[PendingTimer]:
     """The case's pending timers with the time of the record each belongs to."""
     with store._read() as conn:
-        return _pending(conn, case_id)
+        return _pending(conn, store._sql, case_id)
 
 
-def _pending(conn: Any, case_id: int) -> list[PendingTimer]:
-    t = timers.c
-    rows = conn.execute(
-        select(t.kind, t.name, t.rung, t.due_at, t.entered_seq)
-        .where(t.case_id == case_id, t.pending.is_(True))
-        .order_by(t.kind, t.name, t.rung)
-    ).all()
-    seqs = sorted({int(r.entered_seq) for r in rows})
-    at: dict[int, str] = {}
-    if seqs:
-        found = conn.execute(
-            select(audit.c.seq, audit.c.at).where(audit.c.case_id == case_id, audit.c.seq.in_(seqs))
-        )
-        at = {int(s): str(a) for s, a in found}
+_PENDING = (
+    "SELECT t.kind, t.name, t.rung, t.due_at, t.entered_seq, a.at FROM timers t "
+    "LEFT JOIN audit a ON a.case_id = t.case_id AND a.seq = t.entered_seq "
+    "WHERE t.case_id = ? AND t.pending = ? ORDER BY t.kind, t.name, t.rung"
+)
+_UPDATE_CASE = (
+    "UPDATE cases SET definition_version = ?, state = ?, open = ?, data = ?, assignee = ?, version = ?, "
+    "updated_at = ?, audit_seq = ?, last_hash = ? WHERE id = ? AND version = ? AND audit_seq = ?"
+)
+_CANCEL_TIMER = (
+    "UPDATE timers SET pending = ?, outcome = 'cancelled', done_at = ? "
+    "WHERE case_id = ? AND pending = ? AND kind = ? AND name = ? AND rung = ?"
+)
+
+
+def _pending(conn: Any, sql: Any, case_id: int) -> list[PendingTimer]:
+    """The case's pending timers with the time of the record each belongs to: one statement."""
+    time = postgres_time if sql.postgres else sqlite_time
     return [
-        PendingTimer(
-            r.kind,
-            r.name,
-            int(r.rung),
-            _aware(r.due_at),
-            int(r.entered_seq),
-            datetime.fromisoformat(at[int(r.entered_seq)].replace("Z", "+00:00"))
-            if int(r.entered_seq) in at
-            else None,
-        )
-        for r in rows
+        PendingTimer(kind, name, int(rung), time(due), int(seq), None if at is None else _moment(str(at)))
+        for kind, name, rung, due, seq, at in run(conn, sql.text(_PENDING), (case_id, True)).fetchall()
     ]
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def move_case(
@@ -229,7 +228,7 @@ def move_case(
             tx = database.StepTransaction(conn)
             try:
                 row = store._case(conn, case_id)
-                move = decide(row, _pending(conn, case_id))
+                move = decide(row, _pending(conn, sql, case_id))
                 if move is None:
                     tx.rollback()
                     return row, None
@@ -251,32 +250,16 @@ def _write_move(conn: Any, sql: Any, row: CaseRow, move: CaseMove, now: datetime
     """The case row updated if it is still as read (False: another writer changed it first), then its
     record and its timers."""
     rec = move.record
-    c = cases.c
-    changed = conn.execute(
-        update(cases)
-        .where(c.id == row.id, c.version == row.version, c.audit_seq == row.audit_seq)
-        .values(
-            definition_version=move.definition_version,
-            state=move.state,
-            open=move.open,
-            data=canonical_json(move.data),
-            assignee=move.assignee,
-            version=row.version + 1,
-            updated_at=now,
-            audit_seq=rec.seq,
-            last_hash=rec.hash,
-        )
-    ).rowcount
-    if changed != 1:
+    stamp = sql.time(now)
+    values = (
+        move.definition_version, move.state, move.open, canonical_json(move.data), move.assignee,
+        row.version + 1, stamp, rec.seq, rec.hash, row.id, row.version, row.audit_seq,
+    )  # fmt: skip
+    if run(conn, sql.text(_UPDATE_CASE), values).rowcount != 1:
         return False
     run(conn, sql.insert_audit, sql.audit_values(rec))
-    t = timers.c
     for kind, name, rung in move.cancel:
-        conn.execute(
-            update(timers)
-            .where(t.case_id == row.id, t.pending.is_(True), t.kind == kind, t.name == name, t.rung == rung)
-            .values(pending=False, outcome="cancelled", done_at=now)
-        )
+        run(conn, sql.text(_CANCEL_TIMER), (False, stamp, row.id, True, kind, name, rung))
     if move.start:
         run(conn, *sql.start_timers(row.id, rec.seq, move.start))
     return True
