@@ -71,12 +71,14 @@ def scope(engine: Engine, person: str | None, action: str) -> Scope | None:
     if org.access is None:
         return None
     actor = engine.actor(person)  # NotFound for a person the org does not know
-    return scope_of(org, actor, action, lambda department: _department_definitions(engine, org, department))
+    return scope_of(org, actor, action, lambda department: _department_steps(engine, org, department))
 
 
-def scope_of(org: Org, actor: Actor, action: str, scheduled: Callable[[str], tuple[str, ...]]) -> Scope:
-    """The scope of `actor`'s grants for `action` under `org` (which has a matrix); `scheduled` gives the
-    definitions whose schedule-started cases belong to a department."""
+def scope_of(
+    org: Org, actor: Actor, action: str, steps: Callable[[str], tuple[tuple[str, str], ...]]
+) -> Scope:
+    """The scope of `actor`'s grants for `action` under `org` (which has a matrix); `steps` gives the steps
+    (definition, state) a department owns: a case waiting at one is the department's."""
     parts: list[ScopePart] = []
     for grant in org.access or ():
         if grant.role not in actor.roles or action not in grant.actions:
@@ -85,22 +87,24 @@ def scope_of(org: Org, actor: Actor, action: str, scheduled: Callable[[str], tup
             parts.append(ScopePart(grant.definitions, None, (), grant.scope == "all_desensitised"))
         elif grant.scope == "department" and actor.department is not None:
             members = tuple(u.id for u in org.users.values() if u.department == actor.department)
-            parts.append(ScopePart(grant.definitions, members, scheduled(actor.department)))
+            parts.append(ScopePart(grant.definitions, members, steps(actor.department)))
         else:  # own, or a department grant to a person in none: their own cases
             parts.append(ScopePart(grant.definitions, tuple(sorted({actor.id, *actor.stands_in_for}))))
     return Scope(tuple(parts))
 
 
-def _department_definitions(engine: Engine, org: Org, department: str) -> tuple[str, ...]:
-    """The definitions a role of `department` owns a state in: their scheduled cases are the department's."""
-    return tuple(sorted(d.id for d in engine.definitions() if owned_by(d, org, department)))
+def _department_steps(engine: Engine, org: Org, department: str) -> tuple[tuple[str, str], ...]:
+    """The steps (definition, state) of every deployed definition that a role of `department` owns."""
+    return tuple(sorted({step for d in engine.definitions() for step in owned_steps(d, org, department)}))
 
 
-def owned_by(definition: Definition, org: Org, department: str) -> bool:
-    return any(
-        s.owner is not None and s.owner in org.roles and org.roles[s.owner].department == department
+def owned_steps(definition: Definition, org: Org, department: str) -> list[tuple[str, str]]:
+    """The states of `definition` whose owner is a role of `department`, as (definition, state)."""
+    return [
+        (definition.id, s.name)
         for s in definition.states.values()
-    )
+        if s.owner is not None and s.owner in org.roles and org.roles[s.owner].department == department
+    ]
 
 
 def viewer_filter(engine: Engine, viewer: str | None, action: str = "view") -> Condition:
@@ -123,7 +127,7 @@ def how(found: Scope | None, row: CaseRow) -> str:
     """`raw` or `desensitised`: how a row a list found under `found` is shown."""
     if found is None:
         return "raw"
-    parts = admitting(found, row.definition_id, row.starter, row.assignee, row.submitter)
+    parts = admitting(found, row.definition_id, row.state, row.starter, row.assignee, row.submitter)
     return "desensitised" if parts and all(p.desensitised for p in parts) else "raw"
 
 
@@ -143,13 +147,13 @@ def judge(engine: Compiles, org: Org, actor: Actor, row: CaseRow, action: str) -
     if org.access is None:
         return "raw"
 
-    def scheduled(department: str) -> tuple[str, ...]:
+    def steps(department: str) -> tuple[tuple[str, str], ...]:
         definition = engine.compiled(row.definition_id, row.definition_version).definition
-        return (row.definition_id,) if owned_by(definition, org, department) else ()
+        return tuple(owned_steps(definition, org, department))
 
     def parts(act: str) -> list[ScopePart]:
-        found = scope_of(org, actor, act, scheduled)
-        return admitting(found, row.definition_id, row.starter, row.assignee, row.submitter)
+        found = scope_of(org, actor, act, steps)
+        return admitting(found, row.definition_id, row.state, row.starter, row.assignee, row.submitter)
 
     granted = parts(action)
     if granted:

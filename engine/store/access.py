@@ -4,8 +4,8 @@ A `Scope` (the cases one person may reach, resolved by `engine.access`) becomes 
 as the driver's own SQL for the listing statements (`engine.store.driver`), and as a SQLAlchemy expression
 for the statements built with Core (exports, reports). Both say the same: a case is reached when a part
 admits it, i.e. it is of the part's definitions (or any) and, when the part names people, it was started,
-is held or was submitted by one of them, or a schedule started it and it is of the part's `scheduled`
-definitions. `Scope.admits` in Python says the same of one row (a test holds the three equal).
+is held or was submitted by one of them, or it waits at one of the part's `steps`. `admitting` says the
+same in Python of one row (a test holds the three equal).
 
 The access log is one hash chain over every row in `seq` order, appended to in its own transaction: a
 row's `seq` is the last one's plus one (two writers racing for it: one commits, the other is refused by
@@ -26,8 +26,6 @@ from sopflow.engine.audit import GENESIS, canonical_json
 from sopflow.engine.store.records import Scope, ScopePart
 from sopflow.engine.store.tables import access_log, cases
 
-SYSTEM_STARTER = "$system"
-"""The starter of a case a schedule started (as `engine.store.store` names it)."""
 Condition = ColumnElement[bool]
 """A WHERE condition, as SQLAlchemy builds it (for readers that join or filter on `cases`)."""
 _ATTEMPTS = 20
@@ -35,7 +33,12 @@ _PEOPLE_COLUMNS = ("starter", "assignee", "submitter")
 
 
 def admitting(
-    scope: Scope, definition_id: str, starter: str, assignee: str | None, submitter: str | None
+    scope: Scope,
+    definition_id: str,
+    state: str,
+    starter: str,
+    assignee: str | None,
+    submitter: str | None,
 ) -> list[ScopePart]:
     """The parts of `scope` that admit a case with these columns (none: the case is out of reach)."""
     found: list[ScopePart] = []
@@ -44,11 +47,17 @@ def admitting(
             continue
         if part.people is not None:
             held = any(who in part.people for who in (starter, assignee, submitter) if who is not None)
-            scheduled = starter == SYSTEM_STARTER and definition_id in part.scheduled
-            if not (held or scheduled):
+            if not (held or (definition_id, state) in part.steps):
                 continue
         found.append(part)
     return found
+
+
+def _by_definition(steps: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for definition_id, state in steps:
+        grouped.setdefault(definition_id, []).append(state)
+    return grouped
 
 
 def _marks(count: int) -> str:
@@ -72,9 +81,9 @@ def scope_sql(scope: Scope) -> tuple[str, list[Any]]:
                 for column in _PEOPLE_COLUMNS:
                     who.append(f"{column} IN ({_marks(len(part.people))})")
                     params += part.people
-            if part.scheduled:
-                who.append(f"(starter = ? AND definition_id IN ({_marks(len(part.scheduled))}))")
-                params += [SYSTEM_STARTER, *part.scheduled]
+            for definition_id, states in _by_definition(part.steps).items():
+                who.append(f"(definition_id = ? AND state IN ({_marks(len(states))}))")
+                params += [definition_id, *states]
             conditions.append("(" + " OR ".join(who) + ")" if who else "1 = 0")
         clauses.append("(" + " AND ".join(conditions) + ")" if conditions else "1 = 1")
     return ("(" + " OR ".join(clauses) + ")" if clauses else "1 = 0"), params
@@ -91,8 +100,8 @@ def scope_clause(scope: Scope | None) -> Condition:
             conditions.append(cases.c.definition_id.in_(part.definitions))
         if part.people is not None:
             who: list[ColumnElement[bool]] = [cases.c[c].in_(part.people) for c in _PEOPLE_COLUMNS]
-            if part.scheduled:
-                who.append(and_(cases.c.starter == SYSTEM_STARTER, cases.c.definition_id.in_(part.scheduled)))
+            for definition_id, states in _by_definition(part.steps).items():
+                who.append(and_(cases.c.definition_id == definition_id, cases.c.state.in_(states)))
             conditions.append(or_(*who))
         clauses.append(and_(true(), *conditions))
     return or_(*clauses) if clauses else false()

@@ -209,8 +209,8 @@ class ScopePart:
     """Only cases of these definitions (None: of every definition)."""
     people: tuple[str, ...] | None = None
     """Only cases started, held or submitted by one of these people (None: everyone's cases)."""
-    scheduled: tuple[str, ...] = ()
-    """With `people`: also the cases a schedule started, of these definitions."""
+    steps: tuple[tuple[str, str], ...] = ()
+    """With `people`: also the cases waiting at one of these steps, (definition id, state)."""
     desensitised: bool = False
     """The person sees these cases with their personal data desensitised."""
 
