@@ -563,7 +563,8 @@ ACCESS_ACTIONS = ("view", "export", "start", "modify", "administer")
 their data), and cancel, suspend, resume or reassign them (administer)."""
 ACCESS_SCOPES = ("own", "department", "all", "all_desensitised")
 """On which cases a grant holds: the person's own (started, held or submitted by them), their department's
-(started, held or submitted by a member), every case, or every case with personal data desensitised."""
+(started, held or submitted by a member, or waiting at a step one of its roles owns), every case, or every
+case with personal data desensitised."""
 
 
 @dataclass(frozen=True, slots=True)
