@@ -37,6 +37,10 @@ def test_every_example_file_is_shown_verbatim() -> None:
         ("docs/embedding/worker.py", ["0 timers due at once", "OVERDUE"]),
         ("docs/embedding/retry.py", ["replayed: True", "same step: True True", "with other content"]),
         ("docs/embedding/handler.py", ["review 80.0", "automatic_done"]),
+        (
+            "docs/embedding/lifecycle.py",
+            ["the process is now called", "moved 10, skipped 0, failed 0", "migrated from version", "verified: True"],
+        ),
     ],
 )
 def test_example_runs(name: str, expected: list[str], tmp_path: Path) -> None:

@@ -1,9 +1,9 @@
 """What changed between two versions of a definition, in words a process owner reads: states, events,
 roles, guards, deadlines and data fields added, removed or changed.
 
-Pure: two checked definitions in, a list of changes out, in a stable order (states, events, guards,
-roles, deadlines, data fields; by name). `sopflow defs diff` prints it and `sopflow diagram --diff`
-colours the states it names.
+Pure: two checked definitions in, a list of changes out, in a stable order (the process's title,
+states, events, guards, roles, deadlines, data fields; by name). `sopflow defs diff` prints it and
+`sopflow diagram --diff` colours the states it names.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Literal
 from sopflow.engine.definition.model import Deadline, Definition, State, Transition
 
 Kind = Literal["added", "removed", "changed"]
-Subject = Literal["state", "event", "guard", "role", "deadline", "field"]
+Subject = Literal["process", "state", "event", "guard", "role", "deadline", "field"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +69,22 @@ class Diff:
 def diff(old: Definition, new: Definition) -> Diff:
     """The changes from `old` to `new` (see the module)."""
     changes: list[Change] = []
+    if (old.title.zh, old.title.en) != (new.title.zh, new.title.en):
+        changes.append(
+            Change(
+                "changed", "process", new.id, f"the process is now called {_title(new)} (was {_title(old)})"
+            )
+        )
     changes += _states(old, new)
     changes += _events(old, new)
     changes += _roles(old, new)
     changes += _deadlines(old, new)
     changes += _fields(old.data_schema, new.data_schema)
     return Diff(new.id, old.version, new.version, tuple(changes))
+
+
+def _title(definition: Definition) -> str:
+    return " / ".join(f"“{t}”" for t in dict.fromkeys((definition.title.zh, definition.title.en)) if t)
 
 
 def _states(old: Definition, new: Definition) -> list[Change]:
