@@ -237,3 +237,29 @@ def test_trial_status_gives_the_comparison_verdict_when_version_2_is_faster(
     assert one is not None and two is not None and two < one
     assert status.comparison is not None
     assert status.comparison.verdict.startswith("Version 2 is faster overall (cycle time)")
+
+
+def test_the_commands_run_as_a_real_process(sqlite_url: str) -> None:
+    import json
+
+    from tests.helpers.faults import clean, sopflow
+
+    with Engine(sqlite_url) as setup:
+        setup.deploy(V1)
+        setup.start("order", {"item": "pen", "qty": 300}, actor="mia")
+        setup.deploy([FIXTURE])
+    diff = sopflow("--db", sqlite_url, "--json", "defs", "diff", "order", "1", "2")
+    assert diff.returncode == 0, diff.stderr
+    assert {"kind": "added", "subject": "state", "name": "pack"}.items() <= json.loads(diff.stdout)[
+        "changes"
+    ][0].items()
+    args = ("--db", sqlite_url, "migrate", "order", "--from", "1", "--to", "2", "--default", "channel=web")
+    dry = sopflow(*args, "--dry-run", "--json", "--as", "root")
+    assert dry.returncode == 0, dry.stderr
+    (case,) = json.loads(dry.stdout)["cases"]
+    assert (case["outcome"], case["reason"]) == (
+        "skipped", "its data is not valid under order@2: qty: 300 is greater than the maximum of 100",
+    )  # fmt: skip
+    refused = sopflow(*args, "--as", "fay")
+    assert refused.returncode == 1 and "fay may not migrate cases of order" in refused.stderr
+    clean(refused.stderr)
