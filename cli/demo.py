@@ -2,7 +2,8 @@
 
 Deploys the seed definitions with their org, walks a content-review case and a tiered-approval case
 (major reform: two directors jointly) through the people of the sample org, including refusals that
-the rules require, then prints their history, verifies the audit trail and draws a case's diagram.
+the rules require, then prints their history, verifies the audit trail, draws a case's diagram and ends
+with a short report (and its charts in sopflow-report.html).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sopflow.engine.errors import SopflowError
 from sopflow.engine.runtime import Engine, Result
 
 DEMO_DB = Path("sopflow-demo.db")
+REPORT_HTML = "sopflow-report.html"
 
 CONTENT = {
     "title": "春季活动预告 / Spring campaign preview",
@@ -113,12 +115,32 @@ def run_demo(database_url: str | None) -> None:
         case = engine.case(content)
         path = [r.to_state for r in engine.history(content) if r.outcome == "accepted" and r.to_state]
         click.echo(mermaid(engine.definition(case.definition_id, case.definition_version), path, case.state))
+        _report(engine, database_url)
         program, activate = _program()
         click.echo(f"\nTry: {program} --db {database_url} --as chen.jing show {reform}")
         if activate:
             click.echo(f"  (sopflow is not on your PATH: `{activate}` lets you type just `sopflow`)")
         if not report.ok:
             raise click.exceptions.Exit(1)
+
+
+def _report(engine: Engine, database_url: str) -> None:
+    """A short report of what the demo did, and its charts as sopflow-report.html beside the database."""
+    from sopflow.cli.commands.insight import summary
+    from sopflow.engine.insight.html import render
+
+    click.secho("\n== report (sopflow report)", bold=True)
+    found = engine.report()
+    for process in found.processes:
+        click.echo(summary(process))
+    folder = (
+        Path(database_url.removeprefix("sqlite:///")).parent
+        if database_url.startswith("sqlite:///")
+        else Path()
+    )
+    target = folder / REPORT_HTML
+    target.write_text(render(found), encoding="utf-8")
+    click.echo(f"charts (handling time, SLA per week, cumulative flow, flow chart) written to {target}")
 
 
 def _program() -> tuple[str, str | None]:

@@ -154,6 +154,9 @@ def verify(
                     cid, seq, f"the case is gone: {label} holds it with {seq} record(s) (it was deleted)"
                 )
             )
+    from sopflow.engine.insight.refresh import findings as insight_findings
+
+    findings += insight_findings(engine, None if case_id is None else [case_id])
     return VerifyReport(cases, records, tuple(findings), len(anchors))
 
 

@@ -152,6 +152,8 @@ def test_check_finds_a_derived_row_that_differs_from_the_trail(sop: Engine, cloc
         )
     ((case_id, problem),) = sop.report_check()
     assert case_id == ids["c1"] and "wall_seconds" in problem
+    (finding,) = sop.verify().findings  # audit verify names it too
+    assert finding.case_id == ids["c1"] and "report figures differ from its trail" in finding.problem
 
 
 def test_refresh_derives_only_what_grew(sop: Engine, clock: Clock) -> None:
@@ -222,3 +224,32 @@ def test_reports_show_only_what_the_viewer_may_see(sop: Engine, clock: Clock, tm
 def test_unknown_definition_is_named(sop: Engine) -> None:
     with pytest.raises(NotFound):
         sop.report("artcle")
+
+
+def test_the_worker_records_last_months_baselines_once_a_month(sop: Engine, clock: Clock) -> None:
+    import threading
+
+    from sopflow.engine.insight.baseline import MonthlyUpdate
+
+    build(sop, clock)
+    monthly = MonthlyUpdate(sop)
+    clock.now = datetime(2026, 4, 1, 0, 5, tzinfo=UTC)
+    added = monthly.run_due(clock.now)
+    assert added is not None and {b.period for b in added} == {"2026-03"}
+    assert monthly.run_due(clock.now + timedelta(days=3)) is None  # the same month: nothing to do
+    clock.now = datetime(2026, 5, 1, tzinfo=UTC)
+    assert monthly.run_due(clock.now) == []  # April had no records
+    stop = threading.Event()
+    again = MonthlyUpdate(sop)
+    thread = threading.Thread(target=again.run, args=(stop, 0.01))
+    thread.start()
+    try:
+        for _ in range(500):
+            if again.done == "2026-04":
+                break
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert again.done == "2026-04"
+    assert len(sop.baselines("article")) == len(added)  # recorded once, however often it runs

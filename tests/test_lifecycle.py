@@ -8,7 +8,7 @@ drops `packing_late`, adds `quality_check`, shortens the deadline from 5 to 3 da
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -263,3 +263,35 @@ def test_the_commands_run_as_a_real_process(sqlite_url: str) -> None:
     refused = sopflow(*args, "--as", "fay")
     assert refused.returncode == 1 and "fay may not migrate cases of order" in refused.stderr
     clean(refused.stderr)
+
+
+def test_verify_decides_each_migration_record_again(sop: Engine, clock: Clock) -> None:
+    from sopflow.engine.lifecycle.migrate import _view
+    from sopflow.engine.lifecycle.plan import plan_case
+    from sopflow.engine.store import CaseRow
+    from sopflow.engine.store import lifecycle as store_lifecycle
+    from sopflow.engine.store.lifecycle import CaseMove, PendingTimer
+
+    moved_wrong, by_finance = (sop.start("order", {"item": "pen"}, actor="mia").case.id for _ in range(2))
+    sop.deploy([FIXTURE])
+    old, new = sop.definition("order", 1), sop.compiled("order", 2)
+
+    def forge(case_id: int, actor: str, role: str, to_state: str) -> None:
+        def decide(row: CaseRow, timers: Sequence[PendingTimer]) -> CaseMove:
+            plan = plan_case(_view(row, timers, False), old, new, sop.org(), defaults={"channel": "web"})
+            record = sop.audit_record(
+                row, new, clock(), actor=actor, role=role, event="migrate_case", to_state=to_state,
+                accepted=True, data_change=plan.data_change, detail=plan.detail(1, 2),
+            )  # fmt: skip
+            return CaseMove(record, 2, to_state, True, dict(plan.data), None, plan.cancel, plan.start)
+
+        store_lifecycle.move_case(sop.store, case_id, decide, now=clock())
+
+    forge(moved_wrong, "root", "admin", "quality_check")
+    forge(by_finance, "fay", "finance", "intake")
+    problems = {f.case_id: f.problem for f in sop.verify().findings}
+    assert problems == {
+        moved_wrong: "it moves to `quality_check`, the rules give `intake`",
+        by_finance: "it was not allowed: fay may not migrate cases of order: it needs the process owner's "
+        "role `manager` (or a role above it) or an administrator",
+    }

@@ -35,6 +35,9 @@ def test_the_wheel_has_one_top_level_package(wheel: Path) -> None:
     assert "sopflow/schemas/definition.schema.json" in names
     assert "sopflow/definitions/org.yaml" in names
     assert "sopflow/engine/store/migrations/versions/0001_initial.py" in names
+    # The HTML report's charting library, with its licence: the report opens without a network.
+    vendor = "sopflow/engine/insight/vendor/"
+    assert {f"{vendor}echarts.min.js", f"{vendor}ECHARTS-LICENSE"} <= set(names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
 

@@ -11,6 +11,7 @@ import click
 
 from sopflow.cli.commands.audit import anchor_options, audit, start_anchoring
 from sopflow.cli.commands.governance import backup_options, start_backups
+from sopflow.cli.commands.insight import start_baseline_updates
 from sopflow.cli.main import emit, settings
 from sopflow.cli.params import BACKOFF, IDLE, LEASE, TIME
 
@@ -176,6 +177,8 @@ def worker(
         anchoring = start_anchoring(stop, anchor_dir, anchor_every, anchor_key_file)
         # The nightly backup, with an anchor after each when anchors are configured.
         start_backups(stop, backup_dir, backup_at, backup_keep, list(w.channels), anchor_dir, anchor_key_file)
+        # Last month's own medians recorded as baselines, at the first tick of every month.
+        start_baseline_updates(stop)
         click.echo(f"worker {w.name} running on {settings().db}", err=True)
         if handlers:
             click.echo(f"handlers: {', '.join(sorted(handlers))}", err=True)

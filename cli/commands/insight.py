@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,18 @@ def report(
             click.echo(_tables(process))
     if html is not None and not settings().json:
         click.echo(f"charts written to {html}")
+
+
+def summary(p: ProcessReport) -> str:
+    """A few lines of one process: cases, median time per step, deadlines kept."""
+    lines = [f"{p.definition_id}: " + ", ".join(
+        f"{s.key} {span(s.times.median)}" for s in p.steps if s.times.count
+    ) + " (median handling time)"]  # fmt: skip
+    lines += [
+        f"  {d.deadline}: {d.met} of {d.spans} kept ({share(d.compliance)}), {d.breached} breached"
+        for d in p.deadlines
+    ]
+    return "\n".join(lines)
 
 
 def _write(path: Path, text: str) -> None:
@@ -350,6 +363,17 @@ def _comparison(c: Comparison) -> str:
     rate_heads = ["rate", f"v{c.version1}", f"v{c.version2}", f"rate v{c.version1}", f"rate v{c.version2}",
                   "p (Fisher)", "significant"]  # fmt: skip
     return "\n\n".join([table(heads, rows), table(rate_heads, rates), c.verdict]) + "\n"
+
+
+def start_baseline_updates(stop: threading.Event) -> threading.Thread:
+    """The worker's monthly baseline update (`engine.insight.baseline.MonthlyUpdate`), until `stop`."""
+    from sopflow.engine.insight.baseline import MonthlyUpdate
+
+    monthly = MonthlyUpdate(settings().engine())
+    # A daemon: a worker that ends must not wait for it (an update is one transaction, whole or not at all).
+    thread = threading.Thread(target=monthly.run, args=(stop,), name="sopflow-baselines", daemon=True)
+    thread.start()
+    return thread
 
 
 COMMANDS = [report, baseline, compare]

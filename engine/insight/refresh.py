@@ -19,6 +19,7 @@ from sopflow.engine.store import insight as sql
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
+    from sopflow.engine.verify import VerifyFinding
 
 BATCH = 500
 
@@ -135,3 +136,14 @@ def _differs(
             elif value != got:
                 return f"{table} row {want[key]}: {column} is {got!r}, its trail gives {value!r}"
     return None
+
+
+def findings(engine: Engine, case_ids: list[int] | None = None) -> list[VerifyFinding]:
+    """`audit verify`'s check of the derived figures: one finding per case whose stored figures are not
+    what its trail gives (the figures a report shows could not be trusted)."""
+    from sopflow.engine.verify import VerifyFinding
+
+    return [
+        VerifyFinding(cid, None, f"its report figures differ from its trail: {problem}", "insight")
+        for cid, problem in check(engine, case_ids)
+    ]
