@@ -43,9 +43,12 @@ def test_every_example_file_is_shown_verbatim() -> None:
         ),
         (
             "docs/embedding/report.py",
-            ["manual review median 100 min over 3 cases, baseline 125 min (industry report 2026), -20%",
-             "flagged: none", "derived figures equal the trail: True"],
-        ),  # fmt: skip
+            [
+                "manual review median 100 min over 3 cases, baseline 125 min (industry report 2026), -20%",
+                "flagged: none",
+                "derived figures equal the trail: True",
+            ],
+        ),
     ],
 )
 def test_example_runs(name: str, expected: list[str], tmp_path: Path) -> None:
