@@ -99,9 +99,10 @@ def load(engine: Engine, n: int) -> None:
         f" {_from(dialect, n)}",
     ]
     total = n * ROWS_PER_CASE
-    at = f"({created} + (i % {ROWS_PER_CASE}) * 3600)"
+    case_no = f"((i - 1) / {ROWS_PER_CASE} + 1)"
+    at = f"({case_no} * 30 + ((i - 1) % {ROWS_PER_CASE}) * 3600)"
     moment = _time(dialect, at)
-    wall = "(60 + ((i * 7919) % 36000))"
+    wall = "(60 + ((i % 36000) * 7919) % 36000)"  # within 32-bit integers on PostgreSQL
     statements.append(
         _series(dialect, total)
         + "INSERT INTO insight_steps (case_id, seq, definition_id, definition_version, state, event, actor,"

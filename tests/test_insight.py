@@ -253,3 +253,34 @@ def test_the_worker_records_last_months_baselines_once_a_month(sop: Engine, cloc
         thread.join(5)
     assert again.done == "2026-04"
     assert len(sop.baselines("article")) == len(added)  # recorded once, however often it runs
+
+
+def test_readers_refreshing_at_once_agree(database_url: str, sop: Engine, clock: Clock) -> None:
+    """Two reports deriving the same new cases at the same moment: neither fails, the rows are right."""
+    import threading
+
+    from sopflow.engine.insight.refresh import refresh
+
+    build(sop, clock)
+    errors: list[BaseException] = []
+    other = Engine(database_url, clock=clock)
+    barrier = threading.Barrier(2)
+
+    def derive(engine: Engine) -> None:
+        try:
+            barrier.wait(5)
+            refresh(engine)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=derive, args=(e,)) for e in (sop, other)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        other.close()
+    assert errors == []
+    assert sop.report_check() == []
+    assert sum(s.times.count for s in sop.report("article").processes[0].steps if s.key == "review") == 6

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select
+from sqlalchemy.exc import IntegrityError
 
 from sopflow.engine.store.tables import (
     cases,
@@ -117,12 +118,27 @@ def replace_derived(
     steps: Iterable[Any],
     spans: Iterable[Any],
     progress: dict[int, int],
-) -> None:
+) -> bool:
     """Write the derived rows of `case_ids` (dataclasses with the tables' columns), replacing what they
-    held, and how far each case is derived: one transaction."""
+    held, and how far each case is derived: one transaction. False when another reader wrote them first."""
     ids = list(case_ids)
     step_rows = [asdict(s) for s in steps]
     span_rows = [asdict(s) for s in spans]
+    try:
+        _replace(store, ids, step_rows, span_rows, progress)
+    except IntegrityError:
+        # Another reader derived the same cases at the same moment (PostgreSQL): its rows are the same.
+        return False
+    return True
+
+
+def _replace(
+    store: Store,
+    ids: list[int],
+    step_rows: list[dict[str, Any]],
+    span_rows: list[dict[str, Any]],
+    progress: dict[int, int],
+) -> None:
     with store._write() as conn, conn.begin():
         conn.execute(delete(insight_steps).where(S.case_id.in_(ids)))
         conn.execute(delete(insight_spans).where(SP.case_id.in_(ids)))
