@@ -13,12 +13,13 @@ cancels the branches still open, named in its record.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from sopflow.engine.compile import CompiledDefinition, GuardContext
 from sopflow.engine.definition.model import (
+    EACH_ITEM,
     Definition,
     Parallel,
     ParallelBranch,
@@ -45,7 +46,11 @@ from sopflow.engine.step import _changed_data as changed_data
 from sopflow.engine.step import _check_data as check_step_data
 from sopflow.engine.step import _enter as enter
 from sopflow.engine.step import _separation as separation
+from sopflow.engine.store.records import TimerSpec
+from sopflow.engine.timers import ITEM_SEPARATOR
 
+MAX_TIMER_NAME = 64
+"""The longest timer name the store keeps (`timers.name`)."""
 _NAME = re.compile(r"[A-Za-z0-9_@-]+(?:\.[A-Za-z0-9_@-]+)*")
 """An item that names its branch as it is (a user id such as `li.lei`); another is named `itemN`."""
 BRANCHES = "branches"
@@ -428,22 +433,84 @@ def held_items(definition: Definition, step: Step) -> dict[str, str] | None:
     return {} if left is not None and left.parallel is not None and step.moved else None
 
 
-def ended_deadlines(definition: Definition, step: Step) -> tuple[str, ...]:
+def ended_deadlines(
+    definition: Definition, step: Step, before: Mapping[str, Any] | None = None
+) -> tuple[str, ...]:
     """The deadlines on branches that `step` ends: its branch's when the branch is done, and every branch
-    deadline of the parallel state when the step joins it."""
-    name = step.detail.get("branch")
+    deadline of the parallel state when the step joins it; a per-item deadline's (`branch: each`) of the
+    item's branch when it is done, and of every item when the step joins or leaves the state (`before`:
+    where the branches stood before the step, for a step of the state's own that leaves it)."""
     state = definition.states.get(step.from_state)
-    if not isinstance(name, str) or state is None or state.parallel is None:
+    if state is None or state.parallel is None:
         return ()
+    name = step.detail.get("branch")
     joined = "join" in step.detail
     position = step.detail.get(BRANCHES, {}).get(name, {})
-    spec = branch_named(state.parallel, name)
+    spec = branch_named(state.parallel, name) if isinstance(name, str) else None
     done = joined or (spec is not None and spec.states[position.get("state", "")].final)
-    return tuple(
+    fixed = tuple(
         d.name
         for d in definition.deadlines
-        if d.branch is not None and d.start == state.name and (joined or (done and d.branch == name))
+        if isinstance(name, str)
+        and d.branch not in (None, EACH_ITEM)
+        and d.start == state.name
+        and (joined or (done and d.branch == name))
     )
+    each = [d.name for d in definition.deadlines if d.branch == EACH_ITEM and d.start == state.name]
+    if not each or state.parallel.template is None:
+        return fixed
+    join = step.detail.get("join")
+    if isinstance(join, dict):
+        every = sorted([*join.get("done", ()), *join.get("cancelled", ())])
+        items = every
+    elif step.moved:
+        every = items = sorted(before or {})
+    elif isinstance(name, str) and done:
+        every, items = sorted(step.detail.get(BRANCHES, {})), [name]
+    else:
+        return fixed
+    return (*fixed, *(item_timer(d, item, every) for d in each for item in items))
+
+
+def needs_before(definition: Definition, step: Step) -> bool:
+    """Whether `ended_deadlines` needs where the branches stood before `step`: a step of a one-task-per-
+    item state's own that leaves it, ending its per-item deadlines."""
+    state = definition.states.get(step.from_state)
+    return (
+        step.moved
+        and "join" not in step.detail
+        and state is not None
+        and state.parallel is not None
+        and any(d.branch == EACH_ITEM and d.start == state.name for d in definition.deadlines)
+    )
+
+
+def item_timer(deadline: str, branch: str, every: Sequence[str]) -> str:
+    """The timer name of deadline `deadline` on the branch of one item (`visit-in-1d@north`); by its place
+    among the sorted branches (`visit-in-1d@#3`) when the item's name would make it too long to store."""
+    name = f"{deadline}{ITEM_SEPARATOR}{branch}"
+    if len(name) <= MAX_TIMER_NAME:
+        return name
+    return f"{deadline}{ITEM_SEPARATOR}#{list(every).index(branch) + 1}"
+
+
+def item_deadlines(definition: Definition, step: Step, specs: Sequence[TimerSpec]) -> tuple[TimerSpec, ...]:
+    """`specs` with each per-item deadline (`branch: each`) a step starts by entering a one-task-per-item
+    state made one timer per item's branch, each due on its own."""
+    here = definition.states.get(step.to_state)
+    positions = step.detail.get(BRANCHES)
+    items = here is not None and here.parallel is not None and here.parallel.template is not None
+    if not items or here is None or not isinstance(positions, dict):
+        return tuple(specs)
+    each = {d.name for d in definition.deadlines if d.branch == EACH_ITEM and d.start == here.name}
+    every = sorted(positions)
+    out: list[TimerSpec] = []
+    for spec in specs:
+        if spec.kind == "deadline" and spec.name in each:
+            out += [replace(spec, name=item_timer(spec.name, b, every)) for b in every]
+        else:
+            out.append(spec)
+    return tuple(out)
 
 
 @dataclass(frozen=True, slots=True)

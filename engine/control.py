@@ -37,6 +37,7 @@ from sopflow.engine.definition.model import (
 from sopflow.engine.errors import Conflict, InvalidData, NotAvailable, NotPermitted, SopflowError
 from sopflow.engine.step import Actor, Refused
 from sopflow.engine.store import CaseChange, CaseRow, Fired, Reads, TimerSpec, Write
+from sopflow.engine.timers import deadline_of
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
@@ -248,7 +249,7 @@ def _working(definition: Definition, kind: str, name: str) -> bool:
     """Whether a timer counts working time: a working-time deadline and its escalation rungs do."""
     if kind == "timeout":
         return False
-    deadline = next((d for d in definition.deadlines if d.name == name), None)
+    deadline = deadline_of(definition, name)
     return deadline is not None and deadline.calendar == "working"
 
 

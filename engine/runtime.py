@@ -474,9 +474,8 @@ class Engine:
                 self, compiled, case_id, 1, None, step, person, person.id, org, now
             )
             held = branches.held_items(definition, step)
-            return Write(
-                record, change, start_timers=timers.start, cascade=more, turn=turn, branch_items=held
-            )
+            starts = branches.item_deadlines(definition, step, timers.start)
+            return Write(record, change, start_timers=starts, cascade=more, turn=turn, branch_items=held)
 
         try:
             fired = self.store.start(
@@ -654,11 +653,15 @@ class Engine:
         turn = None
         if step.moved and step.assignee and entered.assign and entered.assign.kind == "round_robin":
             turn = (definition.id, step.to_state, step.assignee)
+        # Where the branches stood, for the per-item deadlines a step leaving their state ends.
+        before = None
+        if branches.needs_before(definition, step):
+            before = self.store.branches(row.id, row.entered_seq)
         return Write(
             record,
             change,
-            start_timers=timers.start,
-            cancel_timers=(*timers.cancel, *branches.ended_deadlines(definition, step)),
+            start_timers=branches.item_deadlines(definition, step, timers.start),
+            cancel_timers=(*timers.cancel, *branches.ended_deadlines(definition, step, before)),
             cascade=more,
             # The only timeout a case can have pending is its current state's: leaving a state without
             # one has nothing to cancel, and the statement is saved.
@@ -833,7 +836,8 @@ class Engine:
         definition = self.definition(row.definition_id, row.definition_version)
         titles = {d.name: d.title for d in definition.deadlines}
         return [
-            DeadlineStatus(t.name, titles.get(t.name), t.due_at, t.rung)
+            # A per-item deadline (`NAME@ITEM`) has its deadline's title.
+            DeadlineStatus(t.name, titles.get(t.name.split("@", 1)[0]), t.due_at, t.rung)
             for t in self.store.pending_timers(case_id)
             if t.kind == "deadline"
         ]

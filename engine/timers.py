@@ -22,6 +22,14 @@ from sopflow.engine.definition.model import Deadline, Definition, Escalation, Wo
 from sopflow.engine.store.records import TimerSpec
 
 TIMEOUT_PREFIX = "timeout:"
+ITEM_SEPARATOR = "@"
+"""Between a deadline's name and its item's branch in a per-item deadline's timer: `visit-in-1d@north`."""
+
+
+def deadline_of(definition: Definition, timer_name: str) -> Deadline | None:
+    """The deadline a deadline or escalation timer belongs to (a per-item one's name has its item)."""
+    name = timer_name.split(ITEM_SEPARATOR, 1)[0]
+    return next((d for d in definition.deadlines if d.name == name), None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ and orgs it replays with (it does not trust the engine's caches, filled before a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -53,6 +54,7 @@ from sopflow.engine.step import (
     take_step,
 )
 from sopflow.engine.store import CaseRow, DelegationRow, StoredVote
+from sopflow.engine.timers import deadline_of
 from sopflow.engine.verify_timers import LiveTimer, TimerReplay
 
 if TYPE_CHECKING:
@@ -537,13 +539,20 @@ class _Checker:
                 if late is not None:
                     return late
             left = replay.state
+            before = replay.branches
             _fold(replay, rec, step, assignee, org)
             if step is not None:
                 entered = (step.to_state,) if rec.seq == 1 and not step.entered else step.entered
                 replay.timers.step(
-                    compiled.definition, entered, step.moved or rec.seq == 1, left, at, org.calendar
+                    compiled.definition,
+                    entered,
+                    step.moved or rec.seq == 1,
+                    left,
+                    at,
+                    org.calendar,
+                    functools.partial(branches.item_deadlines, compiled.definition, step),
                 )
-                ended = set(branches.ended_deadlines(compiled.definition, step))
+                ended = set(branches.ended_deadlines(compiled.definition, step, before))
                 if ended:
                     # A branch's deadline ends with its branch (or its state's join), not on entering a state.
                     pending = replay.timers.pending
@@ -726,7 +735,7 @@ def _closed_by_parent(replay: _Replay, rec: AuditRecord) -> str | None:
 def _system_note(definition: Definition, replay: _Replay, rec: AuditRecord) -> str | None:
     """A breach or escalation notice: it changes nothing, and names a deadline of the definition."""
     name = rec.detail.get("deadline")
-    if not any(d.name == name for d in definition.deadlines):
+    if not isinstance(name, str) or deadline_of(definition, name) is None:
         return f"it notes deadline `{name}`, which the definition does not have"
     if rec.to_state != replay.state:
         return f"a {rec.event} record moves the case to `{rec.to_state}`"
@@ -748,7 +757,7 @@ def _system_cause(definition: Definition, replay: _Replay, rec: AuditRecord, org
         if state is None or state.timeout is None or (state.timeout.fire != rec.event and not failed):
             return f"the system fired `{rec.event}` for a timeout that `{replay.state}` does not have"
         return None
-    deadline = next((d for d in definition.deadlines if d.name == rec.detail.get("deadline")), None)
+    deadline = deadline_of(definition, str(rec.detail.get("deadline")))
     rung_number = rec.detail.get("rung")
     if deadline is None or not isinstance(rung_number, int) or not 1 <= rung_number <= len(deadline.escalate):
         return f"the system fired `{rec.event}` without a timer of the definition that fires it"

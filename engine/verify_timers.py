@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 
 from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.definition.model import Definition, WorkingCalendar
-from sopflow.engine.timers import TIMEOUT_PREFIX, on_entry, rung_due
+from sopflow.engine.store.records import TimerSpec
+from sopflow.engine.timers import TIMEOUT_PREFIX, deadline_of, on_entry, rung_due
 
 TimerKey = tuple[str, str, int]
 """(kind, name, rung) of a timer."""
@@ -38,8 +39,10 @@ class TimerReplay:
         left: str | None,
         at: datetime,
         calendar: WorkingCalendar,
+        expand: Callable[[Sequence[TimerSpec]], Sequence[TimerSpec]] = tuple,
     ) -> None:
-        """An accepted step that entered `entered` (in order) from state `left` (None: the case's start)."""
+        """An accepted step that entered `entered` (in order) from state `left` (None: the case's start);
+        `expand` makes the timers it starts per item, as the runtime does."""
         changes = on_entry(definition, entered, at, calendar, moved=moved)
         if left is not None:
             if changes.leave_state and definition.states[left].timeout is not None:
@@ -47,7 +50,7 @@ class TimerReplay:
             ended = set(changes.cancel)
             self._drop(lambda key: key[1] in ended)
             self.breached -= ended
-        for spec in changes.start:
+        for spec in expand(changes.start):
             key = (spec.kind, spec.name, spec.rung)
             # A span already running (pending or breached) keeps its clock: re-entering its first state
             # does not restart it.
@@ -73,7 +76,9 @@ class TimerReplay:
             if problem is not None:
                 return problem
             due = datetime.fromisoformat(str(detail.get("due_at")))
-            deadline = next(d for d in definition.deadlines if d.name == name)
+            deadline = deadline_of(definition, name)
+            if deadline is None:
+                return f"the system noted a breach of `{name}`, which the definition does not have"
             self.breached.add(name)
             started = self.started.get(name)
             recorded = detail.get("span_started_at")

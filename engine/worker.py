@@ -54,7 +54,7 @@ from sopflow.engine.store import (
     Write,
 )
 from sopflow.engine.store.database import LOCK_WAIT
-from sopflow.engine.timers import TIMEOUT_PREFIX, rung_due
+from sopflow.engine.timers import TIMEOUT_PREFIX, deadline_of, rung_due
 
 log = logging.getLogger("sopflow.worker")
 
@@ -343,7 +343,7 @@ class Worker:
                 for n in self._notices(row, definition, org, recipient, subject, detail)
             )
             return replace(write, notify=(*write.notify, *notices))
-        deadline = next((d for d in definition.deadlines if d.name == timer.name), None)
+        deadline = deadline_of(definition, timer.name)
         if deadline is None:
             return None
         if timer.kind == "deadline":
@@ -355,13 +355,13 @@ class Worker:
             rungs = tuple(
                 TimerSpec(
                     "escalation",
-                    deadline.name,
+                    timer.name,  # a per-item deadline's rungs are its item's
                     i,
                     rung_due(deadline, rung, timer.due_at, span_start, calendar),
                 )
                 for i, rung in enumerate(deadline.escalate, 1)
             )
-            detail = {"deadline": deadline.name, "due_at": timer.due_at.isoformat()}
+            detail = {"deadline": timer.name, "due_at": timer.due_at.isoformat()}
             if deadline.escalate:
                 detail["span_started_at"] = span_start.isoformat()
             record = self._record(compiled, row, now, "deadline_breached", row.state, detail)

@@ -142,3 +142,60 @@ def test_simulate_and_diagram_show_how_a_branch_state_gives_its_work() -> None:
     assert "branch s1: pack (assignee: p1)" in done.output
     assert "branch s2: pack (assignee: p2)" in done.output
     assert "branch s1: check (assignee: c1)" in done.output
+
+
+# -- a deadline per item: `branch: each` ------------------------------------------------------------
+
+
+def _tick(sop: Engine) -> None:
+    from sopflow.engine.worker import ConsoleChannel, Worker
+
+    Worker(sop, channels=[ConsoleChannel(write=lambda _line: None)]).tick()
+
+
+def test_each_item_has_a_deadline_of_its_own_that_ends_with_its_branch(sop: Engine, clock: Clock) -> None:
+    case = sop.start("visits", {"stores": ["north", "south", "east"]}, actor="mia").case.id
+    running = {d.name: d.title for d in sop.deadlines(case)}
+    assert sorted(running) == ["visit-in-2h@east", "visit-in-2h@north", "visit-in-2h@south"]
+    assert running["visit-in-2h@north"] is not None  # the deadline's title
+    sop.fire(case, "north.visited", actor="p1")
+    assert sorted(d.name for d in sop.deadlines(case)) == ["visit-in-2h@east", "visit-in-2h@south"]
+    clock.advance(hours=1)
+    sop.fire(case, "south.visited", actor="p2")
+    clock.advance(hours=1, minutes=1)
+    _tick(sop)
+    breaches = [r.detail["deadline"] for r in sop.history(case) if r.event == "deadline_breached"]
+    assert breaches == ["visit-in-2h@east"]  # only the late item's
+    clock.advance(hours=1)
+    _tick(sop)
+    rungs = [r.detail["deadline"] for r in sop.history(case) if r.event == "escalate"]
+    assert rungs == ["visit-in-2h@east"]
+    assert sop.case(case).state == "visiting"  # the other items' work goes on
+    assert sop.verify().ok, sop.verify().findings
+    sop.fire(case, "east.visited", actor="p3")
+    assert sop.case(case).state == "reported"
+    assert sop.deadlines(case) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_leaving_the_state_ends_every_item_deadline(sop: Engine, clock: Clock) -> None:
+    case = sop.start("visits", {"stores": ["north", "south"]}, actor="mia").case.id
+    sop.fire(case, "north.visited", actor="p1")
+    sop.fire(case, "abandon", actor="mia")
+    assert sop.deadlines(case) == []
+    clock.advance(hours=5)
+    _tick(sop)
+    assert not [r for r in sop.history(case) if r.event == "deadline_breached"]
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_an_item_deadline_removed_is_named_by_verify(sop: Engine) -> None:
+    from tests.helpers.tamper import run_sql
+
+    case = sop.start("visits", {"stores": ["north", "south"]}, actor="mia").case.id
+    assert sorted(t.name for t in sop.store.pending_timers(case)) == ["visit-in-2h@north", "visit-in-2h@south"]
+    assert sop.verify(case).ok
+    run_sql(sop, f"DELETE FROM timers WHERE name = 'visit-in-2h@south' AND case_id = {case}")
+    report = sop.verify(case)
+    assert not report.ok
+    assert "deadline `visit-in-2h@south`" in report.findings[0].problem

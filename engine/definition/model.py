@@ -359,7 +359,12 @@ class Deadline:
     restart: Restart = "never"
     branch: str | None = None
     """On a parallel `start` state: the branch whose work the deadline times; it ends when that branch is
-    done (or the case enters one of `until`)."""
+    done (or the case enters one of `until`). `each` on a one-task-per-item state: every item's branch has
+    a deadline of its own."""
+
+
+EACH_ITEM = "each"
+"""`branch: each` on a deadline of a one-task-per-item state: one deadline per item's branch."""
 
 
 WorkingDayRule = Literal["any", "previous", "next"]

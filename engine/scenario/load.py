@@ -7,6 +7,7 @@ anything runs.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -299,9 +300,13 @@ class _Checker:
             self.known((*path, "state"), raw["state"], self.definition.states, "unknown-state", "state")
         for n, name in enumerate(raw.get("deadlines", ())):
             names = [d.name for d in self.definition.deadlines]
-            self.known((*path, "deadlines", n), name, names, "unknown-timer", "deadline")
+            # A per-item deadline runs as `NAME@ITEM`, the item known only when the case runs.
+            base = name.split("@", 1)[0] if isinstance(name, str) else name
+            self.known((*path, "deadlines", n), base, names, "unknown-timer", "deadline")
         for n, name in enumerate(raw.get("timers_fired", ())):
-            self.known((*path, "timers_fired", n), name, self.timers, "unknown-timer", "timer")
+            # A per-item deadline's timers are `NAME@ITEM` and `NAME@ITEM/RUNG`.
+            base = re.sub(r"@[^/]*", "", name) if isinstance(name, str) else name
+            self.known((*path, "timers_fired", n), base, self.timers, "unknown-timer", "timer")
         recipients = [*self.org.roles, *self.org.users]
         notices = None
         if "notifications" in raw:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from types import MappingProxyType
 
-from sopflow.engine.definition.model import Parallel, ParallelBranch
+from sopflow.engine.definition.model import EACH_ITEM, Parallel, ParallelBranch
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.definition.semantic.graph import reachable
 from sopflow.engine.errors import Problem
@@ -49,6 +49,8 @@ def check_parallel(ctx: Context) -> Iterator[Problem]:
             continue
         state = ctx.defn.states.get(d.start)
         names = list(state.parallel.branches) if state is not None and state.parallel is not None else []
+        if state is not None and state.parallel is not None and state.parallel.template is not None:
+            names = [EACH_ITEM]  # one task per item: each item's branch has the deadline of its own
         for e in d.escalate:
             if e.action != "notify":
                 yield ctx.problem(
@@ -59,12 +61,16 @@ def check_parallel(ctx: Context) -> Iterator[Problem]:
                     "escalate a branch's deadline with `notify`; a rung that reassigns or fires belongs to a "
                     "deadline of the case",
                 )
+        items = names == [EACH_ITEM]
         if d.branch not in names:
             yield ctx.problem(
                 (*d.path, "branch"),
                 "unknown-branch",
                 f"deadline `{d.name}` runs on branch `{d.branch}`, which `{d.start}` does not have",
-                did_you_mean(d.branch, names)
+                f"`{d.start}` runs one branch per item, named when a case runs: write `branch: {EACH_ITEM}` "
+                "to give every item's branch a deadline of its own"
+                if items
+                else did_you_mean(d.branch, names)
                 or (
                     f"the branches of `{d.start}`: {', '.join(names)}"
                     if names
