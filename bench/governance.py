@@ -22,13 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _harness import compare, header, note, rss_mib, seed_engine, temp_dir
+from _harness import ROOT, compare, header, note, rss_mib, seed_engine, temp_dir
 from sqlalchemy import insert
 
 from sopflow.engine.store.tables import audit, cases
@@ -113,6 +115,37 @@ def plain_export(path: Path, out: Path) -> None:
     conn.close()
 
 
+EXPORT_IN_A_CHILD = """
+import resource, sys
+from sopflow.engine.runtime import Engine
+with Engine(sys.argv[1]) as sop, open(sys.argv[2], "wb") as out:
+    report = sop.export(out, "jsonl")
+print(report.cases, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def bench_export_peaks(folder: Path, n: int) -> None:
+    """The peak resident memory of a process that does nothing but export n/10 cases, and of one that
+    exports n (the databases filled by this process, not measured): flat, the two peaks are the same."""
+    header(f"peak memory of a process exporting {n // 10:,} cases, and of one exporting {n:,} (JSON Lines)")
+    for size in (n // 10, n):
+        path = folder / f"peak-{size}.db"
+        engine = seed_engine(f"sqlite:///{path}")
+        bulk_cases(engine, size)
+        engine.close()
+        child = [
+            sys.executable,
+            "-c",
+            EXPORT_IN_A_CHILD,
+            f"sqlite:///{path}",
+            str(folder / f"peak-{size}.jsonl"),
+        ]
+        done = subprocess.run(child, capture_output=True, text=True, check=True, cwd=ROOT)
+        cases, peak = (int(x) for x in done.stdout.split())
+        note(f"{cases:>9,} cases exported: peak resident memory of the exporting process {peak:,} MiB")
+        path.unlink()
+
+
 def bench_export(folder: Path, n: int) -> None:
     header(f"export of {n:,} cases with their events (JSON Lines, SQLite)")
     path = folder / "export.db"
@@ -160,6 +193,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5,000 cases and a ~20 MB backup")
     args = parser.parse_args()
     with temp_dir() as folder:
+        bench_export_peaks(folder, 5_000 if args.quick else 100_000)
         bench_export(folder, 5_000 if args.quick else 100_000)
         bench_backup(folder, 20 if args.quick else 1_000)
 

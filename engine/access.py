@@ -70,7 +70,7 @@ def scope(engine: Engine, person: str | None, action: str) -> Scope | None:
     org = engine.org()
     if org.access is None:
         return None
-    actor = engine.actor(person)  # NotFound for a person the org does not know
+    actor = engine.actor(person, org=org)  # NotFound for a person the org does not know
     return scope_of(org, actor, action, lambda department: _department_steps(engine, org, department))
 
 
@@ -180,7 +180,7 @@ def case_row(engine: Engine, case_id: int, viewer: str | None, action: str = "vi
     if org.access is None:
         return row, "raw"
     try:
-        return row, judge(engine, org, engine.actor(viewer), row, action)
+        return row, judge(engine, org, engine.actor(viewer, org=org), row, action)
     except REFUSALS as exc:
         raise refused(engine, exc) from None
 

@@ -389,10 +389,10 @@ class Engine:
         self._last_org = found
         return found
 
-    def actor(self, user_id: str) -> Actor:
-        """The person acting, as the deployed org knows them, with the roles delegated to them now;
-        NotFound for an unknown user id."""
-        return self._actor(self.org(), user_id)
+    def actor(self, user_id: str, *, org: Org | None = None) -> Actor:
+        """The person acting, as the deployed org (or `org`, read already) knows them, with the roles
+        delegated to them now; NotFound for an unknown user id."""
+        return self._actor(org or self.org(), user_id)
 
     def _actor(self, org: Org, user_id: str) -> Actor:
         actor_from_org(org, user_id)
