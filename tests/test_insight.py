@@ -284,3 +284,25 @@ def test_readers_refreshing_at_once_agree(database_url: str, sop: Engine, clock:
     assert errors == []
     assert sop.report_check() == []
     assert sum(s.times.count for s in sop.report("article").processes[0].steps if s.key == "review") == 6
+
+
+def test_nps_is_promoters_less_detractors(sop: Engine, clock: Clock, tmp_path: Path) -> None:
+    text = (
+        (FIXTURE / "article.yaml")
+        .read_text(encoding="utf-8")
+        .replace("version: 1", "version: 2", 1)
+        .replace("scale: csat", "scale: nps")
+        .replace("maximum: 5", "maximum: 10")
+    )
+    (tmp_path / "article.yaml").write_text(text, encoding="utf-8")
+    (tmp_path / "org.yaml").write_text((FIXTURE / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    sop.deploy([tmp_path])
+    for score in (10, 9, 7, 3):  # two promoters, one passive, one detractor
+        cid = sop.start("article", {"title": "n"}, actor="wu").case.id
+        sop.fire(cid, "submit", actor="wu")
+        sop.fire(cid, "approve", actor="ed")
+        sop.fire(cid, "rate", actor="ed", payload={"csat": score})
+    (process,) = sop.report("article").processes
+    assert process.satisfaction_scale == "nps"
+    (month,) = process.months
+    assert (month.scores, month.satisfaction) == (4, 25.0)  # 50 % promoters − 25 % detractors

@@ -56,7 +56,7 @@ def test_baselines_through_the_cli(db: str) -> None:
     code, out = run(db, "baseline", "set", "article", "3h", "--source", "industry report 2026")
     assert code == 0 and "(whole process) 3h00m" in out
     code, out = run(db, "report", "--definition", "article")
-    assert "! review median 1h00m, baseline 30m, +100 %" in out
+    assert "review median 1h00m, baseline 30m (industry report 2026), +100 % ! more than 20% worse" in out
     code, out = run(db, "baseline", "update", "--month", "2026-03")
     assert code == 0 and "4 baseline(s) recorded" in out
     code, out = run(db, "--json", "baseline", "list", "article")

@@ -177,11 +177,13 @@ def _tables(p: ProcessReport) -> str:
             ],
         )
     )
-    for s in p.flagged:
-        out.append(
-            f"! {s.key} median {span(s.times.median)}, baseline {span(s.baseline)}, {change(s.change)} "
-            f"(more than {p.threshold:.0%} worse)"
-        )
+    for s in p.steps:
+        if s.baseline is not None and s.times.median is not None:
+            flag = f" ! more than {p.threshold:.0%} worse than its baseline" if s.flagged else ""
+            out.append(
+                f"{s.key} median {span(s.times.median)}, baseline {span(s.baseline)} ({s.baseline_source}), "
+                f"{change(s.change)}{flag}"
+            )
     if p.deadlines:
         out.append(
             table(
