@@ -1030,9 +1030,17 @@ class Engine:
         """Every baseline, oldest first (never overwritten: the newest per step is the current one)."""
         return insight_baseline.history(self, definition_id)
 
-    def compare(self, definition_id: str, version1: int, version2: int) -> Comparison:
+    def compare(
+        self,
+        definition_id: str,
+        version1: int,
+        version2: int,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Comparison:
         """Version 2 against version 1: durations (Mann–Whitney U), rates (Fisher), a verdict."""
-        return insight_compare.compare(self, definition_id, version1, version2)
+        return insight_compare.compare(self, definition_id, version1, version2, since=since, until=until)
 
     # -- versions: diff, trials, adoption, migration (`engine.lifecycle`) ---------------------------
 

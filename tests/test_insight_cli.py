@@ -72,6 +72,10 @@ def test_bad_input_is_one_message(db: str) -> None:
     assert code == 1 and "Traceback" not in out
     code, out = run(db, "compare", "article", "1", "1")
     assert code == 2 and "two different versions" in out
+    code, out = run(db, "compare", "article", "1", "2", "--since", "yesterday")
+    assert code == 2 and "ISO 8601" in out
+    code, out = run(db, "compare", "article", "1", "2", "--since", "2026-03-01T00:00:00Z")
+    assert code == 1 and "article@2" in out
     code, out = run(db, "baseline", "update", "--month", "March")
     assert code == 2 and "not a month" in out
 

@@ -336,11 +336,15 @@ def _baseline_dict(row: Any) -> dict[str, Any]:
 @click.argument("definition")
 @click.argument("version1", type=VERSION)
 @click.argument("version2", type=VERSION)
-def compare(definition: str, version1: int, version2: int) -> None:
+@click.option("--since", type=TIME, help="Only records at or after this time (e.g. when a trial began).")
+@click.option("--until", type=TIME, help="Only records before this time (ISO 8601).")
+def compare(
+    definition: str, version1: int, version2: int, since: datetime | None, until: datetime | None
+) -> None:
     """Compare two versions of a definition: cycle time and per-step handling times (medians, their ratio
     with a bootstrap interval, Mann–Whitney U), rejection and complaint rates (Fisher's exact test), and a
     plain verdict."""
-    found = settings().engine().compare(definition, version1, version2)
+    found = settings().engine().compare(definition, version1, version2, since=since, until=until)
     if settings().json:
         emit(found.as_dict())
         return
