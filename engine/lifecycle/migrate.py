@@ -144,20 +144,12 @@ def migrate(
             record, to_version, plan.to_state, True, dict(plan.data), plan.assignee, plan.cancel, plan.start
         )
 
-    after = 0
-    done = 0
-    while True:
-        ids = store_lifecycle.case_ids(engine.store, definition_id, from_version, after_id=after)
-        if not ids:
-            break
-        after = ids[-1]
-        for case_id in ids:
-            found = _one(engine, case_id, decide, write, dry_run, now)
-            if found is not None:
-                outcomes.append(found)
-            done += 1
-            if progress is not None:
-                progress(done)
+    for done, case_id in enumerate(store_lifecycle.case_ids(engine.store, definition_id, from_version), 1):
+        found = _one(engine, case_id, decide, write, dry_run, now)
+        if found is not None:
+            outcomes.append(found)
+        if progress is not None:
+            progress(done)
     report = MigrationReport(definition_id, from_version, to_version, dry_run, tuple(outcomes))
     if not dry_run:
         detail: dict[str, Any] = {"moved": report.moved, "skipped": report.skipped, "failed": report.failed}

@@ -136,16 +136,12 @@ def policy(store: Store, definition_id: str) -> ActionRow | None:
     return None if found is None else _action(dict(found._mapping))
 
 
-def case_ids(
-    store: Store, definition_id: str, version: int, *, after_id: int = 0, limit: int = 1000
-) -> list[int]:
-    """Ids of the cases of one definition version, open or suspended or closed, in id order (a page)."""
+def case_ids(store: Store, definition_id: str, version: int) -> list[int]:
+    """Ids of the cases of one definition version, in id order, read at once: paging them by id would make
+    the database sort the definition's cases again for every page (its index is by state and time)."""
     c = cases.c
     query = (
-        select(c.id)
-        .where(c.definition_id == definition_id, c.definition_version == version, c.id > after_id)
-        .order_by(c.id)
-        .limit(limit)
+        select(c.id).where(c.definition_id == definition_id, c.definition_version == version).order_by(c.id)
     )
     with store._read() as conn:
         return [int(i) for i in conn.execute(query).scalars()]
