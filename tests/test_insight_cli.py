@@ -105,19 +105,15 @@ def test_report_as_a_process(sqlite_url: str, tmp_path: Path) -> None:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-@pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium") is None, reason="no chromium")
-def test_html_report_renders_in_chromium(sqlite_url: str, tmp_path: Path) -> None:
+needs_chromium = pytest.mark.skipif(
+    not CHROMIUM.exists() or shutil.which("chromium") is None, reason="no chromium"
+)
+
+
+def open_in_chromium(page_file: Path, shot: Path) -> tuple[list[str], list[int], list[str], list[str]]:
+    """Console errors, shapes drawn per chart, the charts' texts and every URL the page asked for."""
     from playwright.sync_api import sync_playwright
 
-    clock = Clock()
-    with Engine(sqlite_url, clock=clock) as sop:
-        sop.deploy([FIXTURE])
-        build(sop, clock)
-        sop.set_baseline("article", "review", 1800, source="industry report 2026", actor="ed")
-        from sopflow.engine.insight.html import render
-
-        page_file = tmp_path / "report.html"
-        page_file.write_text(render(sop.report("article")), encoding="utf-8")
     args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
     with sync_playwright() as p:
@@ -130,7 +126,7 @@ def test_html_report_renders_in_chromium(sqlite_url: str, tmp_path: Path) -> Non
             requests: list[str] = []
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_file.as_uri())
-            page.wait_for_function("document.body.dataset.rendered === '4'", timeout=20_000)
+            page.wait_for_function("document.body.dataset.rendered !== undefined", timeout=20_000)
             drawn = page.evaluate(
                 "Array.from(document.querySelectorAll('.chart')).map(c => "
                 "c.querySelectorAll('svg path, svg rect, svg circle').length)"
@@ -138,12 +134,41 @@ def test_html_report_renders_in_chromium(sqlite_url: str, tmp_path: Path) -> Non
             texts = page.evaluate(
                 "Array.from(document.querySelectorAll('.chart svg text')).map(t => t.textContent)"
             )
-            page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+            page.screenshot(path=str(shot), full_page=True)
         finally:
             browser.close()
+    return errors, drawn, texts, requests
+
+
+@needs_chromium
+def test_html_report_renders_in_chromium(sqlite_url: str, tmp_path: Path) -> None:
+    from sopflow.engine.insight.html import render
+
+    clock = Clock()
+    with Engine(sqlite_url, clock=clock) as sop:
+        sop.deploy([FIXTURE])
+        build(sop, clock)
+        sop.set_baseline("article", "review", 1800, source="industry report 2026", actor="ed")
+        page_file = tmp_path / "report.html"
+        page_file.write_text(render(sop.report("article")), encoding="utf-8")
+    errors, drawn, texts, requests = open_in_chromium(page_file, tmp_path / "report.png")
     assert errors == []
     assert len(drawn) == 4 and all(n > 5 for n in drawn)
     assert any("Handling time per step" in t for t in texts) and any("处理时长" in t for t in texts)
     assert "review" in texts and "review-within-2h" in texts
     assert all(url.startswith("file://") for url in requests)  # nothing from the network
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+@needs_chromium
+def test_the_demos_report_renders_in_chromium(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--db", f"sqlite:///{tmp_path / 'demo.db'}", "demo"])
+    assert result.exit_code == 0, result.output
+    assert "publish-within-4h: 1 of 1 kept (100%), 0 breached" in result.output
+    page_file = tmp_path / "sopflow-report.html"
+    assert f"written to {page_file}" in result.output
+    errors, drawn, texts, requests = open_in_chromium(page_file, tmp_path / "demo.png")
+    assert errors == []
+    assert len(drawn) == 8 and all(n > 5 for n in drawn)  # two processes, four charts each
+    assert "manual_review" in texts
+    assert all(url.startswith("file://") for url in requests)
