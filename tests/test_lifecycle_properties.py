@@ -9,12 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sopflow.engine.runtime import Engine
-from tests.conftest import MINI, Clock
+from tests.conftest import MINI, Clock, fresh_postgres_database
 
 
 def chain(states: list[str], *, version: int, extra_field: bool = False) -> dict[str, Any]:
@@ -68,38 +69,54 @@ def pairs(draw: st.DrawFn) -> tuple[list[str], list[str], dict[str, str], bool, 
     return old, new, state_map, field, defaults, positions
 
 
+Pair = tuple[list[str], list[str], dict[str, str], bool, dict[str, str], list[int]]
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pairs())
-def test_the_dry_run_predicts_the_real_run(
-    case: tuple[list[str], list[str], dict[str, str], bool, dict[str, str], list[int]],
-) -> None:
-    old, new, state_map, field, defaults, positions = case
+def test_the_dry_run_predicts_the_real_run(case: Pair) -> None:
     folder = Path(tempfile.mkdtemp())
     try:
-        shutil.copy(MINI / "org.yaml", folder / "org.yaml")
-        (folder / "walk-1.yaml").write_text(yaml.safe_dump(chain(old, version=1), allow_unicode=True))
-        with Engine(f"sqlite:///{folder / 'db.sqlite'}", clock=Clock()) as sop:
-            sop.deploy([folder])
-            for steps in positions:
-                started = sop.start("walk", {"a": "x"}, actor="alice").case.id
-                for _ in range(steps):
-                    sop.fire(started, "next", actor="alice")
-            v2 = chain(new, version=2, extra_field=field)
-            (folder / "walk-2.yaml").write_text(yaml.safe_dump(v2, allow_unicode=True))
-            sop.deploy([folder])
-            dry = sop.migrate(
-                "walk", 1, 2, actor="root", state_map=state_map, defaults=defaults, dry_run=True
-            )
-            real = sop.migrate("walk", 1, 2, actor="root", state_map=state_map, defaults=defaults)
-            predicted = [
-                (c.case_id, c.outcome.replace("would move", "moved"), c.to_state, c.reason) for c in dry.cases
-            ]
-            assert predicted == [(c.case_id, c.outcome, c.to_state, c.reason) for c in real.cases]
-            for c in real.cases:
-                after = sop.case(c.case_id)
-                assert (after.definition_version == 2) == (c.outcome == "moved")
-                if c.outcome == "moved":
-                    assert after.state == c.to_state
-            assert sop.verify().ok, sop.verify().findings
+        check(case, folder, f"sqlite:///{folder / 'db.sqlite'}")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.postgres
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pairs())
+def test_the_dry_run_predicts_the_real_run_on_postgresql(postgres_server: str, case: Pair) -> None:
+    folder = Path(tempfile.mkdtemp())
+    try:
+        check(case, folder, fresh_postgres_database(postgres_server))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def check(case: Pair, folder: Path, url: str) -> None:
+    """Deploy version 1, put cases where `case` says, deploy version 2, and compare the dry run with the
+    real run case by case."""
+    old, new, state_map, field, defaults, positions = case
+    shutil.copy(MINI / "org.yaml", folder / "org.yaml")
+    (folder / "walk-1.yaml").write_text(yaml.safe_dump(chain(old, version=1), allow_unicode=True))
+    with Engine(url, clock=Clock()) as sop:
+        sop.deploy([folder])
+        for steps in positions:
+            started = sop.start("walk", {"a": "x"}, actor="alice").case.id
+            for _ in range(steps):
+                sop.fire(started, "next", actor="alice")
+        v2 = chain(new, version=2, extra_field=field)
+        (folder / "walk-2.yaml").write_text(yaml.safe_dump(v2, allow_unicode=True))
+        sop.deploy([folder])
+        dry = sop.migrate("walk", 1, 2, actor="root", state_map=state_map, defaults=defaults, dry_run=True)
+        real = sop.migrate("walk", 1, 2, actor="root", state_map=state_map, defaults=defaults)
+        predicted = [
+            (c.case_id, c.outcome.replace("would move", "moved"), c.to_state, c.reason) for c in dry.cases
+        ]
+        assert predicted == [(c.case_id, c.outcome, c.to_state, c.reason) for c in real.cases]
+        for c in real.cases:
+            after = sop.case(c.case_id)
+            assert (after.definition_version == 2) == (c.outcome == "moved")
+            if c.outcome == "moved":
+                assert after.state == c.to_state
+        assert sop.verify().ok, sop.verify().findings
