@@ -1,6 +1,6 @@
 """Properties of migration: over random pairs of definitions (a state renamed, removed or added; a field
 added, required or not, with a default or without) and random case positions, the dry run predicts, case
-by case, exactly what the real run does; and the trail verifies after it."""
+by case, exactly what the real run does; and the trail verifies after it. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
