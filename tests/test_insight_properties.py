@@ -27,7 +27,7 @@ MOVES = {
 step = st.tuples(
     st.integers(0, 3),  # which move of the state
     st.integers(1, 4000),  # minutes before it
-    st.sampled_from(["none", "suspend", "refresh"]),  # what happens before it
+    st.sampled_from(["none", "suspend", "refresh", "cancel", "suspend and cancel"]),  # what comes before it
 )
 
 
@@ -55,11 +55,15 @@ def test_derived_rows_equal_the_trail(sop: tuple[Engine, Clock], steps: list[tup
             break
         if before == "refresh":
             refresh(engine)
-        elif before == "suspend":
+        elif before.startswith("suspend"):
             engine.suspend(cid, actor="root", reason="p")
             clock.now += timedelta(minutes=minutes // 2)
             paused += minutes // 2 * 60
-            engine.resume(cid, actor="root")
+            if before == "suspend":
+                engine.resume(cid, actor="root")
+        if before.endswith("cancel"):
+            engine.cancel(cid, actor="root", reason="p")  # closes the case where it stands
+            break
         clock.now += timedelta(minutes=minutes)
         moves = MOVES[case.state]
         event, actor, payload = moves[which % len(moves)]

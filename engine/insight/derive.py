@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 from sopflow.engine.audit import AuditRecord
 from sopflow.engine.calendar import working_seconds
 from sopflow.engine.definition.model import (
+    CANCEL_CASE,
+    CLOSED_BY_PARENT,
     CONTROL_RECORDS,
     REJECT,
     RESUME_CASE,
@@ -33,6 +35,7 @@ clock's records; a suspension, resumption or cancel; a send-back (a step back in
 entered before the one it leaves); any other step."""
 
 TIMER_EVENTS = frozenset({"deadline_breached", "escalate"})
+CLOSING_RECORDS = frozenset({CANCEL_CASE, CLOSED_BY_PARENT})
 
 CalendarAt = Callable[[datetime], WorkingCalendar]
 """The org calendar in force at a moment."""
@@ -150,7 +153,9 @@ def derive(definition: Definition, history: Sequence[AuditRecord], calendar_at: 
             paused_since = None
         if accepted and rec.event in TIMER_EVENTS:
             _mark_breach(rec, running)
-        moves = accepted and rec.to_state is not None and rec.to_state != rec.from_state
+        # A cancel (or a parent closing its child) closes the case where it stands: it ends the visit too.
+        closes = accepted and rec.event in CLOSING_RECORDS
+        moves = accepted and rec.to_state is not None and (rec.to_state != rec.from_state or closes)
         calendar = calendar_at(at)
         fact = StepFact(
             case_id=rec.case_id,
@@ -173,11 +178,7 @@ def derive(definition: Definition, history: Sequence[AuditRecord], calendar_at: 
             if paused_since is not None:  # a case cancelled while suspended
                 pauses.append((paused_since, at))
                 paused_since = None
-            paused = sum((min(e, at) - max(s, entered)).total_seconds() for s, e in pauses if e > entered)
-            paused_working = sum(
-                working_seconds(max(s, entered), min(e, at), calendar) for s, e in pauses if e > entered
-            )
-            fact = _with_durations(fact, entered, at, paused, paused_working, calendar)
+            fact = _with_durations(fact, entered, at, pauses, calendar)
             entered, pauses = at, []
             assert rec.to_state is not None
             visited.setdefault(rec.to_state, len(visited))
@@ -189,9 +190,17 @@ def derive(definition: Definition, history: Sequence[AuditRecord], calendar_at: 
 
 
 def _with_durations(
-    fact: StepFact, entered: datetime, at: datetime, paused: float, paused_working: float,
+    fact: StepFact,
+    entered: datetime,
+    at: datetime,
+    pauses: Sequence[tuple[datetime, datetime]],
     calendar: WorkingCalendar,
-) -> StepFact:  # fmt: skip
+) -> StepFact:
+    """The fact with the visit's durations: from `entered` to `at`, less the suspensions in it."""
+    paused = sum((min(e, at) - max(s, entered)).total_seconds() for s, e in pauses if e > entered)
+    paused_working = sum(
+        working_seconds(max(s, entered), min(e, at), calendar) for s, e in pauses if e > entered
+    )
     wall = (at - entered).total_seconds() - paused
     working = working_seconds(entered, at, calendar) - paused_working
     return StepFact(
