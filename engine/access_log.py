@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sopflow.engine.access import AccessDenied, refused
 from sopflow.engine.store.access import AccessEntry, chain_findings, entries
 from sopflow.engine.verify import VerifyFinding
 
 if TYPE_CHECKING:
+    from sopflow.engine.runtime import Engine
     from sopflow.engine.store import Store
 
 
@@ -25,6 +27,23 @@ def check(store: Store) -> list[VerifyFinding]:
     ]
 
 
-def read(store: Store, actor: str | None = None) -> list[AccessEntry]:
-    """The access log, oldest first (one person's rows when `actor` is given)."""
-    return list(entries(store, actor=actor))
+def read(engine: Engine, actor: str | None = None, viewer: str | None = None) -> list[AccessEntry]:
+    """The access log, oldest first (one person's rows when `actor` is given), for the operator (`viewer`
+    None) or a person holding an administrator role; anyone else is refused, and that is recorded too."""
+    if viewer is not None:
+        org = engine.org()
+        person = engine.actor(viewer, org=org)
+        if org.access is not None and not any(
+            org.roles[r].administrator for r in person.roles if r in org.roles
+        ):
+            raise refused(
+                engine,
+                AccessDenied(
+                    f"{viewer} may not read the access log: it is for administrators",
+                    viewer,
+                    "view",
+                    "the access log",
+                    hint="ask an administrator, or the operator, to read it",
+                ),
+            )
+    return list(entries(engine.store, actor=actor))

@@ -1091,12 +1091,13 @@ class Engine:
             defaults=defaults, where=where, dry_run=dry_run, comment=comment, progress=progress,
         )  # fmt: skip
 
-    def access_log(self, actor: str | None = None) -> list[AccessEntry]:
+    def access_log(self, actor: str | None = None, *, viewer: str | None = None) -> list[AccessEntry]:
         """The access log, oldest first: every refusal of the permission matrix and every export (of one
-        person when `actor` is given); hash-chained, checked by `verify` (`engine.access_log`)."""
+        person when `actor` is given); hash-chained, checked by `verify`. For the operator (`viewer`
+        None) and administrators (`engine.access_log`)."""
         from sopflow.engine.access_log import read
 
-        return read(self.store, actor)
+        return read(self, actor, viewer)
 
     # -- verifying ---------------------------------------------------------------------------------
 

@@ -402,6 +402,15 @@ def test_the_cli_says_not_found_to_a_specialist_of_another_department(
     listed = _cli(runner, database_url, "--as", "du.juan", "--json", "list")
     assert json.loads(listed.output) == []
     assert _cli(runner, database_url, "--as", "du.juan", "history", "3").exit_code == 1
+    log = _cli(runner, database_url, "--json", "audit", "access")
+    assert [(r["actor"], r["action"], r["target"]) for r in json.loads(log.output)] == [
+        ("du.juan", "view", "case 3"), ("du.juan", "view", "case 3")
+    ]  # fmt: skip
+    assert (
+        "du.juan  view    case 3" in _cli(runner, database_url, "--as", "han.bing", "audit", "access").output
+    )
+    refused = _cli(runner, database_url, "--as", "li.na", "audit", "access")
+    assert refused.exit_code == 1 and "li.na may not read the access log" in refused.output
 
 
 def test_the_cli_in_a_subprocess_says_not_found(tmp_path: Path) -> None:

@@ -35,6 +35,17 @@ def test_every_example_file_is_shown_verbatim() -> None:
             ["major_reform_approval", "refused:", "approved False", "audit records verified"],
         ),
         ("docs/embedding/worker.py", ["0 timers due at once", "OVERDUE"]),
+        (
+            "docs/embedding/access.py",
+            [
+                "a colleague reads: 用户小王",
+                "customer service is told: case 1 does not exist",
+                "an analyst reads a token: True 64",
+                "cases du.juan may view: 0",
+                "access log: 1 du.juan view case 1 refused",
+                "verified: True",
+            ],
+        ),
         ("docs/embedding/retry.py", ["replayed: True", "same step: True True", "with other content"]),
         ("docs/embedding/handler.py", ["review 80.0", "automatic_done"]),
         (

@@ -121,6 +121,25 @@ def audit_verify(
         raise click.exceptions.Exit(1)
 
 
+@audit.command("access")
+@click.option("--actor", "actor", help="Only this person's rows.")
+def audit_access(actor: str | None) -> None:
+    """The access log: every read or write the permission matrix refused, and every export (who, what,
+    when, how many records), oldest first. For the operator and administrators; `audit verify` checks
+    its hash chain."""
+    from sopflow.cli.render import table
+
+    s = settings()
+    rows = s.engine().access_log(actor, viewer=s.user)
+    if s.json:
+        emit([{**r.body(), "hash": r.hash} for r in rows])
+        return
+    cells = [
+        [r.seq, r.at[:19].replace("T", " "), r.actor, r.action, r.target, r.outcome, r.records] for r in rows
+    ]
+    click.echo(table(["#", "at (UTC)", "actor", "action", "target", "outcome", "records"], cells))
+
+
 @audit.command("anchor")
 @click.option(
     "--out",
