@@ -12,7 +12,10 @@ Measured, alternating, each on fresh cases:
 - branch steps/s: the first N-1 branch steps of `fanout-N` cases (each stays in the parallel state, so its
   record carries every branch's position: the cost grows with N);
 - the join: the last branch step, which completes the join and moves the case on, in ms, against the
-  median one-state step in ms.
+  median one-state step in ms;
+- one task per item, `items-N` (a `for_each` over N stores, each branch given to the least loaded of four
+  workers, so every step also rewrites the branches people hold): the start that enters the state and gives
+  the N branches, in ms, against a one-state start in ms; the item steps/s; the join, in ms.
 Ratios are sopflow's branch figures over the one-state figures of the same run; no target is given.
 """
 
@@ -34,6 +37,9 @@ roles:
   admin: {title: {zh: 管理员, en: Admin}, administrator: true}
 users:
   w: {name: W, roles: [worker]}
+  w2: {name: W2, roles: [worker]}
+  w3: {name: W3, roles: [worker]}
+  w4: {name: W4, roles: [worker]}
   root: {name: Root, roles: [admin]}
 """
 
@@ -82,6 +88,84 @@ states:
 """
 
 
+def items(n: int) -> str:
+    return f"""id: items-{n}
+version: 1
+title: {{zh: 每项, en: Per item}}
+data:
+  type: object
+  properties:
+    stores: {{type: array, items: {{type: string}}}}
+initial: work
+states:
+  work:
+    title: {{zh: 分头, en: Work}}
+    owner: worker
+    parallel:
+      for_each: stores
+      branch:
+        title: {{zh: 店, en: Store}}
+        initial: doing
+        states:
+          doing:
+            title: {{zh: 做, en: Doing}}
+            owner: worker
+            assign: {{least_loaded: worker}}
+            on: {{done: {{to: finished, by: [worker]}}}}
+          finished: {{title: {{zh: 完, en: Done}}, final: true}}
+      then: joined
+  joined: {{title: {{zh: 合, en: Joined}}, final: true}}
+"""
+
+
+def run_items(engine: Engine, n: int, cases: int, rounds: int) -> None:
+    """One task per item against one-state steps and starts of the same engine."""
+    stores = [f"s{i}" for i in range(n)]
+    start_ms, single_start_ms, item_rates, single_rates, join_ms, single_ms = [], [], [], [], [], []
+    for _ in range(rounds):
+        ids = []
+        for _ in range(cases):
+            t = time.perf_counter()
+            ids.append(engine.start("single", {}, actor="w").case.id)
+            single_start_ms.append((time.perf_counter() - t) * 1000)
+        begin, steps = time.perf_counter(), 0
+        for case_id in ids:
+            for _ in range(n - 1):
+                t = time.perf_counter()
+                engine.fire(case_id, "note", actor="w")
+                single_ms.append((time.perf_counter() - t) * 1000)
+                steps += 1
+        single_rates.append(steps / (time.perf_counter() - begin))
+        ids = []
+        for _ in range(cases):
+            t = time.perf_counter()
+            ids.append(engine.start(f"items-{n}", {"stores": stores}, actor="w").case.id)
+            start_ms.append((time.perf_counter() - t) * 1000)
+        begin, steps = time.perf_counter(), 0
+        for case_id in ids:
+            for store in stores[:-1]:
+                engine.fire(case_id, f"{store}.done", actor="w")
+                steps += 1
+        item_rates.append(steps / (time.perf_counter() - begin))
+        for case_id in ids:
+            t = time.perf_counter()
+            engine.fire(case_id, f"{stores[-1]}.done", actor="w")
+            join_ms.append((time.perf_counter() - t) * 1000)
+            assert engine.case(case_id).state == "joined"
+    compare(
+        f"a start giving {n} items", statistics.median(start_ms), "ms", "a one-state start",
+        statistics.median(single_start_ms),
+    )  # fmt: skip
+    compare(
+        f"item steps/s ({n} items)", statistics.median(item_rates), "/s", "one-state steps/s",
+        statistics.median(single_rates),
+    )  # fmt: skip
+    compare(
+        "the items' join step", statistics.median(join_ms), "ms", "a one-state step",
+        statistics.median(single_ms),
+    )  # fmt: skip
+
+
 def run(url: str, folder: Path, n: int, cases: int, rounds: int) -> None:
     engine = Engine(url)
     engine.deploy([folder])
@@ -110,6 +194,7 @@ def run(url: str, folder: Path, n: int, cases: int, rounds: int) -> None:
             engine.fire(case_id, f"b{n - 1}.done", actor="w")
             join_ms.append((time.perf_counter() - t) * 1000)
             assert engine.case(case_id).state == "joined"
+    run_items(engine, n, cases, rounds)
     engine.close()
     compare(
         f"branch steps/s ({n} branches)",
@@ -134,6 +219,7 @@ def main() -> None:
         (folder / "org.yaml").write_text(ORG, encoding="utf-8")
         (folder / "single.yaml").write_text(SINGLE, encoding="utf-8")
         (folder / f"fanout-{n}.yaml").write_text(fanout(n), encoding="utf-8")
+        (folder / f"items-{n}.yaml").write_text(items(n), encoding="utf-8")
         header(f"{n} parallel branches, SQLite")
         run(f"sqlite:///{folder / 'bench.db'}", folder, n, cases, rounds)
         header(f"{n} parallel branches, PostgreSQL")

@@ -46,7 +46,7 @@ from sopflow.engine.step import _changed_data as changed_data
 from sopflow.engine.step import _check_data as check_step_data
 from sopflow.engine.step import _enter as enter
 from sopflow.engine.step import _separation as separation
-from sopflow.engine.store.records import TimerSpec
+from sopflow.engine.store.records import BranchItems, TimerSpec
 from sopflow.engine.timers import ITEM_SEPARATOR
 
 MAX_TIMER_NAME = 64
@@ -415,22 +415,25 @@ def roles_acting(state: State) -> set[str]:
     return found | {s.owner for b in specs for s in b.states.values() if s.owner}
 
 
-def held_items(definition: Definition, step: Step) -> dict[str, str] | None:
-    """The open branches someone holds after `step` (branch → assignee), for a person's load: from the
-    positions its record carries when it enters or stays in a parallel state, none when it leaves one;
-    None when it changes no branch."""
+def held_items(definition: Definition, step: Step) -> BranchItems | None:
+    """Who holds the open branches after `step` (branch → assignee, None: nobody now), for a person's
+    load: every branch when the step enters a parallel state (and none when it leaves one), only its own
+    branch for a branch's step; None when it changes no branch."""
     here = definition.states.get(step.to_state)
     positions = step.detail.get(BRANCHES)
     if here is not None and here.parallel is not None and isinstance(positions, dict):
-        out: dict[str, str] = {}
-        for name, position in positions.items():
-            spec = branch_named(here.parallel, name)
+        name = step.detail.get("branch")
+        every = step.moved or not isinstance(name, str) or name not in positions
+        out: dict[str, str | None] = {}
+        for branch in list(positions) if every else [str(name)]:
+            spec = branch_named(here.parallel, branch)
+            position = positions[branch]
             assignee = position.get("assignee")
-            if spec is not None and isinstance(assignee, str) and not is_done(spec, position):
-                out[name] = assignee
-        return out
+            held = spec is not None and isinstance(assignee, str) and not is_done(spec, position)
+            out[branch] = assignee if held else None
+        return BranchItems(out, every)
     left = definition.states.get(step.from_state)
-    return {} if left is not None and left.parallel is not None and step.moved else None
+    return BranchItems({}, True) if left is not None and left.parallel is not None and step.moved else None
 
 
 def ended_deadlines(

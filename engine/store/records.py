@@ -152,9 +152,18 @@ class Write:
     """Pause every pending timer of the case (a suspension): each stops pending, with outcome `paused`."""
     turn: tuple[str, str, str] | None = None
     """(definition, state, member): the member a round-robin state gave this case, whose turn it was."""
-    branch_items: Mapping[str, str] | None = None
-    """The open branches of the case's parallel state that someone holds after the step (branch →
-    assignee), replacing those stored; None: the step leaves them as they are."""
+    branch_items: BranchItems | None = None
+    """Who holds the branches the step changed (`branch_items`); None: the step changes none."""
+
+
+@dataclass(frozen=True, slots=True)
+class BranchItems:
+    """Who holds branches of a case's parallel state after a step, for a person's load."""
+
+    holders: Mapping[str, str | None]
+    """Branch → its holder; None: nobody holds it now (done, or not yet claimed)."""
+    every: bool
+    """The holders of every open branch: the case's other rows go."""
 
 
 @dataclass(frozen=True, slots=True)

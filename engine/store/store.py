@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from sopflow.engine.store import database
 from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
 from sopflow.engine.store.keys import KeyClaim, KeyUse
 from sopflow.engine.store.records import (
+    BranchItems,
     CaseChange,
     CaseLink,
     CaseQuery,
@@ -521,13 +522,18 @@ class Store:
         return after
 
     @staticmethod
-    def _branch_items(conn: Connection, case_id: int, entered_seq: int, items: Mapping[str, str]) -> None:
-        conn.execute(delete(branch_items).where(branch_items.c.case_id == case_id))
-        if items:
-            rows = [
-                {"case_id": case_id, "branch": b, "entered_seq": entered_seq, "assignee": a}
-                for b, a in items.items()
-            ]
+    def _branch_items(conn: Connection, case_id: int, entered_seq: int, items: BranchItems) -> None:
+        """Rewrite the rows of the branches the step changed (all of the case's when it gave every one)."""
+        gone = delete(branch_items).where(branch_items.c.case_id == case_id)
+        if not items.every:
+            gone = gone.where(branch_items.c.branch.in_(list(items.holders)))
+        conn.execute(gone)
+        rows = [
+            {"case_id": case_id, "branch": b, "entered_seq": entered_seq, "assignee": a}
+            for b, a in items.holders.items()
+            if a is not None
+        ]
+        if rows:
             conn.execute(insert(branch_items), rows)
 
     def _write_after(
