@@ -17,8 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sopflow.engine.audit import AuditRecord, canonical_json
-from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, Definition
+from sopflow.engine.definition.model import CLOSED_BY_PARENT, MIGRATE_CASE, RESUME, Definition
 from sopflow.engine.errors import NotFound
+from sopflow.engine.lifecycle.verify import first_version, version_at
 from sopflow.engine.store import CaseLink, CaseRow, Store
 
 DefinitionOf = Callable[[str, int], Definition | None]
@@ -68,7 +69,9 @@ def _as_child(
         parent_row = store.case(parent.parent_case_id)
     except NotFound:
         return 1, f"parent case {parent.parent_case_id}, which started it, is gone (its row was deleted)"
-    definition = definition_of(parent_row.definition_id, parent_row.definition_version)
+    # The version the parent ran on then: it may have been migrated since (`engine.lifecycle.verify`).
+    version = version_at(parent_row.definition_version, store.history(parent_row.id), parent.parent_seq)
+    definition = definition_of(parent_row.definition_id, version)
     state = definition.states.get(entry.to_state or "") if definition is not None else None
     if state is None or state.subprocess is None or state.subprocess.definition != row.definition_id:
         return 1, f"{where} entered `{entry.to_state}`, which does not run a `{row.definition_id}` case"
@@ -100,7 +103,7 @@ def _as_parent(
     children: Sequence[CaseLink],
     definition_of: DefinitionOf,
 ) -> tuple[int, str] | None:
-    definition = definition_of(row.definition_id, row.definition_version)
+    definition = definition_of(row.definition_id, first_version(row.definition_version, history))
     if definition is None:
         return None
     by_seq: dict[int, list[CaseLink]] = {}
@@ -109,6 +112,9 @@ def _as_parent(
     entries: set[int] = set()
     for rec in history:
         if rec.outcome != "accepted":
+            continue
+        if rec.event == MIGRATE_CASE:  # the records after it were written under the version it moved to
+            definition = definition_of(row.definition_id, rec.detail.get("to_version", 0)) or definition
             continue
         state = definition.states.get(rec.to_state or "")
         if state is not None and state.subprocess is not None and _entered(rec):

@@ -295,3 +295,25 @@ def test_verify_decides_each_migration_record_again(sop: Engine, clock: Clock) -
         by_finance: "it was not allowed: fay may not migrate cases of order: it needs the process owner's "
         "role `manager` (or a role above it) or an administrator",
     }
+
+
+def test_a_parent_migrated_after_its_sub_process_keeps_its_links_verified(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    nested = ROOT / "tests" / "fixtures" / "nested"
+    text = (nested / "purchase.yaml").read_text(encoding="utf-8")
+    renamed = text.replace("\nversion: 1\n", "\nversion: 2\n").replace("quoting", "get_quote")
+    (tmp_path / "purchase-2.yaml").write_text(renamed, encoding="utf-8")
+    for name in ("quote.yaml", "sign-off.yaml"):
+        (tmp_path / name).write_text((nested / name).read_text(encoding="utf-8"), encoding="utf-8")
+    with Engine(database_url, clock=clock) as sop:
+        sop.deploy([nested])
+        parent = sop.start("purchase", {"item": "desk", "amount": 300}, actor="alice").case.id
+        sop.fire(parent, "request", actor="alice")
+        ((child, *_),) = [[c.case_id for c in sop.links(parent)[1]]]
+        sop.fire(child, "decline", actor="fay")  # the child closes: the parent is back in draft
+        assert sop.case(parent).state == "draft"
+        sop.deploy([tmp_path / "purchase-2.yaml", tmp_path / "quote.yaml", tmp_path / "sign-off.yaml"])
+        assert sop.migrate("purchase", 1, 2, actor="root").moved == 1
+        # Its earlier record entered `quoting`, a sub-process state of version 1 that version 2 renamed.
+        assert sop.verify().ok, sop.verify().findings

@@ -33,6 +33,19 @@ def first_version(current: int, history: Sequence[AuditRecord]) -> int:
     return current
 
 
+def version_at(current: int, history: Sequence[AuditRecord], seq: int) -> int:
+    """The version a case ran on when its record `seq` was written (a migration record: the one it moved
+    the case to)."""
+    version = first_version(current, history)
+    for rec in history:
+        if rec.seq > seq:
+            break
+        if rec.event == MIGRATE_CASE and rec.outcome == "accepted":
+            moved = rec.detail.get("to_version")
+            version = moved if isinstance(moved, int) else version
+    return version
+
+
 def check_migration(
     compiled: CompiledDefinition,
     replay: Any,
