@@ -317,3 +317,42 @@ def test_a_parent_migrated_after_its_sub_process_keeps_its_links_verified(
         assert sop.migrate("purchase", 1, 2, actor="root").moved == 1
         # Its earlier record entered `quoting`, a sub-process state of version 1 that version 2 renamed.
         assert sop.verify().ok, sop.verify().findings
+
+
+def test_cases_in_a_parallel_state_waiting_on_a_child_or_suspended_stay_with_the_reason(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    fixtures = ROOT / "tests" / "fixtures"
+    for folder, name in (("branches", "fanout"), ("nested", "purchase")):
+        text = (fixtures / folder / f"{name}.yaml").read_text(encoding="utf-8")
+        (tmp_path / f"{name}-2.yaml").write_text(
+            text.replace("\nversion: 1\n", "\nversion: 2\n", 1), encoding="utf-8"
+        )
+    with Engine(database_url, clock=clock) as sop:
+        sop.deploy([fixtures / "nested"])
+        sop.deploy([fixtures / "branches" / "fanout.yaml"])
+        split = sop.start("fanout", {}, actor="bob").case.id
+        waiting = sop.start("purchase", {"item": "desk", "amount": 300}, actor="alice").case.id
+        sop.fire(waiting, "request", actor="alice")
+        held = sop.start("purchase", {"item": "chair", "amount": 80}, actor="alice").case.id
+        sop.suspend(held, actor="root", reason="waiting for the supplier")
+        sop.deploy([tmp_path / "fanout-2.yaml"])
+        sop.deploy(
+            [
+                tmp_path / "purchase-2.yaml",
+                fixtures / "nested" / "quote.yaml",
+                fixtures / "nested" / "sign-off.yaml",
+            ]
+        )
+        fanout = sop.migrate("fanout", 1, 2, actor="root")
+        purchase = {c.case_id: c for c in sop.migrate("purchase", 1, 2, actor="root").cases}
+        assert [(c.case_id, c.outcome, c.reason) for c in fanout.cases] == [
+            (split, "skipped", "it is in the parallel state `split`, whose branches started under fanout@1")
+        ]
+        assert (purchase[waiting].outcome, purchase[waiting].reason) == (
+            "skipped", "it waits in `quoting` on a sub-process case started under purchase@1",
+        )  # fmt: skip
+        assert (purchase[held].outcome, purchase[held].reason) == (
+            "skipped", "it is suspended (its timers paused): resume it first",
+        )  # fmt: skip
+        assert sop.verify().ok
