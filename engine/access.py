@@ -125,8 +125,8 @@ class Compiles(Protocol):
 
 def how(found: Scope | None, row: CaseRow) -> str:
     """`raw` or `desensitised`: how a row a list found under `found` is shown."""
-    if found is None:
-        return "raw"
+    if found is None or not any(p.desensitised for p in found.parts):
+        return "raw"  # the common case, decided without looking at the row
     parts = admitting(found, row.definition_id, row.state, row.starter, row.assignee, row.submitter)
     return "desensitised" if parts and all(p.desensitised for p in parts) else "raw"
 
@@ -190,20 +190,18 @@ def check_case(engine: Engine, case_id: int, person: str | None, action: str) ->
     case_row(engine, case_id, person, action)
 
 
-def check_start(engine: Engine, person: str, definition_id: str) -> None:
-    """Refuse (and record) a start the permission matrix does not grant."""
-    org = engine.org()
+def check_start(engine: Engine, org: Org, actor: Actor, definition_id: str) -> None:
+    """Refuse (and record) a start the permission matrix does not grant; reads nothing more."""
     if org.access is None:
         return
-    found = scope(engine, person, "start")
-    assert found is not None
+    found = scope_of(org, actor, "start", lambda _department: ())
     if not any(p.definitions is None or definition_id in p.definitions for p in found.parts):
         raise refused(
             engine,
             AccessDenied(
-                f"{person} may not start a `{definition_id}` case: the permission matrix does not grant "
+                f"{actor.id} may not start a `{definition_id}` case: the permission matrix does not grant "
                 "it to their roles",
-                person,
+                actor.id,
                 "start",
                 f"definition {definition_id}",
                 hint="ask an administrator, or the owner of the org file, for the grant",

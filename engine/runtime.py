@@ -449,7 +449,7 @@ class Engine:
         definition = compiled.definition
         org = self.org()
         person = self._actor(org, actor)
-        access.check_start(self, actor, definition.id)
+        access.check_start(self, org, person, definition.id)
         now = self.clock()
 
         def least_loaded(role: str) -> str | None:
