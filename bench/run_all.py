@@ -18,7 +18,17 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("durable", "inmemory", "listing", "cli_startup", "validate", "timers", "guards", "scenarios")
+BENCHMARKS = (
+    "durable",
+    "inmemory",
+    "listing",
+    "cli_startup",
+    "validate",
+    "timers",
+    "guards",
+    "scenarios",
+    "lifecycle",
+)
 POSTGRES_ONLY = ("timers",)
 NO_QUICK_FLAG = ("guards",)
 
