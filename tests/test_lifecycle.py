@@ -218,6 +218,8 @@ def test_the_cli_diffs_draws_trials_adopts_and_migrates(sqlite_url: str, tmp_pat
     )  # fmt: skip
     assert "case 1: moved: moves from `packing` to `pack`" in out and "1 moved, 0 skipped, 0 failed" in out
     assert "audit trail intact" in run("audit", "verify", "--all")
+    log = run("trial", "log", "order")
+    assert "trial_start  1=50, 2=50" in log and "migrate" in log and "root" in log
 
 
 def test_trial_status_gives_the_comparison_verdict_when_version_2_is_faster(

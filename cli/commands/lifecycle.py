@@ -150,6 +150,30 @@ def trial_status(definition: str) -> None:
         click.echo(str(getattr(comparison, "verdict", comparison)))
 
 
+@trial.command("log")
+@click.argument("definition", required=False)
+def trial_log(definition: str | None) -> None:
+    """Every trial, adoption and migration (of DEFINITION, or of all), accepted or refused, oldest first:
+    who did it, in which role, when."""
+    acts = settings().engine().lifecycle_log(definition)
+    if settings().json:
+        emit([a.as_dict() for a in acts])
+        return
+    rows = [
+        (
+            f"{a.at:%Y-%m-%d %H:%M}",
+            a.definition_id,
+            a.action,
+            ", ".join(f"{k}={v}" for k, v in a.versions.items()),
+            a.actor,
+            a.role or "",
+            "accepted" if a.accepted else f"refused: {a.reason}",
+        )
+        for a in acts
+    ]
+    click.echo(table(["at", "definition", "action", "versions", "by", "role", "outcome"], rows))
+
+
 @click.command()
 @click.argument("definition")
 @click.argument("version", type=VERSION)
