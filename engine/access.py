@@ -67,10 +67,11 @@ def scope(engine: Engine, person: str | None, action: str) -> Scope | None:
     """The cases `person` may `action`; None when nothing restricts them (the operator, no matrix)."""
     if person is None:
         return None
-    org = engine.org()
-    if org.access is None:
-        return None
-    actor = engine.actor(person, org=org)  # NotFound for a person the org does not know
+    with engine.store.reading() as reads:  # the org's hash and the person's delegations, one connection
+        org = engine.org_in(reads)
+        if org.access is None:
+            return None
+        actor = engine.actor_in(reads, org, person, engine.clock())  # NotFound for an unknown person
     return scope_of(org, actor, action, lambda department: _department_steps(engine, org, department))
 
 

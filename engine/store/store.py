@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -1321,6 +1322,13 @@ class Store:
     def _read(self) -> database.connect_or_explain:
         self._writer.own_process()  # after a fork, never a pooled connection of the parent's
         return database.connect_or_explain(self.engine)
+
+    @contextmanager
+    def reading(self) -> Iterator[Reads]:
+        """`Reads` on one read connection, outside any write: several small reads that belong together
+        (the org's hash, a person's delegations, for the permission matrix) without a connection each."""
+        with self._read() as conn:
+            yield Reads(conn, self._sql)
 
 
 def _key_use(key: str, found: Sequence[Any]) -> KeyUse:
