@@ -842,9 +842,10 @@ class Engine:
             if t.kind == "deadline"
         ]
 
-    def overdue(self, limit: int = 50) -> list[OverdueRow]:
-        """Cases with a breached deadline whose span has not ended, oldest breach first."""
-        return self.store.overdue(limit)
+    def overdue(self, limit: int = 50, *, viewer: str | None = None) -> list[OverdueRow]:
+        """Cases with a breached deadline whose span has not ended, oldest breach first, of those `viewer`
+        may view (filtered in SQL)."""
+        return self.store.overdue(limit, access.scope(self, viewer, "view"))
 
     def approval_progress(self, case_id: int, *, viewer: str | None = None) -> str | None:
         """For a case waiting in an approval state: the rule, who has voted, what is missing."""

@@ -170,6 +170,18 @@ def test_a_list_never_holds_a_case_outside_the_viewers_scope(seed: Engine) -> No
     assert [t.case.id for t in seed.tasks("du.juan")] == []
 
 
+def test_overdue_cases_are_only_those_the_viewer_may_view(seed: Engine, clock: Clock) -> None:
+    from sopflow.engine.worker import Worker
+
+    case_id = seed.start("content-review", REVIEW, actor="li.na").case.id
+    seed.fire(case_id, "submit", actor="li.na", payload={"material_url": "https://cms.example.com/m/1"})
+    clock.advance(hours=5)
+    Worker(seed, name="test").tick()
+    assert [r.case_id for r in seed.overdue()] == [case_id]
+    assert [r.case_id for r in seed.overdue(viewer="wang.fang")] == [case_id]
+    assert seed.overdue(viewer="du.juan") == []
+
+
 def test_a_specialist_may_not_start_what_the_matrix_does_not_grant(seed: Engine) -> None:
     data = {"title": "x", "tier": "major_reform", "description": "d", "supporting_data": []}
     before = len(_log(seed))

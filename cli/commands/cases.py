@@ -224,7 +224,7 @@ def list_cases(
     s = settings()
     engine = s.engine()
     if overdue:
-        rows = engine.overdue(limit=limit)
+        rows = engine.overdue(limit=limit, viewer=s.user)
         now = engine.clock()
         if s.json:
             emit(

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json
 from sopflow.engine.errors import Conflict, DatabaseUnavailable, NotFound, OutcomeUnknown
 from sopflow.engine.store import database
+from sopflow.engine.store.access import scope_clause
 from sopflow.engine.store.driver import Sql, chunks, decode_json, run, when
 from sopflow.engine.store.keys import KeyClaim, KeyUse
 from sopflow.engine.store.records import (
@@ -41,6 +42,7 @@ from sopflow.engine.store.records import (
     NotificationRow,
     OrgRow,
     OverdueRow,
+    Scope,
     StoredVote,
     TimerRow,
     Write,
@@ -883,8 +885,8 @@ class Store:
             due = conn.execute(select(func.min(timers.c.due_at)).where(timers.c.pending.is_(True))).scalar()
         return due if isinstance(due, datetime) else None
 
-    def overdue(self, limit: int = 50) -> list[OverdueRow]:
-        """Breached deadlines whose span has not ended, oldest breach first."""
+    def overdue(self, limit: int = 50, scope: Scope | None = None) -> list[OverdueRow]:
+        """Breached deadlines whose span has not ended, oldest breach first (of the cases `scope` admits)."""
         with self._read() as conn:
             rows = conn.execute(
                 select(
@@ -896,7 +898,7 @@ class Store:
                     cases.c.assignee,
                 )
                 .join(cases, cases.c.id == timers.c.case_id)
-                .where(timers.c.kind == "deadline", timers.c.outcome == "breached")
+                .where(timers.c.kind == "deadline", timers.c.outcome == "breached", scope_clause(scope))
                 .order_by(timers.c.due_at, timers.c.case_id)
                 .limit(limit)
             )
