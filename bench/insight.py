@@ -142,6 +142,13 @@ HAND = {
                      COUNT(*) OVER (PARTITION BY {key}) AS n
               FROM insight_steps WHERE definition_id = 'article' AND ends_visit) AS r
         GROUP BY k""",
+    "workload": """
+        SELECT k, MAX(n), MAX(CASE WHEN rx = (n + 1) / 2 THEN x END), SUM(x)
+        FROM (SELECT {key} AS k, working_seconds AS x,
+                     ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY working_seconds) AS rx,
+                     COUNT(*) OVER (PARTITION BY {key}) AS n
+              FROM insight_steps WHERE definition_id = 'article' AND ends_visit) AS r
+        GROUP BY k""",
     "counts": """
         SELECT state, COUNT(*), SUM(CASE WHEN kind = 'refused' THEN 1 ELSE 0 END),
                SUM(CASE WHEN kind = 'sendback' THEN 1 ELSE 0 END),
@@ -177,7 +184,8 @@ HAND = {
 
 def hand_written(engine: Engine) -> int:
     rows = 0
-    queries = [HAND["durations"].format(key=k) for k in ("state", "actor", "role")]
+    queries = [HAND["durations"].format(key="state")]
+    queries += [HAND["workload"].format(key=k) for k in ("actor", "role")]
     queries += [HAND[name] for name in ("counts", "cycle", "sla", "months", "flow", "open", "open", "open")]
     with engine.store.engine.connect() as conn:
         for query in queries:

@@ -342,37 +342,37 @@ def _open(engine: Engine, scope: sql.Scope, now: datetime) -> list[tuple[Any, ..
 
 
 def _people(engine: Engine, scope: sql.Scope, now: datetime) -> tuple[Workload, ...]:
-    done = {d.key: d for d in sql.durations(engine.store, scope, "person")}
+    done = {
+        str(k): (n, median, total)
+        for k, n, median, total in sql.workload_times(engine.store, scope, "person")
+    }
     open_: dict[str, int] = {}
     for row in _open(engine, scope, now):
         if row[1] is not None:
             open_[str(row[1])] = open_.get(str(row[1]), 0) + int(row[2])
-    return tuple(
-        Workload(
-            who, open_.get(who, 0), done[who].count if who in done else 0,
-            done[who].working_median if who in done else None,
-            (done[who].working_mean or 0.0) * done[who].count if who in done else 0.0,
-        )
-        for who in sorted(set(open_) | {str(k) for k in done})
-    )  # fmt: skip
+    return _workload(open_, done, set())
 
 
 def _roles(engine: Engine, definition: Definition, scope: sql.Scope, now: datetime) -> tuple[Workload, ...]:
-    done = {d.key: d for d in sql.durations(engine.store, scope, "role") if d.key is not None}
+    rows = sql.workload_times(engine.store, scope, "role")
+    done = {str(k): (n, median, total) for k, n, median, total in rows if k is not None}
     owner = {s.name: s.owner for s in definition.all_states() if s.owner}
     open_: dict[str, int] = {}
     for row in _open(engine, scope, now):
         role = owner.get(str(row[0]))
         if role is not None:
             open_[role] = open_.get(role, 0) + int(row[2])
+    return _workload(open_, done, {"$assignee", "$starter", "$system"})
+
+
+def _workload(
+    open_: dict[str, int], done: dict[str, tuple[int, float | None, float]], leave_out: set[str]
+) -> tuple[Workload, ...]:
+    empty: tuple[int, float | None, float] = (0, None, 0.0)
     return tuple(
-        Workload(
-            who, open_.get(who, 0), done[who].count if who in done else 0,
-            done[who].working_median if who in done else None,
-            (done[who].working_mean or 0.0) * done[who].count if who in done else 0.0,
-        )
-        for who in sorted(set(open_) | {str(k) for k in done} - {"$assignee", "$starter", "$system"})
-    )  # fmt: skip
+        Workload(who, open_.get(who, 0), *done.get(who, empty))
+        for who in sorted((set(open_) | set(done)) - leave_out)
+    )
 
 
 def _backlog(engine: Engine, scope: sql.Scope, now: datetime) -> tuple[Backlog, ...]:

@@ -243,6 +243,33 @@ def durations(store: Store, scope: Scope, by: str) -> list[Distribution]:
     return _distribution(store, source)
 
 
+def workload_times(store: Store, scope: Scope, by: str) -> list[tuple[Any, int, float | None, float]]:
+    """(person or role, visits ended, median working time, working time in all) per `by` ("person",
+    "role"): one window ordered by working time, half the work of `durations`."""
+    source = (
+        select(GROUPS[by].label("k"), S.working_seconds.label("x"))
+        .where(S.ends_visit.is_(True), *_steps_where(scope))
+        .subquery()
+    )
+    ranked = select(
+        source.c.k,
+        source.c.x,
+        func.row_number().over(partition_by=source.c.k, order_by=source.c.x).label("rx"),
+        func.count().over(partition_by=source.c.k).label("n"),
+    ).subquery()
+    r = ranked.c
+    query = (
+        select(r.k, func.max(r.n), func.max(case((r.rx == (r.n + 1) // 2, r.x))), func.sum(r.x))
+        .group_by(r.k)
+        .order_by(r.k)
+    )
+    with store._read() as conn:
+        return [
+            (row[0], int(row[1]), None if row[2] is None else float(row[2]), float(row[3] or 0.0))
+            for row in conn.execute(query)
+        ]
+
+
 def cycle_times(store: Store, scope: Scope, by_version: bool = False) -> list[Distribution]:
     """Cycle time of the cases closed in the scope: the sum of their visits (suspensions left out), per
     version (or one row keyed 0), for cases that are closed now and whose last visit ended in the scope."""
