@@ -67,6 +67,13 @@ def test_baselines_through_the_cli(db: str) -> None:
     assert code == 1 and "did you mean `review`" in out
 
 
+def test_an_empty_database_has_nothing_to_report(sqlite_url: str) -> None:
+    with Engine(sqlite_url) as sop:
+        sop.deploy([FIXTURE])
+    code, out = run(sqlite_url, "report")
+    assert code == 0 and "nothing to report" in out
+
+
 def test_bad_input_is_one_message(db: str) -> None:
     code, out = run(db, "report", "--definition", "artcle")
     assert code == 1 and "Traceback" not in out

@@ -109,6 +109,8 @@ def report(
     else:
         for process in found.processes:
             click.echo(_tables(process))
+        if not found.processes:
+            click.echo("no case has taken a step yet: nothing to report")
     if html is not None and not settings().json:
         click.echo(f"charts written to {html}")
 
