@@ -132,15 +132,6 @@ def how(found: Scope | None, row: CaseRow) -> str:
     return "desensitised" if parts and all(p.desensitised for p in parts) else "raw"
 
 
-def may_modify(engine: Compiles, org: Org, actor: Actor, row: CaseRow) -> bool:
-    """Whether the matrix lets `actor` take a step on the case (nothing recorded)."""
-    try:
-        judge(engine, org, actor, row, "modify")
-    except REFUSALS:
-        return False
-    return True
-
-
 def judge(engine: Compiles, org: Org, actor: Actor, row: CaseRow, action: str) -> str:
     """`raw` or `desensitised`: how `actor` may `action` the case under `org`; raises OutOfScope when they
     may not even view it, AccessDenied when they may view it but not `action` it (neither is recorded:

@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Protocol
 
 from sopflow.engine import branches
-from sopflow.engine.access import may_modify
 from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.casework import (
     check_comment,
@@ -49,6 +48,7 @@ from sopflow.engine.store import (
     TimerRow,
     Write,
 )
+from sopflow.engine.store.access import admitting
 from sopflow.engine.store.records import Scope
 
 
@@ -273,7 +273,13 @@ def _check_reassign(
 
 
 def tasks(
-    engine: Host, org: Org, person: Actor, *, limit: int = 50, scope: Scope | None = None
+    engine: Host,
+    org: Org,
+    person: Actor,
+    *,
+    limit: int = 50,
+    scope: Scope | None = None,
+    modify: Scope | None = None,
 ) -> list[Waiting]:
     """Every open case where `user_id` can act now, most urgent first (nearest deadline, then the longest
     waiting). Candidates come from indexed searches (assigned to them; in each state their roles act in),
@@ -303,8 +309,10 @@ def tasks(
     votes = engine.store.all_votes(voting) if voting else {}
     found: dict[int, tuple[CaseRow, tuple[str, ...], str]] = {}
     for row in candidates.values():
-        if scope is not None and not may_modify(engine, org, person, row):
-            continue
+        if modify is not None and not admitting(
+            modify, row.definition_id, row.state, row.starter, row.assignee, row.submitter
+        ):
+            continue  # the permission matrix does not let them take a step on it
         events, reason = _what_they_may_do(engine, row, person, org, votes.get(row.id, []))
         if events:
             found[row.id] = (row, events, reason)

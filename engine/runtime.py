@@ -917,8 +917,8 @@ class Engine:
         an approval awaiting their vote, a case to claim), most urgent first; of the cases the permission
         matrix lets them view and modify (filtered in SQL), shown as they may view them."""
         org = self.org()
-        seen = access.scope(self, user_id, "view")
-        found = people.tasks(self, org, self._actor(org, user_id), limit=limit, scope=seen)
+        seen, may = access.scope(self, user_id, "view"), access.scope(self, user_id, "modify")
+        found = people.tasks(self, org, self._actor(org, user_id), limit=limit, scope=seen, modify=may)
         shown = [access.shown_case(self, self._case(w.row), w.row, access.how(seen, w.row)) for w in found]
         return [
             Task(case, w.events, w.reason, w.waiting_since, w.due_at, w.deadline)
