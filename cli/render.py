@@ -213,7 +213,8 @@ def _edges(definition: Definition) -> list[tuple[str, str, str]]:
             p = state.parallel
             rule = {"at_least": f"at least {p.at_least}", "share": f"{p.share:.0%}"}.get(p.join, p.join)
             of = f"the {p.for_each}" if p.for_each else f"{len(p.branches)} branches"
-            edges.append((state.name, p.then, f"join: {rule} of {of}"))
+            rest = ", the rest finish" if p.remaining == "finish" else ""
+            edges.append((state.name, p.then, f"join: {rule} of {of}{rest}"))
     return edges
 
 

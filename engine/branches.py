@@ -19,7 +19,10 @@ from typing import Any
 
 from sopflow.engine.compile import CompiledDefinition, GuardContext
 from sopflow.engine.definition.model import (
+    APPROVE,
     EACH_ITEM,
+    REJECT,
+    RESUME,
     Definition,
     Parallel,
     ParallelBranch,
@@ -31,6 +34,7 @@ from sopflow.engine.definition.model import (
 from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPermitted
 from sopflow.engine.step import (
     CLAIM,
+    START_WORK,
     Actor,
     People,
     Refused,
@@ -57,6 +61,8 @@ BRANCHES = "branches"
 """The record detail holding every branch's position after the step."""
 SEPARATOR = "."
 """Between a branch's name and its event: `investigate.cause_found`."""
+_BUILT_IN = frozenset({CLAIM, START_WORK, APPROVE, REJECT, RESUME})
+"""Events of a case's own state that a bare event never means for a branch left running."""
 
 
 WIP = "branch_wip"
@@ -235,11 +241,87 @@ def branch_step(
     parallel = state.parallel
     assert parallel is not None
     positions = {k: dict(v) for k, v in snapshot.branches.items()}
+    _, qualified, role, detail, data = _advance(
+        compiled, state, positions, snapshot, actor, event, payload, people
+    )
+    every = names(parallel, positions)
+    done = [n for n in every if is_done(_spec(parallel, n), positions[n])]
+    needed = parallel.needed(len(every))
+    if "claimed_by" not in detail and len(done) >= needed:
+        finish = parallel.remaining == "finish"
+        still = [n for n in every if n not in done]
+        detail["join"] = {
+            "rule": parallel.join,
+            "needed": needed,
+            "done": done,
+            "cancelled": [] if finish else still,
+            **({"remaining": still} if finish else {}),
+        }
+        if finish and still:
+            # The discriminator: the case moves on, the branches still open run to their end.
+            detail[LINGERING] = {"state": state.name, "branches": positions}
+        return enter(compiled, snapshot, actor, qualified, parallel.then, data, role, people, detail)
+    detail[BRANCHES] = positions
+    return staying(qualified, snapshot, actor, role, data, detail)
+
+
+LINGERING = "lingering"
+"""The record detail holding branches that run on after their join (`remaining: finish`)."""
+
+
+def lingering_step(
+    compiled: CompiledDefinition,
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    payload: Mapping[str, Any],
+    people: People,
+) -> Step | None:
+    """A step of a branch its join left running (`remaining: finish`), taken wherever the case now
+    stands: decided as in its parallel state, recorded as a step that stays; None when `event` addresses
+    no branch still open."""
+    state = compiled.definition.states.get(str(snapshot.lingering.get("state")))
+    positions = {k: dict(v) for k, v in dict(snapshot.lingering.get("branches") or {}).items()}
+    if state is None or state.parallel is None:
+        return None
+    offered = open_events(state.parallel, positions)
+    if SEPARATOR not in event and (event in _BUILT_IN or event not in {e for _b, e in offered}):
+        return None
+    if SEPARATOR in event and event.rpartition(SEPARATOR)[0] not in positions:
+        return None
+    _, qualified, role, detail, data = _advance(
+        compiled, state, positions, snapshot, actor, event, payload, people
+    )
+    detail[LINGERING] = {"state": state.name, "branches": positions}
+    return staying(qualified, snapshot, actor, role, data, detail)
+
+
+def _spec(parallel: Parallel, name: str) -> ParallelBranch:
+    spec = branch_named(parallel, name)
+    assert spec is not None
+    return spec
+
+
+def _advance(
+    compiled: CompiledDefinition,
+    state: State,
+    positions: dict[str, Any],
+    snapshot: Snapshot,
+    actor: Actor,
+    event: str,
+    payload: Mapping[str, Any],
+    people: People,
+) -> tuple[str, str, str | None, dict[str, Any], dict[str, Any]]:
+    """Decide the step of the branch of the parallel `state` that `event` addresses, moving it in
+    `positions`: (branch, `BRANCH.EVENT`, acting role, the record's detail, the data after it)."""
+    parallel = state.parallel
+    assert parallel is not None
     name, branch, bare = resolve(state, positions, event, actor.id)
     here = branch.states[str(positions[name]["state"])]
     qualified = f"{name}{SEPARATOR}{bare}"
     if bare == CLAIM and here.assign is not None and here.assign.kind == "claim":
-        return _claim(here, name, positions, snapshot, actor, qualified, people)
+        role, detail = _claim(here, name, positions, actor, people)
+        return name, qualified, role, detail, dict(snapshot.data)
     alternatives = [t for t in here.transitions if t.event == bare]
     if not alternatives:
         raise NotAvailable(
@@ -247,7 +329,7 @@ def branch_step(
             hint=f"events of the branch here: {', '.join(here.events) or 'none'}",
         )
     seen = replace(snapshot, assignee=positions[name].get("assignee"))
-    taken, role, detail, data = _decide(
+    taken, acting, detail, data = _decide(
         compiled, name, here, alternatives, seen, actor, qualified, payload, people, parallel.collect
     )
     if data != snapshot.data:
@@ -258,30 +340,12 @@ def branch_step(
     assignee = picked if target.assign else positions[name].get("assignee")
     positions[name] = {"state": target.name, "assignee": assignee}
     detail["branch"] = name
-    every = names(parallel, positions)
-    done = [n for n in every if is_done(branch_named(parallel, n) or branch, positions[n])]
-    needed = parallel.needed(len(every))
-    if len(done) >= needed:
-        detail["join"] = {
-            "rule": parallel.join,
-            "needed": needed,
-            "done": done,
-            "cancelled": [n for n in every if n not in done],
-        }
-        return enter(compiled, snapshot, actor, qualified, parallel.then, data, role, people, detail)
-    detail[BRANCHES] = positions
-    return staying(qualified, snapshot, actor, role, data, detail)
+    return name, qualified, acting, detail, data
 
 
 def _claim(
-    here: State,
-    name: str,
-    positions: dict[str, Any],
-    snapshot: Snapshot,
-    actor: Actor,
-    event: str,
-    people: People,
-) -> Step:
+    here: State, name: str, positions: dict[str, Any], actor: Actor, people: People
+) -> tuple[str, dict[str, Any]]:
     """A member of the role takes the work of branch `name`, as a claim of a case's state is taken: not
     twice, and not by someone holding their role's `wip_limit` (what they held is recorded)."""
     assert here.assign is not None
@@ -316,8 +380,7 @@ def _claim(
             )
         detail["held"] = held
     positions[name] = {**positions[name], "assignee": actor.id}
-    detail[BRANCHES] = positions
-    return staying(event, snapshot, actor, role, dict(snapshot.data), detail)
+    return role, detail
 
 
 def _decide(
@@ -442,12 +505,23 @@ def ended_deadlines(
     """The deadlines on branches that `step` ends: its branch's when the branch is done, and every branch
     deadline of the parallel state when the step joins it; a per-item deadline's (`branch: each`) of the
     item's branch when it is done, and of every item when the step joins or leaves the state (`before`:
-    where the branches stood before the step, for a step of the state's own that leaves it)."""
+    where the branches stood before the step, for a step of the state's own that leaves it). A branch the
+    join left running (`remaining: finish`) keeps its deadline until it is done."""
+    name = step.detail.get("branch")
+    lingering = step.detail.get(LINGERING)
+    if isinstance(lingering, dict) and "join" not in step.detail and isinstance(name, str):
+        there = definition.states.get(str(lingering.get("state")))
+        parallel = there.parallel if there is not None else None
+        spec = branch_named(parallel, name) if parallel is not None else None
+        position = dict(lingering.get("branches") or {}).get(name, {})
+        if there is None or spec is None or not spec.states[position.get("state", "")].final:
+            return ()
+        return tuple(d.name for d in definition.deadlines if d.start == there.name and d.branch == name)
     state = definition.states.get(step.from_state)
     if state is None or state.parallel is None:
         return ()
-    name = step.detail.get("branch")
     joined = "join" in step.detail
+    left = step.detail.get("join", {}).get("remaining", ()) if joined else ()
     position = step.detail.get(BRANCHES, {}).get(name, {})
     spec = branch_named(state.parallel, name) if isinstance(name, str) else None
     done = joined or (spec is not None and spec.states[position.get("state", "")].final)
@@ -457,7 +531,7 @@ def ended_deadlines(
         if isinstance(name, str)
         and d.branch not in (None, EACH_ITEM)
         and d.start == state.name
-        and (joined or (done and d.branch == name))
+        and ((joined and d.branch not in left) or (done and d.branch == name))
     )
     each = [d.name for d in definition.deadlines if d.branch == EACH_ITEM and d.start == state.name]
     if not each or state.parallel.template is None:
@@ -527,6 +601,8 @@ class BranchStatus:
     owner: str | None
     assignee: str | None
     done: bool
+    after_join: bool = False
+    """A branch its join left running (`remaining: finish`) while the case went on."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -535,6 +611,7 @@ class BranchStatus:
             "owner": self.owner,
             "assignee": self.assignee,
             "done": self.done,
+            "after_join": self.after_join,
         }
 
 
@@ -560,3 +637,12 @@ def status(parallel: Parallel, positions: Mapping[str, Any]) -> list[BranchStatu
             )
         )
     return out
+
+
+def lingering_status(definition: Definition, lingering: Mapping[str, Any]) -> list[BranchStatus]:
+    """The branches a join left running (`remaining: finish`) that are not done yet, for `show`."""
+    state = definition.states.get(str(lingering.get("state")))
+    if state is None or state.parallel is None:
+        return []
+    found = status(state.parallel, dict(lingering.get("branches") or {}))
+    return [replace(b, after_join=True) for b in found if not b.done]

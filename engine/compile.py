@@ -202,6 +202,10 @@ class CompiledDefinition:
         """Whether a step needs who fired each earlier event (`fired:` in a `not_by`, `case.fired_by`)."""
         self.reads_case = any(re.search(r"\bcase\b", t) for t in texts)
         """Whether any expression may read `case` (else a step does not build what it would see)."""
+        self.reads_lingering = any(
+            s.parallel is not None and s.parallel.remaining == "finish" for s in definition.states.values()
+        )
+        """Whether branches may run on after their join (`remaining: finish`): a step then reads them."""
 
     def _build(self) -> Machine:
         # transitions (and its Machine) load on the first fire: reading a case never needs them.

@@ -292,7 +292,7 @@ def tasks(
         (d.id, s.name)
         for d in engine.definitions()
         for s in d.states.values()
-        if _role_may_act(s, person.roles)
+        if _role_may_act(s, person.roles) or (not s.final and _may_act_after_join(d, person.roles))
     }
     queries = [CaseQuery(assignee=user_id, open=True, limit=page, scope=scope)]
     # A delegation covers the cases assigned to whoever delegated to them, not only their roles.
@@ -337,6 +337,17 @@ def _state_of(engine: Host, row: CaseRow) -> State:
 
 def _may_vote(state: State, roles: frozenset[str]) -> bool:
     return state.approval is not None and any(r in roles for r in state.approval.roles)
+
+
+def _may_act_after_join(definition: Definition, roles: frozenset[str]) -> bool:
+    """Whether someone with `roles` may act on a branch a join leaves running (`remaining: finish`),
+    wherever the case stands then."""
+    return any(
+        s.parallel is not None
+        and s.parallel.remaining == "finish"
+        and bool((branches.roles_acting(s) - SPECIAL_ACTORS) & roles)
+        for s in definition.states.values()
+    )
 
 
 def _role_may_act(state: State, roles: frozenset[str]) -> bool:
@@ -405,14 +416,23 @@ def _what_they_may_do(
     ):
         events.append(CLAIM)
         reasons.append(f"unclaimed, for {state.assign.value}")
-    if state.parallel is not None:
-        # Each open branch's events, as a dry run of the step decides them (its owner, its assignee).
-        positions = engine.store.branches(row.id, row.entered_seq)
-        seen = Snapshot(row.state, row.data, row.starter, row.assignee, row.submitter, branches=positions)
-        for name, event in branches.open_events(state.parallel, positions):
+    lingering = engine.store.lingering(row.id) if state.parallel is None and compiled.reads_lingering else {}
+    there = compiled.definition.states.get(str(lingering.get("state")))
+    if state.parallel is not None or (there is not None and there.parallel is not None):
+        # Each open branch's events (of the state, or left running by its join), as a dry run decides them.
+        split = state if state.parallel is not None or there is None else there
+        parallel = split.parallel
+        assert parallel is not None
+        own = state.parallel is not None
+        positions = engine.store.branches(row.id, row.entered_seq) if own else lingering["branches"]
+        seen = Snapshot(
+            row.state, row.data, row.starter, row.assignee, row.submitter,
+            branches=positions if own else {}, lingering=lingering,
+        )  # fmt: skip
+        for name, event in branches.open_events(parallel, positions):
             qualified = f"{name}{branches.SEPARATOR}{event}"
             allowed, _ = may_fire(compiled, seen, person, qualified, org, ("?",))
-            written = branches.transitions_of(state, positions, qualified)  # none for a branch's claim
+            written = branches.transitions_of(split, positions, qualified)  # none for a branch's claim
             clock = bool(written) and all(t.clock_only for t in written)
             if allowed and not clock:
                 events.append(qualified)

@@ -596,6 +596,7 @@ class Engine:
         # Who fired what is read from the audit trail, and only for a definition that asks (one statement).
         fired = fired_of(reads.fired(row.id)) if compiled.reads_history else ()
         branches = reads.branches(row.id, row.entered_seq) if state.parallel is not None else {}
+        lingering = reads.lingering(row.id) if compiled.reads_lingering else {}
         return Snapshot(
             state=row.state,
             data=row.data,
@@ -608,6 +609,7 @@ class Engine:
             entered_at=iso(row.entered_at),
             now=iso(now),
             branches=branches,
+            lingering=lingering,
         )
 
     def step_write(
@@ -819,9 +821,13 @@ class Engine:
         row, _how = access.case_row(self, case_id, viewer)
         definition = self.compiled(row.definition_id, row.definition_version).definition
         parallel = definition.states[row.state].parallel
-        if parallel is None:
-            return []
-        return branches.status(parallel, self.store.branches(row.id, row.entered_seq))
+        if parallel is not None:
+            return branches.status(parallel, self.store.branches(row.id, row.entered_seq))
+        if definition.states[row.state].final or not self.compiled(
+            row.definition_id, row.definition_version
+        ).reads_lingering:
+            return []  # a closed case keeps no branch running
+        return branches.lingering_status(definition, self.store.lingering(row.id))
 
     def schedules(self, definition_id: str) -> list[ScheduleStatus]:
         """Each schedule of the definition's newest version: since when it runs, the last period it
@@ -889,6 +895,7 @@ class Engine:
             entered_at=iso(row.entered_at),
             now=iso(self.clock()),
             branches=self.store.branches(row.id, row.entered_seq) if parallel else {},
+            lingering=self.store.lingering(row.id) if compiled.reads_lingering else {},
         )
 
     def _case(self, row: CaseRow) -> Case:

@@ -168,6 +168,7 @@ class Simulation:
             entered_at=record.at if step.moved or snap.entered_at is None else snap.entered_at,
             # Where a parallel state's branches stand, as the step's record gives them.
             branches=step.detail.get("branches", {} if step.moved else snap.branches),
+            lingering=step.detail.get("lingering", snap.lingering),
         )
 
     def _record(

@@ -106,6 +106,9 @@ class Snapshot:
     branches: Mapping[str, Any] = field(default_factory=dict)
     """In a parallel state: where each branch stands (branch → {state, assignee}), as the last record of
     the visit says (`engine.branches`)."""
+    lingering: Mapping[str, Any] = field(default_factory=dict)
+    """Branches that run on after their join (`remaining: finish`): {state: the parallel state, branches:
+    where each stood at the join and since}, as the last record that carries them says; {} when none."""
 
 
 def case_view(snapshot: Snapshot) -> dict[str, Any]:
@@ -274,6 +277,12 @@ def take_step(
         from sopflow.engine.branches import branch_step
 
         return branch_step(compiled, state, snapshot, actor, event, payload, people)
+    if snapshot.lingering and not compiled.alternatives(state.name, event):
+        from sopflow.engine.branches import lingering_step
+
+        found = lingering_step(compiled, snapshot, actor, event, payload, people)
+        if found is not None:
+            return found
     if event == RESUME:
         return _resume(compiled, state, snapshot, actor, payload, people)
     if state.approval is not None and event in (APPROVE, REJECT):
@@ -548,6 +557,9 @@ def _enter(
         from sopflow.engine.branches import entered as branches_entered
 
         detail[BRANCHES] = branches_entered(final.parallel, data, people, detail)
+        if snapshot.lingering and "lingering" not in detail:
+            # Entering a parallel state again ends the branches its last join left running.
+            detail["lingering"] = {}
     if final.assign is not None and final.assign.kind in ("least_loaded", "round_robin"):
         # The load of other cases decided it: recorded, so that `audit verify` can replay who holds it.
         detail["assignee"] = assignee

@@ -268,6 +268,8 @@ class _Replay:
     """The record that suspended the case, while it is suspended."""
     branches: dict[str, Any] = field(default_factory=dict)
     """Where a parallel state's branches stand, as the last step that gave them."""
+    lingering: dict[str, Any] = field(default_factory=dict)
+    """Branches that run on after their join, as the last step that gave them."""
 
     def snapshot(self, now: str) -> Snapshot:
         from sopflow.engine.casework import votes_of
@@ -285,6 +287,7 @@ class _Replay:
             entered_at=self.entered_at,
             now=now,
             branches=self.branches,
+            lingering=self.lingering,
         )
 
 
@@ -808,6 +811,8 @@ def _fold(replay: _Replay, rec: AuditRecord, step: Step | None, assignee: str | 
             replay.votes.append((rec.seq, StoredVote(rec.actor, rec.role, rec.event, rec.on_behalf_of)))
         if "branches" in step.detail:
             replay.branches = step.detail["branches"]
+        if "lingering" in step.detail:
+            replay.lingering = step.detail["lingering"]
     replay.assignee = assignee
     replay.version += 1
     replay.updated_at = rec.at

@@ -200,3 +200,107 @@ def test_an_item_deadline_removed_is_named_by_verify(sop: Engine) -> None:
     report = sop.verify(case)
     assert not report.ok
     assert "deadline `visit-in-2h@south`" in report.findings[0].problem
+
+
+# -- the remaining branches run to their end: `remaining: finish` -------------------------------------
+
+
+def test_the_first_done_moves_the_case_on_and_the_others_run_to_their_end(sop: Engine) -> None:
+    case = sop.start("sourcing", {}, actor="mia").case.id
+    joined = sop.fire(case, "a.quoted", actor="p1")
+    assert joined.case.state == "deciding"
+    assert joined.record.detail["join"] == {
+        "rule": "first", "needed": 1, "done": ["a"], "cancelled": [], "remaining": ["b", "c"],
+    }  # fmt: skip
+    running = {b.name: (b.state, b.after_join) for b in sop.branches(case)}
+    assert running == {"b": ("waiting", True), "c": ("drafting", True)}
+    assert "b.quoted" in [e for t in sop.tasks("p2") for e in t.events]
+    assert [e for t in sop.tasks("c1") for e in t.events] == ["c.drafted"]
+    late = sop.fire(case, "b.quoted", actor="p2")
+    assert (late.record.from_state, late.record.to_state) == ("deciding", "deciding")
+    assert late.record.detail["branch"] == "b" and "join" not in late.record.detail
+    with pytest.raises(NotAvailable, match="done"):
+        sop.fire(case, "b.quoted", actor="p2")
+    with pytest.raises(NotAvailable):
+        sop.fire(case, "a.quoted", actor="p1")  # done before the join
+    sop.fire(case, "c.drafted", actor="c1")
+    sop.fire(case, "quoted", actor="c1")  # the only open branch with it
+    assert sop.branches(case) == []
+    sop.fire(case, "decide", actor="mia")
+    history = sop.history(case)
+    assert len([r for r in history if "join" in r.detail]) == 1
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_branch_running_on_keeps_its_deadline_until_it_is_done(sop: Engine, clock: Clock) -> None:
+    case = sop.start("sourcing", {}, actor="mia").case.id
+    sop.fire(case, "b.quoted", actor="p2")
+    assert [d.name for d in sop.deadlines(case)] == ["c-in-2h"]
+    clock.advance(hours=2, minutes=1)
+    _tick(sop)
+    assert [r.detail["deadline"] for r in sop.history(case) if r.event == "deadline_breached"] == ["c-in-2h"]
+    sop.fire(case, "c.drafted", actor="c1")
+    sop.fire(case, "c.quoted", actor="c1")
+    assert sop.deadlines(case) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_the_case_closing_ends_the_branches_running_on(sop: Engine) -> None:
+    case = sop.start("sourcing", {}, actor="mia").case.id
+    sop.fire(case, "c.drafted", actor="c1")
+    sop.fire(case, "a.quoted", actor="p1")
+    sop.fire(case, "decide", actor="mia")
+    assert sop.branches(case) == [] and sop.deadlines(case) == []
+    with pytest.raises(NotAvailable, match="closed"):
+        sop.fire(case, "b.quoted", actor="p2")
+    assert sop.verify().ok, sop.verify().findings
+
+
+_SOURCING = [
+    ("a.quoted", "p1"), ("b.quoted", "p2"), ("c.drafted", "c1"), ("c.quoted", "c1"), ("decide", "mia"),
+]  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None)
+@given(order=st.lists(st.sampled_from(_SOURCING), min_size=1, max_size=7))
+def test_any_interleaving_joins_once_and_the_rest_finish_until_the_case_closes(
+    order: list[tuple[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from sopflow.engine.errors import SopflowError
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('finish') / 'x.db'}"
+    with Engine(url) as sop:
+        sop.deploy([DISTRIBUTION])
+        case = sop.start("sourcing", {}, actor="mia").case.id
+        done: set[str] = set()
+        for event, actor in order:
+            branch = event.split(".")[0]
+            before = sop.case(case).state
+            try:
+                sop.fire(case, event, actor=actor)
+            except SopflowError:
+                # Refused only when it could not be taken: its branch done (or not there yet), before the
+                # join (decide), or the case closed.
+                assert event in done or before == "decided" or (event == "decide" and before == "asking") or (
+                    event == "c.quoted" and "c.drafted" not in done
+                )
+                continue
+            done.add(event)
+            if branch in "abc" and event != "c.drafted":
+                assert sop.case(case).state in ("deciding", "decided")  # the first quote joins
+        joins = [r for r in sop.history(case) if "join" in r.detail]
+        quoted = [e for e in done if e.endswith("quoted")]
+        assert len(joins) == (1 if quoted else 0)
+        assert sop.verify().ok, sop.verify().findings
+
+
+def test_simulate_and_diagram_show_the_branches_running_on() -> None:
+    runner = CliRunner()
+    sourcing = str(DISTRIBUTION / "sourcing.yaml")
+    chart = runner.invoke(cli, ["diagram", sourcing])
+    assert "join: first of 3 branches, the rest finish" in chart.output
+    done = runner.invoke(cli, ["--as", "mia", "simulate", sourcing, "a.quoted@p1", "b.quoted@p2"])
+    assert done.exit_code == 0, done.output
+    after_join = done.output.split("a.quoted")[1]
+    assert "branch b: waiting (packer)" in after_join and "branch c: drafting (checker)" in after_join
+    assert "branch c: drafting (checker)" in done.output.split("b.quoted")[1]

@@ -363,6 +363,9 @@ CONSTRUCTS: dict[str, Callable[[], bool]] = {
     # concurrency: who does a branch's work
     **keyed("branch assign", lambda: (s["assign"] for s in branch_states() if "assign" in s), (
         "from_data", "least_loaded", "claim")),
+    "parallel remaining finish": lambda: any(
+        s.get("parallel", {}).get("remaining") == "finish" for s in all_states()),
+    "deadline on each item": lambda: any(d.get("branch") == "each" for d in deadlines()),
 }  # fmt: skip
 
 

@@ -79,6 +79,7 @@ MAPPING: dict[str, tuple[type[Any], dict[str, str]]] = {
             "for_each": "for_each",
             "branch": "template",
             "collect": "collect",
+            "remaining": "remaining",
         },
     ),
     "parallelBranch": (model.ParallelBranch, {"title": "title", "initial": "initial", "states": "states"}),

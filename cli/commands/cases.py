@@ -152,6 +152,7 @@ def show(case: int) -> None:
         echo(f"child    case {k.case_id}  {k.definition_id}  {k.state}  {'open' if k.open else 'closed'}")
     for b in branches:
         who = ", ".join(x for x in (b.owner, b.assignee and f"assignee: {b.assignee}") if x)
+        who += " (running on after the join)" if b.after_join else ""
         echo(f"branch   {b.name}: {b.state} ({text(b.state_title)})" + (" done" if b.done else f"  {who}"))
     approval = engine.approval_progress(c.id, viewer=viewer)
     if approval is not None:

@@ -271,6 +271,7 @@ def _build_parallel(raw: Mapping[str, Any], path: Path) -> Parallel:
         for_each=raw.get("for_each"),
         template=_build_branch_spec("*", raw["branch"], (*path, "branch")) if "branch" in raw else None,
         collect=raw.get("collect"),
+        remaining="finish" if raw.get("remaining") == "finish" else "cancel",
     )
 
 

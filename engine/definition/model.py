@@ -224,6 +224,8 @@ class Automatic:
 
 
 JoinRule = Literal["all", "first", "at_least", "share"]
+Remaining = Literal["cancel", "finish"]
+"""What the join does with the branches still open: cancel them, or let them run to their end."""
 """When a parallel state's branches are joined: all done, the first done (a discriminator), or `at_least`."""
 
 
@@ -262,6 +264,9 @@ class Parallel:
     collect: str | None = None
     """For `for_each`: the data field (an object) that receives each branch's `set`/`copy`/`compute`
     under the branch's name, instead of the case's own fields."""
+    remaining: Remaining = "cancel"
+    """`finish`: the branches still open when the join moves the case on run to their end (the case's
+    records carry them as `lingering`), instead of being cancelled."""
 
     def needed(self, count: int | None = None) -> int:
         """How many branches must be done for the join, of `count` (default: those written)."""

@@ -155,6 +155,20 @@ class Reads:
                     return found
         return {}
 
+    def lingering(self, case_id: int) -> dict[str, Any]:
+        """Branches that run on after their join: `detail.lingering` of the case's last accepted record
+        that carries it ({} when none does)."""
+        query = (
+            select(audit.c.detail)
+            .where(audit.c.case_id == case_id, audit.c.outcome == "accepted")
+            .order_by(audit.c.seq.desc())
+        )
+        for (text,) in self._conn.execute(query):
+            found = json.loads(text).get("lingering")
+            if isinstance(found, dict):
+                return found
+        return {}
+
     def last_turn(self, definition_id: str, state: str) -> str | None:
         """The member a round-robin state of a definition last gave a case to (None: nobody yet)."""
         query = "SELECT assignee FROM assignment_turns WHERE definition_id = ? AND state = ?"
@@ -1192,6 +1206,11 @@ class Store:
         """As `Reads.branches`, outside any write transaction."""
         with self._read() as conn:
             return Reads(conn, self._sql).branches(case_id, since_seq)
+
+    def lingering(self, case_id: int) -> dict[str, Any]:
+        """As `Reads.lingering`, outside any write transaction."""
+        with self._read() as conn:
+            return Reads(conn, self._sql).lingering(case_id)
 
     def last_turn(self, definition_id: str, state: str) -> str | None:
         """The member a round-robin state last gave a case to (outside any write transaction)."""

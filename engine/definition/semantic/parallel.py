@@ -23,6 +23,8 @@ CODES = (
     "join-unreachable",
     "unknown-branch",
     "branch-escalation",
+    "remaining-without-join",
+    "remaining-with-item-deadline",
 )
 
 
@@ -36,6 +38,28 @@ def check_parallel(ctx: Context) -> Iterator[Problem]:
         if parallel.template is not None:
             yield from _check_branch(ctx, parallel.template)
             yield from _check_items(ctx, s.name, parallel)
+        every = (
+            parallel.join == "all"
+            or (parallel.join == "share" and parallel.share >= 1)
+            or (parallel.join == "at_least" and 0 < len(parallel.branches) <= parallel.at_least)
+        )
+        if parallel.remaining == "finish" and every:
+            yield ctx.problem(
+                (*parallel.path, "remaining"),
+                "remaining-without-join",
+                f"`{s.name}` lets the branches still open finish after the join, but its join waits for "
+                "every branch: none is ever left",
+                "join on `first`, `{at_least: N}` or `{share: S}`, or drop `remaining`",
+            )
+        each = [d for d in ctx.defn.deadlines if d.start == s.name and d.branch == EACH_ITEM]
+        if parallel.remaining == "finish" and each:
+            yield ctx.problem(
+                (*parallel.path, "remaining"),
+                "remaining-with-item-deadline",
+                f"`{s.name}` lets its items finish after the join, and deadline `{each[0].name}` times each "
+                "item: an item's deadline would outlive the state it is kept for",
+                "time the items with a deadline on the case, or let the join cancel them (drop `remaining`)",
+            )
         if parallel.join == "at_least" and parallel.at_least > len(parallel.branches):
             yield ctx.problem(
                 (*parallel.path, "join", "at_least"),
