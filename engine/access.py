@@ -67,12 +67,16 @@ def scope(engine: Engine, person: str | None, action: str) -> Scope | None:
     """The cases `person` may `action`; None when nothing restricts them (the operator, no matrix)."""
     if person is None:
         return None
-    with engine.store.reading() as reads:  # the org's hash and the person's delegations, one connection
+    with (
+        engine.store.reading() as reads
+    ):  # the org, the person's delegations, the definitions: one connection
         org = engine.org_in(reads)
         if org.access is None:
             return None
         actor = engine.actor_in(reads, org, person, engine.clock())  # NotFound for an unknown person
-    return scope_of(org, actor, action, lambda department: _department_steps(engine, org, department))
+        keys = reads.definition_keys()
+    definitions = [engine.compiled(d, v).definition for d, v in keys]  # compiled once per engine
+    return scope_of(org, actor, action, lambda department: _department_steps(definitions, org, department))
 
 
 def scope_of(
@@ -94,9 +98,11 @@ def scope_of(
     return Scope(tuple(parts))
 
 
-def _department_steps(engine: Engine, org: Org, department: str) -> tuple[tuple[str, str], ...]:
-    """The steps (definition, state) of every deployed definition that a role of `department` owns."""
-    return tuple(sorted({step for d in engine.definitions() for step in owned_steps(d, org, department)}))
+def _department_steps(
+    definitions: Sequence[Definition], org: Org, department: str
+) -> tuple[tuple[str, str], ...]:
+    """The steps (definition, state) of the deployed definitions that a role of `department` owns."""
+    return tuple(sorted({step for d in definitions for step in owned_steps(d, org, department)}))
 
 
 def owned_steps(definition: Definition, org: Org, department: str) -> list[tuple[str, str]]:

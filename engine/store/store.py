@@ -62,6 +62,7 @@ from sopflow.engine.store.tables import (
 )
 
 MAX_ATTEMPTS = 20
+_DEFINITION_KEYS = "SELECT definition_id, version FROM definitions ORDER BY definition_id, version"
 LiveTimer = tuple[str, str, int, datetime, bool, str | None]
 """A timer as `audit verify` compares it: kind, name, rung, due, pending, outcome."""
 KeyOfCase = tuple[str, str, str, str, int]
@@ -216,6 +217,11 @@ class Reads:
             query = query.where(definitions.c.version == version)
         row = self._conn.execute(query.order_by(definitions.c.version.desc()).limit(1)).first()
         return None if row is None else DefinitionRow(**row._mapping)
+
+    def definition_keys(self) -> list[tuple[str, int]]:
+        """(definition id, version) of every deployed version, as `Store.definition_keys` reads them."""
+        found = run(self._conn, self._sql.text(_DEFINITION_KEYS)).fetchall()
+        return [(str(r[0]), int(r[1])) for r in found]
 
     def parent_link(self, case_id: int) -> tuple[int, int] | None:
         """(parent case, the parent's record that started it) of a sub-process's child; None otherwise."""
