@@ -304,3 +304,24 @@ def test_simulate_and_diagram_show_the_branches_running_on() -> None:
     after_join = done.output.split("a.quoted")[1]
     assert "branch b: waiting (packer)" in after_join and "branch c: drafting (checker)" in after_join
     assert "branch c: drafting (checker)" in done.output.split("b.quoted")[1]
+
+
+def test_a_suspension_pauses_each_item_deadline_with_the_time_it_had_left(sop: Engine, clock: Clock) -> None:
+    case = sop.start("visits", {"stores": ["north", "south"]}, actor="mia").case.id
+    clock.advance(hours=1)
+    sop.fire(case, "north.visited", actor="p1")
+    sop.suspend(case, actor="root", reason="the stores are closed for the holiday")
+    clock.advance(hours=3)
+    _tick(sop)
+    assert not [r for r in sop.history(case) if r.event == "deadline_breached"]
+    sop.resume(case, actor="root")
+    assert [d.name for d in sop.deadlines(case)] == ["visit-in-2h@south"]
+    clock.advance(minutes=59)
+    _tick(sop)
+    assert not [r for r in sop.history(case) if r.event == "deadline_breached"]
+    clock.advance(minutes=2)
+    _tick(sop)
+    assert [r.detail["deadline"] for r in sop.history(case) if r.event == "deadline_breached"] == [
+        "visit-in-2h@south"
+    ]
+    assert sop.verify().ok, sop.verify().findings
