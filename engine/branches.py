@@ -484,6 +484,12 @@ def held_items(definition: Definition, step: Step) -> BranchItems | None:
     branch for a branch's step; None when it changes no branch."""
     here = definition.states.get(step.to_state)
     positions = step.detail.get(BRANCHES)
+    lingering = step.detail.get(LINGERING)
+    after_join = isinstance(lingering, dict) and isinstance(lingering.get("branches"), dict)
+    if after_join and not isinstance(positions, dict):
+        # Branches a join left running: the join gives every one, a step of one of them its own.
+        assert isinstance(lingering, dict)
+        here, positions = definition.states.get(str(lingering.get("state"))), lingering["branches"]
     if here is not None and here.parallel is not None and isinstance(positions, dict):
         name = step.detail.get("branch")
         every = step.moved or not isinstance(name, str) or name not in positions
@@ -494,7 +500,7 @@ def held_items(definition: Definition, step: Step) -> BranchItems | None:
             assignee = position.get("assignee")
             held = spec is not None and isinstance(assignee, str) and not is_done(spec, position)
             out[branch] = assignee if held else None
-        return BranchItems(out, every)
+        return BranchItems(out, every, after_join and BRANCHES not in step.detail)
     left = definition.states.get(step.from_state)
     return BranchItems({}, True) if left is not None and left.parallel is not None and step.moved else None
 

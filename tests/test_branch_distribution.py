@@ -302,7 +302,7 @@ def test_simulate_and_diagram_show_the_branches_running_on() -> None:
     done = runner.invoke(cli, ["--as", "mia", "simulate", sourcing, "a.quoted@p1", "b.quoted@p2"])
     assert done.exit_code == 0, done.output
     after_join = done.output.split("a.quoted")[1]
-    assert "branch b: waiting (packer)" in after_join and "branch c: drafting (checker)" in after_join
+    assert "branch b: waiting (assignee: p1)" in after_join and "branch c: drafting (checker)" in after_join
     assert "branch c: drafting (checker)" in done.output.split("b.quoted")[1]
 
 
@@ -324,4 +324,17 @@ def test_a_suspension_pauses_each_item_deadline_with_the_time_it_had_left(sop: E
     assert [r.detail["deadline"] for r in sop.history(case) if r.event == "deadline_breached"] == [
         "visit-in-2h@south"
     ]
+    assert sop.verify().ok, sop.verify().findings
+
+
+def test_a_branch_running_on_after_the_join_still_counts_in_its_holders_load(sop: Engine) -> None:
+    case = sop.start("sourcing", {}, actor="mia").case.id
+    assert {b.name: b.assignee for b in sop.branches(case)}["b"] == "p1"
+    sop.fire(case, "a.quoted", actor="p2")
+    assert sop.case(case).state == "deciding"
+    assert sop.store.open_cases("p1") == 1  # b, running on after the join
+    assert sop.start("sorting", {}, actor="mia").case.assignee == "p2"
+    sop.fire(case, "b.quoted", actor="p1")
+    assert sop.store.open_cases("p1") == 0
+    sop.fire(case, "decide", actor="mia")
     assert sop.verify().ok, sop.verify().findings

@@ -374,7 +374,8 @@ class Sql:
             "SELECT assignee, COUNT(*) FROM ("
             f"SELECT assignee FROM cases WHERE open = ? AND assignee IN ({_marks(members)}) "
             "UNION ALL SELECT b.assignee FROM branch_items b JOIN cases c ON c.id = b.case_id "
-            f"AND c.entered_seq = b.entered_seq WHERE c.open = ? AND b.assignee IN ({_marks(members)})"
+            "AND (c.entered_seq = b.entered_seq OR b.entered_seq = 0) "
+            f"WHERE c.open = ? AND b.assignee IN ({_marks(members)})"
             ") held GROUP BY assignee"
         )
 

@@ -164,6 +164,9 @@ class BranchItems:
     """Branch → its holder; None: nobody holds it now (done, or not yet claimed)."""
     every: bool
     """The holders of every open branch: the case's other rows go."""
+    after_join: bool = False
+    """Branches a join left running (`remaining: finish`): they count while the case is open, wherever
+    it stands (kept with `entered_seq` 0), not only during the visit of their state."""
 
 
 @dataclass(frozen=True, slots=True)

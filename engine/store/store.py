@@ -551,8 +551,9 @@ class Store:
         if not items.every:
             gone = gone.where(branch_items.c.branch.in_(list(items.holders)))
         conn.execute(gone)
+        seq = 0 if items.after_join else entered_seq
         rows = [
-            {"case_id": case_id, "branch": b, "entered_seq": entered_seq, "assignee": a}
+            {"case_id": case_id, "branch": b, "entered_seq": seq, "assignee": a}
             for b, a in items.holders.items()
             if a is not None
         ]
