@@ -165,7 +165,7 @@ def _flowchart(p: ProcessReport) -> dict[str, Any]:
         rows[level] = row + 1
         values.append(medians.get(name) or 0.0)
         nodes.append({
-            "name": name, "x": level * 160, "y": row * 90, "value": medians.get(name) or 0,
+            "name": name, "x": level * 160, "y": row * 70, "value": medians.get(name) or 0,
             "tooltip": {"formatter": f"{title}<br/>{label('median')}: {medians.get(name) or 0} h"},
         })  # fmt: skip
     top = max(values, default=0.0) or 1.0
@@ -186,6 +186,10 @@ def _flowchart(p: ProcessReport) -> dict[str, Any]:
             {
                 "type": "graph",
                 "layout": "none",
+                "top": 60,
+                "bottom": 80,
+                "left": 70,
+                "right": 70,
                 "symbolSize": 46,
                 "label": {"show": True, "fontSize": 10},
                 "edgeSymbol": ["none", "arrow"],

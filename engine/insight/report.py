@@ -308,8 +308,24 @@ def process_report(
         flow=_flow(engine, scope),
         threshold=threshold,
         states=tuple((s.name, str(s.title)) for s in definition.all_states()),
-        edges=tuple((s.name, t.target) for s in definition.all_states() for t in s.transitions if t.target),
+        edges=_edges(definition),
     )
+
+
+def _edges(definition: Definition) -> tuple[tuple[str, str], ...]:
+    """Every way from one state to another: events, a choice's branches, an approval's outcomes, a
+    sub-process's outcomes and a parallel state's join."""
+    found: list[tuple[str, str]] = []
+    for s in definition.states.values():
+        found += [(s.name, t.target) for t in s.transitions if t.target]
+        found += [(s.name, b.target) for b in s.choice]
+        if s.approval is not None:
+            found += [(s.name, s.approval.approved), (s.name, s.approval.rejected)]
+        if s.subprocess is not None:
+            found += [(s.name, target) for target in s.subprocess.on.values()]
+        if s.parallel is not None:
+            found.append((s.name, s.parallel.then))
+    return tuple(dict.fromkeys(found))
 
 
 def _running_breaches(row: Sequence[Any]) -> int:
