@@ -28,6 +28,7 @@ BENCHMARKS = (
     "guards",
     "scenarios",
     "lifecycle",
+    "access",
 )
 POSTGRES_ONLY = ("timers",)
 NO_QUICK_FLAG = ("guards",)
