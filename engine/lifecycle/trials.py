@@ -259,20 +259,15 @@ def status(engine: Engine, definition_id: str) -> TrialStatus:
 
 
 def _comparison(engine: Engine, definition_id: str, versions: list[int], since: datetime) -> Any:
-    """The insight engine's comparison of the first two versions, when it offers one."""
+    """The insight engine's comparison (`engine.insight.compare`) of the first two versions since the
+    trial began; None where this build has no insight engine."""
     import importlib
 
     try:
         insight_compare = importlib.import_module("sopflow.engine.insight.compare")
     except ImportError:
         return None
-    run = getattr(insight_compare, "compare", None)
-    if run is None or len(versions) < 2:
-        return None
-    try:
-        return run(engine, definition_id, versions[0], versions[1], since=since)
-    except TypeError:
-        return None
+    return insight_compare.compare(engine, definition_id, versions[0], versions[1], since=since)
 
 
 def log(engine: Engine, definition_id: str | None = None) -> list[LifecycleAct]:
