@@ -358,3 +358,20 @@ def test_cases_in_a_parallel_state_waiting_on_a_child_or_suspended_stay_with_the
             "skipped", "it is suspended (its timers paused): resume it first",
         )  # fmt: skip
         assert sop.verify().ok
+
+
+def test_a_case_whose_work_the_system_is_doing_stays(sqlite_url: str, clock: Clock, tmp_path: Path) -> None:
+    automatic = ROOT / "tests" / "fixtures" / "automatic"
+    text = (automatic / "scoring.yaml").read_text(encoding="utf-8")
+    (tmp_path / "scoring-2.yaml").write_text(
+        text.replace("\nversion: 1\n", "\nversion: 2\n", 1), encoding="utf-8"
+    )
+    with Engine(sqlite_url, clock=clock) as sop:
+        sop.deploy([automatic])
+        case = sop.start("scoring", {"name": "x"}, actor="alice").case.id
+        sop.fire(case, "submit", actor="alice")
+        sop.deploy([tmp_path / "scoring-2.yaml"])
+        (outcome,) = sop.migrate("scoring", 1, 2, actor="root").cases
+        assert (outcome.outcome, outcome.reason) == (
+            "skipped", "the system is doing its work in `scoring`: migrate it once it has left",
+        )  # fmt: skip

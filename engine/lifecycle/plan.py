@@ -5,8 +5,8 @@ check of a `migrate_case` record.
 The rules, stated (docs/operations.md):
 
 - Only an open case moves; a closed case stays on the version it ended on, and a suspended one (its
-  timers paused) is resumed first. A case in a parallel state or waiting on a sub-process case does not
-  move: its branches or its child were started under the old version.
+  timers paused) is resumed first. A case in a parallel state, waiting on a sub-process case or in an
+  automatic state does not move: its branches, its child or the system's work began under the old version.
 - Its state moves to the state of the same name, or the one `--map` names; that state must exist and wait
   for people (not a choice, automatic, parallel, sub-process or final state).
 - Its data gains the `--default` values of fields it does not have, and must then be valid under the new
@@ -143,6 +143,8 @@ def plan_case(
         return refused(f"it is in the parallel state `{case.state}`, whose branches started under {old.key}")
     if here is not None and here.subprocess is not None:
         return refused(f"it waits in `{case.state}` on a sub-process case started under {old.key}")
+    if here is not None and here.automatic is not None:
+        return refused(f"the system is doing its work in `{case.state}`: migrate it once it has left")
     there = definition.states.get(target)
     if there is None:
         if target == case.state:
