@@ -361,6 +361,24 @@ def test_verify_names_an_access_log_row_edited_behind_the_engines_back(office: E
     assert "changed after it was written" in report.findings[0].problem
 
 
+def test_concurrent_refusals_chain_one_after_the_other(office: Engine) -> None:
+    import threading
+
+    def refuse(n: int) -> None:
+        for i in range(10):
+            access.refused(office, access.OutOfScope(n * 100 + i, "bob", "view"))
+
+    threads = [threading.Thread(target=refuse, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    log = office.access_log()
+    assert [e.seq for e in log] == list(range(1, 41))
+    assert sorted(e.target for e in log) == sorted(f"case {n * 100 + i}" for n in range(4) for i in range(10))
+    assert office.verify().ok
+
+
 # -- the checker ------------------------------------------------------------------------------------------
 
 
