@@ -28,6 +28,7 @@ from sopflow.engine.calendar import add_working_time, working_seconds
 from sopflow.engine.casework import check_comment
 from sopflow.engine.definition.model import (
     CANCEL_CASE,
+    CLOSED_BY_PARENT,
     RESUME_CASE,
     SUSPEND_CASE,
     Definition,
@@ -92,8 +93,14 @@ def suspension(history: Sequence[AuditRecord]) -> AuditRecord | None:
 
 
 def closed_error(engine: Engine, row: CaseRow) -> SopflowError:
-    """Why a case that is not open takes no event: suspended, cancelled, or closed by its parent."""
-    history = engine.store.history(row.id)
+    """Why a case that is not open takes no event: suspended, cancelled, closed by its parent, or ended."""
+    definition = engine.definition(row.definition_id, row.definition_version)
+    return closed_case(row, engine.store.history(row.id), definition)
+
+
+def closed_case(row: CaseRow, history: Sequence[AuditRecord], definition: Definition) -> NotAvailable:
+    """`closed_error` from the case's records: its last accepted record says how it stopped (a suspension,
+    a cancel, its parent closing it); a case with none of these reached a final state of its own."""
     accepted = [r for r in history if r.outcome == "accepted"]
     last = accepted[-1] if accepted else None
     if last is not None and last.event == SUSPEND_CASE:
@@ -107,9 +114,16 @@ def closed_error(engine: Engine, row: CaseRow) -> SopflowError:
             f"case {row.id} was cancelled in `{row.state}` (by {last.actor} at {last.at}: {last.comment})",
             hint="a cancelled case takes no more events; start a new case",
         )
+    if last is not None and last.event == CLOSED_BY_PARENT:
+        parent = last.detail.get("parent", {}).get("case")
+        return NotAvailable(
+            f"case {row.id} is closed: its parent case {parent} closed it in `{row.state}`",
+            hint=f"a closed case takes no more events; `sopflow show {parent}` shows the parent",
+        )
+    state = definition.states[row.state]
     return NotAvailable(
-        f"case {row.id} is closed: its parent case closed it in `{row.state}`",
-        hint="a closed case takes no more events; `sopflow show` names its parent",
+        f"case {row.id} is closed: it ended in `{row.state}` ({state.title})",
+        hint="a closed case takes no more events; start a new case",
     )
 
 

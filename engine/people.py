@@ -25,8 +25,9 @@ from sopflow.engine.casework import (
     votes_of,
 )
 from sopflow.engine.compile import CompiledDefinition
+from sopflow.engine.control import closed_case
 from sopflow.engine.definition.model import APPROVE, REJECT, SPECIAL_ACTORS, Definition, Org, State
-from sopflow.engine.errors import InvalidData, NotAvailable, NotPermitted, UsageError
+from sopflow.engine.errors import InvalidData, NotPermitted, UsageError
 from sopflow.engine.step import (
     CLAIM,
     Actor,
@@ -162,11 +163,8 @@ def reassign(engine: Host, case_id: int, to_user: str, *, actor: str, comment: s
         refusal.clear()
         compiled = engine.compiled(row.definition_id, row.definition_version)
         state = compiled.definition.states[row.state]
-        if not row.open:  # a sub-process's child its parent closed where it stood: no step is left
-            raise NotAvailable(
-                f"case {row.id} is closed: its parent case closed it in `{row.state}`",
-                hint="a closed case has no step to reassign",
-            )
+        if not row.open:  # ended, cancelled, closed by its parent or suspended: no step to give
+            raise closed_case(row, engine.store.history(row.id), compiled.definition)
         role = _owning_role(state)
         try:
             _check_reassign(org, state, role, actor, to_user, row.assignee)

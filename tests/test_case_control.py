@@ -349,6 +349,45 @@ def test_the_cancel_command(tmp_path: Path) -> None:
     assert f"case {case} (ticket@1) is cancelled in queue" in done.stdout
     assert sop.json("history", str(case))[-1]["event"] == "cancel_case"
     refused(sop("cancel", str(case), "--reason", "again", user="root"), 1, "closed")
+    refused(sop.fire(case, "claim", "bob"), 1, f"case {case} was cancelled in `queue`", "withdrawn")
+    rota = sop.start("rota", "alice", {})
+    sop.ok("fire", str(rota), "dispatch", user="alice")
+    holder = sop.json("show", str(rota))["case"]["assignee"]
+    sop.ok("fire", str(rota), "done", user=holder)
+    ended = sop.fire(rota, "back", holder)
+    refused(ended, 1, f"case {rota} is closed: it ended in `closed`")
+    assert "parent" not in ended.stderr
+
+
+def test_a_case_that_ended_says_so_and_names_no_parent(sop: Engine) -> None:
+    case_id = sop.start("rota", {}, actor="alice").case.id
+    sop.fire(case_id, "dispatch", actor="alice")
+    sop.fire(case_id, "done", actor=sop.case(case_id).assignee or "")
+    records = len(sop.history(case_id))
+    for attempt in (
+        lambda: sop.fire(case_id, "back", actor="mia"),
+        lambda: sop.reassign(case_id, "max", actor="root"),
+    ):
+        with pytest.raises(NotAvailable) as closed:
+            attempt()
+        assert str(closed.value.message) == f"case {case_id} is closed: it ended in `closed` (Closed (完成))"
+        assert "parent" not in closed.value.message + (closed.value.hint or "")
+    assert len(sop.history(case_id)) == records  # nothing written
+
+
+def test_a_closed_child_names_its_parent_and_a_cancelled_case_its_cancel(nested: Engine) -> None:
+    parent = nested.start("purchase", {"item": "laptop", "amount": 500}, actor="alice").case.id
+    nested.fire(parent, "request", actor="alice")
+    child = nested.links(parent)[1][0].case_id
+    nested.cancel(parent, actor="root", reason="budget frozen")
+    for attempt in (
+        lambda: nested.fire(child, "quote", actor="fay", payload={"price": 420}),
+        lambda: nested.reassign(child, "fay", actor="root"),
+    ):
+        with pytest.raises(NotAvailable, match=rf"case {child} is closed: its parent case {parent} closed"):
+            attempt()
+    with pytest.raises(NotAvailable, match=rf"case {parent} was cancelled in `quoting`.*budget frozen"):
+        nested.fire(parent, "request", actor="alice")
 
 
 def test_the_checker_names_unknown_cancel_roles_and_a_clashing_event(tmp_path: Path) -> None:

@@ -105,6 +105,24 @@ def test_a_refused_fire_exits_1_with_error_and_hint(tmp_path: Path) -> None:
     assert "\n  hint: " in done.stderr
 
 
+def test_a_case_that_reached_its_final_state_says_so(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    examples = ROOT / "docs" / "examples"
+    deploy = sopflow("--db", db, "deploy", str(examples / "org.yaml"), str(examples / "supplier-quotes.yaml"))
+    assert deploy.returncode == 0, deploy.stderr
+    for user, *args in (
+        ("li.lei", "start", "supplier-quotes", "--data", "{}"),
+        ("qian.yu", "fire", "1", "north.quoted", "--data", '{"price": 1200}'),
+        ("li.lei", "fire", "1", "choose", "--data", '{"supplier": "north"}'),
+    ):
+        assert sopflow("--db", db, "--as", user, *args).returncode == 0
+    done = sopflow("--db", db, "--as", "li.lei", "fire", "1", "choose", "--data", '{"supplier": "east"}')
+    no_traceback(done)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: case 1 is closed: it ended in `chosen`"), done.stderr
+    assert "parent" not in done.stderr
+
+
 def test_usage_errors_exit_2() -> None:
     missing = sopflow("fire")
     no_traceback(missing)
