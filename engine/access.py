@@ -24,21 +24,26 @@ condition on `cases` that admits exactly what a viewer may see.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sopflow.engine.audit import AuditRecord, iso
 from sopflow.engine.definition.model import Definition, Org
 from sopflow.engine.errors import NotFound, NotPermitted, SopflowError
+from sopflow.engine.privacy import marks_of
 from sopflow.engine.step import Actor
 from sopflow.engine.store.access import Condition, admitting, append, scope_clause
 from sopflow.engine.store.records import CaseRow, Scope, ScopePart
 
 if TYPE_CHECKING:
+    from sopflow.engine.branches import BranchStatus
     from sopflow.engine.compile import CompiledDefinition
     from sopflow.engine.privacy import Desensitiser
     from sopflow.engine.runtime import Case, Engine
+    from sopflow.engine.store.keys import KeyConflict
+    from sopflow.engine.workitems import WorkItem
 
 OPERATOR = "$operator"
 """How the access log names the operator (a read or export with no person named)."""
@@ -112,6 +117,52 @@ def owned_steps(definition: Definition, org: Org, department: str) -> list[tuple
         for s in definition.states.values()
         if s.owner is not None and s.owner in org.roles and org.roles[s.owner].department == department
     ]
+
+
+def filtered(
+    engine: Engine,
+    found: Scope | None,
+    viewer: str | None,
+    *,
+    definition: str | None,
+    assignee: str | None,
+    data: Mapping[str, Any],
+) -> Scope | None:
+    """The scope a list filtered so may search: a filter on a person (`assignee`) or on a field some
+    deployed definition marks `x-sensitive` compares raw values, so it searches only the cases the viewer
+    sees raw; a viewer who sees every case desensitised is refused (recorded), else any guess of a name
+    or a phone number could be confirmed by listing with it."""
+    if found is None or viewer is None or not any(p.desensitised for p in found.parts):
+        return found
+    sensitive = ["assignee"] if assignee not in (None, viewer) else []  # `--mine` names no one else
+    if data:
+        with engine.store.reading() as reads:
+            keys = reads.definition_keys()
+        marked = {
+            name
+            for d, v in keys
+            if definition is None or d == definition
+            for name in marks_of(engine.compiled(d, v).definition.data_schema)
+        }
+        sensitive += sorted(name for name in data if name in marked)
+    if not sensitive:
+        return found
+    plain = tuple(p for p in found.parts if not p.desensitised)
+    if plain:
+        return Scope(plain)
+    names = ", ".join(f"`{n}`" for n in sensitive)
+    raise refused(
+        engine,
+        AccessDenied(
+            f"{viewer} may not filter cases by {names}: they see it only desensitised, and a filter "
+            "compares the raw values",
+            viewer,
+            "view",
+            f"a filter on {', '.join(sensitive)}",
+            hint="filter on fields that are not `x-sensitive` (the state, the definition, ...), or export "
+            "desensitised and join on the tokens",
+        ),
+    )
 
 
 def viewer_filter(engine: Engine, viewer: str | None, action: str = "view") -> Condition:
@@ -207,6 +258,25 @@ def check_start(engine: Engine, org: Org, actor: Actor, definition_id: str) -> N
         )
 
 
+def key_conflict(engine: Engine, error: KeyConflict) -> SopflowError:
+    """The refusal of an idempotency key another request used first, as the person may be told it: who
+    used it on which case only when they may view that case; otherwise only that the key is in use, and
+    that refusal is recorded in the access log (a guessed key must not probe cases outside one's view)."""
+    person = error.claim.actor
+    if not error.foreign:
+        return error
+    org = engine.org()
+    if org.access is not None:
+        try:
+            judge(engine, org, engine.actor(person, org=org), engine.store.case(error.use.case_id), "view")
+        except (*REFUSALS, NotFound):
+            hidden = error.claim.conflict(error.use, reveal=False)
+            hidden.actor, hidden.target = person, f"idempotency key {error.claim.key}"  # type: ignore[attr-defined]
+            hidden.action = "start" if error.claim.operation == "start" else "modify"  # type: ignore[attr-defined]
+            return refused(engine, hidden)
+    return error.claim.conflict(error.use)
+
+
 def refused(engine: Engine, error: SopflowError) -> SopflowError:
     """Record a refusal of the permission matrix in the access log; returns the error to raise."""
     actor = getattr(error, "actor", OPERATOR)
@@ -285,3 +355,31 @@ def shown_history(
         )
         for r, s in zip(records, steps, strict=True)
     ]
+
+
+def shown_work_item(engine: Engine, item: WorkItem, how: str) -> WorkItem:
+    if how == "raw":
+        return item
+    d = desensitiser(engine)
+    return replace(item, assignee=d.person(item.assignee), started_by=d.person(item.started_by))
+
+
+def shown_branches(engine: Engine, found: list[BranchStatus], how: str) -> list[BranchStatus]:
+    if how == "raw":
+        return found
+    d = desensitiser(engine)
+    return [replace(b, assignee=d.person(b.assignee)) for b in found]
+
+
+def shown_text(engine: Engine, prose: str | None, how: str) -> str | None:
+    """Prose that may name people (an option's reason, an approval's votes), every member of the org
+    named in it as their token."""
+    if how == "raw" or not prose:
+        return prose
+    d = desensitiser(engine)
+    users = sorted(engine.org().users, key=len, reverse=True)
+    if not users:
+        return prose
+    # A user id as a whole word: `wang.fang's` names wang.fang, `wang.fangs` does not.
+    pattern = re.compile("|".join(rf"(?<![\w.$]){re.escape(u)}(?!\w|\.\w)" for u in users))
+    return pattern.sub(lambda m: d.person(m.group(0)) or m.group(0), prose)

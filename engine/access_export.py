@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO
 
 from sopflow.engine import access
+from sopflow.engine.errors import ExportStopped
 
 if TYPE_CHECKING:
     from sopflow.engine.export import ExportReport
@@ -53,10 +54,31 @@ def export(
     if found is not None and any(p.desensitised for p in found.parts) and key is None:
         key = load_key()
     d = Desensitiser(key, engine.clock().date()) if key is not None else None
-    report = write(
-        engine, out, fmt, definition=definition, since=since, until=until, desensitiser=d, reader=reader,
-        progress=progress, scope=found,
-    )  # fmt: skip
+    delivered = [0]
+
+    def counted(done: int, total: int) -> None:
+        delivered[0] = done
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        report = write(
+            engine, out, fmt, definition=definition, since=since, until=until, desensitiser=d,
+            reader=reader, progress=counted, scope=found,
+        )  # fmt: skip
+    except BaseException as exc:
+        # Cases may have left already (a reader that stopped early, an interrupt): recorded all the same,
+        # with the cases handed to the output.
+        if delivered[0] or isinstance(exc, OSError):
+            detail = {"format": fmt, "desensitised": d is not None, "key_id": d.key_id if d else None}
+            access.exported(engine, reader, target, delivered[0], {**detail, "stopped": type(exc).__name__})
+        if isinstance(exc, BrokenPipeError | ConnectionResetError):
+            raise ExportStopped(
+                f"the export stopped after {delivered[0]} case(s): the reader closed the output before "
+                "the end; what was handed to it is recorded in the access log",
+                hint="read the whole output, or export to a file with --out",
+            ) from None
+        raise
     access.exported(
         engine,
         reader,

@@ -177,6 +177,13 @@ class NotAvailable(SopflowError):
     kind = "not-available"
 
 
+class ExportStopped(SopflowError):
+    """The reader of an export went away before its end (a closed pipe); the export is in the access log
+    with the cases handed to it."""
+
+    kind = "export-stopped"
+
+
 class OutcomeUnknown(SopflowError):
     """The connection to the database broke while a write was committing: the server may have stored it
     or not, and nobody can tell from here. `key` is the write's idempotency key: repeating the write with

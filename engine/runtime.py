@@ -79,7 +79,7 @@ from sopflow.engine.store import (
     Write,
 )
 from sopflow.engine.store.insight import BaselineRow
-from sopflow.engine.store.keys import KeyClaim, check_key, new_key
+from sopflow.engine.store.keys import KeyClaim, KeyConflict, check_key, new_key
 from sopflow.engine.timers import on_entry
 from sopflow.engine.verify import VerifyReport, verify
 
@@ -483,6 +483,8 @@ class Engine:
             )
         except OutcomeUnknown as exc:
             raise exc.of(f"the start of a `{definition.id}` case", key) from exc
+        except KeyConflict as exc:
+            raise access.key_conflict(self, exc) from None
         return Result(self._case(fired.case), fired.record, fired.replayed, key)
 
     def fire(
@@ -524,7 +526,7 @@ class Engine:
             compiled = self.compiled(row.definition_id, row.definition_version)
             access.judge(self, org, person, row, "modify")  # the permission matrix; refused: see below
             if reads.key_clash is not None:
-                clash = claim.conflict(reads.key_clash)
+                clash = claim.conflict(reads.key_clash, reveal=False)  # the record is this case's
                 refusal.append(clash)
                 reason = f"{clash.kind}: {clash.message}"
                 return Write(
@@ -581,7 +583,11 @@ class Engine:
             raise exc.of(f"`{event}` on case {case_id}", key) from exc
         except access.REFUSALS as exc:  # recorded in the access log, outside the step's transaction
             raise access.refused(self, exc) from None
+        except KeyConflict as exc:
+            raise access.key_conflict(self, exc) from None
         if refusal:
+            if isinstance(refusal[0], KeyConflict):
+                raise access.key_conflict(self, refusal[0])
             raise refusal[0]
         return Result(self._case(fired.case), fired.record, fired.replayed, key)
 
@@ -742,6 +748,9 @@ class Engine:
         Each case says whether it is suspended (`Case.suspended`)."""
         check_limit(limit)
         seen = access.scope(self, viewer, "view")
+        searched = access.filtered(
+            self, seen, viewer, definition=definition, assignee=assignee, data=dict(data or {})
+        )
         rows = self.store.cases(
             CaseQuery(
                 definition_id=definition,
@@ -755,7 +764,7 @@ class Engine:
                 after_id=after_id,
                 limit=limit,
                 newest_first=newest_first,
-                scope=seen,
+                scope=searched,
             )
         )
         held = self.store.suspended_among([r.id for r in rows if not r.open])
@@ -779,9 +788,10 @@ class Engine:
     def options(self, case_id: int, actor: str, *, viewer: str | None = None) -> list[Option]:
         """Every event of the case's current state, and whether `actor` may fire it now (and why not).
         Nothing is written."""
-        row, _how = access.case_row(self, case_id, viewer)
+        row, how = access.case_row(self, case_id, viewer)
         compiled = self.compiled(row.definition_id, row.definition_version)
-        return self._options(compiled, row, actor)
+        found = self._options(compiled, row, actor)
+        return [replace(o, reason=access.shown_text(self, o.reason, how)) for o in found]
 
     def _options(self, compiled: CompiledDefinition, row: CaseRow, actor: str) -> list[Option]:
         from sopflow.engine.step import CLAIM, START_WORK
@@ -818,16 +828,18 @@ class Engine:
 
     def branches(self, case_id: int, *, viewer: str | None = None) -> list[branches.BranchStatus]:
         """Where each branch of the case's parallel state stands ([] when the case is not in one)."""
-        row, _how = access.case_row(self, case_id, viewer)
+        row, how = access.case_row(self, case_id, viewer)
         definition = self.compiled(row.definition_id, row.definition_version).definition
         parallel = definition.states[row.state].parallel
         if parallel is not None:
-            return branches.status(parallel, self.store.branches(row.id, row.entered_seq))
-        if definition.states[row.state].final or not self.compiled(
+            found = branches.status(parallel, self.store.branches(row.id, row.entered_seq))
+        elif definition.states[row.state].final or not self.compiled(
             row.definition_id, row.definition_version
         ).reads_lingering:
-            return []  # a closed case keeps no branch running
-        return branches.lingering_status(definition, self.store.lingering(row.id))
+            found = []  # a closed case keeps no branch running
+        else:
+            found = branches.lingering_status(definition, self.store.lingering(row.id))
+        return access.shown_branches(self, found, how)
 
     def schedules(self, definition_id: str) -> list[ScheduleStatus]:
         """Each schedule of the definition's newest version: since when it runs, the last period it
@@ -855,7 +867,10 @@ class Engine:
 
     def approval_progress(self, case_id: int, *, viewer: str | None = None) -> str | None:
         """For a case waiting in an approval state: the rule, who has voted, what is missing."""
-        row, _how = access.case_row(self, case_id, viewer)
+        row, how = access.case_row(self, case_id, viewer)
+        return access.shown_text(self, self._approval_progress(row), how)
+
+    def _approval_progress(self, row: CaseRow) -> str | None:
         compiled = self.compiled(row.definition_id, row.definition_version)
         approval = compiled.definition.states[row.state].approval
         if approval is None:
@@ -954,8 +969,8 @@ class Engine:
         (`engine.workitems`)."""
         from sopflow.engine.workitems import work_item
 
-        access.case_row(self, case_id, viewer)
-        return work_item(self, case_id)
+        _row, how = access.case_row(self, case_id, viewer)
+        return access.shown_work_item(self, work_item(self, case_id), how)
 
     def suspend(self, case_id: int, *, actor: str, reason: str) -> Result:
         """Suspend an open case with a reason (audited): it takes no step but resume and cancel, and its
@@ -1115,10 +1130,14 @@ class Engine:
         *,
         progress: Callable[[int], None] | None = None,
         anchors: Sequence[Anchor] = (),
+        viewer: str | None = None,
     ) -> VerifyReport:
         """Check the definitions and orgs against their content hashes, every hash chain (or one case's),
         every accepted step against the rules in force when it was taken, the case rows against their
-        replay, and the trail against `anchors` (`engine.verify`)."""
+        replay, and the trail against `anchors` (`engine.verify`). One case verified for a `viewer` is
+        "not found" (recorded) when outside their view, as for a case that does not exist."""
+        if case_id is not None and viewer is not None:
+            access.case_row(self, case_id, viewer)
         return verify(self, case_id, progress=progress, anchors=anchors)
 
     def anchor(self, key: bytes, *, previous: Anchor | None = None) -> Anchor:

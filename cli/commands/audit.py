@@ -87,7 +87,7 @@ def audit_verify(
         if show_progress and done % 100 == 0:
             click.echo(f"\rverified {done} cases…", err=True, nl=False)
 
-    report = engine.verify(case, progress=progress, anchors=anchors)
+    report = engine.verify(case, progress=progress, anchors=anchors, viewer=settings().user or None)
     if show_progress:
         click.echo("\r" + " " * 40 + "\r", err=True, nl=False)
     findings = [*findings, *report.findings]

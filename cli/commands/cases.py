@@ -129,7 +129,7 @@ def show(case: int) -> None:
     echo = _safe_echo
     state = definition.states[c.state]
     echo(f"case {c.id}  {c.definition_key}  {text(definition.title)}")
-    _echo_state(echo, engine, c, state, now)
+    _echo_state(echo, engine, c, state, now, viewer)
     if state.owner:
         echo(f"owner    {state.owner}" + (f"   assignee: {c.assignee}" if c.assignee else ""))
     if state.output:
@@ -175,9 +175,11 @@ def show(case: int) -> None:
         echo(f"  {mark} {o.event} → {where}{why}")
 
 
-def _echo_state(echo: Callable[[str], None], engine: Engine, c: Case, state: State, now: datetime) -> None:
+def _echo_state(
+    echo: Callable[[str], None], engine: Engine, c: Case, state: State, now: datetime, viewer: str | None
+) -> None:
     """The state line, and where its work item stands: offered, allocated or started (and by whom)."""
-    item = engine.work_item(c.id)
+    item = engine.work_item(c.id, viewer=viewer)
     closed = "  (suspended: resume it to go on)" if item.status == "suspended" else "  (closed)"
     echo(f"state    {c.state}: {text(state.title)}" + ("" if c.open else closed))
     if item.status == "offered":

@@ -208,9 +208,16 @@ def export(
             click.echo(f"\rexported {done}/{total} cases", nl=done == total, err=True)
 
     if out is None:
+        from sopflow.engine.errors import ExportStopped
+
         stream = cast("BinaryIO", sys.stdout.buffer)
-        report = engine.export(stream, fmt, definition=definition, since=since, until=until,
-                               desensitise_key=key, reader=user, progress=progress)  # fmt: skip
+        try:
+            report = engine.export(stream, fmt, definition=definition, since=since, until=until,
+                                   desensitise_key=key, reader=user, progress=progress)  # fmt: skip
+        except ExportStopped:
+            # Nothing more can go to the closed output, not even what is left in its buffer at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise
         click.echo(f"exported {report.cases} cases, {report.events} events", err=True)
         return
     out = out.expanduser()

@@ -107,8 +107,18 @@ class KeyClaim:
         same = (use.operation, use.actor, use.target) == (self.operation, self.actor, self.target)
         return same and (self.case_id is None or use.case_id == self.case_id)
 
-    def conflict(self, use: KeyUse) -> Conflict:
-        """The refusal of reusing `use`'s key for this other request, saying how they differ."""
+    def conflict(self, use: KeyUse, *, reveal: bool = True) -> KeyConflict:
+        """The refusal of reusing `use`'s key for this other request, saying how they differ. Another
+        person's use is described only when `reveal` (the engine says so when the person may view that
+        case): otherwise the key is only said to be in use, so a guessed key tells nobody who started or
+        fired what on a case outside their view."""
+        if use.actor != self.actor and not reveal:
+            return KeyConflict(
+                f"idempotency key `{self.key}` is already in use for another request",
+                self,
+                use,
+                hint="choose another key (or none: one is made for each request)",
+            )
         if use.actor != self.actor:
             why = "by another person"
         elif (use.operation, use.target) != (self.operation, self.target) or (
@@ -117,9 +127,24 @@ class KeyClaim:
             why = "for another request"
         else:
             why = "with other content"
-        return Conflict(
+        return KeyConflict(
             f"idempotency key `{self.key}` was already used {why}: {use.describe()}; "
             "a key may only repeat its own request: the same person, operation, case or definition, "
             "event, data, payload and comment",
+            self,
+            use,
             hint="give a new request a new key (or none: one is made for it)",
         )
+
+
+class KeyConflict(Conflict):
+    """An idempotency key reused for another request: `claim` is the refused one, `use` the first."""
+
+    def __init__(self, message: str, claim: KeyClaim, use: KeyUse, *, hint: str) -> None:
+        super().__init__(message, hint=hint)
+        self.claim, self.use = claim, use
+
+    @property
+    def foreign(self) -> bool:
+        """Whether another person used the key first."""
+        return self.use.actor != self.claim.actor
