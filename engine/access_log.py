@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from sopflow.engine.access import AccessDenied, refused
-from sopflow.engine.store.access import AccessEntry, chain_findings, entries
+from sopflow.engine.store.access import AccessEntry, chain_findings, entries, hash_at, head
 from sopflow.engine.verify import VerifyFinding
 
 if TYPE_CHECKING:
+    from sopflow.engine.anchor import Anchor
     from sopflow.engine.runtime import Engine
     from sopflow.engine.store import Store
 
@@ -25,6 +26,24 @@ def check(store: Store) -> list[VerifyFinding]:
         VerifyFinding(None, None, problem, f"access log row {seq}")
         for seq, problem in chain_findings(entries(store))
     ]
+
+
+def since_anchor(anchor: Anchor, store: Store) -> list[VerifyFinding]:
+    """The rows `anchor` held must all still be there, its head row with the hash it held: a chain alone
+    cannot show its newest rows cut off (nothing after them is left to break), an anchor can."""
+    if anchor.access_log is None:
+        return []
+    seq, digest = anchor.access_log
+    last = head(store)
+    remain = 0 if last is None else last[0]
+    if remain < seq:
+        gone = f"row {seq} is" if remain + 1 == seq else f"rows {remain + 1} to {seq} are"
+        problem = f"{gone} gone: {anchor.label} holds {seq} row(s), {remain} remain"
+        return [VerifyFinding(None, None, problem, "access log")]
+    if hash_at(store, seq) != digest:
+        problem = f"its hash is not the one {anchor.label} holds: rows up to it were rewritten"
+        return [VerifyFinding(None, None, problem, f"access log row {seq}")]
+    return []
 
 
 def read(engine: Engine, actor: str | None = None, viewer: str | None = None) -> list[AccessEntry]:

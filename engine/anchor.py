@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from sopflow.engine.audit import GENESIS, canonical_json, iso
 from sopflow.engine.errors import AuditBroken, ConfigurationError, SopflowError, UsageError
 from sopflow.engine.keyfile import read_key_file
+from sopflow.engine.store.access import head as access_head
 from sopflow.engine.verify import VerifyFinding
 from sopflow.engine.verify_registry import log_digest
 
@@ -72,10 +73,14 @@ class Anchor:
     """How many rows the delegation log held, and the digest of them (`verify_registry.log_digest`)."""
     mac: str = ""
     label: str = field(default="", compare=False)
+    access_log: tuple[int, str] | None = None
+    """The access log's head: its last row's number and hash (None: an anchor written before it had one,
+    or an empty log). A chain alone cannot show its newest rows cut off; this can."""
 
     def body(self) -> dict[str, Any]:
         """What the MAC covers: every field but `mac` and `label`."""
         return {
+            **({} if self.access_log is None else {"access_log": list(self.access_log)}),
             "format": FORMAT,
             "number": self.number,
             "previous": self.previous,
@@ -152,6 +157,7 @@ def make(
         previous=GENESIS if previous is None else previous.digest,
         created_at=iso(now or engine.clock()),
         cases=heads,
+        access_log=access_head(store),
         merkle_root=merkle_root(heads),
         definitions=definitions,
         orgs=orgs,
@@ -204,6 +210,9 @@ def parse(text: str, key: bytes, label: str) -> Anchor:
             previous=str(doc["previous"]),
             created_at=str(doc["created_at"]),
             cases=tuple((int(c), int(s), str(h)) for c, s, h in doc["cases"]),
+            access_log=None
+            if "access_log" not in doc
+            else (int(doc["access_log"][0]), str(doc["access_log"][1])),
             merkle_root=str(doc["merkle_root"]),
             definitions={str(k): str(v) for k, v in dict(doc["definitions"]).items()},
             orgs=tuple(str(h) for h in doc["orgs"]),
@@ -316,6 +325,13 @@ def _extends(earlier: Anchor, later: Anchor) -> list[VerifyFinding]:
         else:
             continue
         found.append(VerifyFinding(case_id, seq, problem))
+    if earlier.access_log and later.access_log and later.access_log[0] < earlier.access_log[0]:
+        found.append(
+            VerifyFinding(
+                None, None, f"anchor {later.number} holds fewer rows than anchor {earlier.number} did",
+                "access log",
+            )
+        )  # fmt: skip
     for key, digest in earlier.definitions.items():
         if later.definitions.get(key) != digest:
             found.append(

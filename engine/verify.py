@@ -365,6 +365,7 @@ class _Checker:
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)
             findings += since_anchor(anchor, store, org_times, self._log)
+            findings += access_log.since_anchor(anchor, store)
         return findings
 
     def _compiled(self, definition: Definition) -> CompiledDefinition:

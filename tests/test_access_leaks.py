@@ -18,15 +18,18 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import text
 
 from sopflow.cli.main import cli
 from sopflow.engine import access
+from sopflow.engine.anchor import series_findings
 from sopflow.engine.errors import Conflict, ExportStopped, NotFound
 from sopflow.engine.privacy import token
 from sopflow.engine.runtime import Engine
 from tests.conftest import DEFINITIONS, ROOT, Clock, engine_on
 
 KEY = b"0123456789abcdef0123456789abcdef"
+ANCHOR_KEY = b"fedcba9876543210fedcba9876543210"
 SUBMISSION = {"title": "春季活动", "origin": "user_submission", "contributor": "用户小王"}
 INCIDENT = {"incident_type": "complaint_surge", "summary": "x"}
 
@@ -264,3 +267,56 @@ def test_an_export_piped_into_a_reader_that_stops_says_so_and_is_recorded(tmp_pa
     )
     [entry] = json.loads(log.stdout)
     assert entry["action"] == "export" and entry["detail"]["stopped"] == "BrokenPipeError"
+
+
+# -- 3: the access log's newest rows cut off -----------------------------------------------------------
+
+
+def _cut_access_log(sop: Engine, from_seq: int) -> None:
+    """Delete the access log's rows from `from_seq` on, as someone who switched its trigger off would."""
+    with sop.store.engine.begin() as conn:
+        if sop.store.dialect == "sqlite":
+            conn.execute(text("DROP TRIGGER access_log_no_delete"))
+        else:
+            conn.execute(text("ALTER TABLE access_log DISABLE TRIGGER USER"))
+        conn.execute(text("DELETE FROM access_log WHERE seq >= :seq"), {"seq": from_seq})
+
+
+def test_an_anchor_names_the_access_log_rows_cut_off_its_end(seed: Engine, tmp_path: Path) -> None:
+    case_id = _claimed(seed)
+    for _ in range(2):
+        with pytest.raises(NotFound):
+            seed.case(case_id, viewer="du.juan")
+    seed.export(io.BytesIO(), "jsonl")  # row 3: the export whose record is erased below
+    anchor = seed.anchor(ANCHOR_KEY)
+    assert anchor.access_log is not None and anchor.access_log[0] == 3
+    assert seed.verify(anchors=[anchor]).ok
+    _cut_access_log(seed, 2)
+    assert seed.verify().ok  # a chain alone cannot tell: nothing after the cut is left to break
+    later = seed.anchor(ANCHOR_KEY, previous=anchor)
+    assert [f.subject for f in series_findings([anchor, later])] == ["access log"]
+    [found] = seed.verify(anchors=[anchor]).findings
+    assert found.subject == "access log" and found.problem.startswith("rows 2 to 3 are gone")
+    # A new row in a removed one's place does not hide the cut: its hash is not the anchored one.
+    with pytest.raises(NotFound):
+        seed.case(case_id, viewer="du.juan")
+    seed.export(io.BytesIO(), "csv")
+    [found] = seed.verify(anchors=[anchor]).findings
+    assert found.subject == "access log row 3" and "not the one" in found.problem
+    # The anchor file holds the head, signed: the CLI names the rows, in process and in a subprocess.
+    key_file, anchor_file = tmp_path / "anchor.key", tmp_path / "anc.json"
+    key_file.write_bytes(ANCHOR_KEY)
+    from sopflow.engine.anchor import write
+
+    write(anchor, anchor_file)
+    assert json.loads(anchor_file.read_text())["access_log"] == list(anchor.access_log)
+    args = ["audit", "verify", "--all", "--anchor", str(anchor_file), "--key-file", str(key_file)]
+    url = seed.store.engine.url.render_as_string(hide_password=False)
+    inside = CliRunner().invoke(cli, ["--db", url, *args], catch_exceptions=False)
+    assert inside.exit_code == 1 and "access log row 3: its hash is not the one" in inside.output
+    env = {k: v for k, v in os.environ.items() if k != "SOPFLOW_USER"}
+    sopflow = str(Path(sys.executable).parent / "sopflow")
+    outside = subprocess.run(
+        [sopflow, "--db", url, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert outside.returncode == 1 and "access log row 3: its hash is not the one" in outside.stderr

@@ -214,3 +214,18 @@ def chain_findings(rows: Sequence[AccessEntry] | Iterator[AccessEntry]) -> Itera
         elif entry_hash(row.body()) != row.hash:
             yield row.seq, "its content does not match its hash: it was changed after it was written"
         expected_prev, expected_seq = row.hash, row.seq + 1
+
+
+def head(store: Any) -> tuple[int, str] | None:
+    """The access log's last row: its number and hash (None: the log is empty)."""
+    query = select(access_log.c.seq, access_log.c.hash).order_by(access_log.c.seq.desc()).limit(1)
+    with store._read() as conn:
+        last = conn.execute(query).first()
+    return None if last is None else (int(last[0]), str(last[1]))
+
+
+def hash_at(store: Any, seq: int) -> str | None:
+    """The hash of the access log's row `seq` (None: there is none)."""
+    with store._read() as conn:
+        found = conn.execute(select(access_log.c.hash).where(access_log.c.seq == seq)).scalar()
+    return None if found is None else str(found)
