@@ -8,6 +8,7 @@ with a short report (and its charts in sopflow-report.html).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,10 @@ CONTENT_STEPS: list[tuple[str, str, dict[str, Any], str | None]] = [
     ),
 ]
 
+CONTENT_PAUSES = (35, 20, 45, 130, 30, 10, 25)
+"""Minutes before each of CONTENT_STEPS: the demo's clock moves as a working day would, so that its report
+shows real handling times."""
+
 REFORM = {
     "title": "上线会员积分商城 / Launch a points mall",
     "tier": "major_reform",
@@ -73,6 +78,24 @@ REFORM_STEPS: list[tuple[str, str, dict[str, Any], str | None]] = [
 ]
 
 
+REFORM_PAUSES = (15, 5, 100, 2, 185)
+"""Minutes before each of REFORM_STEPS."""
+
+
+class DemoClock:
+    """The demo's clock: it starts two days ago at 09:00 UTC and moves only when the walk says so."""
+
+    def __init__(self) -> None:
+        start = datetime.now(UTC) - timedelta(days=2)
+        self.now = start.replace(hour=9, minute=0, second=0, microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def wait(self, minutes: int) -> None:
+        self.now += timedelta(minutes=minutes)
+
+
 def run_demo(database_url: str | None) -> None:
     if database_url is None:
         for suffix in ("", "-wal", "-shm"):
@@ -80,11 +103,13 @@ def run_demo(database_url: str | None) -> None:
         database_url = f"sqlite:///{DEMO_DB}"
     definitions = shipped_definitions()
     click.secho(f"== sopflow demo on {database_url}", bold=True)
-    with Engine(database_url) as engine:
+    clock = DemoClock()
+    with Engine(database_url, clock=clock) as engine:
         deployed = engine.deploy([definitions], actor="demo")
         click.echo(f"deployed {len(deployed.definitions)} definitions and the org from {definitions}")
-        content = _walk(engine, "content-review", "li.na", CONTENT, CONTENT_STEPS)
-        reform = _walk(engine, "tiered-approval", "zhou.qiang", REFORM, REFORM_STEPS)
+        content = _walk(engine, "content-review", "li.na", CONTENT, CONTENT_STEPS, clock, CONTENT_PAUSES)
+        clock.wait(60)
+        reform = _walk(engine, "tiered-approval", "zhou.qiang", REFORM, REFORM_STEPS, clock, REFORM_PAUSES)
         for case_id in (content, reform):
             click.secho(f"\n== history of case {case_id}", bold=True)
             click.echo(
@@ -170,13 +195,16 @@ def _walk(
     starter: str,
     data: dict[str, Any],
     steps: list[tuple[str, str, dict[str, Any], str | None]],
+    clock: DemoClock,
+    pauses: tuple[int, ...],
 ) -> int:
     definition = engine.definition(definition_id)
     click.secho(f"\n== {definition.key}: {text(definition.title)}", bold=True)
     result = engine.start(definition_id, data, actor=starter)
     case_id = result.case.id
     click.echo(f"{starter} starts case {case_id} → {result.case.state}")
-    for user, event, payload, comment in steps:
+    for (user, event, payload, comment), pause in zip(steps, pauses, strict=True):
+        clock.wait(pause)
         try:
             result = engine.fire(case_id, event, actor=user, payload=payload, comment=comment)
         except SopflowError as exc:

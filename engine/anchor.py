@@ -71,6 +71,8 @@ class Anchor:
     key_id: str
     delegations: tuple[int, str] | None = None
     """How many rows the delegation log held, and the digest of them (`verify_registry.log_digest`)."""
+    baselines: tuple[int, str] | None = None
+    """How many baselines there were and the hash of the newest (their chain's head)."""
     mac: str = ""
     label: str = field(default="", compare=False)
     access_log: tuple[int, str] | None = None
@@ -91,6 +93,7 @@ class Anchor:
             "orgs": list(self.orgs),
             "key_id": self.key_id,
             **({} if self.delegations is None else {"delegations": list(self.delegations)}),
+            **({} if self.baselines is None else {"baselines": list(self.baselines)}),
         }
 
     def text(self) -> str:
@@ -147,6 +150,8 @@ def make(
     engine: Engine, key: bytes, *, previous: Anchor | None = None, now: datetime | None = None
 ) -> Anchor:
     """An anchor of the trail as it is now, chained onto `previous` (the first of a series without)."""
+    from sopflow.engine.insight.baseline import head as baseline_head
+
     store = engine.store
     heads = tuple(store.audit_heads())
     definitions = {f"{r.definition_id}@{r.version}": r.content_hash for r in store.definitions()}
@@ -163,6 +168,7 @@ def make(
         orgs=orgs,
         key_id=key_id(key),
         delegations=(len(log), log_digest(log)),
+        baselines=baseline_head(store),
     )
     return replace(anchor, mac=_mac(key, anchor.body()))
 
@@ -220,6 +226,9 @@ def parse(text: str, key: bytes, label: str) -> Anchor:
             delegations=None
             if "delegations" not in doc
             else (int(doc["delegations"][0]), str(doc["delegations"][1])),
+            baselines=None
+            if "baselines" not in doc
+            else (int(doc["baselines"][0]), str(doc["baselines"][1])),
             mac=str(doc["mac"]),
             label=label,
         )
@@ -349,6 +358,13 @@ def _extends(earlier: Anchor, later: Anchor) -> list[VerifyFinding]:
                 "delegations",
             )
         )
+    if earlier.baselines and later.baselines and later.baselines[0] < earlier.baselines[0]:
+        found.append(
+            VerifyFinding(
+                None, None, f"anchor {later.number} holds fewer baselines than anchor {earlier.number} did",
+                "baselines",
+            )
+        )  # fmt: skip
     if later.orgs[: len(earlier.orgs)] != earlier.orgs:
         found.append(
             VerifyFinding(

@@ -1045,9 +1045,10 @@ class Engine:
         """Record a benchmark baseline of a step's median (None: the whole process), with its source."""
         return insight_baseline.set_baseline(self, definition_id, step, seconds, source=source, actor=actor)
 
-    def update_baselines(self, month: str | None = None) -> list[BaselineRow]:
-        """Record last month's (or `month`'s, YYYY-MM) own medians as baselines; the rows added."""
-        return insight_baseline.update(self, month)
+    def update_baselines(self, month: str | None = None, *, actor: str = "$system") -> list[BaselineRow]:
+        """Record last month's (or `month`'s, YYYY-MM, ended) own medians as baselines; the rows added.
+        A person must be an administrator or of each process owner's role (refusals logged)."""
+        return insight_baseline.update(self, month, actor=actor)
 
     def baselines(self, definition_id: str | None = None) -> list[BaselineRow]:
         """Every baseline, oldest first (never overwritten: the newest per step is the current one)."""
@@ -1061,9 +1062,13 @@ class Engine:
         *,
         since: datetime | None = None,
         until: datetime | None = None,
+        viewer: str | None = None,
     ) -> Comparison:
-        """Version 2 against version 1: durations (Mann–Whitney U), rates (Fisher), a verdict."""
-        return insight_compare.compare(self, definition_id, version1, version2, since=since, until=until)
+        """Version 2 against version 1 over the cases `viewer` may view: durations (Mann–Whitney U), rates
+        (Fisher), a verdict; refused (and logged) for a viewer who may view none of the definition's."""
+        return insight_compare.compare(
+            self, definition_id, version1, version2, since=since, until=until, viewer=viewer
+        )
 
     # -- versions: diff, trials, adoption, migration (`engine.lifecycle`) ---------------------------
 
@@ -1083,9 +1088,10 @@ class Engine:
         """Start every new case on `version` from now on, ending a running trial (audited)."""
         return trials.adopt(self, definition_id, version, actor=actor)
 
-    def trial_status(self, definition_id: str) -> TrialStatus:
-        """Which version new cases start on, and the last trial's figures per version."""
-        return trials.status(self, definition_id)
+    def trial_status(self, definition_id: str, *, viewer: str | None = None) -> TrialStatus:
+        """Which version new cases start on, and the last trial's figures per version over the cases
+        `viewer` may view (refused, and logged, for one who may view none of the definition's)."""
+        return trials.status(self, definition_id, viewer=viewer)
 
     def lifecycle_log(self, definition_id: str | None = None) -> list[LifecycleAct]:
         """Every trial, adoption and migration act (accepted and refused), oldest first."""

@@ -361,6 +361,9 @@ class _Checker:
         from sopflow.engine import access_log
 
         findings += access_log.check(store)
+        from sopflow.engine.insight import baseline as insight_baseline
+
+        findings += insight_baseline.findings(store, anchors)
         org_times = [deployed for _id, deployed, _org in self._orgs]
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)

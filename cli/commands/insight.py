@@ -21,7 +21,11 @@ if TYPE_CHECKING:
 
 
 def span(seconds: float | None) -> str:
-    return "" if seconds is None else duration(timedelta(seconds=round(seconds)))
+    if seconds is None:
+        return ""
+    if not abs(seconds) < timedelta.max.total_seconds():  # a figure no timedelta holds: never a crash
+        return f"{seconds / 86400:.3g}d"
+    return duration(timedelta(seconds=round(seconds)))
 
 
 def share(value: float | None) -> str:
@@ -39,10 +43,13 @@ class Duration(click.ParamType[float]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         from sopflow.engine.definition.build import parse_duration
+        from sopflow.engine.insight.baseline import LONGEST
 
         seconds = parse_duration(str(value))
         if not seconds:
             self.fail(f"{value!r} is not a duration; write it as 4h, 1h30m or 2d")
+        if seconds > LONGEST:
+            self.fail(f"{value!r} is too long: a baseline is at most {LONGEST // 86400}d")
         return float(seconds)
 
 
@@ -79,6 +86,15 @@ def report(
     against its baseline, SLA compliance and breaches by escalation rung, send-backs, rejections and refused
     attempts, errors and satisfaction per month, workload per person and role, and the open backlog by
     age. Shows only the cases the --as user may see."""
+    from sopflow.engine.insight.report import check_period
+
+    check_period(since, until)
+    if html is not None and not html.expanduser().parent.is_dir():
+        from sopflow.engine.errors import UsageError
+
+        raise UsageError(
+            f"the folder `{html.expanduser().parent}` does not exist", hint="create it, or name a file in one"
+        )
     engine = settings().engine()
     if check:
         from sopflow.engine.errors import AuditBroken
@@ -129,9 +145,19 @@ def summary(p: ProcessReport) -> str:
 
 def _write(path: Path, text: str) -> None:
     """Whole or not at all: a temporary file beside it, renamed."""
+    path = path.expanduser()
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    try:
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(path)
+    except OSError as failed:
+        from sopflow.engine.errors import UsageError
+
+        partial.unlink(missing_ok=True)
+        raise UsageError(
+            f"the report cannot be written to `{path}`: {failed.strerror or failed}",
+            hint="name a file in a folder you may write to",
+        ) from None
 
 
 def _tables(p: ProcessReport) -> str:
@@ -287,7 +313,7 @@ def baseline_set(definition: str, args: tuple[str, ...], source: str) -> None:
 @click.option("--month", help="The month whose own medians to record, YYYY-MM (default: last month).")
 def baseline_update(month: str | None) -> None:
     """Record each process's own medians of last month as its baselines (the worker does it monthly)."""
-    rows = settings().engine().update_baselines(month)
+    rows = settings().engine().update_baselines(month, actor=settings().user or "$operator")
     if settings().json:
         emit([_baseline_dict(r) for r in rows])
         return
@@ -346,7 +372,8 @@ def compare(
     """Compare two versions of a definition: cycle time and per-step handling times (medians, their ratio
     with a bootstrap interval, Mann–Whitney U), rejection and complaint rates (Fisher's exact test), and a
     plain verdict."""
-    found = settings().engine().compare(definition, version1, version2, since=since, until=until)
+    engine, viewer = settings().engine(), settings().user
+    found = engine.compare(definition, version1, version2, since=since, until=until, viewer=viewer)
     if settings().json:
         emit(found.as_dict())
         return

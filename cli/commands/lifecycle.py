@@ -105,7 +105,7 @@ def trial_stop(definition: str) -> None:
 def trial_status(definition: str) -> None:
     """Which version new cases of DEFINITION start on, and per version of the last trial: cases started,
     closed, and the median cycle time of those closed."""
-    found = settings().engine().trial_status(definition)
+    found = settings().engine().trial_status(definition, viewer=settings().user)
     policy = found.policy
     if policy.split is not None:
         now = "trial " + ", ".join(f"{v}={w}" for v, w in sorted(policy.split.items()))

@@ -13,17 +13,56 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sopflow.engine.audit import GENESIS
 from sopflow.engine.errors import NotFound, UsageError
 from sopflow.engine.store import insight as sql
 from sopflow.engine.store.insight import BaselineRow
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sopflow.engine.anchor import Anchor
     from sopflow.engine.runtime import Engine
+    from sopflow.engine.store import Store
+    from sopflow.engine.verify import VerifyFinding
 
 log = logging.getLogger("sopflow.insight")
 
 PROCESS = ""
 """The step of a baseline for the whole process (its cycle time)."""
+
+LONGEST = 366 * 86400
+"""The longest baseline, seconds (a year): a longer figure is a typing slip, refused before it is kept."""
+
+ACTION = "set a baseline of"
+
+
+def authorise(engine: Engine, definition_id: str, actor: str) -> None:
+    """Refuse (and record in the access log) a person who is neither an administrator nor of the process
+    owner's role (or a role above it): a baseline decides what every manager's report flags."""
+    from sopflow.engine.access import AccessDenied, refused
+    from sopflow.engine.errors import NotPermitted
+    from sopflow.engine.lifecycle.owner import decide_owner
+
+    org = engine.org()
+    try:
+        person = engine.actor(actor, org=org)
+    except NotFound as unknown:
+        raise refused(
+            engine,
+            AccessDenied(
+                unknown.message, actor, "baseline", f"definition {definition_id}", hint=unknown.hint or ""
+            ),
+        ) from None
+    try:
+        decide_owner(engine.definition(definition_id), org, person, ACTION)
+    except NotPermitted as denied:
+        raise refused(
+            engine,
+            AccessDenied(
+                denied.message, person.id, "baseline", f"definition {definition_id}", hint=denied.hint or ""
+            ),
+        ) from None
 
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
@@ -61,8 +100,14 @@ def set_baseline(
         )
     if not seconds > 0:
         raise UsageError("a baseline must be longer than zero", hint="give a duration such as 4h or 1h30m")
+    if not seconds <= LONGEST:
+        raise UsageError(
+            f"a baseline of {seconds:.0f} s is too long: at most {LONGEST // 86400}d",
+            hint="give a duration such as 4h or 1h30m",
+        )
     if not source.strip():
         raise UsageError("a benchmark baseline needs its source", hint='add --source "industry report 2026"')
+    authorise(engine, definition_id, actor)
     row = {
         "definition_id": definition_id, "step": step or PROCESS, "seconds": float(seconds),
         "kind": "benchmark", "source": source, "period": None, "created_at": engine.clock(),
@@ -79,10 +124,20 @@ def update(engine: Engine, month: str | None = None, *, actor: str = "$system") 
 
     period = month or previous_month(engine.clock())
     start, after = month_bounds(period)
+    if after > engine.clock():
+        last = previous_month(engine.clock())
+        raise UsageError(
+            f"{period} has not ended: its medians are not complete yet",
+            hint=f"the last complete month is {last}: sopflow baseline update --month {last}",
+        )
     refresh(engine)
+    definitions = sql.definitions_with_facts(engine.store)
+    if not actor.startswith("$"):  # `$system` (the worker) and `$operator` hold the database already
+        for definition_id in definitions:
+            authorise(engine, definition_id, actor)
     rows = []
     now = engine.clock()
-    for definition_id in sql.definitions_with_facts(engine.store):
+    for definition_id in definitions:
         scope = sql.Scope(definition_id, start, after)
         figures = [(str(d.key), d.median) for d in sql.durations(engine.store, scope, "step")]
         figures += [(PROCESS, d.median) for d in sql.cycle_times(engine.store, scope)]
@@ -108,6 +163,39 @@ def current(engine: Engine, definition_id: str) -> dict[str, BaselineRow]:
 
 def history(engine: Engine, definition_id: str | None = None) -> list[BaselineRow]:
     return sql.baselines(engine.store, definition_id)
+
+
+def head(store: Store) -> tuple[int, str]:
+    """How many baselines there are and the hash of the newest (what an anchor holds of them)."""
+    rows = sql.baselines(store)
+    return len(rows), rows[-1].hash if rows else GENESIS
+
+
+def findings(store: Store, anchors: Sequence[Anchor] = ()) -> list[VerifyFinding]:
+    """`audit verify`'s check of the baselines: each row that breaks their chain (edited, or one before it
+    removed), and against each anchor holding their head, rows removed from the end or rewritten."""
+    from sopflow.engine.verify import VerifyFinding
+
+    rows = sql.baselines(store)
+    found = [
+        VerifyFinding(None, None, problem, f"baseline {i}") for i, problem in sql.baseline_findings(rows)
+    ]
+    for anchor in anchors:
+        if anchor.baselines is None:
+            continue
+        held, digest = anchor.baselines
+        if len(rows) < held:
+            found.append(
+                VerifyFinding(
+                    None, None, f"{anchor.label} holds {held} of them, {len(rows)} remain: rows were removed",
+                    "baselines",
+                )
+            )  # fmt: skip
+        elif held and rows[held - 1].hash != digest:
+            found.append(
+                VerifyFinding(None, None, f"the rows {anchor.label} holds were rewritten", "baselines")
+            )
+    return found
 
 
 @dataclass(slots=True)

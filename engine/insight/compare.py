@@ -81,20 +81,25 @@ def compare(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    viewer: str | None = None,
 ) -> Comparison:
-    """Version 2 of `definition_id` against version 1, over the cases each ran (from the derived tables,
-    brought up to date first)."""
+    """Version 2 of `definition_id` against version 1, over the cases each ran that `viewer` may view
+    (from the derived tables, brought up to date first)."""
     from sopflow.engine.insight.refresh import refresh
 
     if version1 == version2:
         raise UsageError(
             "compare needs two different versions", hint="e.g. sopflow compare content-review 1 2"
         )
+    from sopflow.engine.insight.report import check_period, figures_visible
+
+    check_period(since, until)
     first = engine.definition(definition_id, version1)
     second = engine.definition(definition_id, version2)
+    visible = figures_visible(engine, viewer, definition_id)
     refresh(engine, definition_id)
-    one = sql.Scope(definition_id, since, until, (version1,))
-    two = sql.Scope(definition_id, since, until, (version2,))
+    one = sql.Scope(definition_id, since, until, (version1,), visible)
+    two = sql.Scope(definition_id, since, until, (version2,), visible)
     store = engine.store
     cycle = _durations("", sql.samples(store, one, None), sql.samples(store, two, None))
     names = [s.name for s in first.all_states()]

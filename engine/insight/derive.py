@@ -21,6 +21,7 @@ from sopflow.engine.definition.model import (
     CANCEL_CASE,
     CLOSED_BY_PARENT,
     CONTROL_RECORDS,
+    MIGRATE_CASE,
     REJECT,
     RESUME_CASE,
     SUSPEND_CASE,
@@ -156,6 +157,7 @@ def derive(definition: Definition, history: Sequence[AuditRecord], calendar_at: 
         # A cancel (or a parent closing its child) closes the case where it stands: it ends the visit too.
         closes = accepted and rec.event in CLOSING_RECORDS
         moves = accepted and rec.to_state is not None and (rec.to_state != rec.from_state or closes)
+        moves = moves and not _migration(rec, accepted, visited)
         calendar = calendar_at(at)
         fact = StepFact(
             case_id=rec.case_id,
@@ -187,6 +189,17 @@ def derive(definition: Definition, history: Sequence[AuditRecord], calendar_at: 
     for name in list(running):
         close_span(name, None)
     return CaseFacts(tuple(steps), tuple(sorted(spans, key=lambda s: (s.deadline, s.started_seq))))
+
+
+def _migration(rec: AuditRecord, accepted: bool, visited: dict[str, int]) -> bool:
+    """Whether `rec` is a migration: it renames the state the work goes on in and handles nothing, so the
+    visit keeps its start (and the new name its place in the order of first visits) and its actor is
+    credited with no work."""
+    if not accepted or rec.event != MIGRATE_CASE:
+        return False
+    if rec.to_state is not None and rec.from_state in visited:
+        visited.setdefault(rec.to_state, visited[rec.from_state])
+    return True
 
 
 def _with_durations(

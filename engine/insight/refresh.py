@@ -92,7 +92,7 @@ def refresh(
 def check(engine: Engine, case_ids: list[int] | None = None) -> list[tuple[int, str]]:
     """(case, what differs) for every derived case whose stored rows are not what its trail gives."""
     calendars = Calendars(engine)
-    problems: list[tuple[int, str]] = []
+    problems: list[tuple[int, str]] = [] if case_ids is not None else sql.orphans(engine.store)
     after = 0
     while True:
         if case_ids is not None:

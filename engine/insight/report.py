@@ -8,7 +8,7 @@ baseline is set beside each step's median, and the few small sums a chart needs 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -175,6 +175,12 @@ class Report:
         return found
 
 
+def check_period(since: datetime | None, until: datetime | None) -> None:
+    """Refuse a period that ends before it starts (an empty window would read as "nothing happened")."""
+    if since is not None and until is not None and since >= until:
+        raise UsageError("--since is not before --until", hint="give a period that starts before it ends")
+
+
 def build(
     engine: Engine,
     definition_id: str | None = None,
@@ -189,6 +195,7 @@ def build(
     date first."""
     if by not in BY:
         raise UsageError(f"--by {by} is not a grouping", hint=f"use one of: {', '.join(BY)}")
+    check_period(since, until)
     from sopflow.engine.insight.refresh import refresh
 
     if definition_id is not None:
@@ -199,10 +206,11 @@ def build(
     visible = _visible(engine, viewer)
     processes = tuple(
         process_report(
-            engine, d, since=since, until=until, by=by, now=now, versions=versions, visible=visible
+            engine, d, since=since, until=until, by=by, now=now, versions=versions, visible=visible,
+            person=_people_as(engine, viewer, d),
         )
         for d in ids
-    )
+    )  # fmt: skip
     return Report(now, since, until, viewer, processes)
 
 
@@ -215,6 +223,56 @@ def _visible(engine: Engine, viewer: str | None) -> Any:
     if access.scope(engine, viewer, "view") is None:
         return None
     return access.viewer_filter(engine, viewer)
+
+
+def figures_visible(engine: Engine, viewer: str | None, definition_id: str) -> Any:
+    """For figures of one definition (`compare`, `trial status`): the condition admitting the cases of it
+    `viewer` may view (None: all). A person whose grants reach none of its cases is refused as the
+    permission matrix refuses, and the refusal is logged; a desensitised view gets the figures (they are
+    aggregates and name no person)."""
+    visible = _visible(engine, viewer)
+    if visible is None:
+        return None
+    from sopflow.engine import access
+
+    found = access.scope(engine, viewer, "view")
+    if found is not None and not any(
+        p.definitions is None or definition_id in p.definitions for p in found.parts
+    ):
+        assert viewer is not None
+        raise access.refused(
+            engine,
+            access.AccessDenied(
+                f"{viewer} may not read the figures of `{definition_id}`: the permission matrix grants "
+                "them no view of its cases",
+                viewer,
+                "view",
+                f"definition {definition_id}",
+                hint="ask an administrator, or the owner of the org file, for a view grant",
+            ),
+        )
+    return visible
+
+
+def _people_as(engine: Engine, viewer: str | None, definition_id: str) -> Callable[[str], str] | None:
+    """How people are named to `viewer` in the figures of `definition_id`: None (by their ids) unless some
+    of its cases reach them only desensitised; then as the tokens an export with the deployment's privacy
+    key gives them, so that an analyst can still join a report to an export."""
+    if viewer is None:
+        return None
+    from sopflow.engine import access
+
+    found = access.scope(engine, viewer, "view")
+    if found is None or not any(
+        p.desensitised and (p.definitions is None or definition_id in p.definitions) for p in found.parts
+    ):
+        return None
+    desensitiser = access.desensitiser(engine)
+
+    def token(user_id: str) -> str:
+        return desensitiser.person(user_id) or user_id
+
+    return token
 
 
 def _figures(d: sql.Distribution | None) -> Figures | None:
@@ -240,6 +298,7 @@ def process_report(
     now: datetime,
     versions: Sequence[int] = (),
     visible: Any = None,
+    person: Callable[[str], str] | None = None,
 ) -> ProcessReport:
     from sopflow.engine.insight.baseline import current
 
@@ -253,6 +312,8 @@ def process_report(
     steps = []
     for c in sql.counts(store, scope, by):
         key = "" if c.key is None else str(c.key)
+        if person is not None and by == "person":
+            key = person(key)
         figures = _figures(times.get(c.key)) or Figures(0, *([None] * 8))
         base = baselines.get(key) if by == "step" else None
         change = (
@@ -302,7 +363,7 @@ def process_report(
         ),
         months=_months(engine, definition, scope),
         satisfaction_scale=measures.satisfaction_scale if measures and measures.satisfaction_field else None,
-        people=_people(engine, scope, now),
+        people=_people(engine, scope, now, person),
         roles=_roles(engine, definition, scope, now),
         backlog=_backlog(engine, scope, now),
         flow=_flow(engine, scope),
@@ -357,15 +418,19 @@ def _open(engine: Engine, scope: sql.Scope, now: datetime) -> list[tuple[Any, ..
     return sql.open_cases(engine.store, scope, [now - age for _label, age in AGES])
 
 
-def _people(engine: Engine, scope: sql.Scope, now: datetime) -> tuple[Workload, ...]:
+def _people(
+    engine: Engine, scope: sql.Scope, now: datetime, person: Callable[[str], str] | None = None
+) -> tuple[Workload, ...]:
+    name = person or str
     done = {
-        str(k): (n, median, total)
+        name(str(k)): (n, median, total)
         for k, n, median, total in sql.workload_times(engine.store, scope, "person")
     }
     open_: dict[str, int] = {}
     for row in _open(engine, scope, now):
         if row[1] is not None:
-            open_[str(row[1])] = open_.get(str(row[1]), 0) + int(row[2])
+            who = name(str(row[1]))
+            open_[who] = open_.get(who, 0) + int(row[2])
     return _workload(open_, done, set())
 
 

@@ -233,18 +233,21 @@ def adopt(engine: Engine, definition_id: str, version: int, *, actor: str) -> Li
     return _act(engine, definition_id, ADOPT, {version: 100}, actor)
 
 
-def status(engine: Engine, definition_id: str) -> TrialStatus:
+def status(engine: Engine, definition_id: str, *, viewer: str | None = None) -> TrialStatus:
     """The running (or last) trial: per version, cases started since it began, closed, and their median
-    cycle time; and the insight engine's comparison when it has one."""
+    cycle time, over the cases `viewer` may view; and the insight engine's comparison when it has one."""
+    from sopflow.engine.insight.report import figures_visible
+
     engine.definition(definition_id)
+    visible = figures_visible(engine, viewer, definition_id)
     rows = [r for r in store_lifecycle.actions(engine.store, definition_id, accepted_only=True)]
     trial = next((r for r in reversed(rows) if r.action == TRIAL_START), None)
     current = _policy(definition_id, next((r for r in reversed(rows) if r.action != MIGRATE), None))
     if trial is None:
         return TrialStatus(current, ())
     split = {int(v): int(w) for v, w in trial.versions.items()}
-    counts = store_lifecycle.version_counts(engine.store, definition_id, trial.at)
-    cycles = store_lifecycle.cycle_times(engine.store, definition_id, trial.at)
+    counts = store_lifecycle.version_counts(engine.store, definition_id, trial.at, visible)
+    cycles = store_lifecycle.cycle_times(engine.store, definition_id, trial.at, visible)
     figures = tuple(
         VersionFigures(
             v,
@@ -255,10 +258,12 @@ def status(engine: Engine, definition_id: str) -> TrialStatus:
         )
         for v in sorted(split)
     )
-    return TrialStatus(current, figures, _comparison(engine, definition_id, sorted(split), trial.at))
+    return TrialStatus(current, figures, _comparison(engine, definition_id, sorted(split), trial.at, viewer))
 
 
-def _comparison(engine: Engine, definition_id: str, versions: list[int], since: datetime) -> Any:
+def _comparison(
+    engine: Engine, definition_id: str, versions: list[int], since: datetime, viewer: str | None = None
+) -> Any:
     """The insight engine's comparison (`engine.insight.compare`) of the first two versions since the
     trial began; None where this build has no insight engine."""
     import importlib
@@ -267,7 +272,9 @@ def _comparison(engine: Engine, definition_id: str, versions: list[int], since: 
         insight_compare = importlib.import_module("sopflow.engine.insight.compare")
     except ImportError:
         return None
-    return insight_compare.compare(engine, definition_id, versions[0], versions[1], since=since)
+    return insight_compare.compare(
+        engine, definition_id, versions[0], versions[1], since=since, viewer=viewer
+    )
 
 
 def log(engine: Engine, definition_id: str | None = None) -> list[LifecycleAct]:

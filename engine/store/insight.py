@@ -9,6 +9,7 @@ group.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import ColumnElement, and_, case, delete, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from sopflow.engine.audit import GENESIS, canonical_json, iso
 from sopflow.engine.store.tables import (
     cases,
     insight_baselines,
@@ -27,6 +29,9 @@ from sopflow.engine.store.tables import (
 
 if TYPE_CHECKING:
     from sopflow.engine.store.store import Store
+
+_ATTEMPTS = 20
+"""How often a baseline write that lost a race for the chain's head is tried again."""
 
 S = insight_steps.c
 SP = insight_spans.c
@@ -91,6 +96,35 @@ class BaselineRow:
     period: str | None
     created_at: datetime
     created_by: str
+    prev_hash: str = ""
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """What its hash covers: every column but `id` (its place is its link) and `hash`, `created_at` in
+        the audit trail's format."""
+        return {
+            "definition_id": self.definition_id, "step": self.step, "seconds": self.seconds,
+            "kind": self.kind, "source": self.source, "period": self.period,
+            "created_at": iso(self.created_at), "created_by": self.created_by, "prev_hash": self.prev_hash,
+        }  # fmt: skip
+
+
+def baseline_hash(body: dict[str, Any]) -> str:
+    """The SHA-256 of a baseline's body in canonical JSON: its link in the chain of baselines."""
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def baseline_findings(rows: Sequence[BaselineRow]) -> list[tuple[int, str]]:
+    """(id, what is wrong) for each baseline whose content or link breaks the chain (oldest first)."""
+    found: list[tuple[int, str]] = []
+    expected = GENESIS
+    for row in rows:
+        if row.prev_hash != expected:
+            found.append((row.id, "its link to the baseline before does not match: one before was removed"))
+        elif baseline_hash(row.body()) != row.hash:
+            found.append((row.id, "its content does not match its hash: it was changed after it was kept"))
+        expected = row.hash
+    return found
 
 
 # -- the derived tables ----------------------------------------------------------------------------------
@@ -170,6 +204,33 @@ def derived_case_ids(store: Store, after: int, limit: int) -> list[int]:
         return [int(i) for i in conn.execute(query).scalars()]
 
 
+def orphans(store: Store) -> list[tuple[int, str]]:
+    """(case id, what is wrong) for derived rows no case explains: of a case that does not exist, or of
+    one never derived (no row in insight_progress), in either derived table."""
+    p = insight_progress.c
+    found: dict[int, str] = {}
+    with store._read() as conn:
+        for table in (insight_steps, insight_spans):
+            ids = select(table.c.case_id).distinct().subquery()
+            query = (
+                select(ids.c.case_id, cases.c.id, p.case_id)
+                .select_from(
+                    ids.outerjoin(cases, cases.c.id == ids.c.case_id).outerjoin(
+                        insight_progress, p.case_id == ids.c.case_id
+                    )
+                )
+                .where(or_(cases.c.id.is_(None), p.case_id.is_(None)))
+            )
+            for cid, case_id, _derived in conn.execute(query):
+                found.setdefault(
+                    int(cid),
+                    f"{table.name} holds rows of a case that does not exist"
+                    if case_id is None
+                    else f"{table.name} holds rows sopflow never derived from its trail",
+                )
+    return sorted(found.items())
+
+
 def progress_of(store: Store, case_ids: Sequence[int]) -> dict[int, int]:
     p = insight_progress.c
     with store._read() as conn:
@@ -182,14 +243,17 @@ def progress_of(store: Store, case_ids: Sequence[int]) -> dict[int, int]:
 
 def _where(scope: Scope, at: Any, definition: Any, version: Any, case_id: Any) -> list[ColumnElement[bool]]:
     found: list[ColumnElement[bool]] = [definition == scope.definition_id]
+    # Only rows of a case of this definition that exists (and the viewer may see): a derived row no case
+    # explains never counts (`audit verify` names it).
+    ours = cases.c.definition_id == scope.definition_id
     if scope.since is not None:
         found.append(at >= scope.since)
     if scope.until is not None:
         found.append(at < scope.until)
     if scope.versions:
         found.append(version.in_(scope.versions))
-    if scope.cases_visible is not None:
-        found.append(case_id.in_(select(cases.c.id).where(scope.cases_visible)))
+    visible = ours if scope.cases_visible is None else and_(ours, scope.cases_visible)
+    found.append(case_id.in_(select(cases.c.id).where(visible)))
     return found
 
 
@@ -412,11 +476,24 @@ def last_moment(store: Store, definition_id: str) -> datetime | None:
 
 
 def add_baselines(store: Store, rows: Sequence[dict[str, Any]]) -> int:
-    """Append baselines (never an update); rows of a period already recorded are left out. How many were
-    added."""
+    """Append baselines (never an update), each chained onto the one before (its `prev_hash` is that one's
+    `hash`, unique: two writers at once cannot fork the chain, the second tries again); rows of a period
+    already recorded are left out. How many were added."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            return _add_baselines(store, rows)
+        except IntegrityError:
+            if attempt == _ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _add_baselines(store: Store, rows: Sequence[dict[str, Any]]) -> int:
     b = insight_baselines.c
     added = 0
     with store._write() as conn, conn.begin():
+        last = conn.execute(select(b.hash).order_by(b.id.desc()).limit(1)).scalar()
+        prev = GENESIS if last is None else str(last)
         for row in rows:
             if row.get("period") is not None:
                 exists = conn.execute(
@@ -427,7 +504,9 @@ def add_baselines(store: Store, rows: Sequence[dict[str, Any]]) -> int:
                 ).first()  # fmt: skip
                 if exists is not None:
                     continue
-            conn.execute(insert(insight_baselines), [row])
+            values = {**row, "prev_hash": prev}
+            prev = values["hash"] = baseline_hash(BaselineRow(id=0, **values).body())
+            conn.execute(insert(insight_baselines).values(**values))
             added += 1
     return added
 

@@ -147,23 +147,32 @@ def case_ids(store: Store, definition_id: str, version: int) -> list[int]:
         return [int(i) for i in conn.execute(query).scalars()]
 
 
-def version_counts(store: Store, definition_id: str, since: datetime | None) -> dict[int, int]:
-    """How many cases of each version of a definition were started (since `since`)."""
+def version_counts(
+    store: Store, definition_id: str, since: datetime | None, visible: Any = None
+) -> dict[int, int]:
+    """How many cases of each version of a definition were started (since `since`; only those `visible`
+    admits, a condition on `cases`, when given)."""
     c = cases.c
     query = select(c.definition_version, func.count()).where(c.definition_id == definition_id)
+    if visible is not None:
+        query = query.where(visible)
     if since is not None:
         query = query.where(c.created_at >= since)
     with store._read() as conn:
         return {int(v): int(n) for v, n in conn.execute(query.group_by(c.definition_version))}
 
 
-def cycle_times(store: Store, definition_id: str, since: datetime | None) -> dict[int, list[float]]:
+def cycle_times(
+    store: Store, definition_id: str, since: datetime | None, visible: Any = None
+) -> dict[int, list[float]]:
     """Per version, the seconds from start to close of each closed case started since `since` (a closed
-    case's `updated_at` is its closing: it takes no step after)."""
+    case's `updated_at` is its closing: it takes no step after), of those `visible` admits when given."""
     c = cases.c
     query = select(c.definition_version, c.created_at, c.updated_at).where(
         c.definition_id == definition_id, c.open.is_(False)
     )
+    if visible is not None:
+        query = query.where(visible)
     if since is not None:
         query = query.where(c.created_at >= since)
     found: dict[int, list[float]] = {}

@@ -339,8 +339,12 @@ insight_baselines = Table(
     Column("period", String(7)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(64), nullable=False),
+    # A hash chain in id order (migration 0013): `prev_hash` is the row before's `hash`, unique.
+    Column("prev_hash", String(64), nullable=False, server_default=""),
+    Column("hash", String(64), nullable=False, server_default=""),
     UniqueConstraint("definition_id", "step", "kind", "period", name="uq_insight_baselines_period"),
     Index("ix_insight_baselines", "definition_id", "step", "id"),
+    Index("ux_insight_baselines_prev", "prev_hash", unique=True),
 )
 
 # The permission matrix's "own" and "department" scopes look a case up by who started or submitted it
