@@ -486,27 +486,36 @@ def check_people(
     org: Org,
     what: str,
     names: Iterable[str] = (),
+    lists: Mapping[str, str | None] | None = None,
 ) -> None:
     """Refuse (InvalidData) a value of a `format: user` field that is not a person of the org, or not one
-    holding the field's `role`; only `names` are checked when given (the fields a step changed)."""
+    holding the field's `role`; so too each item of a list of people (`lists`); only `names` are checked
+    when given (the fields a step changed)."""
     wanted = set(names)
     for name, role in fields.items():
-        if name not in values or (wanted and name not in wanted):
-            continue
-        value = values[name]
-        user = org.users.get(value) if isinstance(value, str) else None
-        if user is None:
-            raise InvalidData(
-                f"{what} `{name}` names {value!r}, who is not a person of the org `{org.id}`",
-                hint=f"give a user id of a member of {role}: {', '.join(org.members(role)[:10])}"
-                if role
-                else "give a user id from the org",
-            )
-        if role is not None and role not in user.roles:
-            raise InvalidData(
-                f"{what} `{name}` names {value}, who does not hold the role {role}",
-                hint=f"give a member of {role}: {', '.join(org.members(role)[:10]) or 'the role has none'}",
-            )
+        if name in values and (not wanted or name in wanted):
+            _check_person(org, f"{what} `{name}`", values[name], role)
+    for name, role in (lists or {}).items():
+        items = values.get(name)
+        if isinstance(items, list | tuple) and (not wanted or name in wanted):
+            for i, item in enumerate(items):
+                _check_person(org, f"{what} `{name}` (item {i + 1})", item, role)
+
+
+def _check_person(org: Org, where: str, value: Any, role: str | None) -> None:
+    user = org.users.get(value) if isinstance(value, str) else None
+    if user is None:
+        raise InvalidData(
+            f"{where} names {value!r}, who is not a person of the org `{org.id}`",
+            hint=f"give a user id of a member of {role}: {', '.join(org.members(role)[:10])}"
+            if role
+            else "give a user id from the org",
+        )
+    if role is not None and role not in user.roles:
+        raise InvalidData(
+            f"{where} names {value}, who does not hold the role {role}",
+            hint=f"give a member of {role}: {', '.join(org.members(role)[:10]) or 'the role has none'}",
+        )
 
 
 def _enter(
@@ -891,7 +900,8 @@ def _check_data(
             errors=errors,
         )
     changed = [k for k in data if k not in snapshot.data or snapshot.data[k] != data[k]]
-    check_people(compiled.definition.user_fields(), data, people.org, "data field", changed)
+    definition = compiled.definition
+    check_people(definition.user_fields(), data, people.org, "data field", changed, definition.user_lists())
 
 
 def _tally(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from sopflow.engine import Engine
 from sopflow.engine.errors import GuardRefused, InvalidData, NotAvailable, NotPermitted
 from sopflow.engine.worker import ConsoleChannel, Worker
-from tests.conftest import ROOT, Clock, engine_on
+from tests.conftest import DEFINITIONS, ROOT, Clock, engine_on
 
 BRANCHES = ROOT / "tests" / "fixtures" / "branches"
 
@@ -302,6 +302,86 @@ def test_one_task_per_item_needs_a_list_to_run_on(sop: Engine) -> None:
         sop.start("reviews", {"reviewers": ["b1", "b1"]}, actor="mia")
 
 
+def test_one_task_per_item_refuses_an_item_that_is_no_person_and_writes_nothing(sop: Engine) -> None:
+    """A mistyped id in a list of people (`items: {format: user}`) would leave a branch nobody can act on
+    and a join waiting for ever: the start that gives it is refused, naming the item, and no case begins."""
+    with pytest.raises(InvalidData) as refused:
+        sop.start("reviews", {"reviewers": ["b1", "nobody"]}, actor="mia")
+    assert refused.value.message == (
+        "data field `reviewers` (item 2) names 'nobody', who is not a person of the org `nested-co`"
+    )
+    assert refused.value.hint == "give a user id from the org"
+    assert sop.cases() == []
+
+
+def test_a_list_of_people_bound_to_a_role_refuses_a_member_without_it(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bound"
+    folder.mkdir()
+    text = (BRANCHES / "reviews.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "items: {type: string, format: user}", "items: {type: string, format: user, role: board}"
+    )
+    (folder / "reviews.yaml").write_text(text, encoding="utf-8")
+    (folder / "org.yaml").write_text((BRANCHES / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    for sop in engine_on(database_url, clock, folder):
+        with pytest.raises(
+            InvalidData, match=r"`reviewers` \(item 2\) names mia, who does not hold the role board"
+        ):
+            sop.start("reviews", {"reviewers": ["b1", "mia"]}, actor="mia")
+        assert sop.cases() == []
+        case = sop.start("reviews", {"reviewers": ["b1", "b2"]}, actor="mia").case.id
+        assert {b.assignee for b in sop.branches(case)} == {"b1", "b2"}
+
+
+def test_a_step_that_names_a_team_checks_each_member(database_url: str, clock: Clock) -> None:
+    """The seed appraisal names its team after the start (`name_team` copies the list into the data): a
+    member who is not in the org is refused there, nothing written, and a correct list is taken."""
+    for sop in engine_on(database_url, clock, DEFINITIONS):
+        case = sop.start(
+            "performance-appraisal", {"period": "monthly", "period_label": "2026-03"}, actor="chen.jing"
+        ).case.id
+        before = (sop.history(case), sop.case(case).data)
+        with pytest.raises(InvalidData, match=r"`team` \(item 2\) names 'liu.fng', who is not a person"):
+            sop.fire(
+                case,
+                "name_team",
+                actor="chen.jing",
+                payload={"team": ["zhang.wei", "liu.fng"], "superior": "xu.ming"},
+            )
+        assert (sop.history(case), sop.case(case).data) == before
+        sop.fire(
+            case,
+            "name_team",
+            actor="chen.jing",
+            payload={"team": ["zhang.wei", "liu.fang"], "superior": "xu.ming"},
+        )
+        assert sop.case(case).data["team"] == ["zhang.wei", "liu.fang"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    reviewers=st.lists(
+        st.sampled_from(["b1", "b2", "b3", "mia", "nobody", "b1x", "B2"]), min_size=1, max_size=4, unique=True
+    )
+)
+def test_a_case_over_people_starts_only_when_every_item_is_one_and_then_each_branch_has_them(
+    reviewers: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    url = f"sqlite:///{tmp_path_factory.mktemp('p') / 'p.db'}"
+    with Engine(url, clock=Clock()) as sop:
+        sop.deploy([BRANCHES])
+        users = set(sop.org().users)
+        if all(r in users for r in reviewers):
+            case = sop.start("reviews", {"reviewers": reviewers}, actor="mia").case.id
+            assert {b.name: b.assignee for b in sop.branches(case)} == {r: r for r in reviewers}
+        else:
+            with pytest.raises(InvalidData, match="is not a person of the org"):
+                sop.start("reviews", {"reviewers": reviewers}, actor="mia")
+            assert sop.cases() == []
+
+
 def test_simulate_and_diagram_show_each_branch() -> None:
     from click.testing import CliRunner
 
@@ -379,6 +459,24 @@ def test_the_cli_fires_a_named_branch_and_shows_each_branch(tmp_path: Path) -> N
     shown = runner.invoke(cli, [*db, "--as", "fay", "--json", "show", "1"])
     branches = {b["branch"]: b["state"] for b in json.loads(shown.output)["branches"]}
     assert branches == {"north": "waiting", "south": "quoted", "east": "waiting"}
+
+
+def test_the_cli_refuses_a_list_holding_someone_not_in_the_org(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from sopflow.cli.main import cli
+
+    runner = CliRunner()
+    db = ["--db", f"sqlite:///{tmp_path / 'cli.db'}"]
+    assert runner.invoke(cli, [*db, "deploy", str(BRANCHES)]).exit_code == 0
+    started = runner.invoke(
+        cli, [*db, "--as", "mia", "start", "reviews", "--data", '{"reviewers": ["b1", "bl"]}']
+    )
+    assert started.exit_code == 1, started.output
+    assert started.stderr.startswith("error: data field `reviewers` (item 2) names 'bl', who is not a person")
+    assert "hint: give a user id from the org" in started.stderr and "Traceback" not in started.output
+    listed = runner.invoke(cli, [*db, "--json", "list"])
+    assert json.loads(listed.stdout) == []
 
 
 def test_the_first_branch_done_joins_and_cancels_the_other(sop: Engine) -> None:

@@ -123,6 +123,22 @@ def test_a_case_that_reached_its_final_state_says_so(tmp_path: Path) -> None:
     assert "parent" not in done.stderr
 
 
+def test_a_team_holding_someone_not_in_the_org_is_refused_at_the_start(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    examples = ROOT / "docs" / "examples"
+    deploy = sopflow(
+        "--db", db, "deploy", str(examples / "org.yaml"), str(examples / "team-self-assessment.yaml")
+    )
+    assert deploy.returncode == 0, deploy.stderr
+    data = json.dumps({"month": "2026-11", "team": ["nobody"]})
+    done = sopflow("--db", db, "--as", "li.lei", "start", "team-self-assessment", "--data", data)
+    no_traceback(done)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: data field `team` (item 1) names 'nobody', who is not a person")
+    listed = sopflow("--db", db, "--json", "list")
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []
+
+
 def test_usage_errors_exit_2() -> None:
     missing = sopflow("fire")
     no_traceback(missing)

@@ -1212,6 +1212,18 @@ def test_a_user_field_must_name_a_person_of_the_org_holding_its_role() -> None:
     check_people(fields, {"agent": "zz", "anyone": "m1"}, DESK_ORG, "data field", ["anyone"])
     with pytest.raises(InvalidData):
         check_people(fields, {"agent": "zz", "anyone": "m1"}, DESK_ORG, "data field", ["agent"])
+    # A list of people: each item is a person of the org, holding the items' role when they name one.
+    lists = {"team": None, "agents": "agent"}
+    check_people({}, {"team": ["m1", "a1"], "agents": ["a1", "a2"]}, DESK_ORG, "data field", lists=lists)
+    with pytest.raises(InvalidData) as caught:
+        check_people({}, {"team": ["m1", "zz"]}, DESK_ORG, "data field", lists=lists)
+    assert (
+        caught.value.message
+        == "data field `team` (item 2) names 'zz', who is not a person of the org `desk-co`"
+    )
+    with pytest.raises(InvalidData, match=r"`agents` \(item 1\) names m1, who does not hold the role agent"):
+        check_people({}, {"agents": ["m1"]}, DESK_ORG, "data field", lists=lists)
+    check_people({}, {"team": ["zz"], "agents": ["a1"]}, DESK_ORG, "data field", ["agents"], lists)
 
 
 def test_a_person_from_the_org_holds_their_roles_and_those_delegated_to_them() -> None:

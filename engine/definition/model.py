@@ -515,6 +515,10 @@ class Definition:
         """The `data` fields that hold a person (`format: user`), each with the role it is bound to."""
         return user_fields(self.data_schema)
 
+    def user_lists(self) -> Mapping[str, str | None]:
+        """The `data` fields that hold a list of people (`items: {format: user}`), each with its role."""
+        return user_lists(self.data_schema)
+
 
 def user_fields(schema: Mapping[str, Any] | None) -> Mapping[str, str | None]:
     """The top-level properties of an object schema with `format: user`, each with its `role` (or None)."""
@@ -526,6 +530,23 @@ def user_fields(schema: Mapping[str, Any] | None) -> Mapping[str, str | None]:
             name: (str(sub["role"]) if isinstance(sub.get("role"), str) else None)
             for name, sub in properties.items()
             if isinstance(sub, Mapping) and sub.get("format") == USER_FORMAT
+        }
+    )
+
+
+def user_lists(schema: Mapping[str, Any] | None) -> Mapping[str, str | None]:
+    """The top-level properties of an object schema that are lists of people (`type: array` whose `items`
+    are `format: user`), each with the items' `role` (or None)."""
+    properties = (schema or {}).get("properties")
+    if not isinstance(properties, Mapping):
+        return MappingProxyType({})
+    return MappingProxyType(
+        {
+            name: (str(items["role"]) if isinstance(items.get("role"), str) else None)
+            for name, sub in properties.items()
+            if isinstance(sub, Mapping)
+            and isinstance(items := sub.get("items"), Mapping)
+            and items.get("format") == USER_FORMAT
         }
     )
 

@@ -298,16 +298,25 @@ def _user_schemas(ctx: Context) -> Iterator[tuple[Any, Path]]:
             yield thawed_json(s.approval.payload), (*s.approval.path, "payload")
 
 
+def _fields_and_items(props: Mapping[str, Any], root: Path) -> Iterator[tuple[str, Mapping[str, Any], Path]]:
+    """Each field of an object schema, and the items of each list field (a list of people is checked
+    like a person's field: `items: {type: string, format: user, role: ROLE}`)."""
+    for name, sub in props.items():
+        if not isinstance(sub, Mapping):
+            continue
+        yield name, sub, (*root, name)
+        items = sub.get("items")
+        if isinstance(items, Mapping):
+            yield f"{name}.items", items, (*root, name, "items")
+
+
 def check_user_fields(ctx: Context) -> Iterator[Problem]:
     org = ctx.org
     for schema, root in _user_schemas(ctx):
         props = schema.get("properties") if isinstance(schema, Mapping) else None
         if not isinstance(props, Mapping):
             continue
-        for name, sub in props.items():
-            if not isinstance(sub, Mapping):
-                continue
-            path: Path = (*root, "properties", name)
+        for name, sub, path in _fields_and_items(props, (*root, "properties")):
             is_user = sub.get("format") == USER_FORMAT
             if "role" in sub and not is_user:
                 yield ctx.problem(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from types import MappingProxyType
 
-from sopflow.engine.definition.model import EACH_ITEM, Parallel, ParallelBranch
+from sopflow.engine.definition.model import ASSIGNEE, EACH_ITEM, SYSTEM, USER_FORMAT, Parallel, ParallelBranch
 from sopflow.engine.definition.semantic.context import Context, did_you_mean
 from sopflow.engine.definition.semantic.graph import reachable
 from sopflow.engine.errors import Problem
@@ -25,6 +25,7 @@ CODES = (
     "branch-escalation",
     "remaining-without-join",
     "remaining-with-item-deadline",
+    "items-not-people",
 )
 
 
@@ -153,3 +154,31 @@ def _check_items(ctx: Context, state: str, parallel: Parallel) -> Iterator[Probl
                 "declare as an object",
                 f"declare `{parallel.collect}: {{type: object}}` under `data: properties:`",
             )
+    yield from _check_people_items(ctx, state, parallel, declared)
+
+
+def _check_people_items(ctx: Context, state: str, parallel: Parallel, declared: object) -> Iterator[Problem]:
+    """A branch that only its item can move (its first state gives the work to nobody else and every event
+    there is its assignee's) runs over people: its list should say so (`format: user`), so that an item
+    that is no person is refused when the list is given, not left with a branch nobody can act on."""
+    template = parallel.template
+    if template is None or not isinstance(declared, dict | MappingProxyType):
+        return
+    first = template.states.get(template.initial)
+    if first is None or first.assign is not None or not first.transitions:
+        return
+    if not all(t.by and set(t.by) <= {ASSIGNEE, SYSTEM} for t in first.transitions):
+        return
+    items = declared.get("items")
+    if isinstance(items, dict | MappingProxyType) and items.get("format") == USER_FORMAT:
+        return
+    yield ctx.problem(
+        (*parallel.path, "for_each"),
+        "items-not-people",
+        f"`{state}` gives each item of `{parallel.for_each}` its own branch, which only the item's person "
+        f"can move (`{first.name}` is theirs: `by: [$assignee]`), but the items are not declared as people: "
+        "an item that is no user of the org would leave a branch nobody can act on",
+        f"declare the items of `{parallel.for_each}` as people, `items: {{type: string, format: user}}`, so "
+        "that each item is checked as a person of the org when the list is given",
+        severity="warning",
+    )
