@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import text
 
 from sopflow.cli.main import cli
-from sopflow.engine.errors import NotPermitted, UsageError
+from sopflow.engine.errors import NotFound, NotPermitted, UsageError
 from sopflow.engine.privacy import Desensitiser
 from sopflow.engine.runtime import Engine
 from tests.insight_history import FIXTURE, Clock, H, build
@@ -345,3 +345,43 @@ def test_the_demos_report_shows_real_handling_times(tmp_path: Path) -> None:
     assert "collect 35m, screening 1h05m, manual_review 2h10m, tagging 30m, preview 35m" in result.output
     assert "major_reform_approval 4h52m" in result.output
     assert " 0m" not in result.output.split("== report")[1]
+
+
+def test_a_baselines_figure_source_step_and_month_are_checked(sop: Engine) -> None:
+    for seconds in (float("inf"), 1e300, float("nan")):
+        with pytest.raises(UsageError):
+            sop.set_baseline("article", "review", seconds, source="x", actor="ed")
+    with pytest.raises(UsageError, match="final state"):
+        sop.set_baseline("article", "archived", H, source="x", actor="ed")
+    for source in ("a" * 70000, "x\udc80", "two\nlines"):
+        with pytest.raises(UsageError, match="one line of text"):
+            sop.set_baseline("article", "review", H, source=source, actor="ed")
+    with pytest.raises(UsageError, match="not a month"):
+        sop.update_baselines("2026-1")
+    with pytest.raises(NotFound):
+        sop.baselines("nosuch")
+    assert sop.baselines() == []
+    url = str(sop.store.engine.url.render_as_string(hide_password=False))
+    code, out = run(url, "baseline", "list", "nosuch")
+    assert code == 1 and "nosuch" in out
+    code, out = run(url, "baseline", "update", "--month", "2026-1")
+    assert code == 2 and "not a month" in out
+    done = process(url, "--as", "ed", "baseline", "set", "article", "archived", "1h", "--source", "x")
+    assert done.returncode == 2 and "final state" in done.stderr
+
+
+def test_a_stored_infinite_baseline_never_breaks_a_report(sop: Engine) -> None:
+    sop.set_baseline("article", "review", H, source="x", actor="ed")
+    with sop.store.engine.begin() as conn:
+        if sop.store.dialect == "sqlite":
+            conn.execute(text("DROP TRIGGER insight_baselines_no_update"))
+        else:
+            conn.execute(text("ALTER TABLE insight_baselines DISABLE TRIGGER USER"))
+        conn.execute(text("UPDATE insight_baselines SET seconds = :inf"), {"inf": float("inf")})
+    url = str(sop.store.engine.url.render_as_string(hide_password=False))
+    code, out = run(url, "--json", "report", "--definition", "article")
+    assert code == 0, out
+    review = next(s for s in json.loads(out)["processes"][0]["steps"] if s["key"] == "review")
+    assert review["baseline"] is None and review["change"] is None
+    code, out = run(url, "baseline", "list")
+    assert code == 0 and "Traceback" not in out

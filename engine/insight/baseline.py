@@ -8,6 +8,8 @@ versioned: a new figure is a new row, never an overwrite, and the newest per ste
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +37,17 @@ LONGEST = 366 * 86400
 """The longest baseline, seconds (a year): a longer figure is a typing slip, refused before it is kept."""
 
 ACTION = "set a baseline of"
+
+SOURCE_CHARS = 500
+"""The longest source of a benchmark baseline: where the figure comes from, not a document."""
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return True
+    return False
 
 
 def authorise(engine: Engine, definition_id: str, actor: str) -> None:
@@ -68,6 +81,8 @@ def authorise(engine: Engine, definition_id: str, actor: str) -> None:
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """The first moment of `month` (YYYY-MM, UTC) and of the month after."""
     try:
+        if re.fullmatch(r"\d{4}-\d{2}", month) is None:
+            raise ValueError(month)
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
         raise UsageError(f"{month!r} is not a month", hint="write it as YYYY-MM, e.g. 2026-11") from None
@@ -90,7 +105,12 @@ def set_baseline(
 ) -> BaselineRow:
     """Record a benchmark baseline for a step (None: the whole process's cycle time)."""
     definition = engine.definition(definition_id)
-    states = {s.name for s in definition.all_states()}
+    states = {s.name for s in definition.all_states() if not s.final}
+    if step is not None and any(s.name == step and s.final for s in definition.all_states()):
+        raise UsageError(
+            f"`{step}` is a final state of {definition.key}: nothing is handled there to hold to a baseline",
+            hint=f"its steps: {', '.join(sorted(states))}",
+        )
     if step is not None and step not in states:
         from sopflow.engine.definition.semantic import did_you_mean
 
@@ -100,13 +120,18 @@ def set_baseline(
         )
     if not seconds > 0:
         raise UsageError("a baseline must be longer than zero", hint="give a duration such as 4h or 1h30m")
-    if not seconds <= LONGEST:
+    if not (math.isfinite(seconds) and seconds <= LONGEST):
         raise UsageError(
             f"a baseline of {seconds:.0f} s is too long: at most {LONGEST // 86400}d",
             hint="give a duration such as 4h or 1h30m",
         )
     if not source.strip():
         raise UsageError("a benchmark baseline needs its source", hint='add --source "industry report 2026"')
+    if len(source) > SOURCE_CHARS or not source.isprintable() or _unencodable(source):
+        raise UsageError(
+            f"a baseline's source is one line of text of at most {SOURCE_CHARS} characters",
+            hint='e.g. --source "industry report 2026, table 3"',
+        )
     authorise(engine, definition_id, actor)
     row = {
         "definition_id": definition_id, "step": step or PROCESS, "seconds": float(seconds),
@@ -162,6 +187,8 @@ def current(engine: Engine, definition_id: str) -> dict[str, BaselineRow]:
 
 
 def history(engine: Engine, definition_id: str | None = None) -> list[BaselineRow]:
+    if definition_id is not None:
+        engine.definition(definition_id)  # NotFound names it
     return sql.baselines(engine.store, definition_id)
 
 

@@ -8,6 +8,7 @@ baseline is set beside each step's median, and the few small sums a chart needs 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
@@ -316,6 +317,8 @@ def process_report(
             key = person(key)
         figures = _figures(times.get(c.key)) or Figures(0, *([None] * 8))
         base = baselines.get(key) if by == "step" else None
+        if base is not None and not math.isfinite(base.seconds):  # a row from before the range check
+            base = None
         change = (
             (figures.median - base.seconds) / base.seconds
             if base is not None and figures.median is not None and base.seconds > 0
@@ -337,7 +340,9 @@ def process_report(
         title=str(definition.title),
         by=by,
         cycle=_figures(cycle[0]) if cycle else None,
-        cycle_baseline=baselines[PROCESS].seconds if PROCESS in baselines else None,
+        cycle_baseline=baselines[PROCESS].seconds
+        if PROCESS in baselines and math.isfinite(baselines[PROCESS].seconds)
+        else None,
         steps=tuple(steps),
         deadlines=tuple(
             DeadlineFigure(
