@@ -163,7 +163,7 @@ def trial_log(definition: str | None) -> None:
         (
             f"{a.at:%Y-%m-%d %H:%M}",
             a.definition_id,
-            a.action,
+            a.action + (" (dry run)" if a.detail.get("dry_run") else ""),
             ", ".join(f"{k}={v}" for k, v in a.versions.items()),
             a.actor,
             a.role or "",
@@ -210,7 +210,7 @@ def migrate(
 ) -> None:
     """Move the running cases of DEFINITION from one version to another, each in its own transaction with
     its audit record; a case that cannot move (its state, its data, its assignee) stays, with the reason.
-    For an administrator or the process owner."""
+    For an administrator or the process owner. Exit 1 when a case failed to be written (run it again)."""
     from sopflow.engine.errors import UsageError
 
     state_map: dict[str, str] = {}
@@ -218,7 +218,20 @@ def migrate(
         old, equals, new = raw.partition("=")
         if not equals or not old.strip() or not new.strip():
             raise UsageError(f"--map {raw}: not OLD_STATE=NEW_STATE", hint="e.g. --map review=check")
+        if old.strip() in state_map:
+            raise UsageError(
+                f"--map names `{old.strip()}` twice ({state_map[old.strip()]}, {new.strip()})",
+                hint="give each old state one --map",
+            )
         state_map[old.strip()] = new.strip()
+    given: dict[str, Any] = {}
+    for d in defaults:
+        if d.field in given:
+            raise UsageError(
+                f"--default names `{d.field}` twice ({given[d.field]}, {d.value})",
+                hint="give each field one --default",
+            )
+        given[d.field] = d.value
     s = settings()
     engine = s.engine()
     results = []
@@ -233,7 +246,7 @@ def migrate(
                 to_version,
                 actor=s.actor(),
                 state_map=state_map,
-                defaults={d.field: d.value for d in defaults},
+                defaults=given,
                 where=filters,
                 dry_run=dry_run,
                 comment=comment,
@@ -256,14 +269,17 @@ def migrate(
                 "cases": [c.as_dict() for c in cases],
             }
         )
-        return
-    for c in cases:
-        click.echo(f"case {c.case_id}: {c.outcome}: {c.reason}")
-    verb = "would move" if dry_run else "moved"
-    click.echo(
-        f"{definition} {from_version} → {to_version}: {moved} {verb}, {skipped} skipped, {failed} failed"
-        + (" (dry run: nothing was written)" if dry_run else "")
-    )
+    else:
+        for c in cases:
+            click.echo(f"case {c.case_id}: {c.outcome}: {c.reason}")
+        verb = "would move" if dry_run else "moved"
+        click.echo(
+            f"{definition} {from_version} → {to_version}: {moved} {verb}, {skipped} skipped, {failed} failed"
+            + (" (dry run: nothing was written)" if dry_run else "")
+        )
+    if failed:  # a case the migration could not write (not one the rules keep): exit 1, run it again
+        click.echo(f"error: {failed} case(s) failed to migrate: run the migration again", err=True)
+        raise click.exceptions.Exit(1)
 
 
 def _acted(act: LifecycleAct, words: str) -> None:

@@ -12,7 +12,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sopflow.engine.definition.model import Deadline, Definition, State, Transition
+from sopflow.engine.audit import canonical_json
+from sopflow.engine.definition.model import (
+    Deadline,
+    Definition,
+    Parallel,
+    ParallelBranch,
+    State,
+    Transition,
+    thawed_json,
+)
 
 Kind = Literal["added", "removed", "changed"]
 Subject = Literal["process", "state", "event", "guard", "role", "deadline", "field"]
@@ -148,7 +157,63 @@ def _state_words(a: State, b: State) -> list[str]:
         (x.when and x.when.text, x.target) for x in b.choice
     ]:
         words.append("its choice routes differently")
+    return words + _parallel_words(a.parallel, b.parallel)
+
+
+def _parallel_words(a: Parallel | None, b: Parallel | None) -> list[str]:
+    """A parallel state's branches added, removed or changed, and its join."""
+    if a is None and b is None:
+        return []
+    if a is None or b is None:
+        return ["it now splits into branches" if a is None else "it no longer splits into branches"]
+    words: list[str] = []
+    for name in sorted(set(a.branches) | set(b.branches)):
+        ba, bb = a.branches.get(name), b.branches.get(name)
+        if ba is None:
+            words.append(f"new branch `{name}`")
+        elif bb is None:
+            words.append(f"branch `{name}` is gone")
+        elif _branch(ba) != _branch(bb):
+            words.append(f"branch `{name}` works differently")
+    if (a.for_each and _branch(a.template)) != (b.for_each and _branch(b.template)):
+        words.append("its one-task-per-item branches changed")
+    join_a, join_b = _join(a), _join(b)
+    if join_a != join_b:
+        words.append(f"its join is now {join_b} (was {join_a})")
+    if a.then != b.then:
+        words.append(f"its join now goes to `{b.then}` (was `{a.then}`)")
     return words
+
+
+def _join(p: Parallel) -> str:
+    rule = {"first": "the first branch", "all": "all branches"}.get(p.join, p.join)
+    if p.join == "at_least":
+        rule = f"at least {p.at_least} branches"
+    elif p.join == "share":
+        rule = f"a share of {p.share:g} of the branches"
+    return rule + (", the others running on" if p.remaining == "finish" else "")
+
+
+def _branch(branch: ParallelBranch | None) -> Any:
+    """What a branch does, without where it is written."""
+    if branch is None:
+        return None
+    return (
+        branch.initial,
+        sorted(
+            (
+                name,
+                s.owner,
+                s.final,
+                s.assign and (s.assign.kind, s.assign.value),
+                sorted(
+                    (t.event, t.target, t.by, _schema(t.payload), t.when and t.when.text)
+                    for t in s.transitions
+                ),
+            )
+            for name, s in branch.states.items()
+        ),
+    )
 
 
 def _assign(assign: Any) -> str:
@@ -188,6 +253,11 @@ def _events(old: Definition, new: Definition) -> list[Change]:
                             name,
                         )
                     )
+                if _schema(ta.payload) != _schema(tb.payload):
+                    out += [
+                        Change("changed", "event", event, f"{where}: the payload's {c.words}", name)
+                        for c in _fields(ta.payload or {}, tb.payload or {}, noun="field")
+                    ] or [Change("changed", "event", event, f"{where}: its payload has new rules", name)]
                 if ta.by != tb.by:
                     out.append(
                         Change(
@@ -255,7 +325,7 @@ def _promise(d: Deadline) -> str:
     return f"from `{d.start}` to {' or '.join(f'`{u}`' for u in d.until)} within {within}"
 
 
-def _fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
+def _fields(old: Mapping[str, Any], new: Mapping[str, Any], noun: str = "data field") -> list[Change]:
     a = dict(old.get("properties", {}) or {})
     b = dict(new.get("properties", {}) or {})
     ra, rb = set(old.get("required", ()) or ()), set(new.get("required", ()) or ())
@@ -263,19 +333,19 @@ def _fields(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Change]:
     for name in sorted(set(a) | set(b)):
         if name not in a:
             need = "required" if name in rb else "optional"
-            out.append(Change("added", "field", name, f"new {need} data field `{name}` ({_type(b[name])})"))
+            out.append(Change("added", "field", name, f"new {need} {noun} `{name}` ({_type(b[name])})"))
         elif name not in b:
-            out.append(Change("removed", "field", name, f"data field `{name}` is gone"))
+            out.append(Change("removed", "field", name, f"{noun} `{name}` is gone"))
         else:
             if _type(a[name]) != _type(b[name]) or dict(a[name]) != dict(b[name]):
                 out.append(
-                    Change("changed", "field", name, f"data field `{name}` is now {_type(b[name])} "
+                    Change("changed", "field", name, f"{noun} `{name}` is now {_type(b[name])} "
                            f"(was {_type(a[name])})" if _type(a[name]) != _type(b[name])
-                           else f"data field `{name}` has new rules")
+                           else f"{noun} `{name}` has new rules")
                 )  # fmt: skip
             if (name in ra) != (name in rb):
                 now = "required" if name in rb else "optional"
-                out.append(Change("changed", "field", name, f"data field `{name}` is now {now}"))
+                out.append(Change("changed", "field", name, f"{noun} `{name}` is now {now}"))
     return out
 
 
@@ -286,6 +356,10 @@ def _type(schema: Any) -> str:
     if "enum" in schema:
         return "one of " + ", ".join(str(v) for v in schema["enum"])
     return kind if isinstance(kind, str) else " or ".join(str(k) for k in kind)
+
+
+def _schema(schema: Mapping[str, Any] | None) -> str:
+    return canonical_json(thawed_json(schema or {}))
 
 
 def _span(seconds: int) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from sopflow.engine import branches
 from sopflow.engine.definition.model import MIGRATE_CASE, Definition
 from sopflow.engine.errors import InvalidData, NotPermitted, SopflowError, UsageError
 from sopflow.engine.lifecycle.owner import decide_owner
@@ -117,7 +118,7 @@ def migrate(
     old = engine.definition(definition_id, from_version)
     new = engine.compiled(definition_id, to_version)
     _check_map(old, new.definition, state_map)
-    _check_where(where)
+    _check_where(old, where)
     org = engine.org()
     person = engine.actor(actor)
     now = engine.clock()
@@ -126,11 +127,19 @@ def migrate(
     reason = f"migrated from version {from_version} to {to_version} by {person.id}"
     outcomes: list[CaseOutcome] = []
 
+    lingers = engine.compiled(definition_id, from_version).reads_lingering
+
     def decide(row: CaseRow, timers: Sequence[PendingTimer]) -> Plan | None:
         if not _matches(row, where):
             return None
+        if row.definition_version != from_version:  # another migration moved it since the list was read
+            return Plan(row.id, row.state, None, False, f"it is already on version {row.definition_version}")
         suspended = not row.open and row.id in engine.store.suspended_among([row.id])
-        view = _view(row, timers, suspended)
+        running_on: tuple[str, ...] = ()
+        if lingers and row.open:
+            found = branches.lingering_status(old, engine.store.lingering(row.id))
+            running_on = tuple(b.name for b in found)
+        view = _view(row, timers, suspended, running_on)
         return plan_case(view, old, new, org, state_map=state_map, defaults=defaults)
 
     def write(row: CaseRow, plan: Plan) -> CaseMove:
@@ -174,15 +183,15 @@ def _authority(
     dry_run: bool,
     now: datetime,
 ) -> tuple[str, str | None]:
-    """The role in which `person` migrates cases of `definition`; a refusal is logged (but for a dry run)."""
+    """The role in which `person` migrates cases of `definition`; a refusal is logged (a dry run's too,
+    marked so)."""
     try:
         return decide_owner(definition, engine.org(), person, "migrate cases of")
     except NotPermitted as refused:
-        if not dry_run:
-            store_lifecycle.log_action(
-                engine.store, definition.id, MIGRATE, versions, actor=person.id, role=None, accepted=False,
-                reason=f"{refused.kind}: {refused.message}", detail={}, at=now,
-            )  # fmt: skip
+        store_lifecycle.log_action(
+            engine.store, definition.id, MIGRATE, versions, actor=person.id, role=None, accepted=False,
+            reason=f"{refused.kind}: {refused.message}", detail={"dry_run": True} if dry_run else {}, at=now,
+        )  # fmt: skip
         raise
 
 
@@ -229,7 +238,9 @@ def _one(
     return CaseOutcome(case_id, row.state, plan.to_state, outcome, plan.reason, plan)
 
 
-def _view(row: CaseRow, timers: Sequence[PendingTimer], suspended: bool) -> CaseView:
+def _view(
+    row: CaseRow, timers: Sequence[PendingTimer], suspended: bool, running_on: tuple[str, ...] = ()
+) -> CaseView:
     return CaseView(
         row.id,
         row.state,
@@ -240,6 +251,7 @@ def _view(row: CaseRow, timers: Sequence[PendingTimer], suspended: bool) -> Case
         row.entered_seq,
         row.entered_at,
         tuple(Timer(t.kind, t.name, t.rung, t.due_at, t.entered_seq, t.started_at) for t in timers),
+        running_on,
     )
 
 
@@ -257,7 +269,12 @@ def _check_map(old: Definition, new: Definition, state_map: Mapping[str, str]) -
             )
 
 
-def _check_where(where: Mapping[str, Any]) -> None:
+def _check_where(old: Definition, where: Mapping[str, Any]) -> None:
+    state = where.get("state")
+    if state is not None and state not in old.states:
+        raise InvalidData(
+            f"--state {state}: {old.key} has no state `{state}`", hint=f"its states: {', '.join(old.states)}"
+        )
     for name in where:
         if name not in ("state", "assignee") and not name.startswith("data."):
             raise InvalidData(

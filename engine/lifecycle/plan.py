@@ -6,7 +6,8 @@ The rules, stated (docs/operations.md):
 
 - Only an open case moves; a closed case stays on the version it ended on, and a suspended one (its
   timers paused) is resumed first. A case in a parallel state, waiting on a sub-process case or in an
-  automatic state does not move: its branches, its child or the system's work began under the old version.
+  automatic state does not move, nor one with branches still running on after their join (`remaining:
+  finish`): its branches, its child or the system's work began under the old version.
 - Its state moves to the state of the same name, or the one `--map` names; that state must exist and wait
   for people (not a choice, automatic, parallel, sub-process or final state).
 - Its data gains the `--default` values of fields it does not have, and must then be valid under the new
@@ -66,6 +67,8 @@ class CaseView:
     entered_seq: int
     entered_at: datetime
     timers: tuple[Timer, ...] = ()
+    running_on: tuple[str, ...] = ()
+    """Branches a join left running (`remaining: finish`) that are not done yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +144,12 @@ def plan_case(
     here = old.states.get(case.state)
     if here is not None and here.parallel is not None:
         return refused(f"it is in the parallel state `{case.state}`, whose branches started under {old.key}")
+    if case.running_on:
+        names = ", ".join(f"`{b}`" for b in case.running_on)
+        return refused(
+            f"its branch(es) {names} run on after their join, started under {old.key}: "
+            "migrate it once they are done"
+        )
     if here is not None and here.subprocess is not None:
         return refused(f"it waits in `{case.state}` on a sub-process case started under {old.key}")
     if here is not None and here.automatic is not None:
