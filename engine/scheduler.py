@@ -4,9 +4,10 @@ The worker (and `sopflow tick`) calls `Scheduler.start_due` on each tick. A peri
 occurrence comes after the schedule was first deployed (the earliest deployed version of the definition
 that has a schedule of that name) and its moment, moved to a working day, has come. Periods missed while
 no worker ran are all started when one returns, oldest first. The case starts on the newest version of
-the definition, by the system, with the schedule's data and the period in its `period_field`; its start
-record names the schedule and the period, and `audit verify` accepts a start by the system only for a
-schedule of the definition.
+the definition (or the adopted one, or the one a running trial's split gives the occurrence, when that
+version has the schedule: `engine.lifecycle.trials`), by the system, with the schedule's data and the
+period in its `period_field`; its start record names the schedule and the period (and the trial), and
+`audit verify` accepts a start by the system only for a schedule of the definition.
 
 Exactly once: `Store.start_period` inserts the period's row in the same transaction as the case, and the
 row's primary key refuses a second start (a second worker finds it, or on PostgreSQL skips a period
@@ -24,6 +25,7 @@ from sopflow.engine.audit import iso
 from sopflow.engine.casework import start_change, start_record
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import Org, Schedule
+from sopflow.engine.lifecycle import trials
 from sopflow.engine.runtime import Engine
 from sopflow.engine.schedule import Period, occurrences, period_label, start_data
 from sopflow.engine.step import SYSTEM_ACTOR, People, start_step
@@ -158,6 +160,17 @@ class Scheduler:
         """Start the case of one period (under `org`, default the deployed one); False when it was (or
         is being) started by another worker."""
         compiled, schedule, period = item.compiled, item.schedule, item.period
+        # A trial or an adopted version decides the version, keyed by the occurrence: a period started
+        # again lands on the same version. One without the schedule leaves it on the newest version.
+        key = f"schedule:{schedule.name}:{iso(period.period)}"
+        version, trial = trials.version_for(self.engine, compiled.definition.id, key)
+        if version is not None and version != compiled.definition.version:
+            chosen = self.engine.compiled(compiled.definition.id, version)
+            same = next((s for s in chosen.definition.schedules if s.name == schedule.name), None)
+            if same is None:
+                trial = None
+            else:
+                compiled, schedule = chosen, same
         definition = compiled.definition
         org = org or self.engine.org()
         data = start_data(schedule, period.period, org.calendar)
@@ -170,6 +183,8 @@ class Scheduler:
             "period": period_label(period.period, org.calendar),
             "due_at": iso(period.due),
         }
+        if trial is not None:
+            detail["trial"] = trial
 
         def make_write(case_id: int) -> Write:
             record = start_record(case_id, definition, step, SYSTEM_ACTOR.id, now, detail)

@@ -24,6 +24,7 @@ from sopflow.engine.casework import start_change, start_record
 from sopflow.engine.compile import CompiledDefinition
 from sopflow.engine.definition.model import CLOSED_BY_PARENT, RESUME, SYSTEM, Definition, Org
 from sopflow.engine.errors import NotFound, SopflowError
+from sopflow.engine.lifecycle import trials
 from sopflow.engine.step import SYSTEM_ACTOR, Actor, People, Step, start_step, take_step
 from sopflow.engine.store import Cascade, CaseChange, CaseRow, NewCase, Reads, Write
 from sopflow.engine.timers import on_entry
@@ -83,7 +84,11 @@ def _starter(
     assert sub is not None
 
     def start_child(reads: Reads) -> NewCase:
-        row = reads.definition(sub.definition)
+        # A trial or an adopted version of the child's definition decides its version, keyed by the
+        # parent case and its state: a retried step lands on the same version.
+        key = f"sub-process:{parent_id}:{step.to_state}"
+        version, trial = trials.version_for(engine, sub.definition, key)
+        row = reads.definition(sub.definition, version)
         if row is None:
             raise NotFound(
                 f"state `{step.to_state}` runs the sub-process `{sub.definition}`, which is not deployed",
@@ -103,7 +108,7 @@ def _starter(
                 f"the sub-process `{sub.definition}` of state `{step.to_state}` cannot start: {exc.message}",
                 hint=exc.hint,
             ) from exc
-        return new_case(engine, child, first, actor, org, now, parent=(parent_id, parent_seq))
+        return new_case(engine, child, first, actor, org, now, parent=(parent_id, parent_seq), trial=trial)
 
     return start_child
 
@@ -117,12 +122,16 @@ def new_case(
     now: datetime,
     *,
     parent: tuple[int, int],
+    trial: Mapping[str, Any] | None = None,
 ) -> NewCase:
-    """A child case as the store starts it: its row, and its first record naming its parent's record."""
+    """A child case as the store starts it: its row, and its first record naming its parent's record (and
+    the trial that chose its version, if one did)."""
     definition = compiled.definition
     timers = on_entry(definition, step.entered, now, org.calendar, moved=True)
     change = start_change(definition, step, actor.id)
     detail = {**step.detail, "parent": {"case": parent[0], "seq": parent[1]}}
+    if trial is not None:
+        detail["trial"] = dict(trial)
 
     def make_write(case_id: int) -> Write:
         record = start_record(case_id, definition, step, actor.id, now, detail)
