@@ -131,6 +131,12 @@ def _items_entered(
             f"`{parallel.for_each}` must hold a list of at least one item to run one task per item",
             hint=f"give `{parallel.for_each}` in the data before the case enters the state",
         )
+    if parallel.join == "at_least" and len(items) < parallel.at_least:
+        # The join would wait for more branches than there are: the case could never move on.
+        raise InvalidData(
+            f"`{parallel.for_each}` holds {len(items)} item(s), but the join needs {parallel.at_least} done",
+            hint=f"give `{parallel.for_each}` at least {parallel.at_least} items",
+        )
     first = template.states[template.initial]
     out: dict[str, Any] = {}
     for i, item in enumerate(items, 1):

@@ -669,7 +669,7 @@ class _Checker:
         if isinstance(wip, dict) and isinstance(wip.get("held"), dict):
             counts = {str(m): n for m, n in wip["held"].items() if isinstance(n, int)}
             open_cases = lambda user: counts.get(user, 0)  # noqa: E731
-        people = People(org, least_loaded, open_cases, least_loaded_of)
+        people = People(org, least_loaded, open_cases, least_loaded_of, lists_checked=False)
         recorded = rec.detail.get("assignee")
         if isinstance(recorded, str):
             # A round-robin pick depends on the cases before it: the member recorded is given the turn

@@ -314,6 +314,24 @@ def test_one_task_per_item_refuses_an_item_that_is_no_person_and_writes_nothing(
     assert sop.cases() == []
 
 
+def test_a_case_started_before_lists_were_checked_still_verifies(
+    sop: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records written when a list of people took any item were allowed then: `audit verify` does not
+    call them changed now that a start with such an item is refused."""
+    from types import MappingProxyType
+
+    from sopflow.engine.definition.model import Definition
+
+    with monkeypatch.context() as before_the_check:
+        before_the_check.setattr(Definition, "user_lists", lambda _self: MappingProxyType({}))
+        case = sop.start("reviews", {"reviewers": ["b1", "nobody"]}, actor="mia").case.id
+    with pytest.raises(InvalidData, match="'nobody', who is not a person"):
+        sop.start("reviews", {"reviewers": ["b1", "nobody"]}, actor="mia")
+    sop.fire(case, "review", actor="b1", payload={"score": 3})
+    assert sop.verify().ok, sop.verify().findings
+
+
 def test_a_list_of_people_bound_to_a_role_refuses_a_member_without_it(
     database_url: str, clock: Clock, tmp_path: Path
 ) -> None:
@@ -358,6 +376,34 @@ def test_a_step_that_names_a_team_checks_each_member(database_url: str, clock: C
             payload={"team": ["zhang.wei", "liu.fang"], "superior": "xu.ming"},
         )
         assert sop.case(case).data["team"] == ["zhang.wei", "liu.fang"]
+
+
+def test_one_task_per_item_joins_at_least_n_items_and_refuses_fewer(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    """`join: {at_least: N}` over items: the checker cannot count them (they are known when the state is
+    entered) and accepts it; entering with fewer than N items is refused, as an empty list is."""
+    from sopflow.engine.definition.validate import validate_paths
+
+    folder = tmp_path / "at-least"
+    folder.mkdir()
+    text = (BRANCHES / "reviews.yaml").read_text(encoding="utf-8")
+    (folder / "reviews.yaml").write_text(
+        text.replace("join: {share: 0.6}", "join: {at_least: 2}"), encoding="utf-8"
+    )
+    (folder / "org.yaml").write_text((BRANCHES / "org.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    assert validate_paths([folder]).problems == ()
+    for sop in engine_on(database_url, clock, folder):
+        with pytest.raises(InvalidData, match=r"`reviewers` holds 1 item\(s\), but the join needs 2 done"):
+            sop.start("reviews", {"reviewers": ["b1"]}, actor="mia")
+        assert sop.cases() == []
+        case = sop.start("reviews", {"reviewers": ["b1", "b2", "b3"]}, actor="mia").case.id
+        sop.fire(case, "review", actor="b3", payload={"score": 3})
+        assert sop.case(case).state == "reviewing"
+        joined = sop.fire(case, "review", actor="b1", payload={"score": 4})
+        assert joined.case.state == "deciding"
+        assert joined.record.detail["join"]["needed"] == 2
+        assert sop.verify().ok, sop.verify().findings
 
 
 @settings(max_examples=25, deadline=None)

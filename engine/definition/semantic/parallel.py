@@ -8,6 +8,7 @@ names the branch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from types import MappingProxyType
 
@@ -61,7 +62,21 @@ def check_parallel(ctx: Context) -> Iterator[Problem]:
                 "item: an item's deadline would outlive the state it is kept for",
                 "time the items with a deadline on the case, or let the join cancel them (drop `remaining`)",
             )
-        if parallel.join == "at_least" and parallel.at_least > len(parallel.branches):
+        if parallel.join == "share" and math.isnan(parallel.share):
+            # The schema's bounds (above 0, at most 1) hold for NaN: no comparison with it is false.
+            yield ctx.problem(
+                (*parallel.path, "join", "share"),
+                "join-unreachable",
+                f"the join of `{s.name}` needs a share of `.nan` of its branches done, which is not a "
+                "number: no count of branches done would meet it",
+                "give a share above 0 and at most 1, e.g. `join: {share: 0.8}`",
+            )
+        # One task per item has no branches written: its items are counted when the state is entered.
+        if (
+            parallel.join == "at_least"
+            and parallel.template is None
+            and parallel.at_least > len(parallel.branches)
+        ):
             yield ctx.problem(
                 (*parallel.path, "join", "at_least"),
                 "join-unreachable",
