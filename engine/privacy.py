@@ -76,8 +76,33 @@ _PERSONAL_WORDS: dict[str, str] = {
     "birthdate": "age",
     "birth_date": "age",
     "dob": "age",
+    "mail": "id",
+    "wechat": "id",
+    "weixin": "id",
+    "qq": "id",
+    "contact": "name",
+    "contacts": "name",
 }
-"""Words in a field's name (between underscores) that make it look personal, and the class it likely is."""
+"""Words in a field's name (between underscores) that make it look personal, and the class it likely is:
+a bare `contact` (`product_contact`) is a person to reach, a name or a number, so at least a token."""
+_PERSONAL_TEXT: dict[str, str] = {
+    "联系电话": "phone",
+    "联系方式": "phone",
+    "电话": "phone",
+    "手机": "phone",
+    "联系人": "name",
+    "姓名": "name",
+    "身份证": "id",
+    "证件号": "id",
+    "微信": "id",
+    "邮箱": "id",
+    "住址": "address",
+    "地址": "address",
+    "年龄": "age",
+    "生日": "age",
+    "出生": "age",
+}
+"""Chinese words anywhere in a field's name (`联系人`, `客户联系方式`), and the class each likely is."""
 _PERSON_NAMES = frozenset(
     {"contact", "customer", "applicant", "user", "person", "employee", "patient", "member", "real", "full",
      "legal", "student", "client", "family", "given", "last", "first", "surname", "nick"}
@@ -88,6 +113,9 @@ _PERSON_NAMES = frozenset(
 def looks_personal(name: str) -> str | None:
     """The class a field named `name` probably holds, when it looks personal; else None."""
     lowered = name.lower()
+    for text, cls in _PERSONAL_TEXT.items():
+        if text in name:
+            return cls
     for word, cls in _PERSONAL_WORDS.items():
         if re.search(rf"(^|_){re.escape(word)}($|_)", lowered):
             return cls

@@ -23,8 +23,9 @@ from sqlalchemy import text
 from sopflow.cli.main import cli
 from sopflow.engine import access
 from sopflow.engine.anchor import series_findings
+from sopflow.engine.definition.validate import validate_paths
 from sopflow.engine.errors import Conflict, ExportStopped, NotFound
-from sopflow.engine.privacy import token
+from sopflow.engine.privacy import looks_personal, token
 from sopflow.engine.runtime import Engine
 from tests.conftest import DEFINITIONS, ROOT, Clock, engine_on
 
@@ -320,3 +321,64 @@ def test_an_anchor_names_the_access_log_rows_cut_off_its_end(seed: Engine, tmp_p
         [sopflow, "--db", url, *args], env=env, capture_output=True, text=True, timeout=60, check=False
     )
     assert outside.returncode == 1 and "access log row 3: its hash is not the one" in outside.stderr
+
+
+# -- 4: free text and contacts in the seed definitions --------------------------------------------------
+
+PHONE, NAME = "13800138000", "用户小王"
+
+
+def test_an_analysts_export_holds_no_phone_or_name_typed_into_free_text_or_contacts(seed: Engine) -> None:
+    review = seed.start("content-review", dict(SUBMISSION), actor="li.na").case.id
+    seed.fire(review, "submit", actor="li.na", payload={"material_url": "https://x/1"})
+    seed.fire(review, "claim", actor="wang.fang")
+    seed.fire(review, "return_for_fix", actor="wang.fang", payload={"reason": f"投稿人{NAME}电话{PHONE}"})
+    surge = seed.start(
+        "emergency-response",
+        {"incident_type": "complaint_surge", "summary": f"{NAME}({PHONE})投诉无法登录"},
+        actor="du.juan",
+    ).case.id
+    seed.fire(surge, "raise", actor="du.juan")
+    seed.fire(surge, "acknowledge", actor="peng.li")
+    seed.fire(
+        surge,
+        "team_formed",
+        actor="peng.li",
+        payload={"members": ["du.juan", "zhang.wei"], "product_contact": f"{NAME} {PHONE}",
+                 "customer_service_contact": f"李四 {PHONE}"},
+    )  # fmt: skip
+    assert PHONE in json.dumps([seed.case(c).data for c in (review, surge)], ensure_ascii=False)
+    for fmt in ("jsonl", "csv", "xes"):
+        out = io.BytesIO()
+        assert seed.export(out, fmt, reader="gao.yan").desensitised
+        exported = out.getvalue().decode("utf-8")
+        assert not [raw for raw in (PHONE, NAME, "李四", "du.juan", "zhang.wei") if raw in exported], fmt
+    # gao.yan reads the review desensitised (the incident is her department's: she reads it raw).
+    shown = json.dumps(
+        [seed.case(review, viewer="gao.yan").data]
+        + [r.body() for r in seed.history(review, viewer="gao.yan")],
+        ensure_ascii=False,
+    )
+    assert PHONE not in shown and NAME not in shown
+
+
+@pytest.mark.parametrize(
+    ("name", "cls"),
+    [("product_contact", "name"), ("customer_service_contact", "name"), ("contact", "name"),
+     ("contact_phone", "phone"), ("contact_email", "id"), ("wechat", "id"), ("wechat_id", "id"),
+     ("mobile", "phone"), ("tel", "phone"), ("联系人", "name"), ("客户联系方式", "phone"),
+     ("紧急联系电话", "phone"), ("微信号", "id"), ("contract_id", None), ("telegram_channel", None)],
+)  # fmt: skip
+def test_contact_like_names_look_personal(name: str, cls: str | None) -> None:
+    assert looks_personal(name) == cls
+
+
+def test_the_checker_warns_of_an_unmarked_contact_field(tmp_path: Path) -> None:
+    text_ = (DEFINITIONS / "emergency-response.yaml").read_text(encoding="utf-8")
+    unmarked = text_.replace("\n      x-sensitive: name\n", "\n")  # the data fields' marks
+    assert unmarked.count("_contact:\n      type: string\n      description:") == 2
+    (tmp_path / "emergency-response.yaml").write_text(unmarked, encoding="utf-8")
+    (tmp_path / "org.yaml").write_bytes((DEFINITIONS / "org.yaml").read_bytes())
+    report = validate_paths([tmp_path])
+    warned = sorted(p.message.split("`")[1] for p in report.problems if p.code == "unmarked-personal-field")
+    assert warned == ["customer_service_contact", "product_contact"]

@@ -305,10 +305,10 @@ def test_db_upgrade_creates_the_schema_then_is_up_to_date(sop: Sop) -> None:
 def test_deploy_then_deploy_again_is_unchanged(sop: Sop) -> None:
     first = sop.ok("deploy", str(DEFINITIONS)).stdout.splitlines()
     assert "org: deployed" in first
-    assert "content-review@2: deployed" in first
+    assert "content-review@3: deployed" in first
     second = sop.ok("deploy", str(DEFINITIONS)).stdout.splitlines()
     assert "org: deployed" not in second
-    assert "content-review@2: unchanged" in second
+    assert "content-review@3: unchanged" in second
     answer = sop.json("deploy", str(DEFINITIONS))
     assert answer["org_changed"] is False
     assert answer["definitions"]["tiered-approval@2"] is False
@@ -322,7 +322,7 @@ def test_deploy_changed_content_under_the_same_version_is_a_conflict(sop: Sop, t
     sop.ok("deploy", str(folder))
     changed = folder / "content-review.yaml"
     changed.write_text(changed.read_text(encoding="utf-8").replace("内容审核SOP", "内容审核流程"), "utf-8")
-    refused(sop("deploy", str(folder)), 1, "content-review@2", "different content", "version")
+    refused(sop("deploy", str(folder)), 1, "content-review@3", "different content", "version")
     answer = sop("deploy", str(folder), as_json=True)
     assert json.loads(answer.stdout)["error"] == "conflict"
     assert "内容审核SOP" in sop.ok("defs", "list").stdout
@@ -350,13 +350,13 @@ def test_deploy_a_broken_folder_stores_nothing(sop: Sop) -> None:
 
 def test_defs_list_and_show(deployed: Sop) -> None:
     listing = deployed.ok("defs", "list").stdout
-    assert re.search(r"^content-review\s+2\s+内容审核SOP / Content Review SOP\s+9$", listing, re.MULTILINE)
+    assert re.search(r"^content-review\s+3\s+内容审核SOP / Content Review SOP\s+9$", listing, re.MULTILINE)
     items = deployed.json("defs", "list")
     assert {d["id"] for d in items} == {"content-review", "tiered-approval"}
     assert set(items[0]) == {"id", "version", "title", "content_hash"}
 
     shown = deployed.ok("defs", "show", "content-review").stdout
-    assert shown.startswith("content-review@2  内容审核SOP / Content Review SOP")
+    assert shown.startswith("content-review@3  内容审核SOP / Content Review SOP")
     assert "data fields: title*, origin*, contributor," in shown
     assert re.search(
         r"^screening\s+初步筛选 / Initial screening\s+content_specialist\s+pass_screening → "
@@ -370,7 +370,7 @@ def test_defs_list_and_show(deployed: Sop) -> None:
     assert "approve (a vote) → approved; reject (a vote) → returned" in approval
 
     d = deployed.json("defs", "show", "content-review")
-    assert (d["id"], d["version"], d["initial"]) == ("content-review", 2, "collect")
+    assert (d["id"], d["version"], d["initial"]) == ("content-review", 3, "collect")
     assert d["states"]["screening"]["owner"] == "content_specialist"
     assert d["states"]["published"]["final"] is True
     assert d["deadlines"][0]["name"] == "publish-within-4h"
@@ -387,7 +387,7 @@ def test_defs_show_unknown_suggests_the_close_one(deployed: Sop) -> None:
 
 def test_start_with_data_data_file_and_key(deployed: Sop, tmp_path: Path) -> None:
     first = deployed.ok("start", "content-review", "--data", json.dumps(CONTENT), user="li.na")
-    assert first.stdout.startswith("case 1 (content-review@2) is now in collect: 收集内容素材")
+    assert first.stdout.startswith("case 1 (content-review@3) is now in collect: 收集内容素材")
 
     data_file = tmp_path / "data.json"
     data_file.write_text(json.dumps({"title": "夏季运营指南", "origin": "original"}), encoding="utf-8")
@@ -410,7 +410,7 @@ def test_start_json_shape(deployed: Sop) -> None:
     assert set(answer) == {"case", "record", "replayed", "key"}
     assert answer["replayed"] is False
     case = answer["case"]
-    assert case["definition"] == "content-review@2"
+    assert case["definition"] == "content-review@3"
     assert case["state"] == "collect"
     assert case["state_title"] == {"zh": "收集内容素材", "en": "Collect material"}
     assert (case["starter"], case["version"], case["open"]) == ("li.na", 1, True)
@@ -426,7 +426,7 @@ def test_start_refusals(deployed: Sop, tmp_path: Path) -> None:
     refused(
         deployed("start", "content-review", "--data", '{"title": "x", "origin": "bogus"}', user="li.na"),
         1,
-        "does not fit content-review@2",
+        "does not fit content-review@3",
         "origin",
     )
     refused(
@@ -464,7 +464,7 @@ def test_fire_moves_the_case(deployed: Sop) -> None:
     result = deployed.fire(case, "submit", "li.na", SUBMIT)
     assert result.exit_code == 0
     assert (
-        result.stdout == f"case {case} (content-review@2) is now in screening: 初步筛选 / Initial screening\n"
+        result.stdout == f"case {case} (content-review@3) is now in screening: 初步筛选 / Initial screening\n"
     )
     deployed.walk(case, MAIN_PATH[1:])
     assert deployed.json("show", str(case))["case"]["open"] is False
@@ -549,7 +549,7 @@ def test_errors_in_json_mode_are_json_on_stdout(deployed: Sop) -> None:
 def test_show_a_case_for_a_person(deployed: Sop, submitted: int) -> None:
     out = deployed.ok("show", str(submitted), user="li.na").stdout
     lines = out.splitlines()
-    assert lines[0] == f"case {submitted}  content-review@2  内容审核SOP / Content Review SOP"
+    assert lines[0] == f"case {submitted}  content-review@3  内容审核SOP / Content Review SOP"
     assert "state    screening: 初步筛选 / Initial screening" in lines
     assert "owner    content_specialist" in lines
     assert re.search(r'^data     \{\n(\s+".*\n)*\s+"contributor": "用户小王",$', out, re.MULTILINE)
@@ -618,7 +618,7 @@ def test_show_unknown_and_malformed_cases(deployed: Sop) -> None:
     refused(deployed("show", "42"), 1, "case 42 does not exist")
     refused(deployed("show", "forty-two"), 2, "is not a case number")
     case = deployed.start("content-review", "li.na", CONTENT)
-    assert deployed.ok("show", f"#{case}").stdout.startswith(f"case {case}  content-review@2")
+    assert deployed.ok("show", f"#{case}").stdout.startswith(f"case {case}  content-review@3")
 
 
 # -- list -------------------------------------------------------------------------------------------------
@@ -667,7 +667,7 @@ def test_list_text_table(deployed: Sop, several: dict[str, int]) -> None:
     out = deployed.ok("list").stdout.splitlines()
     assert out[0].split() == ["case", "definition", "state", "assignee", "age", "in", "state"]
     claimed = next(line for line in out if line.startswith(f"{several['claimed']} "))
-    assert claimed.split()[:4] == [str(several["claimed"]), "content-review@2", "screening", "wang.fang"]
+    assert claimed.split()[:4] == [str(several["claimed"]), "content-review@3", "screening", "wang.fang"]
 
 
 def test_list_overdue_after_a_tick_in_the_future(deployed: Sop, submitted: int) -> None:

@@ -218,7 +218,7 @@ def test_mistakes_of_meaning_are_all_reported_with_hints(folder: Path) -> None:
         (9, 9, "missing-key", "write the user id, e.g. `as: li.na`"),
     ]
     assert caught.value.problems[0].message == (
-        f"event `sumbit` is not in content-review@2 ({folder / 'content-review.yaml'})"
+        f"event `sumbit` is not in content-review@3 ({folder / 'content-review.yaml'})"
     )
     result = sopflow("test", str(path))
     assert result.exit_code == 2
