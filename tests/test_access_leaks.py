@@ -382,3 +382,39 @@ def test_the_checker_warns_of_an_unmarked_contact_field(tmp_path: Path) -> None:
     report = validate_paths([tmp_path])
     warned = sorted(p.message.split("`")[1] for p in report.problems if p.code == "unmarked-personal-field")
     assert warned == ["customer_service_contact", "product_contact"]
+
+
+def test_in_a_subprocess_show_verify_and_a_reused_key_leak_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ops.db'}"
+    key = tmp_path / "privacy.key"
+    key.write_bytes(KEY)
+    env = {**os.environ, "SOPFLOW_DB": url, "SOPFLOW_PRIVACY_KEY_FILE": str(key)}
+    env.pop("SOPFLOW_USER", None)
+    sopflow = str(Path(sys.executable).parent / "sopflow")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sopflow, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+
+    assert run("deploy", str(DEFINITIONS)).returncode == 0
+    data = json.dumps(SUBMISSION)
+    assert run("--as", "li.na", "start", "content-review", "--key", "p-117", "--data", data).returncode == 0
+    assert (
+        run("--as", "li.na", "fire", "1", "submit", "--data", '{"material_url": "https://x/1"}').returncode
+        == 0
+    )
+    assert run("--as", "wang.fang", "fire", "1", "claim").returncode == 0
+    shown = run("--as", "gao.yan", "show", "1")  # 2: the work line and the reasons name tokens
+    assert shown.returncode == 0 and token(KEY, "person", "wang.fang") in shown.stdout
+    assert "wang.fang" not in shown.stdout and "li.na" not in shown.stdout
+    outside, missing = (
+        run("--as", "du.juan", "audit", "verify", "1"),
+        run("--as", "du.juan", "audit", "verify", "9"),
+    )
+    assert outside.returncode == missing.returncode == 1  # 16
+    assert outside.stderr == missing.stderr.replace("case 9", "case 1") and outside.stdout == missing.stdout
+    incident = json.dumps(INCIDENT)
+    reused = run("--as", "du.juan", "start", "emergency-response", "--key", "p-117", "--data", incident)
+    assert reused.returncode == 1 and "already in use" in reused.stderr  # 21
+    assert not [w for w in ("li.na", "content-review", "case 1") if w in reused.stderr], reused.stderr
