@@ -235,3 +235,46 @@ def test_a_migration_where_a_case_failed_exits_1_with_the_counts(
     assert again.returncode == 0 and "1 moved, 0 skipped, 0 failed" in again.stdout, again.stderr
     with Engine(database_url) as check:
         assert {check.case(i).definition_version for i in (first, second)} == {2}
+
+
+def test_trial_status_counts_only_the_cases_the_trial_split(
+    sop: Engine, clock: Clock, sqlite_url: str
+) -> None:
+    sop.deploy([FIXTURE])
+    sop.trial_start("order", {1: 50, 2: 50}, actor="root")
+    data = {"item": "pen", "channel": "web"}
+    split = Counter(
+        sop.start("order", data, actor="mia", key=f"t{n}").case.definition_version for n in range(6)
+    )
+    sop.start("order", data, actor="mia", version=2)  # a version named: not the trial's
+    clock.advance(minutes=1)
+    sop.trial_stop("order", actor="root")
+    clock.advance(minutes=1)
+    for _ in range(4):  # after the trial: the newest version, outside it
+        assert sop.start("order", data, actor="mia").case.definition_version == 2
+    status = sop.trial_status("order")
+    assert [(f.version, f.started) for f in status.versions] == [(1, split[1]), (2, split[2])]
+
+
+def test_trial_status_in_the_cli_counts_only_the_trial(sqlite_url: str) -> None:
+    with Engine(sqlite_url) as setup:
+        setup.deploy(V1)
+        setup.deploy([FIXTURE])
+        setup.trial_start("order", {1: 50, 2: 50}, actor="root")
+        split = Counter(
+            setup.start(
+                "order", {"item": "p", "channel": "web"}, actor="mia", key=f"k{n}"
+            ).case.definition_version
+            for n in range(4)
+        )
+        setup.trial_stop("order", actor="root")
+        for _ in range(5):
+            setup.start("order", {"item": "p", "channel": "web"}, actor="mia")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--db", sqlite_url, "--json", "trial", "status", "order"])
+    assert out.exit_code == 0, out.output
+    real = sopflow("--db", sqlite_url, "--json", "trial", "status", "order")
+    assert real.returncode == 0, real.stderr
+    for text in (out.output, real.stdout):
+        found = {v["version"]: v["started"] for v in json.loads(text)["versions"]}
+        assert found == {1: split[1], 2: split[2]}

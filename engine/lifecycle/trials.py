@@ -234,8 +234,9 @@ def adopt(engine: Engine, definition_id: str, version: int, *, actor: str) -> Li
 
 
 def status(engine: Engine, definition_id: str, *, viewer: str | None = None) -> TrialStatus:
-    """The running (or last) trial: per version, cases started since it began, closed, and their median
-    cycle time, over the cases `viewer` may view; and the insight engine's comparison when it has one."""
+    """The running (or last) trial: per version, the cases its split started (from its start to its stop,
+    not those started with a version named), closed, and their median cycle time, over the cases `viewer`
+    may view; and the insight engine's comparison over the same time, when it has one."""
     from sopflow.engine.insight.report import figures_visible
 
     engine.definition(definition_id)
@@ -246,8 +247,14 @@ def status(engine: Engine, definition_id: str, *, viewer: str | None = None) -> 
     if trial is None:
         return TrialStatus(current, ())
     split = {int(v): int(w) for v, w in trial.versions.items()}
-    counts = store_lifecycle.version_counts(engine.store, definition_id, trial.at, visible)
-    cycles = store_lifecycle.cycle_times(engine.store, definition_id, trial.at, visible)
+    # The trial ends with the next trial act or adoption (a stop, an adoption, another trial).
+    ended = next((r.at for r in rows if r.id > trial.id and r.action != MIGRATE), None)
+    counts = store_lifecycle.version_counts(
+        engine.store, definition_id, trial.at, visible, until=ended, trial_only=True
+    )
+    cycles = store_lifecycle.cycle_times(
+        engine.store, definition_id, trial.at, visible, until=ended, trial_only=True
+    )
     figures = tuple(
         VersionFigures(
             v,
@@ -258,14 +265,20 @@ def status(engine: Engine, definition_id: str, *, viewer: str | None = None) -> 
         )
         for v in sorted(split)
     )
-    return TrialStatus(current, figures, _comparison(engine, definition_id, sorted(split), trial.at, viewer))
+    comparison = _comparison(engine, definition_id, sorted(split), trial.at, viewer, ended)
+    return TrialStatus(current, figures, comparison)
 
 
 def _comparison(
-    engine: Engine, definition_id: str, versions: list[int], since: datetime, viewer: str | None = None
+    engine: Engine,
+    definition_id: str,
+    versions: list[int],
+    since: datetime,
+    viewer: str | None = None,
+    until: datetime | None = None,
 ) -> Any:
-    """The insight engine's comparison (`engine.insight.compare`) of the first two versions since the
-    trial began; None where this build has no insight engine."""
+    """The insight engine's comparison (`engine.insight.compare`) of the first two versions from the
+    trial's start to its end; None where this build has no insight engine."""
     import importlib
 
     try:
@@ -273,7 +286,7 @@ def _comparison(
     except ImportError:
         return None
     return insight_compare.compare(
-        engine, definition_id, versions[0], versions[1], since=since, viewer=viewer
+        engine, definition_id, versions[0], versions[1], since=since, until=until, viewer=viewer
     )
 
 

@@ -22,7 +22,7 @@ from sopflow.engine.errors import Conflict
 from sopflow.engine.store import database
 from sopflow.engine.store.driver import postgres_time, run, sqlite_time
 from sopflow.engine.store.records import CaseRow, TimerSpec
-from sopflow.engine.store.tables import cases, lifecycle_actions
+from sopflow.engine.store.tables import audit, cases, lifecycle_actions
 
 if TYPE_CHECKING:
     from sopflow.engine.store.store import Store
@@ -147,34 +147,61 @@ def case_ids(store: Store, definition_id: str, version: int) -> list[int]:
         return [int(i) for i in conn.execute(query).scalars()]
 
 
+def _started_in(query: Any, since: datetime | None, until: datetime | None, trial_only: bool) -> Any:
+    """`query` narrowed to cases started in [since, until) and, with `trial_only`, to those a trial's split
+    started (their start record keeps `detail.trial`: canonical JSON, so `"trial":{"bucket":` begins it)."""
+    c = cases.c
+    if since is not None:
+        query = query.where(c.created_at >= since)
+    if until is not None:
+        query = query.where(c.created_at < until)
+    if trial_only:
+        split = select(audit.c.case_id).where(
+            audit.c.case_id == c.id, audit.c.seq == 1, audit.c.detail.like('%"trial":{"bucket":%')
+        )
+        query = query.where(split.exists())
+    return query
+
+
 def version_counts(
-    store: Store, definition_id: str, since: datetime | None, visible: Any = None
+    store: Store,
+    definition_id: str,
+    since: datetime | None,
+    visible: Any = None,
+    *,
+    until: datetime | None = None,
+    trial_only: bool = False,
 ) -> dict[int, int]:
-    """How many cases of each version of a definition were started (since `since`; only those `visible`
-    admits, a condition on `cases`, when given)."""
+    """How many cases of each version of a definition were started (in [since, until); only those `visible`
+    admits, a condition on `cases`, when given; only those a trial's split started with `trial_only`)."""
     c = cases.c
     query = select(c.definition_version, func.count()).where(c.definition_id == definition_id)
     if visible is not None:
         query = query.where(visible)
-    if since is not None:
-        query = query.where(c.created_at >= since)
+    query = _started_in(query, since, until, trial_only)
     with store._read() as conn:
         return {int(v): int(n) for v, n in conn.execute(query.group_by(c.definition_version))}
 
 
 def cycle_times(
-    store: Store, definition_id: str, since: datetime | None, visible: Any = None
+    store: Store,
+    definition_id: str,
+    since: datetime | None,
+    visible: Any = None,
+    *,
+    until: datetime | None = None,
+    trial_only: bool = False,
 ) -> dict[int, list[float]]:
-    """Per version, the seconds from start to close of each closed case started since `since` (a closed
-    case's `updated_at` is its closing: it takes no step after), of those `visible` admits when given."""
+    """Per version, the seconds from start to close of each closed case started in [since, until) (a closed
+    case's `updated_at` is its closing: it takes no step after), of those `visible` admits when given, of
+    those a trial's split started with `trial_only`."""
     c = cases.c
     query = select(c.definition_version, c.created_at, c.updated_at).where(
         c.definition_id == definition_id, c.open.is_(False)
     )
     if visible is not None:
         query = query.where(visible)
-    if since is not None:
-        query = query.where(c.created_at >= since)
+    query = _started_in(query, since, until, trial_only)
     found: dict[int, list[float]] = {}
     with store._read() as conn:
         for version, created, updated in conn.execute(query):
