@@ -10,6 +10,8 @@ Only click is imported at start-up; each command imports the engine parts it nee
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import gc
 import json
 import os
@@ -23,6 +25,7 @@ import click
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
 
+EXIT_USAGE = 2
 EXIT_INTERNAL = 3
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -87,15 +90,42 @@ class SopflowGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, BrokenPipeError):
             # A reader that went away (`sopflow history 1 | head`) is click's to handle: it exits quietly.
             raise
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            _output_failed(exc, ctx)
         except Exception as exc:
             if os.environ.get("SOPFLOW_DEBUG") == "1":
                 raise
+            from sopflow.cli.render import safe
+
             click.echo(
-                f"internal error: {type(exc).__name__}: {exc}\n"
+                f"internal error: {type(exc).__name__}: {safe(str(exc))}\n"
                 "  hint: a bug in sopflow; rerun with SOPFLOW_DEBUG=1 for the traceback, and report it",
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""A write that failed because the place it goes to is full: a disk, a quota, a file size limit."""
+
+
+def _output_failed(exc: OSError, ctx: click.Context) -> NoReturn:
+    """The answer could not be written (`sopflow report > file` on a full disk): a configuration problem
+    (exit 2), not a bug. Whatever the command stored was committed before its answer was written."""
+    # Python flushes standard output again on exit; what is left in its buffer cannot be written either.
+    with contextlib.suppress(OSError, ValueError):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+    reason = os.strerror(exc.errno or errno.ENOSPC).lower()
+    where = f" to {exc.filename}" if exc.filename else ""
+    click.echo(
+        f"error: cannot write the output{where}: {reason}\n"
+        "  hint: free space on the disk (or raise the quota or size limit) and run the command again",
+        err=True,
+    )
+    ctx.exit(EXIT_USAGE)
 
 
 ENVIRONMENT = ("SOPFLOW_DB", "SOPFLOW_USER", "SOPFLOW_WEBHOOK")
@@ -132,12 +162,23 @@ def _fail(error: Any, ctx: click.Context) -> NoReturn:
     obj = ctx.find_object(Settings)
     if obj is not None and obj.json:
         emit(error.as_dict())
-    from sopflow.cli.render import safe_lines, short_quotes
-
-    # The message may quote what someone typed or stored (a user id, a comment): shown, not acted on,
-    # and cut short when it is long.
-    click.echo(f"error: {safe_lines(short_quotes(str(error)))}", err=True)
+    click.echo(f"error: {shown(error)}", err=True)
     ctx.exit(error.exit_code)
+
+
+def shown(error: Any) -> str:
+    """An error as the terminal shows it: its message, then its hint on a line of its own. Both may quote
+    what someone typed or stored (a user id, a comment, a definition name): each control character in
+    them, a line break included, is written as an escape, so one message never shows as two, and a long
+    quote is cut short. A definition's problems keep their own `hint:` lines."""
+    from sopflow.cli.render import safe, short_quotes
+    from sopflow.engine.errors import DefinitionError
+
+    parts = error.message.split("\n  hint: ") if isinstance(error, DefinitionError) else [error.message]
+    text = "\n  hint: ".join(safe(short_quotes(part)) for part in parts)
+    if error.hint:
+        text += f"\n  hint: {safe(short_quotes(error.hint))}"
+    return text
 
 
 @click.group(
