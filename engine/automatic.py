@@ -149,6 +149,7 @@ def perform(
         try:
             answer = _once(automatic, call, handlers)
             payload = {mine: answer[theirs] for mine, theirs in automatic.out.items() if theirs in answer}
+            _check_json(payload, automatic)
             return Outcome(AUTOMATIC_DONE, payload, attempt + 1)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR]
@@ -158,6 +159,23 @@ def perform(
         if attempt < tries:
             sleep(min(0.2 * 2 ** (attempt - tried - 1), 2.0))
     return Outcome(AUTOMATIC_FAILED, {"error": error}, max(tries, tried))
+
+
+def _check_json(payload: Mapping[str, Any], automatic: Automatic) -> None:
+    """Raise (a failed try) when a value the answer gives the data has no JSON form: NaN, an infinity, or
+    an object JSON does not know. The record and the data hold JSON; such a value must not reach them."""
+    for mine, value in payload.items():
+        name = automatic.out.get(mine, mine)
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError(f"the answer's `{name}` is not a number JSON can hold") from None
+        except TypeError as exc:
+            raise TypeError(f"the answer's `{name}` is not JSON: {exc}") from None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"the answer holds {constant}, and {constant} is not a number JSON can hold")
 
 
 def _once(automatic: Automatic, call: AutomaticCall, handlers: Mapping[str, Handler]) -> Mapping[str, Any]:
@@ -190,4 +208,5 @@ def _post(url: str, call: AutomaticCall) -> Any:
     )
     with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT) as response:  # noqa: S310
         text = response.read().decode("utf-8")
-    return json.loads(text) if text.strip() else {}
+    # Python's json reads NaN and Infinity, which are no JSON: such an answer is a failed try.
+    return json.loads(text, parse_constant=_not_json) if text.strip() else {}

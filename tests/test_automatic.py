@@ -99,6 +99,28 @@ def test_an_answer_the_data_cannot_take_goes_to_a_person(sop: Engine) -> None:
     assert sop.verify().ok, sop.verify().findings
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_an_answer_with_a_number_json_cannot_hold_is_a_failed_try_and_the_worker_goes_on(
+    sop: Engine, value: float
+) -> None:
+    tries: list[str] = []
+
+    def score(call: AutomaticCall) -> dict[str, Any]:
+        tries.append(call.key)
+        return {"value": value}
+
+    sop.register_handler("score", score)
+    case = _submitted(sop)
+    _worker(sop).tick()  # no internal error: the worker goes on with its other work
+    assert len(tries) == 3  # each answer a failed try, retried like any other
+    after = sop.case(case)
+    assert after.state == "score_by_hand"
+    assert "`value` is not a number JSON can hold" in after.data["scoring_error"]
+    assert sop.history(case)[-1].event == AUTOMATIC_FAILED
+    assert sop.store.pending_timers(case) == []
+    assert sop.verify().ok, sop.verify().findings
+
+
 class _Scorer(http.server.BaseHTTPRequestHandler):
     keys: ClassVar[list[str]] = []
 
@@ -132,6 +154,40 @@ def test_a_webhook_is_called_with_the_idempotency_key_and_its_answer_mapped(
             assert sop.case(case).state == "review"
             assert sop.case(case).data["score"] == 2
             assert _Scorer.keys[-1] == f"{case}:2"
+            assert sop.verify().ok, sop.verify().findings
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _NaNScorer(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"value": NaN}')  # Python's json reads it; no JSON holds it
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_a_webhook_answering_nan_is_a_failed_try_and_tick_goes_on(
+    database_url: str, clock: Clock, tmp_path: Path
+) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _NaNScorer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        text = (AUTOMATIC / "scoring.yaml").read_text(encoding="utf-8")
+        url = f"http://127.0.0.1:{server.server_port}/score"
+        (tmp_path / "scoring.yaml").write_text(text.replace("handler: score", f"webhook: {url}"), "utf-8")
+        (tmp_path / "org.yaml").write_text((AUTOMATIC / "org.yaml").read_text("utf-8"), "utf-8")
+        with Engine(database_url, clock=clock) as sop:
+            sop.deploy([tmp_path])
+            case = _submitted(sop)
+            _worker(sop).tick()
+            assert sop.case(case).state == "score_by_hand"
+            assert "NaN is not a number JSON can hold" in sop.case(case).data["scoring_error"]
             assert sop.verify().ok, sop.verify().findings
     finally:
         server.shutdown()

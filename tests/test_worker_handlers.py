@@ -37,6 +37,10 @@ def not_a_mapping():
 
 def broken():
     raise RuntimeError("no scoring licence")
+
+
+def nan():
+    return {"score": lambda call: {"value": float("nan")}}
 '''
 
 
@@ -116,6 +120,37 @@ def test_tick_refuses_a_handler_it_cannot_load_and_does_nothing(package: Path, d
     with Engine(database_url) as sop:
         assert sop.case(case).state == "scoring"
         assert len(sop.history(case)) == 2
+
+
+def test_tick_takes_a_nan_answer_as_a_failed_try_and_goes_on(package: Path, database_url: str) -> None:
+    with Engine(database_url) as sop:
+        sop.deploy([AUTOMATIC])
+        case = _submitted(sop)
+    code, output = _run("--db", database_url, "tick", "--handlers", "scoring_handlers:nan")
+    assert code == 0, output
+    with Engine(database_url) as sop:
+        after = sop.case(case)
+        assert after.state == "score_by_hand"
+        assert "not a number JSON can hold" in after.data["scoring_error"]
+
+
+def test_a_tick_process_takes_a_nan_answer_as_a_failed_try(package: Path, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'n.db'}"
+    with Engine(database) as sop:
+        sop.deploy([AUTOMATIC])
+        case = _submitted(sop)
+    done = subprocess.run(
+        [SOPFLOW, "--db", database, "tick", "--handlers", "scoring_handlers:nan"],
+        env={**_env(), "PYTHONPATH": str(package)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    with Engine(database) as sop:
+        assert sop.case(case).state == "score_by_hand"
 
 
 def _worker_run(database: str, folder: Path, *args: str) -> str:
