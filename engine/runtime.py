@@ -323,18 +323,26 @@ class Engine:
             return self._compiled[(definition_id, version)]
         row = self.store.definition(definition_id, version)
         if row is None:
-            known = sorted({r.definition_id for r in self.store.definitions()})
-            from difflib import get_close_matches
-
-            close = get_close_matches(definition_id, known, n=1)
-            what = definition_id if version is None else f"{definition_id}@{version}"
-            raise NotFound(
-                f"definition `{what}` is not deployed",
-                hint=f"did you mean `{close[0]}`?"
-                if close
-                else "deploy it first: sopflow deploy definitions/",
-            )
+            raise self._not_deployed(definition_id, version)
         return self._compile(row)
+
+    def _not_deployed(self, definition_id: str, version: int | None) -> NotFound:
+        """A definition (or one version of it) that is not deployed: the versions that are, or a close id."""
+        keys = self.store.definition_keys()
+        versions = sorted(v for d, v in keys if d == definition_id)
+        what = definition_id if version is None else f"{definition_id}@{version}"
+        if versions:
+            return NotFound(
+                f"definition `{what}` is not deployed",
+                hint=f"deployed versions: {', '.join(str(v) for v in versions)}",
+            )
+        from difflib import get_close_matches
+
+        close = get_close_matches(definition_id, sorted({d for d, _v in keys}), n=1)
+        return NotFound(
+            f"definition `{what}` is not deployed",
+            hint=f"did you mean `{close[0]}`?" if close else "deploy it first: sopflow deploy definitions/",
+        )
 
     def compiled_from(self, row: DefinitionRow) -> CompiledDefinition:
         """The compiled definition of a stored version (compiled once per engine)."""

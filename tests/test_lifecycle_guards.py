@@ -278,3 +278,39 @@ def test_trial_status_in_the_cli_counts_only_the_trial(sqlite_url: str) -> None:
     for text in (out.output, real.stdout):
         found = {v["version"]: v["started"] for v in json.loads(text)["versions"]}
         assert found == {1: split[1], 2: split[2]}
+
+
+def test_unknown_versions_a_case_for_diff_and_a_bad_split_get_useful_answers(sqlite_url: str) -> None:
+    with Engine(sqlite_url) as setup:
+        setup.deploy(V1)
+        setup.deploy([FIXTURE])
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(cli, ["--db", sqlite_url, *args])
+
+    for args in (
+        ("defs", "diff", "order", "1", "9"),
+        ("compare", "order", "1", "9"),
+        ("diagram", "order", "--diff", "1", "9"),
+        ("migrate", "order", "--from", "1", "--to", "9", "--as", "root"),
+    ):
+        found = run(*args)
+        assert found.exit_code == 1, (args, found.output)
+        assert "definition `order@9` is not deployed" in found.output
+        assert "deployed versions: 1, 2" in found.output and "did you mean" not in found.output
+    case = run("diagram", "1", "--diff", "1", "2")
+    assert (
+        case.exit_code == 2
+        and "--diff compares two versions of a definition; 1 is a case number" in case.output
+    )
+    twice = run("trial", "start", "order", "--versions", "2=50,2=50", "--as", "root")
+    assert twice.exit_code == 2 and "--versions names version 2 twice" in twice.output
+    negative = run("trial", "start", "order", "--versions", "1=-10,2=110", "--as", "root")
+    assert negative.exit_code == 2 and "`1=-10` is not VERSION=WEIGHT" in negative.output
+    real = sopflow("--db", sqlite_url, "defs", "diff", "order", "1", "9")
+    assert real.returncode == 1 and "deployed versions: 1, 2" in real.stderr
+    clean(real.stderr)
+    real = sopflow("--db", sqlite_url, "trial", "start", "order", "--versions", "2=50,2=50", "--as", "root")
+    assert real.returncode == 2 and "--versions names version 2 twice" in real.stderr
+    clean(real.stderr)

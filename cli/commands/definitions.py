@@ -313,7 +313,13 @@ def diagram(target: str, fmt: str, versions: tuple[int, int] | None) -> None:
     draw = mermaid if fmt == "mermaid" else dot
     if versions:
         from sopflow.cli.commands.lifecycle import diff_chart
+        from sopflow.engine.errors import UsageError
 
+        if target.lstrip("#").isascii() and target.lstrip("#").isdigit():
+            raise UsageError(
+                f"--diff compares two versions of a definition; {target} is a case number",
+                hint=f"name its definition: sopflow diagram DEFINITION --diff {versions[0]} {versions[1]}",
+            )
         engine = settings().engine()
         old, new = (engine.definition(target, v) for v in versions)
         chart = diff_chart(old, new, engine.diff(target, *versions), fmt)

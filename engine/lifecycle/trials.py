@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sopflow.engine.errors import Conflict, InvalidData, NotFound, NotPermitted
+from sopflow.engine.errors import Conflict, InvalidData, NotFound, NotPermitted, UsageError
 from sopflow.engine.lifecycle.owner import decide_owner
 from sopflow.engine.store import lifecycle as store_lifecycle
 from sopflow.engine.store.lifecycle import ActionRow
@@ -95,15 +95,20 @@ class TrialStatus:
 
 
 def parse_split(text: str) -> dict[int, int]:
-    """`1=50,2=50` → {1: 50, 2: 50}; InvalidData naming the bad part."""
+    """`1=50,2=50` → {1: 50, 2: 50}; UsageError (exit 2) naming the bad part or a version named twice."""
     split: dict[int, int] = {}
     for part in (p.strip() for p in text.split(",")):
         version, sep, weight = part.partition("=")
         if not sep or not version.strip().isdigit() or not weight.strip().isdigit():
-            raise InvalidData(
-                f"`{part}` is not VERSION=WEIGHT", hint="give the split as --versions 1=50,2=50"
+            raise UsageError(
+                f"`{part}` is not VERSION=WEIGHT (a weight is a whole number, 0 or more)",
+                hint="give the split as --versions 1=50,2=50",
             )
-        split[int(version)] = split.get(int(version), 0) + int(weight)
+        if int(version) in split:
+            raise UsageError(
+                f"--versions names version {int(version)} twice", hint="name each version once: 1=50,2=50"
+            )
+        split[int(version)] = int(weight)
     return split
 
 
