@@ -93,7 +93,13 @@ def _registry(spec: str) -> dict[str, Handler]:
     function = getattr(loaded, attribute, None)
     if not callable(function):
         raise UsageError(f"module `{module}` has no function `{attribute}`", hint=f"check {where}")
-    answer = _loaded(function, where)
+    answer = _loaded(
+        function,
+        where,
+        "the registry function is called without arguments and returns {'NAME': function, ...}; "
+        "fix what it raised",
+        "call",
+    )
     if not isinstance(answer, Mapping) or not all(isinstance(k, str) for k in answer):
         raise UsageError(
             f"`{spec}` returned {type(answer).__name__}, not a mapping of handler names to functions",
@@ -102,14 +108,20 @@ def _registry(spec: str) -> dict[str, Handler]:
     return {name: _handler(h, f"handler `{name}` of {where}") for name, h in answer.items()}
 
 
-def _loaded(load: Callable[[], Any], where: str) -> Any:
+def _loaded(
+    load: Callable[[], Any],
+    where: str,
+    hint: str = "install the package that provides it, or put its folder on PYTHONPATH",
+    what: str = "load",
+) -> Any:
     try:
         return load()
-    except Exception as exc:
-        raise ConfigurationError(
-            f"{where} could not be loaded: {type(exc).__name__}: {exc}"[:MAX_ERROR],
-            hint="install the package that provides it, or put its folder on PYTHONPATH",
-        ) from None
+    except (Exception, SystemExit) as exc:
+        # SystemExit too: a registry that calls exit() must not end the worker as if it had finished.
+        cause = (
+            f"it called exit({exc.code!r})" if isinstance(exc, SystemExit) else f"{type(exc).__name__}: {exc}"
+        )
+        raise ConfigurationError(f"{where} could not be {what}ed: {cause}"[:MAX_ERROR], hint=hint) from None
 
 
 def _handler(value: Any, where: str) -> Handler:

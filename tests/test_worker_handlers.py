@@ -80,6 +80,7 @@ def test_an_installed_entry_point_is_a_handler(package: Path) -> None:
         ("scoring_handlers:not_a_mapping", UsageError, "not a mapping"),
         ("scoring_handlers:broken", ConfigurationError, "no scoring licence"),
         ("no_such_module_here:handlers", ConfigurationError, "No module named"),
+        ("sys:exit", ConfigurationError, r"could not be called: it called exit\(None\)"),
     ],
 )
 def test_a_registry_that_cannot_give_handlers_is_refused_with_what_to_fix(
@@ -87,6 +88,29 @@ def test_a_registry_that_cannot_give_handlers_is_refused_with_what_to_fix(
 ) -> None:
     with pytest.raises(error, match=words):
         load_handlers([spec], installed=False)
+
+
+def test_the_hint_says_what_to_fix_a_registry_that_raises_or_a_module_that_is_missing(package: Path) -> None:
+    with pytest.raises(ConfigurationError) as called:
+        load_handlers(["json:dumps"], installed=False)  # a function that needs an argument
+    assert "called without arguments" in (called.value.hint or "")
+    with pytest.raises(ConfigurationError) as missing:
+        load_handlers(["no_such_module_here:handlers"], installed=False)
+    assert "install the package" in (missing.value.hint or "")
+
+
+def test_a_registry_that_exits_stops_tick_and_the_worker_with_exit_2(tmp_path: Path) -> None:
+    for command in ("tick", "worker"):
+        done = subprocess.run(
+            [SOPFLOW, "--db", f"sqlite:///{tmp_path / 'x.db'}", command, "--handlers", "sys:exit"],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith("error: --handlers sys:exit could not be called: it called exit(None)")
 
 
 def test_two_registries_naming_one_handler_are_refused(package: Path) -> None:
