@@ -150,6 +150,48 @@ def test_pm4py_reads_the_demo(tmp_path: Path) -> None:
     assert dfg
 
 
+CONTROL = frozenset({"deadline_breached", "escalate", "reassign", "suspend_case", "resume_case"})
+
+
+@PM4PY_NOISE
+def test_xes_leaves_timers_escalations_reassignments_and_control_records_out(
+    engine: Engine, clock: Clock, tmp_path: Path
+) -> None:
+    """A breached deadline, its escalations (a notice, a reassignment, a fired step) and a suspension are
+    records about a case, not its steps: pm4py's directly-follows graph of the XES holds only the
+    definition's steps, while JSON Lines still carries every record."""
+    from sopflow.engine.worker import ConsoleChannel, Worker
+
+    pm4py = pytest.importorskip("pm4py")
+    generate(engine, 8)
+    late = [
+        engine.start("expense", {"amount": 100, "purpose": f"late {i}"}, actor="alice").case.id
+        for i in range(4)
+    ]
+    for case in late:
+        engine.fire(case, "submit", actor="alice")
+    engine.suspend(late[0], actor="root", reason="receipts missing")
+    engine.resume(late[0], actor="root")
+    worker = Worker(engine, channels=[ConsoleChannel(write=lambda _line: None)])
+    for hours in (49, 1, 3):
+        clock.advance(hours=hours)
+        worker.tick()
+    recorded = {r.event for case in late for r in engine.history(case)}
+    assert recorded >= CONTROL, recorded
+    path = tmp_path / "late.xes"
+    _xes(engine, path, definition="expense")
+    log = pm4py.read_xes(str(path))
+    assert not set(log["concept:name"]) & CONTROL
+    dfg, _starts, _ends = pm4py.discover_dfg(log)
+    allowed = {(a, b) for a, b in allowed_follows(engine.definition("expense")) if not {a, b} & CONTROL}
+    assert set(dfg) <= allowed, set(dfg) - allowed
+    assert ("submit", "send_back") in dfg  # the step the last escalation fired is a step
+    lines = io.BytesIO()
+    engine.export(lines, "jsonl", definition="expense")
+    kept = {e["event"] for line in lines.getvalue().splitlines() for e in json.loads(line)["events"]}
+    assert kept >= CONTROL
+
+
 def test_the_xes_has_the_standard_structure(engine: Engine, tmp_path: Path) -> None:
     """Without pm4py: the elements and attributes IEEE 1849 asks for, read with the standard library."""
     import xml.etree.ElementTree as ET

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from sopflow.engine.audit import AuditRecord
+from sopflow.engine.definition.model import AUTOMATIC_DONE, AUTOMATIC_FAILED, CONTROL_RECORDS, RESUME
 from sopflow.engine.errors import NotFound, UsageError
 from sopflow.engine.export.csv import CsvWriter
 from sopflow.engine.export.jsonl import JsonLinesWriter
@@ -108,6 +109,9 @@ def export(
     cases = events = 0
     for row, trail in cases_with_trails(engine.store.engine, query):
         case, steps = views.of(row, trail)
+        if fmt == "xes":
+            # Process mining reads every event as an activity: only the steps of the process go in.
+            steps = [s for s in steps if views.is_activity(row, s["event"])]
         writer.case(case, steps)
         cases += 1
         events += len(steps)
@@ -124,6 +128,11 @@ def export(
     )
 
 
+STEPS = frozenset({"start", "claim", "start_work", AUTOMATIC_DONE, AUTOMATIC_FAILED, RESUME})
+"""Steps a process takes besides its definition's events: the start, a task claimed and its work begun,
+an automatic step done (or handed to a person), a sub-process's case come back."""
+
+
 class Views:
     """A case and its records as an export (or a desensitised read, `engine.access`) shows them,
     desensitised when a desensitiser is given; the
@@ -133,6 +142,7 @@ class Views:
         self.engine = engine
         self.d = desensitiser
         self._marks: dict[tuple[str, int], tuple[dict[str, Any], dict[str, dict[str, Any]]]] = {}
+        self._activities: dict[tuple[str, int], frozenset[str]] = {}
 
     def marks(self, definition_id: str, version: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         key = (definition_id, version)
@@ -147,6 +157,17 @@ class Views:
                         payloads.setdefault(t.event, dict(data)).update(marks_of(t.payload))
             self._marks[key] = (data, payloads)
         return self._marks[key]
+
+    def is_activity(self, row: CaseRow, event: str) -> bool:
+        """Whether `event` is a step of the case's process: the start, or an event of its definition
+        version (a person's, an automatic step's or a timer's). Deadline breaches, escalations,
+        reassignments, suspensions, cancellations and migrations are records about the case, not steps."""
+        key = (row.definition_id, row.definition_version)
+        if key not in self._activities:
+            defn = self.engine.definition(*key)
+            events = {event for s in defn.all_states() for event in s.events}
+            self._activities[key] = frozenset(events - CONTROL_RECORDS) | STEPS
+        return event in self._activities[key]
 
     def of(self, row: CaseRow, trail: list[AuditRecord]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         d = self.d

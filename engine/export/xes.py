@@ -1,7 +1,9 @@
 """XES (IEEE 1849-2016), the event log format process-mining tools read: each case a trace, each accepted
 step an event with `concept:name` (the event), `time:timestamp`, `org:resource` (who took it; a token when
 desensitised), `org:role` and `lifecycle:transition` (`complete`: a record is a step done). Refused
-attempts are not steps of the process and are left out (CSV and JSON Lines carry them). sopflow's own
+attempts are not steps of the process and are left out, and so are the records about a case that are
+not its steps (deadline breaches, escalations, reassignments, control records: `Views.is_activity`);
+CSV and JSON Lines carry them. sopflow's own
 attributes use the prefix `sopflow:`: the states a step left and entered, the definition of a trace."""
 
 from __future__ import annotations
