@@ -157,13 +157,14 @@ def update(engine: Engine, month: str | None = None, *, actor: str = "$system") 
         )
     refresh(engine)
     definitions = sql.definitions_with_facts(engine.store)
+    excluded = sql.orphan_ids(engine.store)
     if not actor.startswith("$"):  # `$system` (the worker) and `$operator` hold the database already
         for definition_id in definitions:
             authorise(engine, definition_id, actor)
     rows = []
     now = engine.clock()
     for definition_id in definitions:
-        scope = sql.Scope(definition_id, start, after)
+        scope = sql.Scope(definition_id, start, after, excluded=excluded)
         figures = [(str(d.key), d.median) for d in sql.durations(engine.store, scope, "step")]
         figures += [(PROCESS, d.median) for d in sql.cycle_times(engine.store, scope)]
         for step, median in figures:

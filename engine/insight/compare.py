@@ -98,8 +98,9 @@ def compare(
     second = engine.definition(definition_id, version2)
     visible = figures_visible(engine, viewer, definition_id)
     refresh(engine, definition_id)
-    one = sql.Scope(definition_id, since, until, (version1,), visible)
-    two = sql.Scope(definition_id, since, until, (version2,), visible)
+    excluded = sql.orphan_ids(engine.store)
+    one = sql.Scope(definition_id, since, until, (version1,), visible, excluded)
+    two = sql.Scope(definition_id, since, until, (version2,), visible, excluded)
     store = engine.store
     cycle = _durations("", sql.samples(store, one, None), sql.samples(store, two, None))
     names = [s.name for s in first.all_states()]

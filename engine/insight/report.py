@@ -205,10 +205,11 @@ def build(
     ids = [definition_id] if definition_id is not None else sql.definitions_with_facts(engine.store)
     now = engine.clock()
     visible = _visible(engine, viewer)
+    excluded = sql.orphan_ids(engine.store)
     processes = tuple(
         process_report(
             engine, d, since=since, until=until, by=by, now=now, versions=versions, visible=visible,
-            person=_people_as(engine, viewer, d),
+            person=_people_as(engine, viewer, d), excluded=excluded,
         )
         for d in ids
     )  # fmt: skip
@@ -300,11 +301,12 @@ def process_report(
     versions: Sequence[int] = (),
     visible: Any = None,
     person: Callable[[str], str] | None = None,
+    excluded: tuple[int, ...] = (),
 ) -> ProcessReport:
     from sopflow.engine.insight.baseline import current
 
     definition = engine.definition(definition_id)
-    scope = sql.Scope(definition_id, since, until, tuple(versions), visible)
+    scope = sql.Scope(definition_id, since, until, tuple(versions), visible, excluded)
     store = engine.store
     measures = definition.measures
     threshold = measures.threshold if measures else 0.1

@@ -57,6 +57,8 @@ class Scope:
     until: datetime | None = None
     versions: tuple[int, ...] = ()
     cases_visible: Any = None
+    excluded: tuple[int, ...] = ()
+    """Case ids whose derived rows no case explains (`orphan_ids`): never counted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +233,19 @@ def orphans(store: Store) -> list[tuple[int, str]]:
     return sorted(found.items())
 
 
+def orphan_ids(store: Store) -> tuple[int, ...]:
+    """The case ids of derived rows that no derived case explains (see `orphans`), found with one anti-join
+    per table on the primary keys: what every figure leaves out."""
+    p = insight_progress.c
+    derived = select(p.case_id).join(cases, cases.c.id == p.case_id)
+    found: set[int] = set()
+    with store._read() as conn:
+        for table in (insight_steps, insight_spans):
+            query = select(table.c.case_id).distinct().where(table.c.case_id.not_in(derived))
+            found.update(int(i) for i in conn.execute(query).scalars())
+    return tuple(sorted(found))
+
+
 def progress_of(store: Store, case_ids: Sequence[int]) -> dict[int, int]:
     p = insight_progress.c
     with store._read() as conn:
@@ -243,17 +258,16 @@ def progress_of(store: Store, case_ids: Sequence[int]) -> dict[int, int]:
 
 def _where(scope: Scope, at: Any, definition: Any, version: Any, case_id: Any) -> list[ColumnElement[bool]]:
     found: list[ColumnElement[bool]] = [definition == scope.definition_id]
-    # Only rows of a case of this definition that exists (and the viewer may see): a derived row no case
-    # explains never counts (`audit verify` names it).
-    ours = cases.c.definition_id == scope.definition_id
+    if scope.excluded:  # a derived row no case explains never counts (`audit verify` names it)
+        found.append(case_id.not_in(scope.excluded))
     if scope.since is not None:
         found.append(at >= scope.since)
     if scope.until is not None:
         found.append(at < scope.until)
     if scope.versions:
         found.append(version.in_(scope.versions))
-    visible = ours if scope.cases_visible is None else and_(ours, scope.cases_visible)
-    found.append(case_id.in_(select(cases.c.id).where(visible)))
+    if scope.cases_visible is not None:
+        found.append(case_id.in_(select(cases.c.id).where(scope.cases_visible)))
     return found
 
 
@@ -349,7 +363,7 @@ def cycle_times(store: Store, scope: Scope, by_version: bool = False) -> list[Di
             S.ends_visit.is_(True),
             cases.c.open.is_(False),
             *_where(
-                Scope(scope.definition_id, None, None, scope.versions, scope.cases_visible),
+                Scope(scope.definition_id, None, None, scope.versions, scope.cases_visible, scope.excluded),
                 S.at,
                 S.definition_id,
                 S.definition_version,
