@@ -385,3 +385,23 @@ def test_a_stored_infinite_baseline_never_breaks_a_report(sop: Engine) -> None:
     assert review["baseline"] is None and review["change"] is None
     code, out = run(url, "baseline", "list")
     assert code == 0 and "Traceback" not in out
+
+
+def test_an_html_report_writes_through_a_symlink_and_never_replaces_a_device(
+    sop: Engine, tmp_path: Path
+) -> None:
+    url = str(sop.store.engine.url.render_as_string(hide_password=False))
+    target = tmp_path / "target.html"
+    target.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.html"
+    link.symlink_to(target)
+    code, out = run(url, "report", "--html", str(link))
+    assert code == 0, out
+    assert link.is_symlink() and "<html" in target.read_text(encoding="utf-8").lower()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, out = run(url, "report", "--html", str(fifo))
+    assert code == 2 and "is not a regular file" in out
+    done = process(url, "report", "--html", str(fifo))
+    assert done.returncode == 2 and "is not a regular file" in done.stderr
+    assert fifo.exists() and not fifo.is_file()

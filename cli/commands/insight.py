@@ -89,12 +89,8 @@ def report(
     from sopflow.engine.insight.report import check_period
 
     check_period(since, until)
-    if html is not None and not html.expanduser().parent.is_dir():
-        from sopflow.engine.errors import UsageError
-
-        raise UsageError(
-            f"the folder `{html.expanduser().parent}` does not exist", hint="create it, or name a file in one"
-        )
+    if html is not None:
+        html = _html_target(html)
     engine = settings().engine()
     if check:
         from sopflow.engine.errors import AuditBroken
@@ -141,6 +137,24 @@ def summary(p: ProcessReport) -> str:
         for d in p.deadlines
     ]
     return "\n".join(lines)
+
+
+def _html_target(path: Path) -> Path:
+    """Where `--html` writes: a symlink's target, never the link; a path that is there and not a regular
+    file (a device, a FIFO, a folder) or in a folder that does not exist is refused before any work."""
+    from sopflow.engine.errors import UsageError
+
+    target = path.expanduser().resolve()
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"the folder `{target.parent}` does not exist", hint="create it, or name a file in one"
+        )
+    if target.exists() and not target.is_file():
+        raise UsageError(
+            f"`{path}` is not a regular file: --html writes one whole file and would replace it",
+            hint="name a new or existing regular file, e.g. --html report.html",
+        )
+    return target
 
 
 def _write(path: Path, text: str) -> None:
