@@ -2,7 +2,7 @@
 at. `Engine.deploy` refuses such an org (`StrandedCases`, per case), or with `allow_stranded` deploys it
 and returns the same list, so that an administrator can reassign the cases it names.
 
-A running case points at people through its assignee, the person who moved it into its state (an
+A running case points at people through its starter, its assignee, the person who moved it into its state (an
 approval's submitter), the `format: user` fields of its data, and the delegations running now; and at
 roles through the state it waits in (its owner, who may fire its events, its approvers, the role it is
 assigned from) and through the people and roles its deadlines escalate to.
@@ -15,12 +15,35 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sopflow.engine.definition.model import SPECIAL_ACTORS, Definition, Org, State
-from sopflow.engine.store import CaseQuery, CaseRow
+from sopflow.engine.errors import Conflict
+from sopflow.engine.store import CaseQuery, CaseRow, OrgRow
 
 if TYPE_CHECKING:
     from sopflow.engine.runtime import Engine
 
 PAGE = 1000
+
+
+def refuse_unasked(deployed: OrgRow, new: Org, *, beside: bool, replace_org: bool) -> None:
+    """Refuse to replace the deployed org by `new` without being asked: an org of another id (another
+    organisation's people, roles and matrix) needs `replace_org`; a changed org found beside a definition
+    file, not named, is deployed only when named (the definition file alone was asked for)."""
+    if deployed.content_hash == new.content_hash:
+        return
+    if deployed.org_id != new.id and not replace_org:
+        raise Conflict(
+            f"the deployed org is `{deployed.org_id}`; {new.file} is the org `{new.id}`: deploying it would "
+            f"replace every person, role and grant of `{deployed.org_id}`; nothing was deployed",
+            hint="deploy the definition with the deployed org's file beside it (or name that file), or, "
+            "to replace the organisation on purpose, name the new org file and add --replace-org",
+        )
+    if beside:
+        raise Conflict(
+            f"{new.file}, found beside the definition, differs from the deployed org `{deployed.org_id}`; "
+            "an org beside a definition file is deployed only when named; nothing was deployed",
+            hint=f"to deploy that org too, name it: sopflow deploy {new.file} <definition files>; to "
+            "deploy only the definition, copy it beside the deployed org's file",
+        )
 
 
 def stranded(engine: Engine, new: Org, now: datetime) -> list[tuple[int, str]]:
@@ -49,7 +72,7 @@ def stranded(engine: Engine, new: Org, now: datetime) -> list[tuple[int, str]]:
 
 
 def _case_problems(definition: Definition, row: CaseRow, new: Org) -> Iterator[str]:
-    people = {"assignee": row.assignee, "submitter": row.submitter}
+    people = {"starter": row.starter, "assignee": row.assignee, "submitter": row.submitter}
     for field, role in definition.user_fields().items():
         value = row.data.get(field)
         if isinstance(value, str):

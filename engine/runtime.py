@@ -248,12 +248,15 @@ class Engine:
         actor: str | None = None,
         progress: Callable[[int, int], None] | None = None,
         allow_stranded: bool = False,
+        replace_org: bool = False,
     ) -> Deployed:
         """Check and store definitions and the org from files or folders. Nothing is stored unless
         every file is free of errors (two org files are an error). Identical content is a no-op; changed
         content under an unchanged `version:` is a Conflict. An org that drops people or roles running
         cases still point at is refused (`StrandedCases`, per case), unless `allow_stranded`: then it
-        is deployed and `Deployed.stranded` names them."""
+        is deployed and `Deployed.stranded` names them. An org of another id than the deployed one is
+        refused (`Conflict`) unless `replace_org`; a changed org found beside a definition file, not
+        given, is refused: name it to deploy it."""
         from sopflow.engine.definition.validate import validate_paths
 
         report = validate_paths(paths)
@@ -263,6 +266,9 @@ class Engine:
         stranded: list[tuple[int, str]] = []
         deployed_org = self.store.org()
         if report.org is not None and deployed_org is not None:
+            org_change.refuse_unasked(
+                deployed_org, report.org, beside=report.org_beside, replace_org=replace_org
+            )
             if deployed_org.content_hash != report.org.content_hash:
                 stranded = org_change.stranded(self, report.org, now)
             if stranded and not allow_stranded:

@@ -371,12 +371,20 @@ def _drawn(defn: Definition, fmt: str, chart: str, case: int | None, current: st
     is_flag=True,
     help="Deploy an org that drops people or roles running cases still point at, and list those cases.",
 )
-def deploy(paths: tuple[Path, ...], allow_stranded: bool) -> None:
+@click.option(
+    "--replace-org",
+    is_flag=True,
+    help="Deploy an org of another id than the deployed one, replacing that organisation.",
+)
+def deploy(paths: tuple[Path, ...], allow_stranded: bool, replace_org: bool) -> None:
     """Check and store definitions and the org (default: definitions/). Nothing is stored unless every
     file is clean (one org file at most). Identical content is a no-op; changed content needs a new
-    `version:`. An org that drops people or roles running cases point at (assignees, submitters, people
-    in user fields, running delegations, the roles of the states they wait in) is refused, each case
-    named; with --allow-stranded it is deployed and each case is listed, to reassign."""
+    `version:`. The org is deployed when named or in a folder given; an org.yaml beside a definition
+    file named alone only checks it, and is refused if it differs from the deployed org (name it to
+    deploy it). An org of another id is refused unless --replace-org. An org that drops people or roles
+    running cases point at (starters, assignees, submitters, people in user fields, running
+    delegations, the roles of the states they wait in) is refused, each case named; with
+    --allow-stranded it is deployed and each case is listed, to reassign."""
     import sys
 
     from sopflow.engine.errors import StrandedCases
@@ -390,7 +398,11 @@ def deploy(paths: tuple[Path, ...], allow_stranded: bool) -> None:
 
     try:
         result = engine.deploy(
-            _paths(paths), actor=settings().user, progress=progress, allow_stranded=allow_stranded
+            _paths(paths),
+            actor=settings().user,
+            progress=progress,
+            allow_stranded=allow_stranded,
+            replace_org=replace_org,
         )
     except StrandedCases as exc:
         if not settings().json:

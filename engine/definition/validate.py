@@ -39,6 +39,8 @@ class Report:
     """The text each definition and the org was checked from, by file: what a deploy stores."""
     files: tuple[str, ...] = ()
     """Every file checked, whether or not it could be read (the org found beside them included)."""
+    org_beside: bool = False
+    """The org was not given (as a file, or in a folder given) but found beside a definition file."""
 
     @property
     def ok(self) -> bool:
@@ -293,6 +295,7 @@ def validate_paths(paths: Sequence[pathlib.Path]) -> Report:
         problems=tuple(sort_problems(shorten(p) for p in problems)),
         sources=sources,
         files=tuple(files),
+        org_beside=org_read is not None and not org_reads,
     )
 
 
