@@ -418,3 +418,45 @@ def test_in_a_subprocess_show_verify_and_a_reused_key_leak_nothing(tmp_path: Pat
     reused = run("--as", "du.juan", "start", "emergency-response", "--key", "p-117", "--data", incident)
     assert reused.returncode == 1 and "already in use" in reused.stderr  # 21
     assert not [w for w in ("li.na", "content-review", "case 1") if w in reused.stderr], reused.stderr
+
+
+PROSE = ("reason", "comment", "comments", "note", "notes", "opinions", "rejection")
+
+
+def _unmarked_prose(schema: Any, path: str) -> Iterator[str]:
+    if not isinstance(schema, dict):
+        return
+    for name, sub in (schema.get("properties") or {}).items():
+        if not isinstance(sub, dict):
+            continue
+        words = str(name).split("_")
+        prose = sub.get("type") == "string" and "enum" not in sub and "format" not in sub
+        if prose and words[-1] in PROSE and "x-sensitive" not in sub:
+            yield f"{path}{name}"
+        yield from _unmarked_prose(sub, f"{path}{name}.")
+
+
+def _payloads(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "payload" and isinstance(value, dict):
+                yield str(node.get("title", "")), value
+            else:
+                yield from _payloads(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _payloads(value)
+
+
+@pytest.mark.parametrize("path", sorted(DEFINITIONS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_seed_reason_comment_and_note_is_marked_free_text(path: Path) -> None:
+    """A reason, comment or note is where someone types a name or a phone number: never exported raw."""
+    import yaml
+
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(document, dict) or "states" not in document:
+        return  # the org
+    unmarked = list(_unmarked_prose(document.get("data"), "data."))
+    for title, payload in _payloads(document["states"]):
+        unmarked += _unmarked_prose(payload, f"payload {title}: ")
+    assert unmarked == []

@@ -311,7 +311,7 @@ def test_deploy_then_deploy_again_is_unchanged(sop: Sop) -> None:
     assert "content-review@3: unchanged" in second
     answer = sop.json("deploy", str(DEFINITIONS))
     assert answer["org_changed"] is False
-    assert answer["definitions"]["tiered-approval@2"] is False
+    assert answer["definitions"]["tiered-approval@3"] is False
 
 
 def test_deploy_changed_content_under_the_same_version_is_a_conflict(sop: Sop, tmp_path: Path) -> None:
