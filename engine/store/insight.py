@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 _ATTEMPTS = 20
 """How often a baseline write that lost a race for the chain's head is tried again."""
 
+DERIVE_LOCK = 0x736F70_696E7369
+"""The PostgreSQL advisory lock a write of derived rows holds for its transaction."""
+
 S = insight_steps.c
 SP = insight_spans.c
 
@@ -176,6 +179,10 @@ def _replace(
     progress: dict[int, int],
 ) -> None:
     with store._write() as conn, conn.begin():
+        if store.dialect == "postgresql":
+            # Two readers deriving the same cases at once take turns (SQLite's write lock does this): the
+            # second replaces the first's rows instead of colliding with them mid-insert.
+            conn.execute(select(func.pg_advisory_xact_lock(DERIVE_LOCK)))
         conn.execute(delete(insight_steps).where(S.case_id.in_(ids)))
         conn.execute(delete(insight_spans).where(SP.case_id.in_(ids)))
         conn.execute(delete(insight_progress).where(insight_progress.c.case_id.in_(ids)))
