@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sopflow.engine import access, branches, org_change, people, subprocesses
+from sopflow.engine.answers import answer
 from sopflow.engine.audit import (
     AuditRecord,
     canonical_json,
@@ -499,7 +500,8 @@ class Engine:
             raise exc.of(f"the start of a `{definition.id}` case", key) from exc
         except KeyConflict as exc:
             raise access.key_conflict(self, exc) from None
-        return Result(self._case(fired.case), fired.record, fired.replayed, key)
+        done = Result(self._case(fired.case), fired.record, fired.replayed, key)
+        return answer(self, fired.case, done, actor, known=(org, person))
 
     def fire(
         self,
@@ -528,6 +530,7 @@ class Engine:
         claim = KeyClaim.fire(key, actor, case_id, event, payload, comment)
         self._org_knowing(actor)
         refusal: list[SopflowError] = []
+        acting: list[tuple[Org, Actor]] = []  # the org and the person the step was decided with
         now = self.clock()
 
         def decide(row: CaseRow, reads: Reads) -> Write:
@@ -537,6 +540,7 @@ class Engine:
             # statement, so this usually sends nothing.
             org = self.org_in(reads)
             person = self._delegated(org, actor, reads.delegations(actor), now)
+            acting[:] = [(org, person)]
             compiled = self.compiled(row.definition_id, row.definition_version)
             access.judge(self, org, person, row, "modify")  # the permission matrix; refused: see below
             if reads.key_clash is not None:
@@ -603,7 +607,8 @@ class Engine:
             if isinstance(refusal[0], KeyConflict):
                 raise access.key_conflict(self, refusal[0])
             raise refusal[0]
-        return Result(self._case(fired.case), fired.record, fired.replayed, key)
+        done = Result(self._case(fired.case), fired.record, fired.replayed, key)
+        return answer(self, fired.case, done, actor, known=acting[0] if acting else None)
 
     def snapshot_in(
         self, compiled: CompiledDefinition, row: CaseRow, reads: Reads, now: datetime
@@ -966,7 +971,7 @@ class Engine:
         administrator."""
         access.check_case(self, case_id, actor, "modify")
         fired = people.reassign(self, case_id, to_user, actor=actor, comment=comment)
-        return Result(self.case(fired.case.id), fired.record)
+        return answer(self, fired.case, Result(self.case(fired.case.id), fired.record), actor)
 
     def cancel(self, case_id: int, *, actor: str, reason: str) -> Result:
         """Cancel an open case where it stands, with a reason (audited): its timers end and its open
@@ -976,7 +981,7 @@ class Engine:
 
         access.check_case(self, case_id, actor, "administer")
         fired = control.cancel(self, case_id, actor=actor, reason=reason)
-        return Result(self._case(fired.case), fired.record)
+        return answer(self, fired.case, Result(self._case(fired.case), fired.record), actor)
 
     def work_item(self, case_id: int, *, viewer: str | None = None) -> WorkItem:
         """The work item of the case's current state: offered, allocated or started, to whom, since when
@@ -993,7 +998,7 @@ class Engine:
 
         access.check_case(self, case_id, actor, "administer")
         fired = control.suspend(self, case_id, actor=actor, reason=reason)
-        return Result(self._case(fired.case), fired.record)
+        return answer(self, fired.case, Result(self._case(fired.case), fired.record), actor)
 
     def resume(self, case_id: int, *, actor: str, reason: str | None = None) -> Result:
         """Resume a suspended case: its timers run again with the time they had left (`engine.control`)."""
@@ -1001,7 +1006,7 @@ class Engine:
 
         access.check_case(self, case_id, actor, "administer")
         fired = control.resume(self, case_id, actor=actor, reason=reason)
-        return Result(self._case(fired.case), fired.record)
+        return answer(self, fired.case, Result(self._case(fired.case), fired.record), actor)
 
     def delegate(
         self,
