@@ -405,3 +405,30 @@ def test_an_html_report_writes_through_a_symlink_and_never_replaces_a_device(
     done = process(url, "report", "--html", str(fifo))
     assert done.returncode == 2 and "is not a regular file" in done.stderr
     assert fifo.exists() and not fifo.is_file()
+
+
+def test_the_migration_chains_the_baselines_recorded_before(database_url: str) -> None:
+    import sqlalchemy as sa
+
+    from sopflow.engine.store import database
+
+    engine = database.create(database_url)
+    try:
+        database.upgrade(engine, "0012")
+        at = datetime(2026, 3, 2, 9, 0)
+        rows = [
+            {"definition_id": "article", "step": "review", "seconds": 3600.0 * n, "kind": "benchmark",
+             "source": f"report {n}", "period": None, "created_at": at, "created_by": "ed"}
+            for n in (1, 2)
+        ]  # fmt: skip
+        old = sa.table("insight_baselines", *(sa.column(name) for name in rows[0]))
+        with engine.begin() as conn:
+            conn.execute(sa.insert(old), rows)
+        assert database.upgrade(engine) == database.SCHEMA_REVISION
+    finally:
+        engine.dispose()
+    with Engine(database_url) as sop:
+        assert [b.source for b in sop.baselines()] == ["report 1", "report 2"]
+        assert sop.verify().ok
+        with pytest.raises(Exception, match="append-only"), sop.store.engine.begin() as conn:
+            conn.execute(text("UPDATE insight_baselines SET seconds = 1"))
