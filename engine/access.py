@@ -95,12 +95,27 @@ def scope_of(
             continue
         if grant.scope in ("all", "all_desensitised"):
             parts.append(ScopePart(grant.definitions, None, (), grant.scope == "all_desensitised"))
-        elif grant.scope == "department" and actor.department is not None:
-            members = tuple(u.id for u in org.users.values() if u.department == actor.department)
-            parts.append(ScopePart(grant.definitions, members, steps(actor.department)))
+        elif grant.scope == "department" and (departments := _departments(org, actor, grant.role)):
+            for department in departments:
+                members = tuple(u.id for u in org.users.values() if u.department == department)
+                parts.append(ScopePart(grant.definitions, members, steps(department)))
         else:  # own, or a department grant to a person in none: their own cases
             parts.append(ScopePart(grant.definitions, tuple(sorted({actor.id, *actor.stands_in_for}))))
     return Scope(tuple(parts))
+
+
+def _departments(org: Org, actor: Actor, role: str) -> list[str]:
+    """The departments a `department` grant of `role` covers for `actor`: their own when they hold the
+    role themselves, and, for a role delegated to them, the department of the person who delegated it
+    (a stand-in works the absent person's queue, wherever the stand-in sits)."""
+    found: list[str] = []
+    own = org.users.get(actor.id)
+    if own is not None and role in own.roles and actor.department is not None:
+        found.append(actor.department)
+    delegator = org.users.get(actor.delegated.get(role, ""))
+    if delegator is not None and delegator.department is not None and delegator.department not in found:
+        found.append(delegator.department)
+    return found
 
 
 def _department_steps(

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from sopflow.engine.runtime import Engine
 from sopflow.engine.store.access import admitting
 from sopflow.engine.store.records import CaseQuery, CaseRow, Scope, ScopePart
 from tests.conftest import DEFINITIONS, ROOT, Clock, engine_on
+from tests.test_cli_subprocess import SOPFLOW, _env
 
 ACCESS = ROOT / "tests" / "fixtures" / "access"
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -337,6 +339,71 @@ def test_the_sql_filter_admits_exactly_what_the_python_check_admits(
     with sop.store.engine.connect() as conn:
         core = {int(i) for i in conn.execute(select(cases.c.id).where(scope_clause(scope))).scalars()}
     assert core == checked
+
+
+DELEGATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(("mia", "alice", "ana", "root")), st.sampled_from(("manager", "employee", "analyst"))
+    ),
+    max_size=3,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delegate=st.sampled_from(("bob", "alice", "mia")), grants=DELEGATIONS)
+def test_a_stand_in_reaches_the_delegators_department_in_sql_and_python_alike(
+    rows: tuple[Engine, list[CaseRow]], delegate: str, grants: list[tuple[str, str]]
+) -> None:
+    """A role delegated with a `department` grant covers the delegator's department (not the stand-in's):
+    the SQL filter and the Python check agree on every case, and each case of the delegator's department
+    (started, held or submitted by a member) is within reach."""
+    from sopflow.engine.access import owned_steps, scope_of
+    from sopflow.engine.step import actor_from_org
+
+    sop, all_rows = rows
+    org = sop.org()
+    delegated: dict[str, str] = {}
+    for delegator, role in grants:
+        if role in org.users[delegator].roles and delegator != delegate:
+            delegated.setdefault(role, delegator)
+    actor = actor_from_org(org, delegate, delegated)
+    definitions = [sop.definition(d.id) for d in sop.definitions()]
+    scope = scope_of(
+        org, actor, "view", lambda dep: tuple(s for d in definitions for s in owned_steps(d, org, dep))
+    )
+    listed = {r.id for r in sop.store.cases(CaseQuery(scope=scope, limit=500))}
+    checked = {
+        r.id
+        for r in all_rows
+        if admitting(scope, r.definition_id, r.state, r.starter, r.assignee, r.submitter)
+    }
+    assert listed == checked
+    if actor.delegated.get("manager") == "mia":  # mia's department grant, handed to the stand-in
+        office = {u.id for u in org.users.values() if u.department == "office"}
+        assert {r.id for r in all_rows if {r.starter, r.assignee, r.submitter} & office} <= listed
+
+
+def test_a_stand_in_from_another_department_works_the_absent_managers_queue(
+    office: Engine, clock: Clock
+) -> None:
+    case = office.start("volunteer", dict(PERSON), actor="alice").case.id  # alice: office
+    with pytest.raises(NotFound):
+        office.case(case, viewer="bob")  # bob: field, an employee
+    office.delegate("mia", "bob", actor="mia", ends_at=clock.now + timedelta(days=3))
+    assert office.case(case, viewer="bob").starter == "alice"
+    assert case in {c.id for c in office.cases(viewer="bob")}
+    # The command line reads the real clock: a delegation made there, running now.
+    url, runner = office.store.url, CliRunner()
+    until = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    made = runner.invoke(cli, ["--db", url, "--as", "mia", "delegate", "bob", "--until", until])
+    assert made.exit_code == 0, made.output
+    shown = runner.invoke(cli, ["--db", url, "--as", "bob", "show", str(case)])
+    assert shown.exit_code == 0 and "alice" in shown.output, shown.output
+    done = subprocess.run(
+        [SOPFLOW, "--db", url, "--as", "bob", "list"], env=_env(), capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert str(case) in [line.split()[0] for line in done.stdout.splitlines() if line.strip()], done.stdout
 
 
 # -- the access log is a hash chain that audit verify checks -------------------------------------------
