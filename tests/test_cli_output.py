@@ -100,3 +100,14 @@ def test_an_argument_with_a_line_break_through_a_real_process(started: str) -> N
     lines = done.stderr.decode().splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: `xevil\\x1b]0;pwned\\x07\\nfake row`"), lines
     assert b"\x1b" not in done.stderr
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly_with_exit_1(started: str) -> None:
+    proc = subprocess.Popen(
+        [SOPFLOW, "--db", started, "list"], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # as `sopflow list | head -0`: the first write gets EPIPE
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1 and err == b"", err
