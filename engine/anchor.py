@@ -78,6 +78,8 @@ class Anchor:
     access_log: tuple[int, str] | None = None
     """The access log's head: its last row's number and hash (None: an anchor written before it had one,
     or an empty log). A chain alone cannot show its newest rows cut off; this can."""
+    lifecycle: tuple[int, str] | None = None
+    """How many acts the lifecycle log held and the hash of the newest (its chain's head)."""
 
     def body(self) -> dict[str, Any]:
         """What the MAC covers: every field but `mac` and `label`."""
@@ -94,6 +96,7 @@ class Anchor:
             "key_id": self.key_id,
             **({} if self.delegations is None else {"delegations": list(self.delegations)}),
             **({} if self.baselines is None else {"baselines": list(self.baselines)}),
+            **({} if self.lifecycle is None else {"lifecycle": list(self.lifecycle)}),
         }
 
     def text(self) -> str:
@@ -151,6 +154,7 @@ def make(
 ) -> Anchor:
     """An anchor of the trail as it is now, chained onto `previous` (the first of a series without)."""
     from sopflow.engine.insight.baseline import head as baseline_head
+    from sopflow.engine.lifecycle.chain import head as lifecycle_head
 
     store = engine.store
     heads = tuple(store.audit_heads())
@@ -169,6 +173,7 @@ def make(
         key_id=key_id(key),
         delegations=(len(log), log_digest(log)),
         baselines=baseline_head(store),
+        lifecycle=lifecycle_head(store),
     )
     return replace(anchor, mac=_mac(key, anchor.body()))
 
@@ -229,6 +234,9 @@ def parse(text: str, key: bytes, label: str) -> Anchor:
             baselines=None
             if "baselines" not in doc
             else (int(doc["baselines"][0]), str(doc["baselines"][1])),
+            lifecycle=None
+            if "lifecycle" not in doc
+            else (int(doc["lifecycle"][0]), str(doc["lifecycle"][1])),
             mac=str(doc["mac"]),
             label=label,
         )
@@ -363,6 +371,14 @@ def _extends(earlier: Anchor, later: Anchor) -> list[VerifyFinding]:
             VerifyFinding(
                 None, None, f"anchor {later.number} holds fewer baselines than anchor {earlier.number} did",
                 "baselines",
+            )
+        )  # fmt: skip
+    if earlier.lifecycle and later.lifecycle and later.lifecycle[0] < earlier.lifecycle[0]:
+        found.append(
+            VerifyFinding(
+                None, None,
+                f"anchor {later.number} holds fewer lifecycle acts than anchor {earlier.number} did",
+                "lifecycle log",
             )
         )  # fmt: skip
     if later.orgs[: len(earlier.orgs)] != earlier.orgs:

@@ -42,6 +42,7 @@ from sopflow.engine.definition.model import (
     Org,
 )
 from sopflow.engine.errors import SopflowError
+from sopflow.engine.lifecycle import chain as lifecycle_chain
 from sopflow.engine.step import (
     SYSTEM_ACTOR,
     Actor,
@@ -363,7 +364,7 @@ class _Checker:
         findings += access_log.check(store)
         from sopflow.engine.insight import baseline as insight_baseline
 
-        findings += insight_baseline.findings(store, anchors)
+        findings += insight_baseline.findings(store, anchors) + lifecycle_chain.findings(store, anchors)
         org_times = [deployed for _id, deployed, _org in self._orgs]
         for anchor in anchors:
             findings += _registry_against(anchor, stored, hashes)

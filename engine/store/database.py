@@ -46,7 +46,7 @@ log = logging.getLogger("sopflow.store")
 WRITE = "sopflow_write"
 """Execution option that marks a connection's transaction as a write (BEGIN IMMEDIATE on SQLite)."""
 
-SCHEMA_REVISION = "0013"
+SCHEMA_REVISION = "0014"
 """The Alembic head this code expects (a test keeps it equal to the newest migration). Checking it with
 one SELECT keeps Alembic out of every command but `db upgrade` and the first use of a new database."""
 

@@ -9,6 +9,7 @@ step that a worker commits in between is never overwritten: the case is read and
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
 
-from sopflow.engine.audit import AuditRecord, canonical_json
+from sopflow.engine.audit import GENESIS, AuditRecord, canonical_json, iso
 from sopflow.engine.errors import Conflict
 from sopflow.engine.store import database
 from sopflow.engine.store.driver import postgres_time, run, sqlite_time
@@ -45,6 +47,37 @@ class ActionRow:
     reason: str | None
     detail: dict[str, Any]
     at: datetime
+    prev_hash: str = ""
+    hash: str = ""
+
+    def body(self) -> dict[str, Any]:
+        """What its hash covers: every column but `id` (its place is its link) and `hash`, `at` in the
+        audit trail's format."""
+        return {
+            "definition_id": self.definition_id, "action": self.action, "versions": self.versions,
+            "actor": self.actor, "role": self.role, "outcome": self.outcome, "reason": self.reason,
+            "detail": self.detail, "at": iso(self.at), "prev_hash": self.prev_hash,
+        }  # fmt: skip
+
+
+def action_hash(body: dict[str, Any]) -> str:
+    """The SHA-256 of a lifecycle act's body in canonical JSON: its link in the chain of the log."""
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def chain_findings(rows: Sequence[ActionRow]) -> list[tuple[int, str]]:
+    """(id, what is wrong) for each act of the log whose content or link breaks the chain (oldest first)."""
+    found: list[tuple[int, str]] = []
+    expected = GENESIS
+    for row in rows:
+        if row.prev_hash != expected:
+            found.append(
+                (row.id, "its link to the act before does not match: one before was removed or forged")
+            )
+        elif action_hash(row.body()) != row.hash:
+            found.append((row.id, "its content does not match its hash: it was changed after it was logged"))
+        expected = row.hash
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +119,9 @@ def log_action(
     detail: dict[str, Any],
     at: datetime,
 ) -> ActionRow:
-    """Append one act to the lifecycle log, in its own transaction."""
-    values = {
+    """Append one act to the lifecycle log, in its own transaction, chained onto the act before (its
+    `prev_hash` is that one's `hash`, unique: of two writers at once, the second tries again)."""
+    values: dict[str, Any] = {
         "definition_id": definition_id,
         "action": action,
         "versions": canonical_json(versions),
@@ -98,10 +132,30 @@ def log_action(
         "detail": canonical_json(detail),
         "at": at,
     }
+    for attempt in range(MAX_ATTEMPTS):
+        try:
+            return _append(store, values)
+        except IntegrityError:
+            if attempt == MAX_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _append(store: Store, values: dict[str, Any]) -> ActionRow:
+    c = lifecycle_actions.c
     with store._write() as conn, conn.begin():
-        new_id = conn.execute(insert(lifecycle_actions).values(**values)).inserted_primary_key
+        last = conn.execute(select(c.hash).order_by(c.id.desc()).limit(1)).scalar()
+        row = _action({**values, "id": 0, "prev_hash": GENESIS if last is None else str(last)})
+        chained = {**values, "prev_hash": row.prev_hash, "hash": action_hash(row.body())}
+        new_id = conn.execute(insert(lifecycle_actions).values(**chained)).inserted_primary_key
     assert new_id is not None
-    return _action({**values, "id": int(new_id[0])})
+    return _action({**chained, "id": int(new_id[0])})
+
+
+def head(store: Store) -> tuple[int, str]:
+    """How many acts the log holds and the hash of the newest (what an anchor holds of it)."""
+    rows = actions(store)
+    return len(rows), rows[-1].hash if rows else GENESIS
 
 
 def actions(
@@ -313,4 +367,6 @@ def _action(values: dict[str, Any]) -> ActionRow:
         reason=values["reason"],
         detail=json.loads(values["detail"]),
         at=_aware(values["at"]),
+        prev_hash=values.get("prev_hash", ""),
+        hash=values.get("hash", ""),
     )

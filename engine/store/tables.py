@@ -268,7 +268,11 @@ lifecycle_actions = Table(
     Column("reason", Text),
     Column("detail", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
+    # Append-only and hash-chained (migration 0014): each act's `prev_hash` is the `hash` of the one before.
+    Column("prev_hash", String(64), nullable=False, server_default=""),
+    Column("hash", String(64), nullable=False, server_default=""),
     Index("ix_lifecycle_definition", "definition_id", "outcome", "id"),
+    Index("ux_lifecycle_actions_prev", "prev_hash", unique=True),
 )
 
 insight_steps = Table(
