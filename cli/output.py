@@ -3,6 +3,7 @@ modules (`start`, `fire`, `reassign`, `tasks` …) so that none imports another'
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -73,3 +74,25 @@ def print_result(result: Result) -> None:
     outcome = result.record.detail.get("outcome")
     if outcome == "pending":
         click.echo("  vote recorded; the approval is still pending")
+
+
+def whole_file_target(path: Path, option: str) -> Path:
+    """Where an option that writes one whole file (`--out`, `--html`) writes: a symlink's target, never the
+    link. A path that is there and not a regular file (a device, a FIFO, a folder) or in a folder that
+    does not exist is refused before any work: the file is written beside it and renamed over it, which
+    would replace a device or a FIFO instead of writing to it."""
+    from sopflow.engine.errors import UsageError
+
+    target = path.expanduser().resolve()
+    if not target.parent.is_dir():
+        raise UsageError(
+            f"the folder `{target.parent}` does not exist", hint="create it, or name a file in one"
+        )
+    if target.exists() and not target.is_file():
+        raise UsageError(
+            f"`{path}` is not a regular file: {option} writes one whole file and would replace it",
+            hint=f"name a new or existing regular file, or leave out {option} to write to standard output"
+            if option == "--out"
+            else f"name a new or existing regular file, e.g. {option} report.html",
+        )
+    return target

@@ -10,6 +10,8 @@ import io
 import itertools
 import json
 import os
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -381,3 +383,29 @@ def test_memory_stays_flat_in_the_number_of_cases(sqlite_url: str, clock: Clock)
 def test_the_seed_definitions_export(tmp_path: Path, clock: Clock) -> None:
     for _sop in engine_on(f"sqlite:///{tmp_path / 's.db'}", clock, DEFINITIONS):
         assert _export(_sop, "xes", key=None).endswith("</log>\n")
+
+
+def test_export_out_writes_through_a_symlink_and_never_replaces_a_fifo(
+    engine: Engine, tmp_path: Path
+) -> None:
+    generate(engine, 2)
+    base = ["--db", engine.database_url, "export", "--format", "csv", "--out"]
+    target = tmp_path / "target.csv"
+    target.write_text("old", encoding="utf-8")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    done = CliRunner().invoke(cli, [*base, str(link)])
+    assert done.exit_code == 0, done.output
+    assert link.is_symlink(), "the link stays a link"
+    assert target.read_bytes().startswith(b"\xef\xbb\xbf"), "the export went to the link's target"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    refused = CliRunner().invoke(cli, [*base, str(fifo)])
+    assert refused.exit_code == 2 and "is not a regular file" in refused.output
+    assert fifo.exists() and not fifo.is_file(), "the FIFO is still a FIFO"
+    assert not list(tmp_path.glob(".fifo*")), "nothing half-written beside it"
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sopflow"), *base, str(fifo)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2 and "is not a regular file" in done.stderr and "Traceback" not in done.stderr

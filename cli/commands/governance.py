@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, cast
 import click
 
 from sopflow.cli.main import emit, settings
+from sopflow.cli.output import whole_file_target
 from sopflow.cli.params import TIME, Count, show
 
 if TYPE_CHECKING:
@@ -220,11 +221,7 @@ def export(
             raise
         click.echo(f"exported {report.cases} cases, {report.events} events", err=True)
         return
-    out = out.expanduser()
-    if not out.parent.is_dir():
-        from sopflow.engine.errors import UsageError
-
-        raise UsageError(f"the folder `{out.parent}` does not exist", hint="create it, or name a file in one")
+    out = whole_file_target(out, "--out")
     partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
     try:
         with partial.open("wb") as handle:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sopflow.cli.main import emit, settings
+from sopflow.cli.output import whole_file_target
 from sopflow.cli.params import TIME, VERSION
 from sopflow.cli.render import duration, table
 
@@ -90,7 +91,7 @@ def report(
 
     check_period(since, until)
     if html is not None:
-        html = _html_target(html)
+        html = whole_file_target(html, "--html")
     engine = settings().engine()
     if check:
         from sopflow.engine.errors import AuditBroken
@@ -137,24 +138,6 @@ def summary(p: ProcessReport) -> str:
         for d in p.deadlines
     ]
     return "\n".join(lines)
-
-
-def _html_target(path: Path) -> Path:
-    """Where `--html` writes: a symlink's target, never the link; a path that is there and not a regular
-    file (a device, a FIFO, a folder) or in a folder that does not exist is refused before any work."""
-    from sopflow.engine.errors import UsageError
-
-    target = path.expanduser().resolve()
-    if not target.parent.is_dir():
-        raise UsageError(
-            f"the folder `{target.parent}` does not exist", hint="create it, or name a file in one"
-        )
-    if target.exists() and not target.is_file():
-        raise UsageError(
-            f"`{path}` is not a regular file: --html writes one whole file and would replace it",
-            hint="name a new or existing regular file, e.g. --html report.html",
-        )
-    return target
 
 
 def _write(path: Path, text: str) -> None:
