@@ -132,6 +132,18 @@ def test_a_refusal_expected_and_not_met_fails_both_ways(folder: Path) -> None:
     assert "line 9: refused: expected accepted, got invalid-data:" in result.output
 
 
+def test_a_start_expected_to_be_refused_and_accepted_fails(folder: Path) -> None:
+    scenario(
+        folder,
+        "scenarios:\n"
+        "  - name: a start that is accepted\n"
+        "    start: {as: li.na, data: {title: t, origin: original}, expect: {refused: invalid-data}}\n",
+    )
+    result = sopflow("test", str(folder / "content-review.test.yaml"))
+    assert result.exit_code == 1, result.output
+    assert "start (as li.na), line 3: refused: expected invalid-data, got accepted" in result.output
+
+
 def test_data_timers_and_notifications_are_compared(folder: Path) -> None:
     scenario(
         folder,

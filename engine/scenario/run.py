@@ -392,7 +392,7 @@ class _Play:
         start = scenario.start
         outcome = self.driver.start(self.definition_id, start.actor, start.data)
         where = f"start (as {start.actor})"
-        if outcome.refused is not None or self.driver.case_id is None:
+        if outcome.refused is not None or self.driver.case_id is None or start.expect.refused is not None:
             return self._refusal(0, where, start.line, start.expect, outcome)
         found = self._check(0, where, start.line, start.expect, outcome)
         if found is not None:
