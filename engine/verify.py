@@ -96,6 +96,23 @@ class VerifyFinding:
         return found
 
 
+def anchored_rows(
+    label: str, held: tuple[int, str] | None, hashes: Sequence[str], subject: str, noun: str
+) -> list[VerifyFinding]:
+    """An anchor's hold on a hash-chained table (`held`: how many rows it held and the newest one's hash)
+    against the rows there now (`hashes`, oldest first): rows cut from the end, which the chain alone cannot
+    show, or the held ones rewritten."""
+    if held is None:
+        return []
+    count, digest = held
+    if len(hashes) < count:
+        problem = f"{label} holds {count} of them, {len(hashes)} remain: {noun} were removed"
+        return [VerifyFinding(None, None, problem, subject)]
+    if count and hashes[count - 1] != digest:
+        return [VerifyFinding(None, None, f"the {noun} {label} holds were rewritten", subject)]
+    return []
+
+
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
     cases: int

@@ -202,27 +202,15 @@ def head(store: Store) -> tuple[int, str]:
 def findings(store: Store, anchors: Sequence[Anchor] = ()) -> list[VerifyFinding]:
     """`audit verify`'s check of the baselines: each row that breaks their chain (edited, or one before it
     removed), and against each anchor holding their head, rows removed from the end or rewritten."""
-    from sopflow.engine.verify import VerifyFinding
+    from sopflow.engine.verify import VerifyFinding, anchored_rows
 
     rows = sql.baselines(store)
     found = [
         VerifyFinding(None, None, problem, f"baseline {i}") for i, problem in sql.baseline_findings(rows)
     ]
+    hashes = [r.hash for r in rows]
     for anchor in anchors:
-        if anchor.baselines is None:
-            continue
-        held, digest = anchor.baselines
-        if len(rows) < held:
-            found.append(
-                VerifyFinding(
-                    None, None, f"{anchor.label} holds {held} of them, {len(rows)} remain: rows were removed",
-                    "baselines",
-                )
-            )  # fmt: skip
-        elif held and rows[held - 1].hash != digest:
-            found.append(
-                VerifyFinding(None, None, f"the rows {anchor.label} holds were rewritten", "baselines")
-            )
+        found += anchored_rows(anchor.label, anchor.baselines, hashes, "baselines", "rows")
     return found
 
 

@@ -23,25 +23,13 @@ def head(store: Store) -> tuple[int, str]:
 def findings(store: Store, anchors: Sequence[Anchor] = ()) -> list[VerifyFinding]:
     """Each act that breaks the log's chain (edited, forged, or one before it removed), and against each
     anchor holding the chain's head, acts removed from the end or rewritten."""
-    from sopflow.engine.verify import VerifyFinding
+    from sopflow.engine.verify import VerifyFinding, anchored_rows
 
     rows = sql.actions(store)
     found = [
         VerifyFinding(None, None, problem, f"lifecycle act {i}") for i, problem in sql.chain_findings(rows)
     ]
+    hashes = [r.hash for r in rows]
     for anchor in anchors:
-        if anchor.lifecycle is None:
-            continue
-        held, digest = anchor.lifecycle
-        if len(rows) < held:
-            found.append(
-                VerifyFinding(
-                    None, None, f"{anchor.label} holds {held} of them, {len(rows)} remain: acts were removed",
-                    "lifecycle log",
-                )
-            )  # fmt: skip
-        elif held and rows[held - 1].hash != digest:
-            found.append(
-                VerifyFinding(None, None, f"the acts {anchor.label} holds were rewritten", "lifecycle log")
-            )
+        found += anchored_rows(anchor.label, anchor.lifecycle, hashes, "lifecycle log", "acts")
     return found
